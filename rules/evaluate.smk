@@ -1,0 +1,23 @@
+rule evaluate:
+    input:
+        model="results/{dataset}/{method}/seed{seed}/model.pt",
+        train="data/processed/{dataset}/train.npz",
+        test_tr="data/processed/{dataset}/test_tr.npz",
+        test_te="data/processed/{dataset}/test_te.npz",
+    output:
+        metrics="results/{dataset}/{method}/seed{seed}/metrics.json",
+        topk="results/{dataset}/{method}/seed{seed}/topk.npz",
+        item_stats="results/{dataset}/{method}/seed{seed}/items.npz",
+    params:
+        evaluation=config["evaluation"],
+        device=compute_device,
+        code_version=stage_code_version("evaluate"),
+    log:
+        "logs/evaluate/{dataset}/{method}/seed{seed}.log",
+    threads: 2
+    resources:
+        gpu=gpus_per_job,
+        mem_mb=resource("mem_mb", "evaluate"),
+        runtime=resource("runtime", "evaluate"),
+    script:
+        "../workflow_scripts/evaluate.py"

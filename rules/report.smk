@@ -1,0 +1,92 @@
+rule aggregate:
+    input:
+        unpack(run_inputs),
+    output:
+        summary_csv=report(
+            "results/{dataset}/summary.csv",
+            caption="../report/summary.rst",
+            category="Tables",
+            subcategory="{dataset}",
+        ),
+        summary_md="results/{dataset}/summary.md",
+        comparison_csv=report(
+            "results/{dataset}/paper_comparison.csv",
+            caption="../report/paper_comparison.rst",
+            category="Tables",
+            subcategory="{dataset}",
+        ),
+        comparison_md="results/{dataset}/paper_comparison.md",
+    params:
+        dataset="{dataset}",
+        code_version=stage_code_version("aggregate"),
+    log:
+        "logs/aggregate/{dataset}.log",
+    localrule: True
+    script:
+        "../workflow_scripts/aggregate.py"
+
+
+rule plot:
+    input:
+        unpack(run_inputs),
+    output:
+        coverage_at_k=report(
+            "results/{dataset}/figures/coverage_at_k.png",
+            caption="../report/coverage_at_k.rst",
+            category="Figures",
+            subcategory="{dataset}",
+        ),
+        coverage_at_k_pdf="results/{dataset}/figures/coverage_at_k.pdf",
+        item_recall_by_popularity=report(
+            "results/{dataset}/figures/item_recall_by_popularity.png",
+            caption="../report/item_recall_by_popularity.rst",
+            category="Figures",
+            subcategory="{dataset}",
+        ),
+        item_recall_by_popularity_pdf="results/{dataset}/figures/item_recall_by_popularity.pdf",
+        accuracy_coverage_tradeoff=report(
+            "results/{dataset}/figures/accuracy_coverage_tradeoff.png",
+            caption="../report/accuracy_coverage_tradeoff.rst",
+            category="Figures",
+            subcategory="{dataset}",
+        ),
+        accuracy_coverage_tradeoff_pdf="results/{dataset}/figures/accuracy_coverage_tradeoff.pdf",
+        lorenz=report(
+            "results/{dataset}/figures/lorenz.png",
+            caption="../report/lorenz.rst",
+            category="Figures",
+            subcategory="{dataset}",
+        ),
+        lorenz_pdf="results/{dataset}/figures/lorenz.pdf",
+    params:
+        dataset="{dataset}",
+        code_version=stage_code_version("plot"),
+    log:
+        "logs/plot/{dataset}.log",
+    localrule: True
+    script:
+        "../workflow_scripts/plot.py"
+
+
+rule plot_weight_landscape:
+    input:
+        train="data/processed/{dataset}/train.npz",
+        models=weight_landscape_models,
+    output:
+        weight_landscape=report(
+            "results/{dataset}/figures/weight_landscape.png",
+            caption="../report/weight_landscape.rst",
+            category="Figures",
+            subcategory="{dataset}",
+        ),
+        weight_landscape_pdf="results/{dataset}/figures/weight_landscape.pdf",
+    params:
+        dataset="{dataset}",
+        code_version=stage_code_version("plot"),
+    log:
+        "logs/plot_weight_landscape/{dataset}.log",
+    resources:
+        mem_mb=resource("mem_mb", "plot"),
+        runtime=resource("runtime", "plot"),
+    script:
+        "../workflow_scripts/plot_weight_landscape.py"

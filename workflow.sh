@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Sets up a virtual environment in .venv from this repository's own files, then
+#   ./workflow.sh run [snakemake args...]   runs the workflow (default: the ML-100K demo, all cores)
+#   ./workflow.sh test [pytest args...]     runs the test suite
+# Needs Python 3.11+ and the Python package index; nothing else.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+PYTHON=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+
+"$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed, found " + sys.version.split()[0])'
+
+stamp="$VENV/.installed-$(cat pyproject.toml | sha256sum | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+    [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+    "$VENV/bin/python" -m pip install --quiet --upgrade pip
+    "$VENV/bin/python" -m pip install --quiet -e ".[workflow,test]"
+    rm -f "$VENV"/.installed-*
+    touch "$stamp"
+fi
+export PATH="$PWD/$VENV/bin:$PATH"
+
+command=${1:-}
+[ $# -gt 0 ] && shift
+case "$command" in
+    run)
+        exec snakemake --cores all "$@"
+        ;;
+    test)
+        exec python -m pytest "$@"
+        ;;
+    *)
+        echo "usage: $0 run [snakemake args...] | test [pytest args...]" >&2
+        exit 2
+        ;;
+esac
