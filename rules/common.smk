@@ -1,15 +1,31 @@
 # Helpers shared by the rules. The logic lives in workflow_scripts/semtail/workflow.py,
 # where it is tested without Snakemake; this file only binds it to `config`.
 
+import os
 import re
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(workflow.basedir) / "workflow_scripts"))
+WORKFLOW_SCRIPTS = str(Path(workflow.basedir) / "workflow_scripts")
+sys.path.insert(0, WORKFLOW_SCRIPTS)
+# The jobs' scripts, too, import the semtail next to this Snakefile: Snakemake appends the script's
+# folder to sys.path, after site-packages, where `pip install -e` of another checkout (or none,
+# in a conda environment) would otherwise answer.
+if os.environ.get("PYTHONPATH", "").split(os.pathsep)[0] != WORKFLOW_SCRIPTS:
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        [WORKFLOW_SCRIPTS] + [p for p in [os.environ.get("PYTHONPATH")] if p]
+    )
 
 from semtail import workflow as plan
 
 plan.check_config(config)
+# profiles/slurm ships placeholders for the partition and account: stop before submitting anything.
+plan.check_cluster_resources(
+    {
+        name: getattr(value, "raw", value)
+        for name, value in (workflow.resource_settings.default_resources or {}).items()
+    }
+)
 
 DATASETS = list(config["datasets"])
 METHODS = list(config["methods"])
@@ -67,10 +83,33 @@ def run_inputs(wildcards):
 
 
 def resource(kind, stage):
-    """A resource callable for `stage` (mem_mb, runtime, ...) sized from the dataset."""
-    return lambda wildcards, attempt: plan.resources(
-        config, stage, wildcards.dataset, attempt
-    )[kind]
+    """A callable for a rule's threads, mem_mb or runtime (semtail/workflow.py:resources), sized
+    from the dataset: from the stats.json among the job's inputs once preprocessing wrote it
+    (Snakemake evaluates resources again right before a job starts), else from the config's
+    `expected` sizes. A retry (`attempt` 2) asks for twice the memory and time."""
+
+    def value(wildcards, input, attempt):
+        if getattr(input, "stats", None):
+            stats_file = input.stats
+        elif getattr(input, "train", None):
+            stats_file = str(Path(input.train).with_name("stats.json"))
+        else:
+            stats_file = None
+        return plan.resources(
+            config,
+            stage,
+            wildcards.dataset,
+            attempt,
+            method=getattr(wildcards, "method", None),
+            stats_file=stats_file,
+        )[kind]
+
+    return value
+
+
+def cpus_per_gpu(wildcards, threads):
+    """SLURM: a GPU job's CPUs are requested per GPU (--cpus-per-gpu), as many as its threads."""
+    return threads
 
 
 def weight_landscape_models(wildcards):

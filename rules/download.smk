@@ -6,13 +6,16 @@ rule download:
     output:
         provenance="data/raw/{dataset}/provenance.json",
     params:
+        dataset="{dataset}",
         sources=dataset_sources,
     log:
         "logs/download/{dataset}.log",
     retries: 2
-    threads: 1
+    threads: resource("threads", "download")
     resources:
-        mem_mb=1024,
-        runtime=240,
+        mem_mb=resource("mem_mb", "download"),
+        runtime=resource("runtime", "download"),
+    conda:
+        "../envs/data.yaml"
     script:
         "../workflow_scripts/download.py"

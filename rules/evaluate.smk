@@ -14,10 +14,13 @@ rule evaluate:
         code_version=stage_code_version("evaluate"),
     log:
         "logs/evaluate/{dataset}/{method}/seed{seed}.log",
-    threads: 2
+    threads: resource("threads", "evaluate")
     resources:
         gpu=gpus_per_job,
+        cpus_per_gpu=cpus_per_gpu,
         mem_mb=resource("mem_mb", "evaluate"),
         runtime=resource("runtime", "evaluate"),
+    conda:
+        "../envs/torch.yaml"
     script:
         "../workflow_scripts/evaluate.py"

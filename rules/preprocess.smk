@@ -19,9 +19,11 @@ rule preprocess:
         code_version=stage_code_version("preprocess"),
     log:
         "logs/preprocess/{dataset}.log",
-    threads: 2
+    threads: resource("threads", "preprocess")
     resources:
         mem_mb=resource("mem_mb", "preprocess"),
         runtime=resource("runtime", "preprocess"),
+    conda:
+        "../envs/data.yaml"
     script:
         "../workflow_scripts/preprocess.py"

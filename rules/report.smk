@@ -1,6 +1,9 @@
 rule aggregate:
     input:
         unpack(run_inputs),
+        # Relative, like every other path here: Snakemake records the input paths, and an
+        # absolute one would rerun the tables whenever the project folder moves.
+        paper_results="workflow_scripts/semtail/resources/paper_results.yaml",
     output:
         summary_csv=report(
             "results/{dataset}/summary.csv",
@@ -22,6 +25,12 @@ rule aggregate:
     log:
         "logs/aggregate/{dataset}.log",
     localrule: True
+    threads: resource("threads", "report")
+    resources:
+        mem_mb=resource("mem_mb", "report"),
+        runtime=resource("runtime", "report"),
+    conda:
+        "../envs/plot.yaml"
     script:
         "../workflow_scripts/aggregate.py"
 
@@ -64,6 +73,12 @@ rule plot:
     log:
         "logs/plot/{dataset}.log",
     localrule: True
+    threads: resource("threads", "report")
+    resources:
+        mem_mb=resource("mem_mb", "report"),
+        runtime=resource("runtime", "report"),
+    conda:
+        "../envs/plot.yaml"
     script:
         "../workflow_scripts/plot.py"
 
@@ -85,8 +100,11 @@ rule plot_weight_landscape:
         code_version=stage_code_version("plot"),
     log:
         "logs/plot_weight_landscape/{dataset}.log",
+    threads: resource("threads", "weight_landscape")
     resources:
-        mem_mb=resource("mem_mb", "plot"),
-        runtime=resource("runtime", "plot"),
+        mem_mb=resource("mem_mb", "weight_landscape"),
+        runtime=resource("runtime", "weight_landscape"),
+    conda:
+        "../envs/plot.yaml"
     script:
         "../workflow_scripts/plot_weight_landscape.py"

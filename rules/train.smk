@@ -13,10 +13,13 @@ rule train:
         checkpoint="results/{dataset}/{method}/seed{seed}/checkpoint.pt",
     log:
         "logs/train/{dataset}/{method}/seed{seed}.log",
-    threads: 2
+    threads: resource("threads", "train")
     resources:
         gpu=gpus_per_job,
+        cpus_per_gpu=cpus_per_gpu,
         mem_mb=resource("mem_mb", "train"),
         runtime=resource("runtime", "train"),
+    conda:
+        "../envs/torch.yaml"
     script:
         "../workflow_scripts/train.py"

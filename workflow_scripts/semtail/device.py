@@ -1,10 +1,14 @@
 """Choosing the device once per job: CUDA when present (or asked for), else the CPU.
 
 On one machine with several GPUs, Snakemake's `--resources gpu=N` bounds how many GPU jobs run
-at once but does not say which GPU each should use. `claim_gpu` gives each job a GPU of its own
-by holding an exclusive lock on that GPU's lock file for the life of the process, and restricts
-CUDA_VISIBLE_DEVICES to it before CUDA is initialised. Under SLURM the allocation already sets
-CUDA_VISIBLE_DEVICES, and it is used as it is.
+at once but does not say which GPU each should use. `claim_gpu` gives each job GPUs of its own
+by holding an exclusive lock on each GPU's lock file for the life of the process, and restricts
+CUDA_VISIBLE_DEVICES to them before CUDA is initialised.
+
+Under SLURM the allocation decides: the job uses the CUDA_VISIBLE_DEVICES that SLURM set, and no
+GPU at all when SLURM set none. Its locks live in a folder of that SLURM job's own, so jobs of one
+allocation (a local Snakemake run inside `salloc`) still never share a GPU, while separate SLURM
+jobs, whose GPU ids are all relative to their own allocation, never see each other's locks.
 """
 
 from __future__ import annotations
@@ -12,20 +16,38 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import re
 import shutil
 import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-_held_lock = None  # the open lock file; kept referenced so the lock lasts as long as the process
+LOCK_DIR_VARIABLE = "SEMTAIL_GPU_LOCK_DIR"
+
+_claimed: list[str] | None = None  # the GPUs this process holds
+_held_locks: list[int] = []  # their lock files' descriptors; open for as long as the process lives
+
+
+def under_slurm() -> bool:
+    return "SLURM_JOB_ID" in os.environ
 
 
 def visible_gpu_ids() -> list[str]:
-    """GPU ids this process may use, read without initialising CUDA."""
+    """GPU ids this process may use, read without initialising CUDA: CUDA_VISIBLE_DEVICES when
+    it is set, else none under SLURM (the allocation has no GPU), else those nvidia-smi lists."""
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:
-        return [g for g in (v.strip() for v in visible.split(",")) if g and g != "-1"]
+        ids = []
+        for gpu in (v.strip() for v in visible.split(",")):
+            if not gpu or gpu == "-1":
+                break  # CUDA stops reading the list at the first invalid entry
+            ids.append(gpu)
+        return ids
+    if under_slurm():
+        return []
     smi = shutil.which("nvidia-smi")
     if smi is None:
         return []
@@ -35,36 +57,97 @@ def visible_gpu_ids() -> list[str]:
         )
     except (OSError, subprocess.TimeoutExpired):
         return []
-    return [line.strip() for line in out.stdout.splitlines() if line.strip().isdigit()] if out.returncode == 0 else []
+    if out.returncode != 0:
+        return []
+    return [line.strip() for line in out.stdout.splitlines() if line.strip().isdigit()]
 
 
-def claim_gpu(lock_dir: str | os.PathLike | None = None) -> str | None:
-    """Lock a free GPU for this process and make it the only visible one. Returns its id, or None
-    when no GPU is visible. Raises when every visible GPU is held by another job."""
-    global _held_lock
+def default_lock_dir() -> Path:
+    """Shared by every job on this machine; one folder per SLURM job under SLURM."""
+    base = Path(os.environ.get(LOCK_DIR_VARIABLE) or Path(tempfile.gettempdir()) / "semtail-gpu-locks")
+    return base / f"slurm-job-{os.environ['SLURM_JOB_ID']}" if under_slurm() else base
+
+
+def _make_shared_dir(path: Path) -> None:
+    """Create the lock folder writable by every user, with the sticky bit, as /tmp is."""
+    for folder in reversed([path, *path.parents]):
+        if folder.is_dir():
+            continue
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            continue
+        folder.chmod(0o1777)
+
+
+def _try_lock(lock_dir: Path, gpu: str) -> int | None:
+    """Lock `gpu`'s file without waiting; its descriptor, or None when another process holds it."""
+    path = lock_dir / f"gpu-{re.sub(r'[^A-Za-z0-9_.-]', '_', gpu)}.lock"
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except PermissionError:
+        fd = os.open(path, os.O_RDONLY)  # another user's lock file: flock works on a read-only file
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        os.fchmod(fd, 0o666)
+    except OSError:
+        pass  # the PID is a courtesy for whoever looks; the lock is what matters
+    return fd
+
+
+def claim_gpu(count: int = 1, lock_dir: str | os.PathLike | None = None) -> str | None:
+    """Lock `count` free GPUs for this process and make them the only visible ones.
+
+    Returns their ids, comma-separated, or None when no GPU is visible. Raises when fewer than
+    `count` are free. Calling it again in the same process returns the same GPUs.
+    """
+    global _claimed
+    if _claimed is not None:
+        return ",".join(_claimed)
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        raise RuntimeError("claim_gpu must run before CUDA is initialised, or CUDA_VISIBLE_DEVICES has no effect")
+    from_nvidia_smi = "CUDA_VISIBLE_DEVICES" not in os.environ
     ids = visible_gpu_ids()
     if not ids:
         return None
-    if "SLURM_JOB_ID" in os.environ or len(ids) == 1 and lock_dir is None:
-        return ids[0] if len(ids) == 1 else ",".join(ids)
-    lock_dir = Path(lock_dir or os.environ.get("SEMTAIL_GPU_LOCK_DIR", "/tmp/semtail-gpu-locks"))
-    lock_dir.mkdir(parents=True, exist_ok=True)
+    if count > len(ids):
+        raise RuntimeError(
+            f"the job asks for {count} GPUs but only {len(ids)} are visible ({', '.join(ids)}); "
+            "lower compute.gpus_per_job"
+        )
+    lock_dir = Path(lock_dir) if lock_dir is not None else default_lock_dir()
+    _make_shared_dir(lock_dir)
+    claimed, fds = [], []
     for gpu in ids:
-        handle = open(lock_dir / f"gpu{gpu}.lock", "w")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.close()
+        fd = _try_lock(lock_dir, gpu)
+        if fd is None:
             continue
-        handle.write(str(os.getpid()))
-        handle.flush()
-        _held_lock = handle
-        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
-        return gpu
-    raise RuntimeError(
-        f"all visible GPUs ({', '.join(ids)}) are held by other jobs (locks in {lock_dir}); "
-        "run Snakemake with --resources gpu=N, N at most the number of GPUs"
-    )
+        claimed.append(gpu)
+        fds.append(fd)
+        if len(claimed) == count:
+            break
+    if len(claimed) < count:
+        for fd in fds:
+            os.close(fd)
+        raise RuntimeError(
+            f"{len(ids) - len(claimed)} of the {len(ids)} visible GPUs ({', '.join(ids)}) are held by other "
+            f"jobs (lock files in {lock_dir}) and this job needs {count}: run Snakemake with --resources "
+            f"gpu=N, N at most the number of GPUs (profiles/default sets it)"
+        )
+    _held_locks.extend(fds)
+    _claimed = claimed
+    if from_nvidia_smi:
+        os.environ["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # nvidia-smi's indices are in PCI bus order
+    os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(claimed)
+    log.info("claimed GPU %s (locks in %s)", ",".join(claimed), lock_dir)
+    return ",".join(claimed)
 
 
 def select_device(requested: str = "auto", gpus: int = 1):
@@ -79,7 +162,7 @@ def select_device(requested: str = "auto", gpus: int = 1):
         if requested == "cuda":
             raise RuntimeError("device 'cuda' was asked for, but the job's gpu resource is 0")
         return _torch().device("cpu")
-    claimed = claim_gpu()
+    claimed = claim_gpu(int(gpus))
     torch = _torch()
     if claimed is not None and torch.cuda.is_available():
         device = torch.device("cuda", 0)

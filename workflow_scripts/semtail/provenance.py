@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import ast
 import hashlib
-import importlib.util
+import importlib.metadata
 import platform
-import sys
 from functools import cache
 from pathlib import Path
 
@@ -102,8 +101,10 @@ def environment() -> dict:
     """Versions of the software that produced a result."""
     versions = {"python": platform.python_version(), "platform": platform.platform()}
     for package in ("numpy", "scipy", "pandas", "torch"):
-        if importlib.util.find_spec(package) is not None:
-            versions[package] = sys.modules.get(package, __import__(package)).__version__
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            pass
     from semtail import __version__
 
     versions["semtail"] = __version__

@@ -112,7 +112,18 @@ def setup_logging(run: ScriptRun, name: str) -> logging.Logger:
         force=True,
     )
     logging.captureWarnings(True)
-    return logging.getLogger(name)
+    logger = logging.getLogger(name)
+
+    def log_uncaught(kind, error, traceback):
+        """An error that ends the script goes into the log file too, so that a failed job's log
+        names its cause, not only Snakemake's terminal."""
+        if issubclass(kind, KeyboardInterrupt):
+            sys.__excepthook__(kind, error, traceback)
+            return
+        logger.critical("%s: %s", kind.__name__, error, exc_info=(kind, error, traceback))
+
+    sys.excepthook = log_uncaught
+    return logger
 
 
 def plain(value):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from pathlib import Path
 
 from semtail.provenance import code_version  # noqa: F401  (re-exported for rules/common.smk)
@@ -39,6 +40,12 @@ def check_config(config: dict) -> None:
         base = config["hyperparameters"]["rerank"]["base"]
         if base not in config["methods"]:
             raise ConfigError(f"hyperparameters.rerank.base: {base!r} must also be in methods")
+        for dataset in config["datasets"]:
+            rerank = resolve_hyperparameters(config, dataset, "rerank")
+            if not rerank["high"] > rerank["low"]:
+                raise ConfigError(
+                    f"rerank for {dataset}: high ({rerank['high']}) must be greater than low ({rerank['low']})"
+                )
 
 
 def dataset_config(config: dict, dataset: str) -> dict:
@@ -107,13 +114,20 @@ def gpus_per_job(config: dict) -> int:
     return 0 if config["compute"]["device"] == "cpu" else int(config["compute"]["gpus_per_job"])
 
 
-def dataset_size(config: dict, dataset: str) -> dict:
-    """Users, items and interactions: measured (stats.json) once preprocessing ran, else the
-    config's `expected` sizes, else a small demo-sized guess."""
-    stats_file = Path(processed_dir(dataset)) / "stats.json"
+def dataset_size(config: dict, dataset: str, stats_file: str | os.PathLike | None = None) -> dict:
+    """Users, items and interactions of a dataset after preprocessing: measured (its stats.json)
+    once preprocessing ran, else the config's `expected` sizes, else a demo-sized guess.
+
+    stats_file: where the job's stats.json is (rules pass the one among their inputs); by default
+    data/processed/{dataset}/stats.json under the working directory.
+    """
+    stats_file = Path(stats_file) if stats_file is not None else Path(processed_dir(dataset)) / "stats.json"
     if stats_file.is_file():
-        stats = json.loads(stats_file.read_text())
-        return {k: int(stats[k]) for k in ("users", "items", "interactions")}
+        try:
+            stats = json.loads(stats_file.read_text())
+            return {k: int(stats[k]) for k in ("users", "items", "interactions")}
+        except (ValueError, KeyError, TypeError) as error:
+            raise ConfigError(f"{stats_file}: needs integer users, items and interactions ({error})") from None
     expected = dataset_config(config, dataset).get("expected", {})
     users = int(expected.get("users", 10_000))
     items = int(expected.get("items", 5_000))
@@ -121,26 +135,135 @@ def dataset_size(config: dict, dataset: str) -> dict:
     return {"users": users, "items": items, "interactions": interactions}
 
 
-def resources(config: dict, stage: str, dataset: str, attempt: int = 1) -> dict:
-    """mem_mb and runtime (minutes) for a job, from the dataset's size; a retry asks for more."""
-    size = dataset_size(config, dataset)
-    items, interactions = size["items"], size["interactions"]
-    dense_item_item_mb = items * items * 4 / 2**20
-    sparse_mb = interactions * 12 / 2**20
-    if stage == "preprocess":
-        # Raw ratings held by pandas: about 40 bytes a row before filtering, which removes ~half.
-        mem_mb = 2048 + 100 * sparse_mb
-        runtime = 30 + interactions // 2_000_000
+# What the resource model assumes of the hardware. Conservative on purpose: a job that asks for too
+# little is killed, one that asks for a little too much only waits a little longer in the queue.
+GPU_BYTES_PER_S = 300e9  # effective memory bandwidth of an older datacenter GPU on sparse x dense products
+CPU_BYTES_PER_S = 5e9  # the same on a multi-core CPU
+DISK_BYTES_PER_S = 200e6  # writing checkpoints and model files to a shared file system
+CPU_FLOPS_FLOAT64 = 20e9  # dense float64 solves (closed-form EASE) on the CPU
+RUNTIME_SAFETY = 2.0  # estimates are multiplied by this before the job's own start-up minutes
+MIB = 2**20
+SGD_METHODS = ("ease", "ipw", "cvar", "posit")
+LARGE_CATALOG = 10_000  # items from which a job gets more CPU threads (ML-20M: 20,108; ML-100K: 1,682)
+
+
+def _batches(rows: int, batch: int) -> int:
+    return max(1, -(-rows // max(1, batch)))
+
+
+def resources(
+    config: dict,
+    stage: str,
+    dataset: str,
+    attempt: int = 1,
+    method: str | None = None,
+    stats_file: str | os.PathLike | None = None,
+) -> dict:
+    """threads, mem_mb (host memory, MiB) and runtime (minutes) of one job, from the dataset's size.
+
+    stage: download, preprocess, train (with `method`), evaluate, weight_landscape or report
+    (aggregate and plot). A retry (attempt 2, 3, ...) asks for that many times the memory and time.
+
+    Sizes: n items, nnz interactions, b users per batch. One dense item x item float32 matrix is
+    D = 4 n^2 bytes: 6.8 GB for MSD's 41,140 items, 1.6 GB for ML-20M's 20,108. SGD training holds
+    U, its gradient, its momentum and the best epoch's copy, plus one more while a checkpoint is
+    written: 5 D. A batch's dense predictions and gradient are b x n float32 each.
+    """
+    size = dataset_size(config, dataset, stats_file)
+    n, nnz, users = size["items"], size["interactions"], max(1, size["users"])
+    heldout = int(dataset_config(config, dataset).get("preprocess", {}).get("n_heldout", 0))
+    train_users = max(1, users - 2 * heldout)
+    per_user = nnz / users
+    dense = 4.0 * n * n
+    sparse = 12.0 * nnz  # CSR: float32 value + int64 column per entry
+    on_gpu = gpus_per_job(config) > 0
+    bandwidth = GPU_BYTES_PER_S if on_gpu else CPU_BYTES_PER_S
+    large = n >= LARGE_CATALOG
+    base = 2.0 * 2**30  # the interpreter, torch, numpy and scipy
+
+    def minutes(seconds: float, startup: float = 10) -> float:
+        return startup + RUNTIME_SAFETY * seconds / 60
+
+    if stage == "download":
+        threads, mem, runtime = 1, 1.0 * 2**30, 240
+    elif stage == "preprocess":
+        # The raw ratings, about twice the filtered ones, as pandas frames and the copies that
+        # filtering, grouping and splitting make: about 100 bytes a raw row at the peak.
+        raw_rows = 2 * nnz
+        threads = 4 if large else 2
+        mem = base + 100.0 * raw_rows
+        runtime = minutes(raw_rows / 1e6 * 1.0)
     elif stage == "train":
-        # U, its gradient, its momentum, the best epoch's copy and the checkpoint being written.
-        mem_mb = 2048 + 5 * dense_item_item_mb + 4 * sparse_mb
-        runtime = 60 + int(dense_item_item_mb * interactions / 2e9)
+        if method is None:
+            raise ValueError("resources for the train stage need the method")
+        threads = 8 if large else 2
+        hyper = resolve_hyperparameters(config, dataset, method)
+        if method in SGD_METHODS:
+            batch = int(hyper.get("batch_size", 1024))
+            epochs = int(hyper.get("epochs", 50))
+            batch_dense = 4.0 * batch * n
+            mem = base + 5 * dense + 4 * batch_dense + 3 * sparse
+            if method == "posit":
+                mem += 3 * 4.0 * 50 * train_users  # adversary: up to 50 hidden units per training user
+            # Per step: X_b U and X_b^T G read a row of U (or G) per entry of the batch; the
+            # optimiser reads and writes U, its gradient and momentum.
+            step_bytes = 2 * batch * per_user * n * 4 + 6 * dense
+            validation_bytes = _batches(heldout, batch) * (batch * per_user * n * 4 + 3 * batch_dense)
+            epoch_s = (_batches(train_users, batch) * step_bytes + validation_bytes) / bandwidth
+            epoch_s += 3 * dense / DISK_BYTES_PER_S  # the checkpoint: U, momentum, best U
+            runtime = minutes(epochs * epoch_s + dense / DISK_BYTES_PER_S)
+        elif method == "ease_closed":
+            # The Gram matrix and its inverse in float64, and the solver's workspace.
+            mem = base + 3 * 2 * dense + 2 * sparse
+            solve_s = 2.0 * n**3 / (CPU_FLOPS_FLOAT64 * (50 if on_gpu else 1))
+            runtime = minutes(solve_s + 2 * dense / DISK_BYTES_PER_S)
+        elif method == "rerank":
+            mem = base + 2 * dense + 2 * sparse  # the base model's U, read and rewritten
+            runtime = minutes(3 * dense / DISK_BYTES_PER_S)
+        else:  # mostpop, and any method without a model of its own here
+            mem = base + 2 * sparse
+            runtime = minutes(2 * sparse / bandwidth)
     elif stage == "evaluate":
-        mem_mb = 2048 + 2 * dense_item_item_mb + 4 * sparse_mb
-        runtime = 30 + int(dense_item_item_mb / 100)
-    elif stage == "plot":
-        mem_mb = 2048 + dense_item_item_mb + 4 * sparse_mb
-        runtime = 30
+        threads = 8 if large else 2
+        batch = int(config["evaluation"].get("batch_size", 1024))
+        batch_dense = 4.0 * batch * n
+        # The model's U on the host, its copy on the device (or a second one on the CPU), and the
+        # scores, masked scores and top-k of one batch of test users.
+        mem = base + 2 * dense + 4 * batch_dense + 2 * sparse
+        score_bytes = 2 * _batches(heldout, batch) * (batch * per_user * n * 4 + 3 * batch_dense)
+        runtime = minutes(score_bytes / bandwidth + dense / DISK_BYTES_PER_S)
+    elif stage == "weight_landscape":
+        threads = 4 if large else 2
+        seeds = len(config["seeds"])
+        mem = base + 2 * dense + 4 * sparse  # one POSIT model at a time, the SVD of X's columns
+        runtime = minutes(seeds * dense / DISK_BYTES_PER_S + 100 * sparse / CPU_BYTES_PER_S)
+    elif stage == "report":
+        threads = 1
+        runs = len(config["methods"]) * len(config["seeds"])
+        topk = runs * heldout * 100 * 8 * 2  # masked and unmasked top-100 of every run
+        mem = 1.0 * 2**30 + 2 * topk + 4 * n * runs * 8
+        runtime = minutes(topk / DISK_BYTES_PER_S)
     else:
         raise ValueError(f"no resource model for stage {stage!r}")
-    return {"mem_mb": int(mem_mb * attempt), "runtime": int(runtime * attempt)}
+    attempt = max(1, int(attempt))
+    return {
+        "threads": threads,
+        "mem_mb": int(-(-mem * attempt // MIB)),
+        "runtime": int(-(-runtime * attempt // 1)),
+    }
+
+
+PLACEHOLDER_MARK = "<set "
+
+
+def check_cluster_resources(default_resources: dict[str, str]) -> None:
+    """Refuse to run while a profile's placeholder (profiles/slurm: "<set slurm_partition>") is left."""
+    unset = sorted(name for name, value in default_resources.items() if PLACEHOLDER_MARK in str(value))
+    if unset:
+        example = " ".join(f"{name}=<your {name.removeprefix('slurm_')}>" for name in unset)
+        raise ConfigError(
+            f"default-resources: {', '.join(unset)} still hold the profile's placeholder. Pass "
+            f"--default-resources {example} (this replaces the profile's whole default-resources block: "
+            "give them all), or edit profiles/slurm/config.yaml. Leave slurm_account out on clusters "
+            "without accounts. See docs/running.md."
+        )

@@ -1,0 +1,72 @@
+"""Shared fixtures: tiny synthetic datasets written in every raw format (helpers in
+synthetic_data.py) and a local HTTP server. No real dataset content is used anywhere."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import threading
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from synthetic_data import RAW_WRITERS
+
+
+@pytest.fixture
+def raw_files(tmp_path):
+    """raw_files(format, frame) writes frame in that raw format under tmp_path; returns the paths."""
+
+    def write(raw_format: str, frame: pd.DataFrame, directory: Path | None = None) -> list[Path]:
+        target = directory or tmp_path / raw_format
+        target.mkdir(parents=True, exist_ok=True)
+        return RAW_WRITERS[raw_format](frame, target)
+
+    return write
+
+
+# ---------------------------------------------------------------------------------------- HTTP server
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves a folder. A name ending in '.cut' announces twice its size and sends half of it,
+    as a connection dropped mid-download does."""
+
+    def do_GET(self):
+        if self.path.endswith(".cut"):
+            data = (Path(self.directory) / self.path.lstrip("/")).read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Length", str(2 * len(data)))
+            self.end_headers()
+            self.wfile.write(data[: len(data) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        super().do_GET()
+
+    def log_message(self, format, *args):
+        pass
+
+
+@pytest.fixture
+def http_root(tmp_path):
+    """(folder, base_url): files put in folder are served at base_url by a server on 127.0.0.1."""
+    root = tmp_path / "served"
+    root.mkdir()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+# ------------------------------------------------------------------ end-to-end runs of the workflow
+
+# A completed demo run in a copy of the repository, shared by test_rerun, test_slurm and
+# test_workflow_hygiene (workflow_runs.py).
+from workflow_runs import completed_demo, demo_copy  # noqa: E402,F401

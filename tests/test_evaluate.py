@@ -1,0 +1,234 @@
+"""The evaluation of one model: metrics from batched scoring against a brute-force recomputation,
+the files it writes, and the evaluate script end to end through its command line."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from semtail import evaluate as ev
+
+ROOT = Path(__file__).resolve().parents[1]
+EMPTY = -1
+
+
+def tiny_split(n_train=60, n_test=230, n_items=25, seed=0):
+    """A random binary split; user 0 has everything in fold-in, user 1 holds nothing out."""
+    rng = np.random.default_rng(seed)
+    item_bias = np.linspace(0.05, 0.5, n_items)
+    train = (rng.random((n_train, n_items)) < item_bias).astype(np.float32)
+    interacted = rng.random((n_test, n_items)) < item_bias
+    heldout_part = rng.random((n_test, n_items)) < 0.3
+    fold_in = (interacted & ~heldout_part).astype(np.float32)
+    heldout = (interacted & heldout_part).astype(np.float32)
+    fold_in[0], heldout[0] = 1, 0
+    heldout[1] = 0
+    return train, fold_in, heldout
+
+
+def as_split(train, fold_in, heldout):
+    return ev.Split(sp.csr_matrix(train), sp.csr_matrix(fold_in), sp.csr_matrix(heldout))
+
+
+def linear_scorer(weights: np.ndarray):
+    U = torch.tensor(weights, dtype=torch.float32)
+    return lambda fold_in: fold_in @ U.to(fold_in.device)
+
+
+def brute_lists(scores, exclude, k):
+    lists = []
+    for u in range(scores.shape[0]):
+        candidates = [i for i in range(scores.shape[1]) if not exclude[u, i]]
+        ranked = sorted(candidates, key=lambda i: (-scores[u, i], i))[:k]
+        lists.append(ranked + [EMPTY] * (k - len(ranked)))
+    return lists
+
+
+def brute_metrics(train, fold_in, heldout, scores, ks, block_size, tail_share):
+    """Every metric of docs/metrics.md with loops over users and items, float64 throughout."""
+    n_users, n_items = fold_in.shape
+    length = max(ks)
+    masked = brute_lists(scores, fold_in > 0, length)
+    unmasked = brute_lists(scores, np.zeros_like(fold_in, dtype=bool), length)
+    popularity = train.sum(axis=0)
+    order_total = popularity.sum()
+    tail = [sum(p for p in popularity if p <= popularity[i]) <= tail_share * order_total for i in range(n_items)]
+    held = [set(np.flatnonzero(heldout[u])) for u in range(n_users)]
+    scored = [u for u in range(n_users) if held[u]]
+    out = {}
+    for k in ks:
+        ndcg, recall, hit = [], [], []
+        for u in scored:
+            top = masked[u][:k]
+            dcg = sum(1 / math.log2(r + 2) for r, i in enumerate(top) if i in held[u])
+            ideal = sum(1 / math.log2(r + 2) for r in range(min(k, len(held[u]))))
+            ndcg.append(dcg / ideal)
+            recall.append(sum(i in held[u] for i in top) / min(k, len(held[u])))
+            hit.append(float(any(i in held[u] for i in top)))
+        out[f"ndcg@{k}"], out[f"recall@{k}"], out[f"hit_rate@{k}"] = np.mean(ndcg), np.mean(recall), np.mean(hit)
+        for name, lists in (("coverage", masked), ("coverage_unmasked", unmasked)):
+            blocks = [set().union(*[set(lists[u][:k]) - {EMPTY} for u in range(b, b + block_size)]) for b in range(0, n_users - block_size + 1, block_size)]
+            out[f"{name}@{k}"] = np.mean([len(b) for b in blocks])
+        per_item = []
+        for i in range(n_items):
+            holders = [u for u in range(n_users) if i in held[u]]
+            per_item.append(sum(i in masked[u][:k] for u in holders) / len(holders) if holders else None)
+        out[f"item_recall@{k}"] = np.mean([p or 0.0 for p in per_item])
+        out[f"item_recall@{k}_pos"] = np.mean([p for p in per_item if p is not None])
+        exposure = [sum(i in masked[u][:k] for u in range(n_users)) for i in range(n_items)]
+        out[f"gini@{k}"] = sum(abs(a - b) for a in exposure for b in exposure) / (2 * n_items * sum(exposure))
+        filled = [[i for i in masked[u][:k] if i != EMPTY] for u in range(n_users)]
+        out[f"arp@{k}"] = np.mean([np.mean([popularity[i] for i in f]) for f in filled if f])
+        slots = [i for f in filled for i in f]
+        out[f"tail_share@{k}"] = sum(tail[i] for i in slots) / len(slots)
+    return out, masked, unmasked
+
+
+def test_evaluate_matches_brute_force_with_ties_batches_and_excluded_users():
+    train, fold_in, heldout = tiny_split()
+    rng = np.random.default_rng(3)
+    weights = rng.integers(0, 3, size=(25, 25)).astype(np.float32)  # integer scores: many ties
+    ks = [3, 10]
+    result = ev.evaluate(
+        linear_scorer(weights), as_split(train, fold_in, heldout), ks=ks, coverage_block_size=50,
+        tail_interaction_share=0.2, batch_size=64,
+    )
+    all_ks = [3, 10, 100]  # 100 always joins, for NDCG@100
+    expected, masked, unmasked = brute_metrics(train, fold_in, heldout, fold_in @ weights, all_ks, 50, 0.2)
+    assert set(result.metrics) == set(expected)
+    for key, value in expected.items():
+        assert result.metrics[key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
+    assert result.n_test_users == 230 and result.n_items == 25
+    assert result.n_excluded_users == int((heldout.sum(axis=1) == 0).sum()) >= 2
+    assert result.lists["top_k"].tolist() == masked
+    assert result.lists["top_k_unmasked"].tolist() == unmasked
+    assert result.lists["top_k"][0].tolist() == [EMPTY] * 100  # everything in fold-in
+    np.testing.assert_array_equal(result.item_stats["heldout_count"], heldout.sum(axis=0))
+    np.testing.assert_array_equal(result.item_stats["train_popularity"], train.sum(axis=0))
+    tail = result.item_stats["is_long_tail"]
+    assert result.long_tail["n_items"] == tail.sum()
+    assert result.long_tail["interaction_share_held"] <= 0.2
+
+
+def test_batch_size_does_not_change_anything():
+    split = as_split(*tiny_split(seed=1))
+    weights = np.random.default_rng(0).random((25, 25)).astype(np.float32)
+    runs = [
+        ev.evaluate(linear_scorer(weights), split, ks=[5], coverage_block_size=100, tail_interaction_share=0.2, batch_size=b)
+        for b in (7, 1000)
+    ]
+    assert runs[0].metrics == runs[1].metrics
+    np.testing.assert_array_equal(runs[0].lists["top_k"], runs[1].lists["top_k"])
+
+
+def test_bad_inputs_are_named():
+    split = as_split(*tiny_split())
+    with pytest.raises(ValueError, match="coverage_block_size is 500"):
+        ev.evaluate(linear_scorer(np.eye(25)), split, ks=[5], coverage_block_size=500, tail_interaction_share=0.2, batch_size=64)
+    with pytest.raises(ValueError, match="NaN"):
+        ev.evaluate(lambda x: x * float("nan"), split, ks=[5], coverage_block_size=50, tail_interaction_share=0.2, batch_size=64)
+    with pytest.raises(ValueError, match="shape"):
+        ev.evaluate(lambda x: x[:, :3], split, ks=[5], coverage_block_size=50, tail_interaction_share=0.2, batch_size=64)
+
+
+def write_split(folder: Path, train, fold_in, heldout):
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, matrix in (("train", train), ("test_tr", fold_in), ("test_te", heldout)):
+        sp.save_npz(folder / f"{name}.npz", sp.csr_matrix(matrix))
+    return folder
+
+
+def test_load_split_rejects_mismatched_and_overlapping_files(tmp_path):
+    train, fold_in, heldout = tiny_split()
+    folder = write_split(tmp_path / "ok", train, fold_in, heldout)
+    split = ev.load_split(folder / "train.npz", folder / "test_tr.npz", folder / "test_te.npz")
+    assert split.n_items == 25 and split.n_test_users == 230
+    bad = write_split(tmp_path / "overlap", train, fold_in, np.maximum(heldout, fold_in))
+    with pytest.raises(ValueError, match="share .* pairs"):
+        ev.load_split(bad / "train.npz", bad / "test_tr.npz", bad / "test_te.npz")
+    counts = write_split(tmp_path / "counts", train * 2, fold_in, heldout)
+    with pytest.raises(ValueError, match=r"train\.npz: expected a binary"):
+        ev.load_split(counts / "train.npz", counts / "test_tr.npz", counts / "test_te.npz")
+    with pytest.raises(FileNotFoundError, match="missing.npz"):
+        ev.load_split(tmp_path / "missing.npz", folder / "test_tr.npz", folder / "test_te.npz")
+
+
+def hand_made_model(path: Path, weights: np.ndarray, method="ease_closed", seed=0):
+    """A model file as the methods' contract describes it (semtail.models)."""
+    model = {
+        "format_version": 1,
+        "dataset": "tiny",
+        "method": method,
+        "seed": seed,
+        "hyperparameters": {"lr": 0.1, "lam": 1.0},
+        "n_items": weights.shape[0],
+        "n_train_users": 60,
+        "state": {"B": torch.tensor(weights, dtype=torch.float32)},
+        "item_weights": None,
+        "history": [],
+        "best_epoch": 3,
+        "code_version": "abc",
+        "environment": {"device": "cpu"},
+        "train_seconds": 1.5,
+    }
+    torch.save(model, path)
+    return model
+
+
+def test_evaluate_script_end_to_end(tmp_path):
+    train, fold_in, heldout = tiny_split()
+    folder = write_split(tmp_path / "data", train, fold_in, heldout)
+    # integer weights: exact scores in any summation order, and ties for the tie-breaking rule
+    weights = np.random.default_rng(5).integers(0, 5, size=(25, 25)).astype(np.float32)
+    hand_made_model(tmp_path / "model.pt", weights)
+    (tmp_path / "params.yaml").write_text(
+        "evaluation: {ks: [5, 10], coverage_block_size: 100, tail_interaction_share: 0.2, batch_size: 50}\n"
+        "device: cpu\n"
+    )
+    out = tmp_path / "results"
+    command = [
+        sys.executable, str(ROOT / "workflow_scripts/evaluate.py"),
+        "--input", f"model={tmp_path / 'model.pt'}",
+        *[arg for name in ("train", "test_tr", "test_te") for arg in ("--input", f"{name}={folder / (name + '.npz')}")],
+        "--output", f"metrics={out / 'metrics.json'}",
+        "--output", f"topk={out / 'topk.npz'}",
+        "--output", f"item_stats={out / 'items.npz'}",
+        "--params", str(tmp_path / "params.yaml"),
+        "--resource", "gpu=0",
+        "--log", str(tmp_path / "evaluate.log"),
+    ]
+    completed = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert completed.returncode == 0, completed.stderr
+    record = json.loads((out / "metrics.json").read_text())
+    assert (record["dataset"], record["method"], record["seed"]) == ("tiny", "ease_closed", 0)
+    assert record["hyperparameters"] == {"lr": 0.1, "lam": 1.0}
+    assert record["n_test_users"] == 230 and record["n_items"] == 25
+    assert record["n_excluded_users"] == int((heldout.sum(axis=1) == 0).sum())
+    assert record["device"] == "cpu"
+    assert len(record["model"]["sha256"]) == 64 and record["code_version"]
+    assert "users" in record["definitions"] and "tail_share@k" in record["definitions"]
+
+    expected, masked, unmasked = brute_metrics(train, fold_in, heldout, fold_in @ weights, [5, 10, 100], 100, 0.2)
+    assert set(record["metrics"]) == set(expected)
+    for key, value in expected.items():
+        assert record["metrics"][key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
+
+    with np.load(out / "topk.npz") as lists:
+        assert lists["top_k"].tolist() == masked and lists["top_k_unmasked"].tolist() == unmasked
+        np.testing.assert_array_equal(lists["n_heldout"], heldout.sum(axis=1))
+    with np.load(out / "items.npz") as items:
+        assert items["ks"].tolist() == [5, 10, 100]
+        for k in (5, 10, 100):
+            exposure = [sum(i in masked[u][:k] for u in range(230)) for i in range(25)]
+            np.testing.assert_array_equal(items[f"exposure_at_{k}"], exposure)
+        hits = [sum(i in masked[u][:10] and heldout[u, i] > 0 for u in range(230)) for i in range(25)]
+        np.testing.assert_array_equal(items["hits_at_10"], hits)
+    assert not list(out.glob(".*partial*"))

@@ -1,0 +1,176 @@
+"""The figures: their data against hand-computed values, and the plot scripts on tiny inputs,
+checked to give decodable, non-blank PNGs and real PDFs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib.image
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from semtail import evaluate as ev
+from semtail import figures
+
+ROOT = Path(__file__).resolve().parents[1]
+FIGURES = ("coverage_at_k", "item_recall_by_popularity", "accuracy_coverage_tradeoff", "lorenz")
+
+
+def assert_real_image(png: Path, pdf: Path) -> None:
+    image = matplotlib.image.imread(png)
+    assert image.ndim == 3 and image.shape[0] > 200 and image.shape[1] > 300
+    rgb = image[..., :3]
+    not_white = np.any(rgb < 0.95, axis=-1).mean()
+    assert rgb.std() > 0.05 and not_white > 0.03, f"{png.name} looks blank"
+    assert pdf.read_bytes().startswith(b"%PDF")
+    assert pdf.stat().st_size > 2000
+
+
+@pytest.fixture(scope="module")
+def tiny_results(tmp_path_factory):
+    """Evaluation outputs of three methods, two seeds each, on a random split of 200 test users."""
+    folder = tmp_path_factory.mktemp("results")
+    rng = np.random.default_rng(0)
+    n_items = 40
+    item_bias = np.linspace(0.02, 0.4, n_items)
+    train = sp.csr_matrix((rng.random((80, n_items)) < item_bias).astype(np.float32))
+    interacted = rng.random((200, n_items)) < item_bias
+    held = rng.random((200, n_items)) < 0.3
+    split = ev.Split(train, sp.csr_matrix((interacted & ~held).astype(np.float32)), sp.csr_matrix((interacted & held).astype(np.float32)))
+    popularity = torch.tensor(np.asarray(train.sum(axis=0)).ravel(), dtype=torch.float32)
+    paths = {"metrics": [], "topk": [], "item_stats": []}
+    for method in ("mostpop", "ease", "posit"):
+        for seed in (0, 1):
+            weights = torch.tensor(np.random.default_rng(seed).random((n_items, n_items)), dtype=torch.float32)
+            if method == "mostpop":
+                score = lambda x: popularity.expand(x.shape[0], -1).clone()  # noqa: E731
+            elif method == "ease":
+                score = lambda x, w=weights: x @ w + 0.02 * popularity  # noqa: E731
+            else:
+                score = lambda x, w=weights: x @ w  # noqa: E731
+            result = ev.evaluate(score, split, ks=[10], coverage_block_size=50, tail_interaction_share=0.2, batch_size=64)
+            record = {"dataset": "tiny", "method": method, "seed": seed, "metrics": result.metrics,
+                      "evaluation": {"ks": [10], "coverage_block_size": 50}}  # fmt: skip
+            run_dir = folder / method / f"seed{seed}"
+            ev.write_outputs(record, result, run_dir / "metrics.json", run_dir / "topk.npz", run_dir / "items.npz")
+            paths["metrics"].append(run_dir / "metrics.json")
+            paths["topk"].append(run_dir / "topk.npz")
+            paths["item_stats"].append(run_dir / "items.npz")
+    sp.save_npz(folder / "train.npz", train)
+    return folder, paths
+
+
+def test_every_method_keeps_its_colour_and_unknown_methods_get_distinct_ones():
+    colours = figures.method_colours(["mostpop", "new_a", "posit", "new_b"])
+    assert colours["posit"] == figures.METHOD_COLOURS["posit"] == figures.method_colours(["posit"])["posit"]
+    assert len(set(colours.values())) == 4
+    assert len(set(figures.METHOD_COLOURS.values())) == len(figures.METHOD_COLOURS)
+
+
+def test_popularity_groups_cut_sorted_items_into_equal_groups():
+    popularity = np.array([5, 1, 1, 9, 0, 3, 3, 7, 2, 8])
+    # ascending, ties by index: 4(0) 1(1) 2(1) 8(2) 5(3) 6(3) 0(5) 7(7) 9(8) 3(9)
+    assert figures.popularity_groups(popularity, 5).tolist() == [4, 1, 2, 5, 1, 3, 3, 4, 2, 5]
+    assert np.bincount(figures.popularity_groups(np.arange(23), 10))[1:].tolist() == [3, 3, 3, 2, 2, 2, 2, 2, 2, 2]
+
+
+def test_item_recall_by_group_averages_over_items_held_out():
+    items = {
+        "train_popularity": np.array([1, 2, 3, 4]),
+        "heldout_count": np.array([2, 0, 4, 1]),
+        "hits_at_5": np.array([1, 0, 1, 1]),
+    }
+    frame = figures.item_recall_by_group(items, 5, n_groups=2)
+    # group 1 = items 0, 1: only item 0 is held out (1/2); group 2 = items 2, 3: (1/4 + 1) / 2
+    assert frame["item_recall"].tolist() == pytest.approx([0.5, 0.625])
+    assert frame["n_items"].tolist() == [1, 2]
+
+
+def test_item_coordinates_are_the_rank_two_svd_of_the_unit_length_item_columns():
+    rng = np.random.default_rng(1)
+    X = (rng.random((30, 12)) < 0.3).astype(np.float64)
+    X[:, 5] = 0  # an item nobody has stays at the origin
+    coordinates = figures.item_coordinates(sp.csr_matrix(X))
+    norms = np.linalg.norm(X, axis=0)
+    unit = X / np.where(norms > 0, norms, 1.0)
+    _, values, right = np.linalg.svd(unit, full_matrices=False)
+    expected = right[:2].T * values[:2]
+    for c in range(2):
+        sign = np.sign(expected[np.abs(expected[:, c]).argmax(), c])
+        np.testing.assert_allclose(coordinates[:, c], sign * expected[:, c], atol=1e-8)
+        assert coordinates[np.abs(coordinates[:, c]).argmax(), c] > 0
+    np.testing.assert_array_equal(coordinates[5], [0.0, 0.0])
+    assert np.all(np.linalg.norm(coordinates, axis=1) <= 1 + 1e-12)
+    np.testing.assert_array_equal(coordinates, figures.item_coordinates(sp.csr_matrix(X)))  # deterministic
+
+
+def test_coverage_frame_starts_at_the_block_mean_of_distinct_first_items(tiny_results):
+    _, paths = tiny_results
+    runs = figures.load_runs(paths["metrics"], paths["topk"], paths["item_stats"])
+    frame = figures.coverage_frame(runs)
+    run = runs[0]
+    lists = run.lists()
+    first = np.mean([len(set(lists[b : b + 50, 0]) - {-1}) for b in range(0, 200, 50)])
+    row = frame[(frame["method"] == run.method) & (frame["seed"] == run.seed)]
+    assert row["coverage"].iloc[0] == pytest.approx(first)
+    assert row["coverage"].iloc[9] == pytest.approx(run.record["metrics"]["coverage@10"])
+    assert row["k"].max() == 100
+
+
+def test_runs_must_pair_up(tiny_results):
+    _, paths = tiny_results
+    with pytest.raises(ValueError, match="not the same run's files"):
+        figures.load_runs(paths["metrics"][:2], paths["topk"][1:3], paths["item_stats"][:2])
+    with pytest.raises(ValueError, match="expected one of each"):
+        figures.load_runs(paths["metrics"], paths["topk"][:1], paths["item_stats"])
+
+
+def test_plot_script_writes_every_figure(tiny_results, tmp_path):
+    _, paths = tiny_results
+    command = [sys.executable, str(ROOT / "workflow_scripts/plot.py"), "--param", "dataset=tiny"]
+    for name, files in paths.items():
+        command += ["--input", f"{name}=" + ",".join(map(str, files))]
+    for figure in FIGURES:
+        command += ["--output", f"{figure}={tmp_path / figure}.png", "--output", f"{figure}_pdf={tmp_path / figure}.pdf"]
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=180)
+    assert completed.returncode == 0, completed.stderr
+    for figure in FIGURES:
+        assert_real_image(tmp_path / f"{figure}.png", tmp_path / f"{figure}.pdf")
+
+
+def test_weight_landscape_figure(tiny_results, tmp_path):
+    folder, _ = tiny_results
+    train = sp.load_npz(folder / "train.npz")
+    weights = np.random.default_rng(0).gamma(2.0, 0.5, size=(2, train.shape[1]))
+    figure = figures.weight_landscape_figure(train, weights, "tiny")
+    figures.save(figure, tmp_path / "w.png", tmp_path / "w.pdf")
+    assert_real_image(tmp_path / "w.png", tmp_path / "w.pdf")
+    with pytest.raises(ValueError, match="item_weights have 3 items"):
+        figures.weight_landscape_figure(train, np.ones((1, 3)), "tiny")
+
+
+def test_weight_landscape_script_on_model_files(tiny_results, tmp_path):
+    folder, _ = tiny_results
+    n_items = sp.load_npz(folder / "train.npz").shape[1]
+    models = []
+    for seed in (0, 1):
+        path = tmp_path / f"posit{seed}.pt"
+        torch.save({
+            "format_version": 1, "dataset": "tiny", "method": "posit", "seed": seed, "hyperparameters": {},
+            "n_items": n_items, "n_train_users": 80, "state": {"U": torch.eye(n_items)},
+            "item_weights": torch.linspace(0.5, 1.5, n_items), "history": [], "best_epoch": 1,
+            "code_version": "x", "environment": {"device": "cpu"}, "train_seconds": 0.1,
+        }, path)  # fmt: skip
+        models.append(path)
+    command = [
+        sys.executable, str(ROOT / "workflow_scripts/plot_weight_landscape.py"), "--param", "dataset=tiny",
+        "--input", f"train={folder / 'train.npz'}", "--input", "models=" + ",".join(map(str, models)),
+        "--output", f"weight_landscape={tmp_path / 'w.png'}", "--output", f"weight_landscape_pdf={tmp_path / 'w.pdf'}",
+    ]  # fmt: skip
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=180)
+    assert completed.returncode == 0, completed.stderr
+    assert_real_image(tmp_path / "w.png", tmp_path / "w.pdf")

@@ -1,0 +1,193 @@
+"""The raw-format readers: every format parses to the interactions that were written, in the
+documented order, and a malformed file is reported with its name and the offending line."""
+
+from __future__ import annotations
+
+import gzip
+import tarfile
+import zipfile
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from semtail.data.formats import FORMATS, RawFormatError, read_interactions
+from synthetic_data import add_bytes, netflix_movie_texts, synthetic_for_format, write_netflix_tar
+
+
+def rows(frame: pd.DataFrame) -> list[tuple]:
+    """Rows as plain Python values: ids as int or str, ratings as float."""
+    users = frame["user"].astype(object).tolist()
+    items = frame["item"].astype(object).tolist()
+    return list(zip(users, items, frame["rating"].astype(float).tolist()))
+
+
+def expected_order(raw_format: str, frame: pd.DataFrame) -> pd.DataFrame:
+    # Netflix rows come ordered by movie id, each movie's rows in their listed order.
+    return frame.sort_values("item", kind="stable") if raw_format.startswith("netflix") else frame
+
+
+@pytest.mark.parametrize("raw_format", FORMATS)
+def test_each_format_reads_back_what_was_written(raw_format, raw_files):
+    frame = synthetic_for_format(raw_format, seed=3)
+    got = read_interactions(raw_format, raw_files(raw_format, frame))
+    assert list(got.columns) == ["user", "item", "rating"]
+    assert rows(got) == rows(expected_order(raw_format, frame))
+    assert got["rating"].dtype == np.float32 and not got["rating"].isna().any()
+    if raw_format == "msd-triplets":
+        assert all(isinstance(u, str) for u in got["user"].astype(object).head())
+    else:
+        assert np.issubdtype(got["user"].dtype, np.integer) and np.issubdtype(got["item"].dtype, np.integer)
+
+
+def test_udata_and_recbole_inter_agree(raw_files):
+    frame = synthetic_for_format("ml-100k", seed=4)
+    udata = read_interactions("ml-100k", raw_files("ml-100k", frame))
+    inter = read_interactions("recbole-inter", raw_files("recbole-inter", frame))
+    pd.testing.assert_frame_equal(udata, inter)
+
+
+def test_netflix_layouts_agree_whatever_the_member_order(raw_files, tmp_path):
+    frame = synthetic_for_format("netflix-tar", seed=5)
+    combined = read_interactions("netflix-combined", raw_files("netflix-combined", frame))
+    from_tar = read_interactions("netflix-tar", raw_files("netflix-tar", frame))
+    reversed_tar = write_netflix_tar(frame, tmp_path / "reversed.tar.gz", member_order="reversed")
+    from_reversed = read_interactions("netflix-tar", [reversed_tar])
+    pd.testing.assert_frame_equal(combined, from_tar)
+    pd.testing.assert_frame_equal(combined, from_reversed)
+    assert (np.diff(combined["item"].to_numpy()) >= 0).all()
+
+
+def test_netflix_inner_training_set_tar_alone(tmp_path):
+    frame = synthetic_for_format("netflix-tar", seed=6)
+    texts = netflix_movie_texts(frame)
+    path = tmp_path / "training_set.tar"
+    with tarfile.open(path, "w") as archive:
+        for movie in sorted(texts):
+            add_bytes(archive, f"training_set/mv_{movie:07d}.txt", texts[movie].encode())
+    got = read_interactions("netflix-tar", [path])
+    assert rows(got) == rows(frame.sort_values("item", kind="stable"))
+
+
+def test_netflix_combined_from_the_kaggle_zip(raw_files, tmp_path):
+    frame = synthetic_for_format("netflix-combined", seed=7)
+    files = raw_files("netflix-combined", frame)
+    bundle = tmp_path / "archive.zip"
+    with zipfile.ZipFile(bundle, "w") as archive:
+        for path in files:
+            archive.write(path, f"archive/{path.name}")
+        archive.writestr("archive/movie_titles.csv", "1,2003,A Title\n")
+    assert rows(read_interactions("netflix-combined", [bundle])) == rows(frame.sort_values("item", kind="stable"))
+
+
+def replace_line(path, number, text):
+    lines = path.read_text().splitlines(keepends=True)
+    lines[number - 1] = text
+    path.write_text("".join(lines))
+
+
+@pytest.mark.parametrize(
+    "raw_format, line, replacement, problem",
+    [
+        ("ml-20m", 1, "user,movie,rating,timestamp\n", "expected the header"),
+        ("ml-20m", 7, "12,34,4.0\n", "expected 4 fields"),
+        ("ml-20m", 9, "12,34,four,5\n", "bad rating value"),
+        ("ml-20m", 9, "12,34,nan,5\n", "bad rating value"),
+        ("ml-20m", 11, "12,,4.0,5\n", "bad item value"),
+        ("ml-100k", 5, "196\t24\n", "expected 4 fields"),
+        ("recbole-inter", 1, "user_id:token\titem_id:token\trating:float\n", "expected the header"),
+        ("msd-triplets", 8, "b80344d063b5ccb3212f76538f3d9e43d87dca9e\tSOAKIMP12A8C130995\n", "expected 3 fields"),
+        ("netflix-combined", 1, "1488844,3,2005-09-06\n", "expected a 'MovieID:' line first"),
+        ("netflix-combined", 6, "1488844,7,2005-09-06\n", "rating of 1-5"),
+        ("netflix-combined", 6, "1488844,3\n", "rating of 1-5"),
+        ("netflix-combined", 6, "abc:\n", "expected 'MovieID:'"),
+    ],
+)
+def test_malformed_line_is_named(raw_format, line, replacement, problem, raw_files):
+    frame = synthetic_for_format(raw_format, seed=8)
+    files = raw_files(raw_format, frame)
+    replace_line(files[0], line, replacement)
+    with pytest.raises(RawFormatError) as error:
+        read_interactions(raw_format, files)
+    message = str(error.value)
+    assert str(files[0]) in message and f"line {line}" in message and problem in message
+
+
+def test_truncated_last_line_is_named(raw_files):
+    frame = synthetic_for_format("ml-20m", seed=9)
+    [path] = raw_files("ml-20m", frame)
+    text = path.read_text()
+    path.write_text(text[: text.rstrip("\n").rfind(",")])  # cut inside the last line
+    with pytest.raises(RawFormatError, match=rf"{path}, line {len(frame) + 1}: expected 4 fields"):
+        read_interactions("ml-20m", [path])
+
+
+def test_truncated_netflix_archive(raw_files):
+    frame = synthetic_for_format("netflix-tar", seed=10)
+    [path] = raw_files("netflix-tar", frame)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(RawFormatError, match=rf"{path}: cannot be read, the archive is damaged or truncated"):
+        read_interactions("netflix-tar", [path])
+
+
+def test_netflix_archive_with_a_link_is_refused(tmp_path):
+    path = tmp_path / "training_set.tar"
+    with tarfile.open(path, "w") as archive:
+        add_bytes(archive, "training_set/mv_0000001.txt", b"1:\n6,3,2005-01-01\n")
+        add_bytes(archive, "training_set/mv_0000002.txt", None, symlink_to="/etc/passwd")
+    with pytest.raises(RawFormatError, match=r"mv_0000002.txt: the archive holds a link"):
+        read_interactions("netflix-tar", [path])
+
+
+def test_netflix_movie_file_must_match_its_header(tmp_path):
+    path = tmp_path / "training_set.tar"
+    with tarfile.open(path, "w") as archive:
+        add_bytes(archive, "training_set/mv_0000003.txt", b"4:\n6,3,2005-01-01\n")
+    with pytest.raises(RawFormatError, match=r"mv_0000003.txt, line 1: expected '3:'"):
+        read_interactions("netflix-tar", [path])
+
+
+def test_netflix_movie_listed_twice_is_an_error(raw_files, tmp_path):
+    frame = synthetic_for_format("netflix-combined", seed=11)
+    files = raw_files("netflix-combined", frame)
+    files[3].write_text(files[3].read_text() + files[0].read_text().split("\n", 1)[0] + "\n6,3,2005-01-01\n")
+    with pytest.raises(RawFormatError, match=r"movie \d+ appears again"):
+        read_interactions("netflix-combined", files)
+
+
+def test_empty_and_missing_files(tmp_path):
+    empty = tmp_path / "ratings.csv"
+    empty.write_text("userId,movieId,rating,timestamp\n")
+    with pytest.raises(RawFormatError, match=rf"{empty}: no interactions"):
+        read_interactions("ml-20m", [empty])
+    with pytest.raises(RawFormatError, match=r"nowhere.csv: file not found"):
+        read_interactions("ml-20m", [tmp_path / "nowhere.csv"])
+    with pytest.raises(RawFormatError, match=r"unknown raw format 'ml-1m'"):
+        read_interactions("ml-1m", [empty])
+
+
+def test_netflix_reads_crlf_and_missing_final_newline(tmp_path):
+    folder = tmp_path / "netflix"
+    folder.mkdir()
+    texts = ["3:\r\n10,4,2005-01-01\r\n11,5,2005-01-02\r\n", "4:\n12,1,2005-01-01", "5:\n", "6:\n10,2,2005-02-02\n"]
+    for index, text in enumerate(texts):
+        (folder / f"combined_data_{index + 1}.txt").write_text(text, newline="")
+    got = read_interactions("netflix-combined", sorted(folder.iterdir()))
+    assert rows(got) == [(10, 3, 4.0), (11, 3, 5.0), (12, 4, 1.0), (10, 6, 2.0)]
+
+
+def test_gzip_is_not_mistaken_for_a_ratings_file(tmp_path):
+    path = tmp_path / "ratings.csv"
+    with gzip.open(path, "wt") as handle:
+        handle.write("userId,movieId,rating,timestamp\n1,2,3.0,4\n")
+    with pytest.raises(RawFormatError, match=rf"{path}, line 1: expected the header"):
+        read_interactions("ml-20m", [path])
+
+
+def test_string_ids_keep_their_text(tmp_path):
+    path = tmp_path / "train_triplets.txt"
+    path.write_text("b\tSOB\t3\na\tSOA\t1\nb\tSOA\t12\n")
+    got = read_interactions("msd-triplets", [path])
+    assert rows(got) == [("b", "SOB", 3.0), ("a", "SOA", 1.0), ("b", "SOA", 12.0)]
+    assert isinstance(got["user"].dtype, pd.CategoricalDtype)

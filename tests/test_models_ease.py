@@ -1,0 +1,73 @@
+"""Closed-form EASE against float64 numpy, and SGD EASE converging to it."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from semtail.models import Run, TrainingData, ease, ease_closed
+from semtail.models.synthetic import power_law_interactions
+from semtail.training import Trainer
+
+
+def numpy_ease(X: np.ndarray, l2: float) -> np.ndarray:
+    gram = X.T.astype(np.float64) @ X.astype(np.float64)
+    P = np.linalg.inv(gram + l2 * np.eye(X.shape[1]))
+    B = -P / np.diag(P)[None, :]
+    np.fill_diagonal(B, 0.0)
+    return B
+
+
+@pytest.fixture(scope="module")
+def interactions():
+    return power_law_interactions(200, 40, 8, exponent=0.8, seed=3)
+
+
+def test_closed_form_matches_float64_numpy(interactions):
+    B = ease_closed.closed_form(interactions, 25.0, torch.device("cpu"))
+    assert B.dtype == torch.float32
+    expected = numpy_ease(interactions.toarray(), 25.0)
+    np.testing.assert_allclose(B.numpy(), expected, rtol=0, atol=1e-6 * np.abs(expected).max())
+    assert torch.all(B.diagonal() == 0)
+
+
+def test_gram_matrix_is_exact_in_blocks(interactions, monkeypatch):
+    monkeypatch.setattr(ease_closed, "GRAM_BLOCK_ENTRIES", 3 * interactions.shape[0])  # 3 columns a block
+    gram = ease_closed.gram_matrix(interactions, torch.device("cpu"))
+    dense = interactions.toarray().astype(np.int64)
+    np.testing.assert_array_equal(gram.numpy(), dense.T @ dense)
+
+
+def test_closed_form_satisfies_the_optimality_condition(interactions):
+    """For each column j: (XᵀX + λI) b_j = XᵀX e_j − μ_j e_j (a Lagrange multiplier only on row j)."""
+    l2 = 25.0
+    B = ease_closed.closed_form(interactions, l2, torch.device("cpu")).double().numpy()
+    X = interactions.toarray().astype(np.float64)
+    residual = (X.T @ X + l2 * np.eye(X.shape[1])) @ B - X.T @ X
+    off_diagonal = residual - np.diag(np.diag(residual))
+    assert np.abs(off_diagonal).max() < 1e-3
+
+
+def test_sgd_ease_approaches_closed_form_with_matching_regularisation():
+    """The SGD loss 1000/(N·n)·‖X − XU‖² with weight decay wd (= a (wd/2)‖U‖² penalty) has the
+    minimiser of ‖X − XU‖² + λ‖U‖² for λ = wd·N·n/2000. Full-batch steps remove SGD noise."""
+    n_users, n_items = 80, 12
+    X = power_law_interactions(n_users, n_items, 4, exponent=0.5, seed=5)
+    l2 = 5.0
+    wd = 2000 * l2 / (n_users * n_items)
+    data = TrainingData(train=X, validation_tr=X[:20], validation_te=X[20:40])
+    hyperparameters = {"lr": 0.004, "wd": wd, "batch_size": n_users, "epochs": 400, "patience": 400}
+    trainer = Trainer(data, hyperparameters, Run("synthetic", "ease", 0), ease.ReconstructionObjective())
+    trainer.fit()
+    U = trainer.U.double().numpy()
+    expected = numpy_ease(X.toarray(), l2)
+    assert np.all(np.diag(U) == 0)
+    assert np.abs(U - expected).max() < 1e-3 * np.abs(expected).max()
+    # and the regularisation matters: a different λ is far away
+    assert np.abs(U - numpy_ease(X.toarray(), 4 * l2)).max() > 0.05 * np.abs(expected).max()
+
+
+def test_ease_closed_rejects_non_positive_l2(interactions):
+    data = TrainingData(interactions, interactions, interactions)
+    with pytest.raises(ValueError, match="l2"):
+        ease_closed.fit(data, {"l2": 0.0}, Run("synthetic", "ease_closed", 0))

@@ -1,0 +1,151 @@
+"""Model files: every method writes one that loads with weights_only=True; load_model's errors;
+scorer() for each method against an independent computation."""
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from semtail.models import (
+    FORMAT_VERSION,
+    METHODS,
+    ModelFileError,
+    load_model,
+    read_interactions,
+    rerank,
+    scorer,
+    train_and_save,
+)
+from semtail.models.synthetic import training_data
+
+HYPERPARAMETERS = {
+    "mostpop": {},
+    "ease_closed": {"l2": 20.0},
+    "ease": {"lr": 0.002, "wd": 1e-4, "batch_size": 32, "epochs": 3, "patience": 3},
+    "ipw": {"lr": 0.002, "wd": 1e-4, "batch_size": 32, "epochs": 3, "patience": 3, "lam": 1.0, "alpha": 0.01},
+    "cvar": {"lr": 0.002, "wd": 1e-4, "batch_size": 32, "epochs": 3, "patience": 3, "lam": 1.0, "beta": 0.5, "alr": 1e-5},
+    "posit": {
+        "lr": 0.002, "wd": 1e-4, "batch_size": 32, "epochs": 3, "patience": 3, "lam": 1.0, "alr": 1.0, "nstd": 1.5,
+        "awd": 0.0, "adversary": "2bmlp2", "signal": "recall_dist", "ones_aware": False, "k": 10,
+        "signal_momentum": 0.9,
+    },
+    "rerank": {"base": "ease", "high": 0.3, "low": 0.05},
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def split_files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("split")
+    data = training_data(150, 30, 6, 40, seed=0)
+    for name in ("train", "validation_tr", "validation_te"):
+        sp.save_npz(folder / f"{name}.npz", getattr(data, name))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def model_files(split_files, tmp_path_factory):
+    out = tmp_path_factory.mktemp("models")
+    inputs = {name: str(split_files / f"{name}.npz") for name in ("train", "validation_tr", "validation_te")}
+    paths = {}
+    for method in METHODS:
+        paths[method] = out / f"{method}.pt"
+        extra = {"base_model": str(paths["ease"])} if method == "rerank" else {}
+        train_and_save(
+            dataset="toy",
+            method=method,
+            seed=0,
+            hyperparameters=HYPERPARAMETERS[method],
+            inputs={**inputs, **extra},
+            output=paths[method],
+            device=torch.device("cpu"),
+            environment={"torch": torch.__version__, "device": "cpu"},
+            code_version="test",
+            checkpoint=out / f"{method}.checkpoint.pt",
+        )
+    return paths
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_model_file_contract(model_files, split_files, method):
+    raw = torch.load(model_files[method], weights_only=True)  # plain torch, no semtail code
+    model = load_model(model_files[method])
+    assert raw.keys() == model.keys()
+    assert model["format_version"] == FORMAT_VERSION
+    assert (model["dataset"], model["method"], model["seed"]) == ("toy", method, 0)
+    assert model["hyperparameters"] == HYPERPARAMETERS[method]
+    assert (model["n_items"], model["n_train_users"]) == (30, 150)
+    assert model["environment"]["device"] == "cpu" and "torch" in model["environment"]
+    assert model["code_version"] == "test" and model["train_seconds"] >= 0
+    for tensor in model["state"].values():
+        assert tensor.dtype == torch.float32 and tensor.device.type == "cpu"
+    if method in ("ease", "ipw", "cvar", "posit"):
+        assert torch.all(model["state"]["U"].diagonal() == 0)
+        assert len(model["history"]) == 3 and 1 <= model["best_epoch"] <= 3
+        assert {"epoch", "loss", "val_ndcg@100", "lr", "seconds"} <= model["history"][0].keys()
+        assert not (model_files[method].parent / f"{method}.checkpoint.pt").exists()
+    else:
+        assert model["history"] == [] and model["best_epoch"] is None
+    if method == "posit":
+        assert model["item_weights"].shape == (30,)
+        assert model["item_weights"].mean().item() == pytest.approx(1.0, rel=1e-5)
+        assert "adversary_loss" in model["history"][0] and "weight_std" in model["history"][0]
+    else:
+        assert model["item_weights"] is None
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_scorer_against_an_independent_computation(model_files, split_files, method):
+    model = load_model(model_files[method])
+    fold_in = read_interactions(split_files / "validation_tr.npz").toarray()
+    scores = scorer(model, "cpu")(torch.from_numpy(fold_in))
+    assert scores.shape == fold_in.shape and scores.dtype == torch.float32
+    popularity = np.asarray(read_interactions(split_files / "train.npz").sum(axis=0)).ravel()
+    if method == "mostpop":
+        np.testing.assert_array_equal(scores.numpy(), np.tile(popularity, (len(fold_in), 1)))
+    elif method == "rerank":
+        base = fold_in.astype(np.float64) @ load_model(model_files["ease"])["state"]["U"].double().numpy()
+        expected = rerank.ranking_key(torch.from_numpy(base).float(), torch.from_numpy(popularity).float(), 0.3, 0.05)
+        assert torch.equal(scores, expected)
+    else:
+        matrix = model["state"]["B" if method == "ease_closed" else "U"].double().numpy()
+        np.testing.assert_allclose(scores.numpy(), fold_in.astype(np.float64) @ matrix, rtol=1e-5, atol=1e-6)
+
+
+def test_rerank_wraps_the_base_model_of_the_same_seed(model_files):
+    base = load_model(model_files["ease"])
+    wrapped = load_model(model_files["rerank"])
+    assert torch.equal(wrapped["state"]["base"], base["state"]["U"])
+
+
+def test_load_model_errors_name_the_file(tmp_path, model_files):
+    with pytest.raises(ModelFileError, match="missing.pt: model file not found"):
+        load_model(tmp_path / "missing.pt")
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"not a torch file")
+    with pytest.raises(ModelFileError, match="corrupt.pt: not a readable model file"):
+        load_model(corrupt)
+    model = load_model(model_files["ease"])
+    old = tmp_path / "old.pt"
+    torch.save({**model, "format_version": 0}, old)
+    with pytest.raises(ModelFileError, match="old.pt: format_version is 0"):
+        load_model(old)
+    unsafe = tmp_path / "unsafe.pt"
+    torch.save({**model, "history": [Fraction(1, 3)]}, unsafe)  # a class that weights_only refuses
+    with pytest.raises(ModelFileError, match="unsafe.pt"):
+        load_model(unsafe)
+    bad_shape = tmp_path / "shape.pt"
+    torch.save({**model, "state": {"U": torch.zeros(3, 3)}}, bad_shape)
+    with pytest.raises(ModelFileError, match=r"shape.pt: state\['U'\] has shape"):
+        load_model(bad_shape)
+
+
+def test_read_interactions_rejects_non_binary_and_wrong_width(tmp_path):
+    path = tmp_path / "counts.npz"
+    sp.save_npz(path, sp.csr_matrix(np.array([[0, 2.0]], dtype=np.float32)))
+    with pytest.raises(ValueError, match="counts.npz: expected a binary"):
+        read_interactions(path)
+    sp.save_npz(path, sp.csr_matrix(np.array([[0, 1.0]], dtype=np.float32)))
+    with pytest.raises(ValueError, match="counts.npz: has 2 item columns"):
+        read_interactions(path, n_items=3)

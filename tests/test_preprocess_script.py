@@ -1,0 +1,147 @@
+"""workflow_scripts/preprocess.py run standalone (through script_run's command line) on synthetic
+raw files: the output files, their agreement with each other and with counts computed here from the
+raw data, the loud warning on a size mismatch, and that a failure writes nothing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+import yaml
+
+from semtail.data.preprocess import OUTPUT_NAMES
+from semtail.data.sources import fetch_dataset
+from synthetic_data import synthetic_for_format
+
+ROOT = Path(__file__).resolve().parents[1]
+FILE_NAMES = {"item_ids": "items.txt", "stats": "stats.json"}
+MATRICES = ("train", "validation_tr", "validation_te", "test_tr", "test_te")
+SETTINGS = {
+    "ml-20m": dict(threshold=3.5, min_uc=5, min_sc=0, n_heldout=12, seed=98765, test_prop=0.2),
+    "netflix-tar": dict(threshold=3.5, min_uc=5, min_sc=0, n_heldout=12, seed=98765, test_prop=0.2),
+    "msd-triplets": dict(threshold=None, min_uc=6, min_sc=8, n_heldout=10, seed=98765, test_prop=0.2),
+}
+
+
+def output_paths(folder: Path) -> dict[str, Path]:
+    return {
+        name: folder / FILE_NAMES.get(name, f"{name}.npz" if name in MATRICES else f"{name}.txt")
+        for name in OUTPUT_NAMES
+    }
+
+
+def run_preprocess(tmp_path: Path, provenance: Path, params: dict, outputs: dict[str, Path]):
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(params))
+    command = [sys.executable, str(ROOT / "workflow_scripts/preprocess.py"), "--input", f"provenance={provenance}"]
+    command += [arg for name, path in outputs.items() for arg in ("--output", f"{name}={path}")]
+    command += ["--params", str(params_file), "--log", str(tmp_path / "preprocess.log")]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300)
+
+
+def downloaded(raw_format: str, frame: pd.DataFrame, raw_files, tmp_path: Path) -> Path:
+    [path] = raw_files(raw_format, frame)
+    provenance = tmp_path / "data/raw/synthetic/provenance.json"
+    fetch_dataset("synthetic", [{"path": str(path), "format": raw_format}], provenance)
+    return provenance
+
+
+def read_ids(path: Path, kind) -> list:
+    return [kind(line) for line in path.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("raw_format", list(SETTINGS))
+def test_standalone_run_writes_a_consistent_split(raw_format, raw_files, tmp_path):
+    frame = synthetic_for_format(raw_format, seed=21, n_users=150)
+    provenance = downloaded(raw_format, frame, raw_files, tmp_path)
+    outputs = output_paths(tmp_path / "data/processed/synthetic")
+    settings = SETTINGS[raw_format]
+    params = {"dataset": "synthetic", "preprocess": settings, "code_version": "abc"}
+    if raw_format == "ml-20m":  # published sizes that the synthetic data cannot match
+        params["expected"] = {"users": 136677, "items": 20108}
+    result = run_preprocess(tmp_path, provenance, params, outputs)
+    assert result.returncode == 0, result.stderr
+
+    # Counts computed here from the raw frame with pandas.
+    kept = frame if settings["threshold"] is None else frame[frame["rating"] > settings["threshold"]]
+    if settings["min_sc"]:
+        per_item = kept.groupby("item").size()
+        kept = kept[kept["item"].isin(per_item.index[per_item >= settings["min_sc"]])]
+    per_user = kept.groupby("user").size()
+    kept = kept[kept["user"].isin(per_user.index[per_user >= settings["min_uc"]])]
+
+    kind = str if raw_format == "msd-triplets" else int
+    users = {part: read_ids(outputs[f"{part}_users"], kind) for part in ("train", "validation", "test")}
+    items = read_ids(outputs["item_ids"], kind)
+    assert sorted(sum(users.values(), [])) == sorted(kept["user"].unique().tolist())
+    assert len(users["validation"]) == len(users["test"]) == settings["n_heldout"]
+    assert sorted(items) == sorted(kept.loc[kept["user"].isin(users["train"]), "item"].unique().tolist())
+
+    matrices = {name: sp.load_npz(outputs[name]) for name in MATRICES}
+    for name, matrix in matrices.items():
+        part = name.split("_")[0]
+        assert matrix.format == "csr" and matrix.shape == (len(users[part]), len(items))
+        assert set(np.unique(matrix.data)) <= {1.0}
+    column = {item: j for j, item in enumerate(items)}
+    for row in (0, len(users["train"]) - 1):
+        user_items = kept.loc[kept["user"] == users["train"][row], "item"]
+        assert sorted(matrices["train"][row].indices) == sorted(column[i] for i in user_items)
+    for part in ("validation", "test"):
+        in_train = kept[kept["user"].isin(users[part]) & kept["item"].isin(items)]
+        assert matrices[f"{part}_tr"].nnz + matrices[f"{part}_te"].nnz == len(in_train)
+
+    stats = json.loads(outputs["stats"].read_text())
+    total = sum(m.nnz for m in matrices.values())
+    assert {k: stats[k] for k in ("users", "items", "interactions")} == {
+        "users": kept["user"].nunique(),
+        "items": len(items),
+        "interactions": total,
+    }
+    assert all(type(stats[k]) is int for k in ("users", "items", "interactions"))
+    assert stats["matrices"]["test_te"]["interactions"] == matrices["test_te"].nnz
+    assert stats["density"] == pytest.approx(total / (stats["users"] * stats["items"]))
+    assert stats["filtering"][-1]["interactions"] == len(kept) and stats["code_version"] == "abc"
+    assert stats["raw"]["format"] == raw_format and stats["preprocess"] == settings
+    assert not [p for p in outputs["stats"].parent.iterdir() if "partial" in p.name]
+
+    if raw_format == "ml-20m":
+        mismatches = [f"users: {stats['users']:,}, published 136,677", f"items: {stats['items']:,}, published 20,108"]
+        assert stats["expected_mismatches"] == mismatches
+        assert "synthetic: THE SPLIT DOES NOT MATCH THE PUBLISHED SIZES" in result.stderr
+        assert all(m in result.stderr for m in mismatches)
+        assert "DOES NOT MATCH" in (tmp_path / "preprocess.log").read_text()
+    else:
+        assert stats["expected_mismatches"] == [] and "DOES NOT MATCH" not in result.stderr
+
+
+def test_empty_result_writes_nothing(raw_files, tmp_path):
+    settings = {**SETTINGS["ml-20m"], "threshold": 5.0}
+    problem = "synthetic: no interactions left after the filter rating > 5.0"
+    frame = synthetic_for_format("ml-20m", seed=23, n_users=150)
+    provenance = downloaded("ml-20m", frame, raw_files, tmp_path)
+    outputs = output_paths(tmp_path / "out")
+    outputs["stats"].parent.mkdir()
+    outputs["stats"].write_text('{"users": 1, "items": 1, "interactions": 1}\n')  # from an earlier run
+    result = run_preprocess(tmp_path, provenance, {"dataset": "synthetic", "preprocess": settings}, outputs)
+    assert result.returncode == 1
+    assert problem in result.stderr and "Traceback" not in result.stderr
+    assert list(outputs["stats"].parent.iterdir()) == []
+
+
+def test_raw_file_changed_since_download_is_named(raw_files, tmp_path):
+    frame = synthetic_for_format("ml-20m", seed=24, n_users=150)
+    provenance = downloaded("ml-20m", frame, raw_files, tmp_path)
+    raw = Path(yaml.safe_load(provenance.read_text())["files"][0])
+    with raw.open("a") as handle:
+        handle.write("1,2,3.0,4\n")
+    outputs = output_paths(tmp_path / "out")
+    result = run_preprocess(tmp_path, provenance, {"dataset": "synthetic", "preprocess": SETTINGS["ml-20m"]}, outputs)
+    assert result.returncode == 1
+    assert f"{raw}: " in result.stderr and "it changed since, rerun the download stage" in result.stderr
+    assert not outputs["stats"].parent.exists()

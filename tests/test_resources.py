@@ -1,0 +1,161 @@
+"""semtail.workflow.resources: what each job asks the scheduler for, at the paper's dataset sizes.
+
+The memory a job needs is at least the bytes of the arrays it must hold at once, computed here from
+the published sizes; the requests must cover them without asking for absurd amounts."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from semtail import workflow as plan
+
+ROOT = Path(__file__).resolve().parents[1]
+GB = 1e9
+MIB = 2**20
+
+# Published sizes (users, items, interactions after preprocessing) and batch sizes of the paper.
+PAPER = {
+    "ml-20m": (136_677, 20_108, 10_000_054, 1024, 10_000),
+    "netflix": (463_435, 17_769, 56_880_037, 1024, 40_000),
+    "msd": (571_355, 41_140, 33_633_450, 8192, 50_000),
+}
+SGD = ("ease", "ipw", "cvar", "posit")
+
+
+@pytest.fixture
+def paper():
+    """configs/paper.yaml with the demo's method list and hyperparameters, at the paper's batch sizes."""
+    config = yaml.safe_load((ROOT / "configs/paper.yaml").read_text())
+    demo = yaml.safe_load((ROOT / "config.yaml").read_text())
+    config["methods"] = demo["methods"]
+    config["hyperparameters"] = copy.deepcopy(demo["hyperparameters"])
+    config["overrides"] = {
+        name: {m: {"batch_size": PAPER[name][3], "epochs": 50} for m in SGD} for name in PAPER
+    }
+    for name, (users, items, interactions, _, heldout) in PAPER.items():
+        config["datasets"][name]["expected"] = {"users": users, "items": items, "interactions": interactions}
+        config["datasets"][name]["preprocess"]["n_heldout"] = heldout
+    return config
+
+
+def request(config, stage, dataset, method=None, attempt=1, stats_file="/nonexistent/stats.json"):
+    return plan.resources(config, stage, dataset, attempt, method=method, stats_file=stats_file)
+
+
+def dense_bytes(items):
+    return 4.0 * items * items  # one float32 item x item matrix
+
+
+@pytest.mark.parametrize("dataset", list(PAPER))
+@pytest.mark.parametrize("method", SGD)
+def test_sgd_training_memory_covers_u_gradient_momentum_and_best_copy(paper, dataset, method):
+    users, items, interactions, batch, _ = PAPER[dataset]
+    asked = request(paper, "train", dataset, method)["mem_mb"] * MIB
+    must_hold = 4 * dense_bytes(items) + 2 * batch * items * 4 + interactions * 8
+    assert asked >= must_hold
+    assert asked <= 2 * must_hold + 4 * GB
+
+
+def test_msd_numbers_from_the_issue(paper):
+    """U for MSD is 41,140^2 float32 = 6.8 GB; with gradient and momentum 20.3 GB."""
+    assert dense_bytes(41_140) == pytest.approx(6.77e9, rel=1e-3)
+    asked = request(paper, "train", "msd", "posit")["mem_mb"] * MIB
+    assert asked >= 3 * 6.77e9
+    # Fits a common 64 GB node; the ML datasets fit 16 GB.
+    assert asked < 64 * GB
+    for dataset in ("ml-20m", "netflix"):
+        assert request(paper, "train", dataset, "posit")["mem_mb"] * MIB < 16 * GB
+
+
+def test_closed_form_ease_holds_float64_gram_and_inverse(paper):
+    items = PAPER["msd"][1]
+    asked = request(paper, "train", "msd", "ease_closed")["mem_mb"] * MIB
+    assert asked >= 2 * 8.0 * items * items  # X^T X + lambda I and its inverse, float64
+
+
+def test_evaluation_and_light_jobs(paper):
+    items = PAPER["msd"][1]
+    evaluate = request(paper, "evaluate", "msd")
+    assert evaluate["mem_mb"] * MIB >= dense_bytes(items) + 4096 * items * 4
+    mostpop = request(paper, "train", "msd", "mostpop")
+    assert mostpop["mem_mb"] < request(paper, "train", "msd", "ease")["mem_mb"] / 5
+    assert request(paper, "report", "msd")["threads"] == 1
+    assert request(paper, "download", "msd")["threads"] == 1
+
+
+def test_runtime_grows_with_the_dataset_and_stays_within_a_day_on_gpu(paper):
+    runtimes = {d: request(paper, "train", d, "posit")["runtime"] for d in PAPER}
+    assert runtimes["msd"] > runtimes["ml-20m"]
+    assert runtimes["netflix"] > runtimes["ml-20m"]  # same catalog size, 5.7x the interactions
+    assert all(30 <= minutes <= 24 * 60 for minutes in runtimes.values()), runtimes
+
+
+def test_cpu_runs_ask_for_more_time(paper):
+    gpu = request(paper, "train", "ml-20m", "posit")["runtime"]
+    paper["compute"]["device"] = "cpu"
+    cpu = request(paper, "train", "ml-20m", "posit")["runtime"]
+    assert cpu > 5 * gpu
+
+
+def test_more_epochs_take_longer(paper):
+    base = request(paper, "train", "ml-20m", "ease")["runtime"]
+    paper["overrides"]["ml-20m"]["ease"]["epochs"] = 200
+    assert request(paper, "train", "ml-20m", "ease")["runtime"] > 2 * base - 20
+
+
+def test_retry_doubles_memory_and_time(paper):
+    first = request(paper, "train", "netflix", "ipw", attempt=1)
+    second = request(paper, "train", "netflix", "ipw", attempt=2)
+    assert second["mem_mb"] == pytest.approx(2 * first["mem_mb"], abs=1)
+    assert second["runtime"] == pytest.approx(2 * first["runtime"], abs=1)
+    assert second["threads"] == first["threads"]
+
+
+def test_threads_follow_the_catalog_size(paper):
+    demo = yaml.safe_load((ROOT / "config.yaml").read_text())
+    assert request(paper, "train", "ml-20m", "posit")["threads"] > request(demo, "train", "ml-100k", "posit")["threads"]
+
+
+def test_measured_sizes_replace_expected_ones(paper, tmp_path):
+    stats = tmp_path / "stats.json"
+    stats.write_text(json.dumps({"users": 1000, "items": 40_000, "interactions": 50_000, "train": {"users": 800}}))
+    assert plan.dataset_size(paper, "ml-20m", stats) == {"users": 1000, "items": 40_000, "interactions": 50_000}
+    measured = request(paper, "train", "ml-20m", "ease", stats_file=stats)
+    assert measured["mem_mb"] * MIB >= 4 * dense_bytes(40_000)
+    assert measured["mem_mb"] > request(paper, "train", "ml-20m", "ease")["mem_mb"]
+
+
+def test_expected_sizes_before_preprocessing_else_a_guess(paper):
+    assert plan.dataset_size(paper, "msd", "/nonexistent/stats.json") == {
+        "users": 571_355, "items": 41_140, "interactions": 33_633_450,
+    }
+    demo = yaml.safe_load((ROOT / "config.yaml").read_text())
+    guess = plan.dataset_size(demo, "ml-100k", "/nonexistent/stats.json")
+    assert guess["items"] > 0 and guess["users"] > 0
+
+
+def test_bad_stats_file_is_named(paper, tmp_path):
+    stats = tmp_path / "stats.json"
+    stats.write_text(json.dumps({"users": 10, "items": "many"}))
+    with pytest.raises(plan.ConfigError, match=str(stats)):
+        plan.dataset_size(paper, "ml-20m", stats)
+
+
+def test_unknown_stage_and_missing_method(paper):
+    with pytest.raises(ValueError, match="'sample'"):
+        request(paper, "sample", "ml-20m")
+    with pytest.raises(ValueError, match="method"):
+        request(paper, "train", "ml-20m")
+
+
+def test_slurm_placeholders_are_refused_by_name():
+    with pytest.raises(plan.ConfigError, match="slurm_partition") as error:
+        plan.check_cluster_resources({"slurm_partition": "<set slurm_partition>", "mem_mb": "1000"})
+    assert "--default-resources slurm_partition=" in str(error.value)
+    plan.check_cluster_resources({"slurm_partition": "gpu", "slurm_account": "proj42"})
+    plan.check_cluster_resources({})

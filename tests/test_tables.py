@@ -1,0 +1,153 @@
+"""The summary and paper-comparison tables, on hand-made metric JSONs."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from semtail import tables
+
+ROOT = Path(__file__).resolve().parents[1]
+PAPER_KEYS = [f"coverage_unmasked@{k}" for k in (100, 50, 20)] + ["ndcg@100"] + [
+    f"{m}@{k}" for m in ("recall", "item_recall") for k in (100, 50, 20)
+]
+
+
+def write_run(folder: Path, dataset, method, seed, metrics) -> Path:
+    path = folder / dataset / method / f"seed{seed}" / "metrics.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"dataset": dataset, "method": method, "seed": seed, "metrics": metrics}))
+    return path
+
+
+def metrics_with(**values):
+    base = {key: 0.5 for key in PAPER_KEYS + ["coverage@100", "gini@100", "arp@100"]}
+    base.update({k.replace("_at_", "@"): v for k, v in values.items()})
+    return base
+
+
+@pytest.fixture
+def ml20m_runs(tmp_path):
+    """posit with seeds 0, 1, 2 and mostpop with seed 0 only."""
+    paths = [
+        write_run(tmp_path, "ml-20m", "posit", 0, metrics_with(ndcg_at_100=0.42, coverage_unmasked_at_100=1800.0)),
+        write_run(tmp_path, "ml-20m", "posit", 1, metrics_with(ndcg_at_100=0.44, coverage_unmasked_at_100=1790.0)),
+        write_run(tmp_path, "ml-20m", "posit", 2, metrics_with(ndcg_at_100=0.43, coverage_unmasked_at_100=1795.0)),
+        write_run(tmp_path, "ml-20m", "mostpop", 0, metrics_with(ndcg_at_100=0.19, coverage_unmasked_at_100=100.0)),
+    ]
+    return paths
+
+
+def test_summary_means_and_sample_standard_deviations(ml20m_runs):
+    summary = tables.summarise(tables.load_runs(ml20m_runs, "ml-20m"))
+    assert summary["method"].tolist() == ["posit", "mostpop"]  # order of first appearance
+    posit = summary.set_index("method").loc["posit"]
+    assert posit["n_seeds"] == 3 and posit["seeds"] == "0 1 2"
+    assert posit["ndcg@100_mean"] == pytest.approx(0.43)
+    # sample SD of 0.42, 0.44, 0.43: sqrt(((-.01)^2 + .01^2 + 0) / 2) = 0.01
+    assert posit["ndcg@100_std"] == pytest.approx(0.01)
+    assert posit["coverage_unmasked@100_std"] == pytest.approx(5.0)
+    identical = tables.summarise(tables.load_runs([
+        write_run(ml20m_runs[0].parents[3] / "same", "ml-20m", "mostpop", s, metrics_with(hit_rate_at_100=0.97)) for s in (0, 1, 2)
+    ]))  # fmt: skip
+    assert identical["hit_rate@100_std"].item() == 0.0 and identical["hit_rate@100_mean"].item() == pytest.approx(0.97)
+    mostpop = summary.set_index("method").loc["mostpop"]
+    assert mostpop["n_seeds"] == 1 and math.isnan(mostpop["ndcg@100_std"])
+
+    text = tables.summary_markdown(summary, "ml-20m")
+    assert "| posit | 3 |" in text and "0.4300 ± 0.0100" in text and "1795.0 ± 5.0" in text
+    assert "| mostpop | 1 |" in text and "0.1900 |" in text
+
+
+def test_comparison_puts_reported_values_beside_ours(ml20m_runs):
+    summary = tables.summarise(tables.load_runs(ml20m_runs, "ml-20m"))
+    reported = tables.load_reported()
+    comparison, notes = tables.paper_comparison(summary, "ml-20m", reported)
+    rows = comparison.set_index(["method", "metric"])
+    coverage = rows.loc[("posit", "Coverage@100")]
+    assert coverage["our_metric"] == "coverage_unmasked@100"
+    assert coverage["reported"] == 1793 and coverage["reported_std"] == 10
+    assert coverage["difference"] == pytest.approx(1795 - 1793)
+    assert coverage["difference_in_reported_std"] == pytest.approx(0.2)
+    ndcg = rows.loc[("mostpop", "NDCG@100")]
+    assert ndcg["reported"] == pytest.approx(0.1905) and ndcg["difference"] == pytest.approx(0.19 - 0.1905)
+    assert len(comparison) == 2 * 10  # two of our methods, ten reported columns each
+    assert any("IPW" in note for note in notes)  # reported, but not run here
+
+    text = tables.comparison_markdown(comparison, "ml-20m", reported, notes)
+    assert "coverage_unmasked@k" in text and "github.com/qiulingxu/POSIT" in text
+    assert "| posit | Coverage@100 | 1795.0 ± 5.0 (3) | 1793.0 ± 10.0 | +2.0 | +0.2 |" in text
+
+
+def test_closed_form_ease_is_held_against_steck(tmp_path):
+    paths = [write_run(tmp_path, "netflix", "ease_closed", s, metrics_with(ndcg_at_100=0.392 + s / 1000)) for s in (0, 1)]
+    summary = tables.summarise(tables.load_runs(paths))
+    comparison, _ = tables.paper_comparison(summary, "netflix", tables.load_reported())
+    row = comparison.set_index("metric").loc["NDCG@100"]
+    assert row["reported_as"] == "EASE" and row["reported"] == pytest.approx(0.393)
+    assert row["difference"] == pytest.approx(0.3925 - 0.393)
+    assert math.isnan(row["difference_in_reported_std"])  # Steck reports no SDs
+    assert "arxiv.org/abs/1905.03375" in row["source"]
+
+
+def test_a_dataset_the_paper_does_not_report_gets_an_empty_table_and_a_statement(tmp_path):
+    paths = [write_run(tmp_path, "ml-100k", "posit", 0, metrics_with())]
+    summary = tables.summarise(tables.load_runs(paths))
+    reported = tables.load_reported()
+    comparison, notes = tables.paper_comparison(summary, "ml-100k", reported)
+    assert comparison.empty and notes == [] and list(comparison.columns) == tables.COMPARISON_COLUMNS
+    text = tables.comparison_markdown(comparison, "ml-100k", reported, notes)
+    assert "reports no results for ml-100k" in text and "|" not in text
+
+
+def test_reported_file_matches_the_papers_table():
+    reported = tables.load_reported()
+    posit = reported["posit"]
+    columns = list(posit["metrics"])
+    msd_ipw = dict(zip(columns, posit["datasets"]["msd"]["results"]["IPW"]))
+    assert msd_ipw["Coverage@20"] == 1626 and msd_ipw["Item Recall@100"] == pytest.approx(0.2464)
+    assert dict(zip(columns, posit["datasets"]["netflix"]["std"]))["Coverage@100"] == 6
+    assert posit["metrics"]["Coverage@50"] == "coverage_unmasked@50"
+
+
+def test_bad_inputs_are_named(tmp_path):
+    a = write_run(tmp_path, "ml-20m", "posit", 0, metrics_with())
+    with pytest.raises(ValueError, match="both posit seed 0"):
+        tables.load_runs([a, a])
+    b = write_run(tmp_path / "other", "ml-20m", "ipw", 0, {"ndcg@100": 0.4})
+    with pytest.raises(ValueError, match="different metrics"):
+        tables.load_runs([a, b])
+    with pytest.raises(ValueError, match="expected 'netflix'"):
+        tables.load_runs([a], "netflix")
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"dataset": "ml-20m"}')
+    with pytest.raises(ValueError, match="bad.json: no 'method'"):
+        tables.load_runs([bad])
+    broken = tmp_path / "paper.yaml"
+    broken.write_text("x:\n  metrics: {A: a, B: b}\n  methods: {M: m}\n  datasets: {d: {results: {M: [1]}}}\n")
+    with pytest.raises(ValueError, match="must have 2 values"):
+        tables.load_reported(broken)
+
+
+def test_aggregate_script_end_to_end(tmp_path, ml20m_runs):
+    out = tmp_path / "out"
+    command = [
+        sys.executable, str(ROOT / "workflow_scripts/aggregate.py"),
+        "--input", "metrics=" + ",".join(map(str, ml20m_runs)),
+        "--param", "dataset=ml-20m",
+        *[arg for name in ("summary_csv", "summary_md", "comparison_csv", "comparison_md")
+          for arg in ("--output", f"{name}={out / name}")],
+    ]  # fmt: skip
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr
+    summary = pd.read_csv(out / "summary_csv")
+    assert summary.loc[summary["method"] == "posit", "ndcg@100_mean"].item() == pytest.approx(0.43)
+    comparison = pd.read_csv(out / "comparison_csv")
+    assert set(comparison["method"]) == {"posit", "mostpop"}
+    assert (out / "comparison_md").read_text().startswith("# ml-20m")

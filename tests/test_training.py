@@ -1,0 +1,182 @@
+"""The SGD loop: validation NDCG, early stopping that restores the best epoch, resuming from a
+checkpoint bit for bit, the NaN guard, determinism."""
+
+import logging
+import math
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from semtail import training
+from semtail.models import Run, fingerprint, method_module, train_and_save
+from semtail.models.synthetic import training_data
+from semtail.training import DeviceRows, TrainingDiverged, validation_ndcg
+
+DATA = training_data(150, 30, 6, 40, seed=0)
+SGD = {"lr": 0.002, "wd": 1e-4, "batch_size": 32, "epochs": 4, "patience": 4}
+HYPERPARAMETERS = {
+    "ease": SGD,
+    "cvar": {**SGD, "lam": 1.0, "beta": 0.3, "alr": 1e-4},
+    "posit": {
+        **SGD, "lam": 1.0, "alr": 1.0, "nstd": 1.5, "awd": 1e-4, "adversary": "2mlp3", "signal": "recall",
+        "ones_aware": True, "k": 10, "signal_momentum": 0.9,
+    },
+}  # fmt: skip
+
+
+def fit(method, seed=0, data=DATA, **run_options):
+    hyperparameters = {**HYPERPARAMETERS[method], **run_options.pop("changes", {})}
+    run = Run("toy", method, seed, **run_options)
+    return method_module(method).fit(data, hyperparameters, run)
+
+
+def same_model(a, b):
+    assert torch.equal(a.state["U"], b.state["U"])
+    assert (a.item_weights is None) == (b.item_weights is None)
+    if a.item_weights is not None:
+        assert torch.equal(a.item_weights, b.item_weights)
+    assert a.best_epoch == b.best_epoch
+    without_time = [{k: v for k, v in entry.items() if k != "seconds"} for entry in a.history]
+    assert without_time == [{k: v for k, v in entry.items() if k != "seconds"} for entry in b.history]
+
+
+def brute_force_ndcg(U: np.ndarray, fold_in: np.ndarray, heldout: np.ndarray, k: int) -> float:
+    values = []
+    for user in range(len(fold_in)):
+        if heldout[user].sum() == 0:
+            continue
+        scores = fold_in[user] @ U
+        candidates = [i for i in range(len(scores)) if fold_in[user, i] == 0]
+        ranked = sorted(candidates, key=lambda i: (-scores[i], i))[:k]
+        dcg = sum(heldout[user, i] / math.log2(rank + 2) for rank, i in enumerate(ranked))
+        ideal = sum(1 / math.log2(rank + 2) for rank in range(int(min(k, heldout[user].sum()))))
+        values.append(dcg / ideal)
+    return float(np.mean(values))
+
+
+@pytest.mark.parametrize("k", [5, 100])
+def test_validation_ndcg_against_brute_force(k, monkeypatch):
+    monkeypatch.setattr(training, "VALIDATION_BATCH_ENTRIES", 7 * 30)  # batches of 7 users
+    U = torch.randn(30, 30, generator=torch.Generator().manual_seed(0))
+    U.diagonal().zero_()
+    rows = [DeviceRows.from_scipy(m, torch.device("cpu")) for m in (DATA.validation_tr, DATA.validation_te)]
+    expected = brute_force_ndcg(U.double().numpy(), DATA.validation_tr.toarray(), DATA.validation_te.toarray(), k)
+    assert validation_ndcg(U, *rows, k=k) == pytest.approx(expected, rel=1e-6)
+
+
+def test_permuted_rows_match_scipy():
+    rows = DeviceRows.from_scipy(DATA.train, torch.device("cpu"))
+    order = torch.randperm(150, generator=torch.Generator().manual_seed(1))
+    shuffled = rows.permuted(order)
+    for start, stop in [(0, 32), (32, 64), (128, 150)]:
+        expected = DATA.train[order.numpy()[start:stop]].toarray()
+        np.testing.assert_array_equal(shuffled.rows(start, stop).to_dense().numpy(), expected)
+
+
+def test_early_stopping_restores_a_copy_of_the_best_epoch(monkeypatch):
+    scripted = iter([0.10, 0.30, 0.20, 0.15, 0.12, 0.11])
+    monkeypatch.setattr(training, "validation_ndcg", lambda *args, **kwargs: next(scripted))
+    snapshots = {}
+    fitted = fit(
+        "posit",
+        changes={"epochs": 6, "patience": 2},
+        after_epoch=lambda epoch, U: snapshots.__setitem__(epoch, U.clone()),
+    )
+    assert fitted.best_epoch == 2
+    assert [entry["val_ndcg@100"] for entry in fitted.history] == [0.10, 0.30, 0.20, 0.15]  # stopped after 2 worse
+    assert torch.equal(fitted.state["U"], snapshots[2])
+    assert not torch.equal(snapshots[2], snapshots[4])
+
+
+def interrupt_after(epoch_to_stop):
+    class Interrupted(Exception):
+        pass
+
+    def hook(epoch, U):
+        if epoch == epoch_to_stop:
+            raise Interrupted
+
+    return Interrupted, hook
+
+
+@pytest.mark.parametrize("method", ["posit", "cvar"])
+def test_resume_after_an_interruption_gives_the_uninterrupted_model(method, tmp_path, caplog):
+    uninterrupted = fit(method)
+    checkpoint = tmp_path / "checkpoint.pt"
+    Interrupted, hook = interrupt_after(2)
+    with pytest.raises(Interrupted):
+        fit(method, checkpoint=checkpoint, fingerprint="job", after_epoch=hook)
+    assert checkpoint.exists()
+    with caplog.at_level(logging.INFO):
+        resumed = fit(method, checkpoint=checkpoint, fingerprint="job")
+    assert "resuming from" in caplog.text and "after epoch 2" in caplog.text
+    same_model(uninterrupted, resumed)
+
+
+def test_a_checkpoint_of_other_settings_is_not_resumed(tmp_path, caplog):
+    checkpoint = tmp_path / "checkpoint.pt"
+    Interrupted, hook = interrupt_after(1)
+    with pytest.raises(Interrupted):
+        fit("ease", checkpoint=checkpoint, fingerprint="lr 0.002", after_epoch=hook)
+    with caplog.at_level(logging.INFO):
+        restarted = fit("ease", checkpoint=checkpoint, fingerprint="lr 0.001", changes={"lr": 0.001})
+    assert "not resuming" in caplog.text and "starting over" in caplog.text
+    same_model(restarted, fit("ease", changes={"lr": 0.001}))
+
+
+def test_fingerprint_covers_settings_code_seed_and_inputs(tmp_path):
+    data_file = tmp_path / "train.npz"
+    data_file.write_bytes(b"1")
+    job = dict(dataset="toy", method="ease", seed=0, hyperparameters={"lr": 1.0}, code_version="abc",
+               inputs={"train": str(data_file)})  # fmt: skip
+    reference = fingerprint(**job)
+    assert fingerprint(**job) == reference
+    for change in ({"seed": 1}, {"hyperparameters": {"lr": 2.0}}, {"code_version": "abd"}):
+        assert fingerprint(**{**job, **change}) != reference
+    data_file.write_bytes(b"12")
+    assert fingerprint(**job) != reference
+
+
+def test_nan_guard_stops_without_a_model_file(tmp_path):
+    for name in ("train", "validation_tr", "validation_te"):
+        sp.save_npz(tmp_path / f"{name}.npz", getattr(DATA, name))
+    output = tmp_path / "model.pt"
+    with pytest.raises(TrainingDiverged) as caught:
+        train_and_save(
+            dataset="toy",
+            method="ease",
+            seed=3,
+            hyperparameters={**SGD, "lr": 1e8},
+            inputs={name: str(tmp_path / f"{name}.npz") for name in ("train", "validation_tr", "validation_te")},
+            output=output,
+            device=torch.device("cpu"),
+            environment={"torch": torch.__version__, "device": "cpu"},
+            code_version="test",
+            checkpoint=tmp_path / "checkpoint.pt",
+        )
+    message = str(caught.value)
+    assert "toy/ease seed 3" in message and "epoch 1" in message and "lr 1e+08" in message
+    assert not output.exists()
+    assert not list(tmp_path.glob("*.partial*"))
+
+
+@pytest.mark.parametrize("method", ["posit", "cvar"])
+def test_same_seed_same_model_other_seed_other_model(method):
+    first, second = fit(method, seed=5), fit(method, seed=5)
+    same_model(first, second)
+    assert not torch.equal(first.state["U"], fit(method, seed=6).state["U"])
+
+
+def test_learning_rate_follows_a_cosine_over_the_epochs():
+    history = fit("ease", changes={"epochs": 4, "patience": 4, "lr": 0.002}).history
+    expected = [0.001 * (1 + math.cos(math.pi * epoch / 4)) for epoch in range(4)]
+    assert [entry["lr"] for entry in history] == pytest.approx(expected)
+
+
+def test_hyperparameter_errors_name_the_key():
+    with pytest.raises(ValueError, match=r"hyperparameters.ease: missing \['patience'\]; unknown \['lam'\]"):
+        method_module("ease").fit(DATA, {**{k: v for k, v in SGD.items() if k != "patience"}, "lam": 1.0}, Run("t", "ease", 0))
+    with pytest.raises(ValueError, match="batch_size must be at least 1"):
+        fit("ease", changes={"batch_size": 0})

@@ -1,0 +1,131 @@
+"""Workflow hygiene: the linter has nothing to say, the Snakefiles are snakefmt-formatted, every
+rule logs, a failed job's log says why, and one failing method does not stop the others."""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from workflow_runs import (
+    REPO,
+    copy_repo,
+    dry_run_blocks,
+    read_config,
+    reduced_config,
+    snakemake,
+    write_config,
+)
+
+SNAKEFILES = ["Snakefile", *sorted(str(p.relative_to(REPO)) for p in (REPO / "rules").glob("*.smk"))]
+
+
+def workflow_scripts() -> list[Path]:
+    """The scripts named by the rules' `script:` directives."""
+    scripts = []
+    for snakefile in SNAKEFILES:
+        text = (REPO / snakefile).read_text()
+        for name in re.findall(r"^\s+script:\s*\n\s+\"([^\"]+)\"", text, re.M):
+            scripts.append(((REPO / snakefile).parent / name).resolve())
+    return scripts
+
+
+@pytest.mark.parametrize("configfile", ["config.yaml", "configs/paper.yaml"])
+def test_lint_has_nothing_to_say(tmp_path, configfile):
+    workdir = copy_repo(tmp_path / "repo", raw_cache=False)
+    done = snakemake(workdir, "--lint", "--workflow-profile", "none", configfile=configfile, check=False)
+    output = (done.stdout + done.stderr).strip()
+    assert done.returncode == 0, output
+    assert output == "Congratulations, your workflow is in a good condition!", output
+
+
+def test_snakefiles_are_snakefmt_formatted():
+    snakefmt = shutil.which("snakefmt", path=str(Path(sys.executable).parent)) or shutil.which("snakefmt")
+    if snakefmt is None:
+        pytest.skip("snakefmt is not installed (pip install -e '.[test]')")
+    done = subprocess.run([snakefmt, "--check", "--diff", *SNAKEFILES], cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0, f"run `snakefmt {' '.join(SNAKEFILES)}`:\n{done.stdout}{done.stderr}"
+
+
+def test_every_job_has_a_log(tmp_path):
+    workdir = copy_repo(tmp_path / "repo", raw_cache=False)
+    write_config(workdir, reduced_config())
+    blocks = dry_run_blocks(snakemake(workdir, "--dry-run").stdout)
+    rules = {rule for rule, _ in blocks}
+    assert {"download", "preprocess", "train", "evaluate", "aggregate", "plot", "plot_weight_landscape"} <= rules
+    for rule, fields in blocks:
+        if rule != "all":
+            assert fields.get("log", "").startswith("logs/"), f"rule {rule} has no log: {fields}"
+
+
+def test_scripts_survive_snakemakes_script_preamble():
+    """Snakemake puts its own code before a script's first line: a `from __future__` import is then
+    a SyntaxError, and the module docstring is no longer `__doc__` (it is None)."""
+    scripts = workflow_scripts()
+    assert len(scripts) >= 7
+    for script in scripts:
+        tree = ast.parse(script.read_text(), filename=str(script))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module == "__future__":
+                raise AssertionError(f"{script.name}:{node.lineno}: `from __future__` breaks under Snakemake's script:")
+            if isinstance(node, ast.Name) and node.id == "__doc__":
+                raise AssertionError(f"{script.name}:{node.lineno}: __doc__ is None under Snakemake's script:")
+
+
+@pytest.mark.slow
+def test_failed_preprocess_writes_its_reason_to_its_log(demo_copy):
+    config = read_config(demo_copy)
+    config["datasets"]["ml-100k"]["preprocess"]["n_heldout"] = 100_000  # more than ML-100K has users
+    write_config(demo_copy, config)
+    done = snakemake(demo_copy, "data/processed/ml-100k/stats.json", check=False)
+    assert done.returncode != 0
+    log = (demo_copy / "logs/preprocess/ml-100k.log").read_text()
+    assert "n_heldout" in log and "100000" in log.replace(",", ""), log
+    assert not (demo_copy / "data/processed/ml-100k/stats.json").exists()
+
+
+@pytest.mark.slow
+def test_corrupt_raw_file_is_named_in_the_log(demo_copy):
+    provenance = json.loads((demo_copy / "data/raw/ml-100k/provenance.json").read_text())
+    raw_files = [p for p in (demo_copy / "data/raw/ml-100k").iterdir() if p.name != "provenance.json" and p.is_file()]
+    assert raw_files, provenance
+    for raw in raw_files:
+        lines = raw.read_text().splitlines(keepends=True)
+        raw.write_text("".join(lines[: len(lines) // 2]) + "196\tnot-an-item\n" + "".join(lines[len(lines) // 2 :]))
+    target = "data/processed/ml-100k/stats.json"
+    done = snakemake(demo_copy, "--forcerun", target, "--until", "preprocess", target, check=False)
+    assert done.returncode != 0, done.stdout[-2000:]
+    log = (demo_copy / "logs/preprocess/ml-100k.log").read_text()
+    assert any(raw.name in log for raw in raw_files), log
+    assert "Traceback" not in log or "Error" in log.splitlines()[-1]
+
+
+@pytest.mark.slow
+def test_one_diverging_method_fails_alone_under_keep_going(demo_copy):
+    """An absurd learning rate makes IPW diverge: its jobs fail with the NaN guard's message in their
+    logs, no model file, while other methods' pending jobs (seed 1 of two of them, removed) finish."""
+    config = read_config(demo_copy)
+    dataset = "ml-100k"
+    config["overrides"] = {dataset: {"ipw": {"lr": 1.0e30}}}
+    write_config(demo_copy, config)
+    pending = ["mostpop", "ease_closed"]
+    for method in pending:
+        shutil.rmtree(demo_copy / f"results/{dataset}/{method}/seed1")
+    done = snakemake(demo_copy, "--keep-going", check=False)
+    assert done.returncode != 0
+    output = done.stdout + done.stderr
+    for seed in config["seeds"]:
+        log = (demo_copy / f"logs/train/{dataset}/ipw/seed{seed}.log").read_text()
+        assert re.search(r"NaN or inf", log, re.I), log
+        for named in (dataset, "ipw", f"seed {seed}", "epoch", "lr"):
+            assert named in log, (named, log)
+        assert not (demo_copy / f"results/{dataset}/ipw/seed{seed}/model.pt").exists()
+        assert f"logs/train/{dataset}/ipw/seed{seed}.log" in output
+    for method in pending:
+        assert (demo_copy / f"results/{dataset}/{method}/seed1/metrics.json").is_file(), method

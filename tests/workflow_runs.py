@@ -1,0 +1,251 @@
+"""Running the real workflow in throw-away copies of the repository, for the end-to-end tests
+(test_rerun.py, test_slurm.py, test_workflow_hygiene.py).
+
+A copy holds the repository's own files (what git tracks or would track) and the raw-data cache
+(data/raw), never results. The demo runs on ML-100K, fetched by the download stage (through pip's
+RecBole wheel where GroupLens is out of reach), with fewer seeds and epochs than config.yaml and a
+second dataset made of the same ratings preprocessed differently, so that changes to one dataset
+can be told apart from changes to the other.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+TEST_CONFIG = "test-config.yaml"
+SECOND_DATASET = "ml-100k-min50"
+SGD_METHODS = ("ease", "ipw", "cvar", "posit")
+SNAKEMAKE_TIMEOUT_S = 900  # hangs are silent: every snakemake call is bounded
+
+
+def repo_files() -> list[str]:
+    """The files of the repository: tracked or not ignored (nothing is committed yet)."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=REPO, capture_output=True, text=True, check=True,
+    ).stdout.split("\0")
+    return sorted({name for name in listed if name and (REPO / name).is_file()})
+
+
+def copy_repo(destination: Path, raw_cache: bool = True) -> Path:
+    """A copy of the repository's files at `destination`, with data/raw when `raw_cache`."""
+    destination.mkdir(parents=True, exist_ok=True)
+    for name in repo_files():
+        target = destination / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / name, target)
+    raw = REPO / "data" / "raw"
+    if raw_cache and raw.is_dir():
+        shutil.copytree(raw, destination / "data" / "raw", symlinks=True, dirs_exist_ok=True)
+    return destination
+
+
+def copy_run(source: Path, destination: Path) -> Path:
+    """A completed run, results and Snakemake's records included, with modification times kept."""
+    shutil.copytree(source, destination, symlinks=True)
+    shutil.rmtree(destination / ".snakemake" / "locks", ignore_errors=True)
+    return destination
+
+
+def reduced_config(seeds=(0, 1), epochs: int = 2) -> dict:
+    """config.yaml for the tests: fewer seeds and epochs, the CPU, and a smaller second dataset:
+    ML-100K again, with only its 370 users of 50 or more positive ratings."""
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    config["seeds"] = list(seeds)
+    config["compute"]["device"] = "cpu"
+    for method in SGD_METHODS:
+        if method in config["hyperparameters"]:
+            config["hyperparameters"][method]["epochs"] = epochs
+            config["hyperparameters"][method]["patience"] = epochs
+    second = copy.deepcopy(config["datasets"]["ml-100k"])
+    second["preprocess"]["min_uc"] = 50
+    config["datasets"][SECOND_DATASET] = second
+    return config
+
+
+def write_config(workdir: Path, config: dict) -> None:
+    (workdir / TEST_CONFIG).write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def read_config(workdir: Path) -> dict:
+    return yaml.safe_load((workdir / TEST_CONFIG).read_text())
+
+
+def snakemake(
+    workdir: Path,
+    *args: str,
+    cores: int = 4,
+    env: dict | None = None,
+    timeout_s: float = SNAKEMAKE_TIMEOUT_S,
+    check: bool = True,
+    configfile: str | None = TEST_CONFIG,
+) -> subprocess.CompletedProcess:
+    """Run snakemake in `workdir` with the test config; raise with its output when it fails.
+
+    Four cores on the two of CI: two 2-thread jobs at a time, since most of a job on this small
+    data is starting Python. A job's threads (and so its results) do not depend on `cores`."""
+    command = [sys.executable, "-m", "snakemake", "--cores", str(cores)]
+    command += [f"--configfile={configfile}"] if configfile else []
+    command += list(args)
+    try:
+        done = subprocess.run(
+            command, cwd=workdir, env=env or snakemake_env(), capture_output=True, text=True, timeout=timeout_s
+        )
+    except subprocess.TimeoutExpired as error:
+        raise AssertionError(
+            f"snakemake {' '.join(args)} did not finish within {timeout_s} s\n{_text(error.stdout)}\n{_text(error.stderr)}"
+        ) from None
+    if check and done.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    return done
+
+
+def snakemake_env() -> dict:
+    """The environment of the test process, with this interpreter's bin folder first on PATH
+    and no GPU visible, so that every run is on the CPU."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "SBATCH_", "SRUN_"))}
+    env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
+    env["CUDA_VISIBLE_DEVICES"] = ""
+    return env
+
+
+def _text(value) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else (value or "")
+
+
+@dataclass(frozen=True, order=True)
+class Job:
+    rule: str
+    wildcards: tuple[tuple[str, str], ...] = field(default=())
+
+    def __str__(self) -> str:
+        return f"{self.rule}[{', '.join(f'{k}={v}' for k, v in self.wildcards)}]"
+
+
+def job(rule: str, **wildcards) -> Job:
+    return Job(rule, tuple(sorted((k, str(v)) for k, v in wildcards.items())))
+
+
+_RULE_LINE = re.compile(r"^(?:local)?rule (\w+):$")
+
+
+def dry_run_blocks(output: str) -> list[tuple[str, dict[str, str]]]:
+    """The job blocks of snakemake's dry-run output: (rule, {"output": ..., "log": ..., ...})."""
+    blocks: list[tuple[str, dict[str, str]]] = []
+    current: tuple[str, dict[str, str]] | None = None
+    for line in output.splitlines():
+        match = _RULE_LINE.match(line)
+        if match:
+            current = (match.group(1), {})
+            blocks.append(current)
+        elif current is not None and line.startswith("    ") and ":" in line:
+            key, _, value = line.strip().partition(":")
+            current[1][key] = value.strip()
+        else:
+            current = None
+    return blocks
+
+
+def planned_jobs(workdir: Path, *args: str) -> dict[Job, str]:
+    """The jobs `snakemake --dry-run` would run, each with Snakemake's reason for it."""
+    jobs: dict[Job, str] = {}
+    for rule, fields in dry_run_blocks(snakemake(workdir, "--dry-run", *args).stdout):
+        if rule == "all":
+            continue
+        wildcards = {}
+        if fields.get("wildcards"):
+            for pair in fields["wildcards"].split(", "):
+                key, _, value = pair.partition("=")
+                wildcards[key] = value
+        jobs[job(rule, **wildcards)] = fields.get("reason", "")
+    return jobs
+
+
+def run_jobs(config: dict, datasets=None, methods=None, seeds=None) -> set[Job]:
+    """The train and evaluate jobs of the given datasets, methods and seeds (default: all of them)."""
+    jobs = set()
+    for dataset in datasets or config["datasets"]:
+        for method in methods or config["methods"]:
+            for seed in config["seeds"] if seeds is None else seeds:
+                jobs.add(job("train", dataset=dataset, method=method, seed=seed))
+                jobs.add(job("evaluate", dataset=dataset, method=method, seed=seed))
+    return jobs
+
+
+def report_jobs(config: dict, datasets=None, weight_landscape: bool = True) -> set[Job]:
+    """The tables and figures of the given datasets."""
+    rules = ["aggregate", "plot"] + (["plot_weight_landscape"] if weight_landscape and "posit" in config["methods"] else [])
+    return {job(rule, dataset=d) for d in datasets or config["datasets"] for rule in rules}
+
+
+def dependents(config: dict, method: str) -> list[str]:
+    """`method` and the methods whose training reads its model (rerank reads its base's)."""
+    methods = [method]
+    if "rerank" in config["methods"] and config["hyperparameters"]["rerank"].get("base") == method:
+        methods.append("rerank")
+    return methods
+
+
+def output_times(workdir: Path, pattern: str = "results/**/*") -> dict[str, int]:
+    """Modification times (ns) of the files under results/, to see which ones a run rewrote."""
+    return {
+        str(path.relative_to(workdir)): path.stat().st_mtime_ns
+        for path in workdir.glob(pattern)
+        if path.is_file()
+    }
+
+
+def kill_group(process: subprocess.Popen, grace_s: float = 2.0) -> None:
+    """SIGTERM to the process group, then SIGKILL to whatever is left, as a scheduler does."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.1)
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait(timeout=30)
+
+
+# -- fixtures (imported by conftest.py) ---------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def completed_demo(tmp_path_factory) -> Path:
+    """One complete run of the reduced demo, shared read-only by the tests that need one.
+
+    While working on these tests, SEMTAIL_TEST_COMPLETED_DEMO=PATH reuses a run made earlier
+    (a copy of the repository with the reduced config, run to the end); CI never sets it."""
+    reuse = os.environ.get("SEMTAIL_TEST_COMPLETED_DEMO")
+    if reuse:
+        assert planned_jobs(Path(reuse)) == {}, f"{reuse} is not a completed run"
+        return Path(reuse)
+    workdir = copy_repo(tmp_path_factory.mktemp("completed-demo") / "repo")
+    write_config(workdir, reduced_config())
+    started = time.monotonic()
+    snakemake(workdir)
+    print(f"\ncompleted demo run: {time.monotonic() - started:.0f} s in {workdir}")
+    return workdir
+
+
+@pytest.fixture
+def demo_copy(completed_demo, tmp_path) -> Path:
+    """A private copy of the completed demo run, to change and run again."""
+    return copy_run(completed_demo, tmp_path / "run")

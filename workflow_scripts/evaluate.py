@@ -1,0 +1,19 @@
+"""Evaluate one trained model on the test users: metrics.json, topk.npz and items.npz."""
+
+import torch
+
+from semtail.device import select_device
+from semtail.evaluate import evaluate_model_file, load_split, write_outputs
+from semtail.script_io import plain, script_run, setup_logging
+
+run = script_run(globals(), "Evaluate a model file on the test split (see docs/metrics.md).")
+log = setup_logging(run, "evaluate")
+torch.set_num_threads(max(1, int(run.threads)))  # the CPU threads Snakemake gave this job
+
+device = select_device(run.params.device, run.resources.get("gpu", 0))
+split = load_split(run.input.train, run.input.test_tr, run.input.test_te)
+expected = {key: run.wildcards.get(key) for key in ("dataset", "method", "seed") if run.wildcards.get(key) is not None}
+record, result = evaluate_model_file(run.input.model, split, plain(run.params.evaluation), device, expected)
+write_outputs(record, result, run.output.metrics, run.output.topk, run.output.item_stats)
+at_100 = {key: round(value, 4) for key, value in record["metrics"].items() if key.endswith("@100")}
+log.info("%s %s seed %s: %s", record["dataset"], record["method"], record["seed"], at_100)

@@ -1,0 +1,155 @@
+"""The preprocess stage: the raw files that provenance.json names -> the Liang et al. (2018) split
+in data/processed/{dataset}/: five binary CSR matrices, the id lists of their rows and columns, and
+stats.json. Every output is written to a temporary file first and renamed at the end, stats.json last,
+so a failure leaves none of them behind."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import scipy.sparse as sp
+
+from semtail.data import DataError
+from semtail.data.formats import FORMATS, read_interactions
+from semtail.data.split import MATRICES, PARTS, Split, SplitParameters, liang_split
+from semtail.files import atomic_path, read_json
+from semtail.provenance import environment
+
+log = logging.getLogger(__name__)
+
+ID_LISTS = {"item_ids": None, "train_users": "train", "validation_users": "validation", "test_users": "test"}
+OUTPUT_NAMES = (*MATRICES, *ID_LISTS, "stats")
+
+
+def read_provenance(provenance_file: str | os.PathLike) -> tuple[str, list[Path], dict]:
+    """The format and paths of the raw files that provenance.json names (checked to be there, with
+    the size they had when fetched), and the provenance record itself."""
+    provenance_file = Path(provenance_file)
+    provenance = read_json(provenance_file)
+    for key in ("format", "files"):
+        if key not in provenance:
+            raise DataError(f"{provenance_file}: no {key!r} entry; rerun the download stage")
+    if provenance["format"] not in FORMATS:
+        raise DataError(f"{provenance_file}: unknown format {provenance['format']!r} (known: {', '.join(FORMATS)})")
+    files = [provenance_file.parent / name for name in provenance["files"]]
+    recorded = provenance.get("file_checksums", {})
+    for name, path in zip(provenance["files"], files):
+        if not path.is_file():
+            raise DataError(f"{provenance_file}: its raw file {path} is missing; rerun the download stage")
+        expected_bytes = recorded.get(name, {}).get("bytes")
+        if expected_bytes is not None and path.stat().st_size != expected_bytes:
+            raise DataError(
+                f"{path}: {path.stat().st_size} bytes now, {expected_bytes} when fetched ({provenance_file}); "
+                "it changed since, rerun the download stage"
+            )
+    return provenance["format"], files, provenance
+
+
+def split_statistics(split: Split) -> dict:
+    """Users, items and interactions overall and per part, plus how filtering got there."""
+    nnz = {name: int(split.matrices[name].nnz) for name in MATRICES}
+    users = {name: len(split.users[name]) for name in PARTS}
+    n_users, n_items, n_interactions = sum(users.values()), len(split.item_ids), sum(nnz.values())
+    density = n_interactions / (n_users * n_items) if n_users and n_items else 0.0
+    matrices = {}
+    for name in MATRICES:
+        matrix = split.matrices[name]
+        rows_with_items = int(np.count_nonzero(np.diff(matrix.indptr)))
+        matrices[name] = {"rows": matrix.shape[0], "interactions": nnz[name], "rows_with_interactions": rows_with_items}
+    duplicates = {name: split.rows[name] - nnz[name] for name in MATRICES if split.rows[name] != nnz[name]}
+    return {
+        "users": n_users,
+        "items": n_items,
+        "interactions": n_interactions,
+        "density": density,
+        "sparsity": 1.0 - density,
+        "users_per_part": users,
+        "matrices": matrices,
+        "filtering": split.filtering,
+        "dropped_validation_test_interactions_on_items_not_in_train": split.dropped_unknown_items,
+        "duplicate_interactions_merged": duplicates,
+    }
+
+
+def expected_mismatches(stats: dict, expected: Mapping[str, int] | None) -> list[str]:
+    expected = expected or {}
+    return [
+        f"{key}: {stats[key]:,}, published {int(expected[key]):,}"
+        for key in ("users", "items", "interactions")
+        if key in expected and int(stats[key]) != int(expected[key])
+    ]
+
+
+def write_outputs(split: Split, stats: dict, outputs: Mapping[str, str | os.PathLike]) -> None:
+    """All outputs via temporary files, renamed only once every one is written; stats.json last."""
+    with ExitStack() as stack:
+        # Contexts exit in reverse: entering stats first renames it last.
+        tmp = {name: stack.enter_context(atomic_path(outputs[name])) for name in reversed(OUTPUT_NAMES)}
+        for name in MATRICES:
+            sp.save_npz(tmp[name], split.matrices[name], compressed=False)
+        for name, part in ID_LISTS.items():
+            ids = split.item_ids if part is None else split.users[part]
+            tmp[name].write_text("".join(f"{value}\n" for value in ids.tolist()))
+        tmp["stats"].write_text(json.dumps(stats, indent=2, allow_nan=False) + "\n")
+
+
+def preprocess(
+    provenance_file: str | os.PathLike,
+    outputs: Mapping[str, str | os.PathLike],
+    dataset: str,
+    parameters: dict,
+    expected: Mapping[str, int] | None = None,
+    code_version: str | None = None,
+) -> dict:
+    """Reads the raw data, splits it, writes every output and returns the content of stats.json."""
+    missing = [name for name in OUTPUT_NAMES if name not in outputs]
+    if missing:
+        raise DataError(f"preprocess outputs {missing} are not given (needs {list(OUTPUT_NAMES)})")
+    for name in OUTPUT_NAMES:
+        Path(outputs[name]).unlink(missing_ok=True)  # a failed run must not leave an older result behind
+    split_parameters = SplitParameters.from_config(dict(parameters), f"datasets.{dataset}.preprocess")
+    raw_format, files, provenance = read_provenance(provenance_file)
+    log.info("%s: reading %s (%s)", dataset, [str(f) for f in files], raw_format)
+    split = liang_split(read_interactions(raw_format, files), split_parameters, dataset)
+    stats = {"dataset": dataset, **split_statistics(split)}
+    for step in split.filtering:
+        log.info("%s: after %s: %s", dataset, step["step"], {k: v for k, v in step.items() if k != "step"})
+    log.info(
+        "%s: %d users (%s), %d items, %d interactions",
+        dataset, stats["users"], stats["users_per_part"], stats["items"], stats["interactions"],
+    )  # fmt: skip
+    for name, detail in stats["matrices"].items():
+        log.info("%s: %s: %s", dataset, name, detail)
+    if stats["duplicate_interactions_merged"]:
+        log.warning("%s: repeated (user, item) pairs merged: %s", dataset, stats["duplicate_interactions_merged"])
+    mismatches = expected_mismatches(stats, expected)
+    if mismatches:
+        banner = "!" * 78
+        log.warning(
+            "\n%s\n%s: THE SPLIT DOES NOT MATCH THE PUBLISHED SIZES\n  %s\n"
+            "Results on it are not comparable with the literature. Check the raw data and the preprocess "
+            "settings.\n%s",
+            banner, dataset, "\n  ".join(mismatches), banner,
+        )  # fmt: skip
+    stats.update(
+        expected=dict(expected or {}),
+        expected_mismatches=mismatches,
+        preprocess=dict(parameters),
+        raw={
+            "format": raw_format,
+            "files": provenance["files"],
+            "file_checksums": provenance.get("file_checksums", {}),
+            "source": provenance.get("source"),
+        },
+        code_version=code_version,
+        environment=environment(),
+    )
+    write_outputs(split, stats, outputs)
+    log.info("%s: wrote %s", dataset, ", ".join(str(outputs[name]) for name in OUTPUT_NAMES))
+    return stats

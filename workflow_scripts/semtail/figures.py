@@ -1,0 +1,366 @@
+"""The figures of a dataset's results. Every function that draws returns a matplotlib Figure; `save`
+writes it as PNG and PDF. One colour per method throughout (METHOD_COLOURS); where a method has
+several seeds, their spread is drawn (bands, error bars or one line per seed)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import scipy.sparse as sp  # noqa: E402
+import seaborn as sns  # noqa: E402
+from matplotlib.colors import ListedColormap, LogNorm, Normalize  # noqa: E402
+from matplotlib.ticker import PercentFormatter  # noqa: E402
+from scipy.sparse.linalg import svds  # noqa: E402
+
+from semtail import metrics  # noqa: E402
+from semtail.files import atomic_path, read_json  # noqa: E402
+from semtail.models import load_model  # noqa: E402
+
+METHOD_LABELS = {
+    "posit": "POSIT",
+    "ipw": "IPW",
+    "cvar": "CVaR",
+    "rerank": "Rerank",
+    "ease": "EASE",
+    "ease_closed": "EASE (closed form)",
+    "mostpop": "MostPop",
+}
+# Colour-blind-safe (seaborn "colorblind"); POSIT in the strongest colour, the EASE family in blues.
+METHOD_COLOURS = {
+    "posit": "#d55e00",
+    "ipw": "#029e73",
+    "cvar": "#cc78bc",
+    "rerank": "#de8f05",
+    "ease": "#0173b2",
+    "ease_closed": "#56b4e9",
+    "mostpop": "#949494",
+}
+SPARE_COLOURS = ["#ca9161", "#fbafe4", "#ece133", "#000000"]
+# Markers tell apart methods whose points may overlap (and the two blues of the EASE family).
+METHOD_MARKERS = {"posit": "*", "ipw": "s", "cvar": "D", "rerank": "^", "ease": "o", "ease_closed": "P", "mostpop": "X"}
+N_POPULARITY_GROUPS = 10
+LANDSCAPE_SEED = 0
+logging.getLogger("matplotlib.category").setLevel(logging.WARNING)  # seaborn's categorical axes, at INFO
+
+# magma, reversed, without its near-white end: rare items stay visible on a white background
+POPULARITY_CMAP = ListedColormap(plt.get_cmap("magma_r")(np.linspace(0.3, 1.0, 256)))
+
+
+def method_label(method: str) -> str:
+    return METHOD_LABELS.get(method, method)
+
+
+def method_colours(methods) -> dict[str, str]:
+    """The fixed colour of every known method; methods not in METHOD_COLOURS get spare colours in order."""
+    colours, spare = {}, iter(SPARE_COLOURS)
+    for method in dict.fromkeys(methods):
+        colours[method] = METHOD_COLOURS.get(method) or next(spare, "#000000")
+    return colours
+
+
+def _style() -> None:
+    sns.set_theme(style="whitegrid", context="notebook")
+
+
+def save(figure: plt.Figure, png: str | Path, pdf: str | Path) -> None:
+    for path in (png, pdf):
+        with atomic_path(path) as tmp:
+            figure.savefig(tmp, dpi=150, bbox_inches="tight")
+    plt.close(figure)
+
+
+@dataclass
+class Run:
+    """One (method, seed) evaluation: its metric JSON and the paths of its lists and item counts."""
+
+    method: str
+    seed: int
+    record: dict
+    topk: Path
+    item_stats: Path
+
+    def lists(self) -> np.ndarray:
+        with np.load(self.topk) as data:
+            return data["top_k"]
+
+    def items(self) -> dict[str, np.ndarray]:
+        with np.load(self.item_stats) as data:
+            return {key: data[key] for key in data.files}
+
+
+def as_path_list(paths) -> list[Path]:
+    """A single path or a list of them (Snakemake passes one input file as a plain string)."""
+    return [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
+
+
+def load_runs(metric_paths, topk_paths, item_paths) -> list[Run]:
+    """Runs from the evaluate rule's outputs, given as three lists in the same run order."""
+    metric_paths, topk_paths, item_paths = as_path_list(metric_paths), as_path_list(topk_paths), as_path_list(item_paths)
+    if not len(metric_paths) == len(topk_paths) == len(item_paths):
+        raise ValueError(
+            f"{len(metric_paths)} metric JSONs, {len(topk_paths)} topk.npz and {len(item_paths)} items.npz: "
+            "expected one of each per run"
+        )
+    runs = []
+    for metric_path, topk, item_stats in zip(metric_paths, topk_paths, item_paths):
+        if not Path(metric_path).parent == Path(topk).parent == Path(item_stats).parent:
+            raise ValueError(f"{metric_path}, {topk} and {item_stats} are not the same run's files")
+        record = read_json(metric_path)
+        runs.append(Run(record["method"], int(record["seed"]), record, Path(topk), Path(item_stats)))
+    if not runs:
+        raise ValueError("no runs to plot")
+    return runs
+
+
+def _methods(runs: list[Run]) -> list[str]:
+    return list(dict.fromkeys(run.method for run in runs))
+
+
+def _seed_note(runs: list[Run]) -> str:
+    counts = sorted({sum(r.method == m for r in runs) for m in _methods(runs)})
+    seeds = "/".join(map(str, counts))
+    return f"{seeds} seed{'s' if counts != [1] else ''} per method"
+
+
+def _legend_outside(axes: plt.Axes, title: str | None = "method") -> None:
+    axes.legend(title=title, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+
+
+# ---- 1. coverage@k against k ----
+
+
+def coverage_frame(runs: list[Run]) -> pd.DataFrame:
+    """Coverage@k for k = 1..list length of every run, from its masked top-k lists."""
+    frames = []
+    for run in runs:
+        block_size = int(run.record["evaluation"]["coverage_block_size"])
+        curve = metrics.coverage_curve(run.lists(), block_size)
+        frames.append(pd.DataFrame({"method": run.method, "seed": run.seed, "k": np.arange(1, curve.size + 1), "coverage": curve}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def coverage_at_k_figure(runs: list[Run], dataset: str) -> plt.Figure:
+    _style()
+    frame = coverage_frame(runs)
+    block_size = int(runs[0].record["evaluation"]["coverage_block_size"])
+    frame["label"] = frame["method"].map(method_label)
+    colours = {method_label(m): c for m, c in method_colours(_methods(runs)).items()}
+    figure, axes = plt.subplots(figsize=(7.5, 4.8))
+    sns.lineplot(data=frame, x="k", y="coverage", hue="label", palette=colours, errorbar="sd", ax=axes, linewidth=1.8)
+    axes.set_xlabel("k (length of the recommendation list)")
+    axes.set_ylabel(f"Coverage@k (distinct items per {block_size} test users)")
+    axes.set_xlim(1, frame["k"].max())
+    axes.set_ylim(bottom=0)
+    axes.set_title(f"{dataset}: catalog coverage against list length\nfold-in items masked; band: ±1 SD over seeds ({_seed_note(runs)})")
+    _legend_outside(axes)
+    return figure
+
+
+# ---- 2. item recall by popularity decile ----
+
+
+def popularity_groups(popularity: np.ndarray, n_groups: int = N_POPULARITY_GROUPS) -> np.ndarray:
+    """Per item, its group 1..n_groups by training popularity: items sorted by popularity (ties by
+    item index) and cut into n_groups groups of equal size (sizes differ by at most one)."""
+    order = np.lexsort((np.arange(popularity.size), popularity))
+    groups = np.empty(popularity.size, dtype=np.int64)
+    for group, members in enumerate(np.array_split(order, n_groups), start=1):
+        groups[members] = group
+    return groups
+
+
+def item_recall_by_group(items: dict[str, np.ndarray], k: int, n_groups: int = N_POPULARITY_GROUPS) -> pd.DataFrame:
+    """Item Recall@k per popularity group, averaged over the group's items with held-out positives
+    (NaN for a group without any), and how many such items the group has."""
+    groups = popularity_groups(items["train_popularity"], n_groups)
+    held = items["heldout_count"] > 0
+    per_item = np.zeros(groups.size)
+    per_item[held] = items[f"hits_at_{k}"][held] / items["heldout_count"][held]
+    rows = []
+    for group in range(1, n_groups + 1):
+        members = (groups == group) & held
+        rows.append({"group": group, "item_recall": per_item[members].mean() if members.any() else np.nan, "n_items": int(members.sum())})
+    return pd.DataFrame(rows)
+
+
+def item_recall_by_popularity_figure(runs: list[Run], dataset: str, k: int = 100) -> plt.Figure:
+    _style()
+    frames = []
+    for run in runs:
+        frame = item_recall_by_group(run.items(), k)
+        frames.append(frame.assign(method=method_label(run.method), seed=run.seed))
+    frame = pd.concat(frames, ignore_index=True)
+    colours = {method_label(m): c for m, c in method_colours(_methods(runs)).items()}
+    figure, axes = plt.subplots(figsize=(9, 4.8))
+    sns.barplot(data=frame, x="group", y="item_recall", hue="method", palette=colours, errorbar="sd", ax=axes, capsize=0.1, err_kws={"linewidth": 1})
+    counts = item_recall_by_group(runs[0].items(), k)["n_items"]  # the same test split for every run
+    axes.set_xticks(range(len(counts)), [f"{g}\nn={n}" for g, n in enumerate(counts, start=1)])
+    axes.set_xlabel(
+        f"training-popularity decile of the item (1 = least popular {100 // N_POPULARITY_GROUPS}% of items); "
+        "n: its items held out at least once"
+    )
+    axes.set_ylabel(f"Item Recall@{k}")
+    axes.set_title(
+        f"{dataset}: Item Recall@{k} by item popularity\nmean over the decile's items held out at least once; "
+        f"error bars: ±1 SD over seeds ({_seed_note(runs)})"
+    )
+    _legend_outside(axes)
+    return figure
+
+
+# ---- 3. accuracy against coverage ----
+
+
+def tradeoff_frame(runs: list[Run], accuracy: str = "ndcg@100", coverage: str = "coverage@100") -> pd.DataFrame:
+    frame = pd.DataFrame([{"method": r.method, "accuracy": r.record["metrics"][accuracy], "coverage": r.record["metrics"][coverage]} for r in runs])
+    summary = frame.groupby("method", sort=False).agg(["mean", "std", "count"])
+    summary.columns = [f"{a}_{b}" for a, b in summary.columns]
+    return summary.reset_index()
+
+
+def tradeoff_figure(runs: list[Run], dataset: str) -> plt.Figure:
+    """NDCG@100 against Coverage@100 per method; with MostPop and at least two other methods, a
+    second panel zooms in on the others, which MostPop's distant point would squash together."""
+    _style()
+    summary = tradeoff_frame(runs)
+    colours = method_colours(summary["method"])
+    block_size = int(runs[0].record["evaluation"]["coverage_block_size"])
+    others = summary[summary["method"] != "mostpop"]
+    panels = [summary] + ([others] if len(others) >= 2 and len(others) < len(summary) else [])
+    figure, axes_list = plt.subplots(1, len(panels), figsize=(6.2 * len(panels) + 1.8, 4.8), squeeze=False)
+    for axes, panel in zip(axes_list[0], panels):
+        for row in panel.itertuples():
+            axes.errorbar(
+                row.coverage_mean, row.accuracy_mean,
+                xerr=np.nan_to_num(row.coverage_std), yerr=np.nan_to_num(row.accuracy_std),
+                fmt=METHOD_MARKERS.get(row.method, "o"), markersize=11 if row.method == "posit" else 8,
+                capsize=4, color=colours[row.method], label=method_label(row.method),
+            )  # fmt: skip
+        axes.set_xlabel(f"Coverage@100 (distinct items per {block_size} test users, fold-in masked)")
+        axes.set_ylabel("NDCG@100")
+        axes.margins(0.15)
+    axes_list[0][0].set_title("all methods")
+    if len(panels) > 1:
+        axes_list[0][1].set_title("without MostPop (zoomed)")
+    figure.suptitle(f"{dataset}: accuracy against coverage; mean over seeds, error bars ±1 SD ({_seed_note(runs)})")
+    handles, labels = axes_list[0][0].get_legend_handles_labels()
+    figure.legend(handles, labels, title="method", loc="upper left", bbox_to_anchor=(1.0, 0.9), frameon=False)
+    figure.tight_layout()
+    return figure
+
+
+# ---- 4. POSIT's weight landscape ----
+
+
+def item_coordinates(train: sp.spmatrix, seed: int = LANDSCAPE_SEED) -> np.ndarray:
+    """(items × 2): a rank-2 truncated SVD of the item columns of the training matrix X.
+
+    Each column is first scaled to unit length, so that an item's place reflects which users it
+    shares, not how many it has (on raw columns every tail item sits at the origin); items without
+    interactions stay at the origin. Coordinates are the columns' projections on the top two right
+    singular vectors, scaled by the singular values (V·S), so they lie in the unit disk. The sign of
+    each component is fixed so that its largest-magnitude coordinate is positive."""
+    matrix = sp.csr_matrix(train, dtype=np.float64)
+    if min(matrix.shape) < 3:
+        raise ValueError(f"the weight landscape needs at least 3 users and 3 items, got {matrix.shape}")
+    norms = np.sqrt(np.asarray(matrix.multiply(matrix).sum(axis=0)).ravel())
+    matrix = matrix @ sp.diags(np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0))
+    start = np.random.default_rng(seed).standard_normal(min(matrix.shape))
+    _, values, right = svds(matrix, k=2, v0=start, random_state=seed)
+    order = np.argsort(values)[::-1]
+    coordinates = right[order].T * values[order]
+    largest = coordinates[np.abs(coordinates).argmax(axis=0), [0, 1]]
+    return coordinates * np.sign(largest)
+
+
+def load_item_weights(model_paths) -> np.ndarray:
+    """(seeds × items): the final normalised item weights w̄ of each POSIT model file."""
+    weights = []
+    model_paths = as_path_list(model_paths)
+    for path in model_paths:
+        model = load_model(path)
+        if model.get("item_weights") is None:
+            raise ValueError(f"{path}: the model ({model.get('method')}) has no item_weights")
+        weights.append(np.asarray(model["item_weights"], dtype=np.float64).ravel())
+    if not weights:
+        raise ValueError("no model files given for the weight landscape")
+    if len({w.size for w in weights}) != 1:
+        raise ValueError(f"{list(model_paths)}: item_weights of different lengths")
+    return np.stack(weights)
+
+
+def weight_landscape_figure(train: sp.spmatrix, weights: np.ndarray, dataset: str) -> plt.Figure:
+    """Items placed by `item_coordinates`, coloured by training popularity (left) and by POSIT's
+    final weight averaged over the seeds' models (right)."""
+    _style()
+    weights = np.atleast_2d(weights)
+    if weights.shape[1] != train.shape[1]:
+        raise ValueError(f"item_weights have {weights.shape[1]} items, the training matrix {train.shape[1]}")
+    coordinates = item_coordinates(train)
+    popularity = np.asarray(train.sum(axis=0)).ravel()
+    mean_weight = weights.mean(axis=0)
+    figure, (left, right) = plt.subplots(1, 2, figsize=(13, 5.6), sharex=True, sharey=True, layout="constrained")
+    order = np.argsort(popularity, kind="stable")  # popular items drawn last, on top
+    points = left.scatter(
+        coordinates[order, 0], coordinates[order, 1], c=np.maximum(popularity[order], 1), s=6,
+        cmap=POPULARITY_CMAP, norm=LogNorm(vmin=1, vmax=max(popularity.max(), 2)), rasterized=True, linewidths=0,
+    )  # fmt: skip
+    figure.colorbar(points, ax=left, label="training popularity (users with the item, log scale)")
+    low, high = np.percentile(mean_weight, [1, 99])
+    order = np.argsort(mean_weight, kind="stable")  # high weights drawn on top
+    points = right.scatter(
+        coordinates[order, 0], coordinates[order, 1], c=mean_weight[order], s=6, cmap="viridis",
+        norm=Normalize(vmin=low, vmax=high if high > low else low + 1e-9), rasterized=True, linewidths=0,
+    )  # fmt: skip
+    n_seeds = weights.shape[0]
+    figure.colorbar(
+        points, ax=right, extend="both",
+        label=f"POSIT final item weight w̄, mean over {n_seeds} seed{'s' if n_seeds > 1 else ''}",
+    )  # fmt: skip
+    for axes in (left, right):
+        axes.set_xlabel("SVD component 1")
+    left.set_ylabel("SVD component 2")
+    left.set_title("coloured by training popularity")
+    right.set_title("coloured by POSIT's learned weight")
+    figure.suptitle(
+        f"{dataset}: {train.shape[1]} items placed by a rank-2 truncated SVD of their unit-length training columns\n"
+        "right: colours clipped to the weights' 1st–99th percentile"
+    )
+    return figure
+
+
+# ---- 5. Lorenz curves of exposure ----
+
+
+def lorenz_figure(runs: list[Run], dataset: str, k: int = 100, max_points: int = 1000) -> plt.Figure:
+    _style()
+    colours = method_colours(_methods(runs))
+    figure, axes = plt.subplots(figsize=(6.8, 5.6))
+    axes.plot([0, 1], [0, 1], linestyle="--", color="black", linewidth=1, label="equal exposure (Gini 0)")
+    for method in _methods(runs):
+        method_runs = [r for r in runs if r.method == method]
+        ginis = [r.record["metrics"][f"gini@{k}"] for r in method_runs]
+        spread = f" ± {np.std(ginis, ddof=1):.3f}" if len(ginis) > 1 else ""
+        label = f"{method_label(method)} (Gini {np.mean(ginis):.3f}{spread})"
+        for index, run in enumerate(method_runs):
+            item_share, exposure_share = metrics.lorenz_curve(run.items()[f"exposure_at_{k}"])
+            keep = np.unique(np.linspace(0, item_share.size - 1, min(max_points, item_share.size)).round().astype(int))
+            axes.plot(item_share[keep], exposure_share[keep], color=colours[method], linewidth=1.4, alpha=0.85, label=label if index == 0 else None)
+    axes.set_xlim(0, 1)
+    axes.set_ylim(0, 1)
+    axes.xaxis.set_major_formatter(PercentFormatter(1.0))
+    axes.yaxis.set_major_formatter(PercentFormatter(1.0))
+    axes.set_xlabel("share of catalog items, least recommended first")
+    axes.set_ylabel(f"share of all top-{k} recommendations")
+    axes.set_title(f"{dataset}: Lorenz curves of top-{k} exposure\none line per seed; Gini: mean ± SD over seeds")
+    _legend_outside(axes, title=None)
+    return figure

@@ -1,0 +1,50 @@
+"""Tail optimisation: the conditional value at risk (CVaR) of the per-entry reconstruction losses.
+
+    minimise over U and a:   L = 1000 · λ · mean_{u,i} [ a + (1/β) · relu((x̂_ui − x_ui)² − a) ]
+
+At the optimum in a, a is the (1 − β) quantile of the entry losses and L is 1000·λ times the mean
+of the worst β fraction of them (Rockafellar and Uryasev, 2000). The scalar a has its own
+learning rate (`alr`), no momentum and no weight decay; it starts at 0.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from semtail.models import Fitted, Run, TrainingData
+from semtail.models.itemitem import RECONSTRUCTION_SCALE, matrix_scorer
+from semtail.training import SGD_KEYS, Objective, check_hyperparameters, train
+
+HYPERPARAMETERS = SGD_KEYS + ("lam", "beta", "alr")
+
+
+class TailObjective(Objective):
+    def __init__(self, lam: float, beta: float, alr: float):
+        super().__init__()
+        self.lam, self.beta, self.alr = lam, beta, alr
+        self.threshold = torch.nn.Parameter(torch.zeros(()))  # a
+
+    def batch_losses(self, predictions: torch.Tensor, interactions: torch.Tensor, rows=None) -> dict[str, torch.Tensor]:
+        entry_loss = (predictions - interactions).square()
+        a = self.threshold
+        tail = a + torch.relu(entry_loss - a) / self.beta
+        return {"loss": RECONSTRUCTION_SCALE * self.lam * tail.mean()}
+
+    def parameter_groups(self) -> list[dict]:
+        return [{"params": [self.threshold], "lr": self.alr}]
+
+    def epoch_statistics(self) -> dict[str, float]:
+        return {"threshold_a": self.threshold.item()}
+
+
+def fit(data: TrainingData, hyperparameters: dict, run: Run) -> Fitted:
+    check_hyperparameters("cvar", hyperparameters, HYPERPARAMETERS)
+    beta = float(hyperparameters["beta"])
+    if not 0 < beta <= 1:
+        raise ValueError(f"hyperparameters.cvar.beta must be in (0, 1], got {beta}")
+    objective = TailObjective(float(hyperparameters["lam"]), beta, float(hyperparameters["alr"]))
+    return train(data, hyperparameters, run, objective)
+
+
+def scorer(state: dict, hyperparameters: dict, device: torch.device):
+    return matrix_scorer(state["U"], device)

@@ -1,0 +1,58 @@
+"""EASE in closed form (Steck, "Embarrassingly Shallow Autoencoders for Sparse Data", WWW 2019).
+
+    P = (XᵀX + λI)⁻¹,    B = I − P · diag(1/diag(P)),
+
+so B_ij = −P_ij / P_jj off the diagonal and B_ii = 0. λ is the `l2` hyperparameter. The Gram
+matrix is exact (integer counts), and the inverse is taken in float64 through a Cholesky
+factorisation; B is stored in float32.
+"""
+
+from __future__ import annotations
+
+import scipy.sparse as sp
+import torch
+
+from semtail.models import Fitted, Run, TrainingData
+from semtail.models.itemitem import matrix_scorer, to_torch_csr, zero_diagonal_
+
+# Dense column blocks of X used to build XᵀX hold at most this many entries (float32).
+GRAM_BLOCK_ENTRIES = 2**26
+
+
+def gram_matrix(interactions: sp.csr_matrix, device: torch.device) -> torch.Tensor:
+    """XᵀX in float64 on `device`, built from sparse × dense-column-block products."""
+    n_users, n_items = interactions.shape
+    items_by_users = to_torch_csr(interactions.T.tocsr(), device)
+    by_column = interactions.tocsc()
+    block = max(1, GRAM_BLOCK_ENTRIES // max(n_users, 1))
+    gram = torch.empty(n_items, n_items, dtype=torch.float64, device=device)
+    for start in range(0, n_items, block):
+        columns = torch.from_numpy(by_column[:, start : start + block].toarray()).to(device)
+        # Sums of 0/1 products below 2**24 are exact in float32.
+        gram[:, start : start + block] = torch.sparse.mm(items_by_users, columns).double()
+        del columns
+    return gram
+
+
+def closed_form(interactions: sp.csr_matrix, l2: float, device: torch.device) -> torch.Tensor:
+    """Steck's B for the training matrix, float32 on `device`, zero diagonal."""
+    gram = gram_matrix(interactions, device)
+    gram.diagonal().add_(l2)
+    factor = torch.linalg.cholesky(gram)
+    del gram
+    precision = torch.cholesky_inverse(factor)  # P = (XᵀX + λI)⁻¹
+    del factor
+    weights = precision.div_(-precision.diagonal().clone())  # −P_ij / P_jj: divides column j
+    return zero_diagonal_(weights).float()
+
+
+def fit(data: TrainingData, hyperparameters: dict, run: Run) -> Fitted:
+    l2 = float(hyperparameters["l2"])
+    if not l2 > 0:
+        raise ValueError(f"hyperparameters.ease_closed.l2 must be positive, got {l2}")
+    run.log.info("closed-form EASE with l2=%g on %d items", l2, data.n_items)
+    return Fitted(state={"B": closed_form(data.train, l2, run.device).cpu()})
+
+
+def scorer(state: dict, hyperparameters: dict, device: torch.device):
+    return matrix_scorer(state["B"], device)

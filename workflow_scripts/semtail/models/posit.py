@@ -1,0 +1,269 @@
+"""POSIT: Promotion of Semantic Item Tail via adversarial learning (Xu, Shivaswamy, Zhang, 2023).
+
+A learner U (the SGD EASE of ease.py) and an adversary that weights the items play a min-max game.
+
+1. Advantage signal. From the batch's detached predictions, each user's recall contribution at k:
+       recall:       r_ui = 1[i ∈ top-k(x̂_u)] · x_ui
+       recall_dist:  r_ui = 1[i ∈ top-k(x̂_u)] · x_ui / min(k, |x_u|)
+   Items tied at the k-th score share the remaining slots equally (see cut_and_share).
+2. Accumulation, with momentum m (signal_momentum):
+       S_i ← m·S_i − Σ_u r_ui,     C_i ← m·C_i + c_i
+   where c_i is the batch size, or with ones_aware item i's positives in the batch.
+3. The adversary reads each item's column of X (a sparse vector over training users), all items at
+   once, and gives w = sigmoid(nstd · f(x_·i)), normalised to w̄ = w / mean(w) (the mean detached).
+       linear:  f = Linear(users→1, bias)
+       2mlpN:   f = Linear(users→N) → BatchNorm(N) → tanh → Linear(N→1) → BatchNorm(1)
+       2bmlpN:  the same with ×nstd after the first BatchNorm
+   The BatchNorms have no affine part and always use the statistics over all items (no running
+   statistics). The first linear layer starts at 0, so the weights start uniform, w̄ = 1.
+4. Adversary loss:  A = −mean_i(w̄_i · L̃_i),  L̃_i = (S_i/C_i) / mean_j |S_j/C_j|  (detached).
+   S ≤ 0, so A is smallest when the weight sits on items with little recall: the worst served.
+5. Learner loss:    λ · mean_i(w̄_i · ℓ_i), with w̄ detached.
+6. Each minibatch takes one SGD step on both players; the adversary has its own learning rate
+   (alr) and weight decay (awd), no momentum, and the same cosine annealing as the learner.
+
+Order within minibatch t (the reading of "the weights from the previous adversary step"): one
+adversary forward with its current parameters, the result of step t−1's update, gives w̄_t; the
+learner loss uses w̄_t detached; S and C are updated with batch t; the adversary loss uses w̄_t and
+the updated S, C; then both players step. (The authors' code used, at minibatch t, the weights of
+the forward made at t−1, one adversary update older.) Where C_i is still 0, S_i is 0 too and
+S_i/C_i is taken as 0; a zero mean_j |S_j/C_j| gives L̃ = 0.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch import nn
+
+from semtail.models import Fitted, Run, TrainingData
+from semtail.models.itemitem import matrix_scorer, reconstruction_loss_per_item, to_torch_csr
+from semtail.training import SGD_KEYS, Objective, check_hyperparameters, train
+
+HYPERPARAMETERS = SGD_KEYS + (
+    "lam",
+    "alr",
+    "nstd",
+    "awd",
+    "adversary",
+    "signal",
+    "ones_aware",
+    "k",
+    "signal_momentum",
+)
+SIGNALS = ("recall", "recall_dist")
+ARCHITECTURE = re.compile(r"^(linear|2(b?)mlp([1-9][0-9]*))$")
+TINY = torch.finfo(torch.float32).tiny
+BATCH_NORM_EPS = 1e-5  # torch.nn.BatchNorm1d's default
+
+
+# -- 1, 2, 4: signal, accumulators, adversary loss ------------------------------------------------
+
+
+def cut_and_share(predictions: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row: the k-th best score, and the share of a top-k slot that each item tied with it
+    gets. Items tied at the cut share the slots left equally (the expected membership under a
+    random tie-break); without ties the share is 1. It matters on the first batch, where U = 0
+    and every score ties."""
+    k = min(k, predictions.shape[1])
+    best = predictions.topk(k, dim=1).values
+    kth = best[:, -1:]
+    slots_left = (best == kth).sum(dim=1, keepdim=True)
+    return kth, slots_left / (predictions == kth).sum(dim=1, keepdim=True)
+
+
+def top_k_membership(predictions: torch.Tensor, k: int) -> torch.Tensor:
+    """1[i ∈ top-k of row u] for every (u, i), ties at the cut sharing the slots left."""
+    kth, share = cut_and_share(predictions, k)
+    return torch.where(predictions > kth, 1.0, torch.where(predictions == kth, share, 0.0))
+
+
+def recall_signal(predictions: torch.Tensor, positives: torch.Tensor, k: int, signal: str) -> torch.Tensor:
+    """Σ_u r_ui for every item i: the batch's recall contributions at k, summed over its users.
+    `positives` is the batch's interaction matrix as sparse CSR (r_ui = 0 where x_ui = 0)."""
+    if signal not in SIGNALS:
+        raise ValueError(f"unknown POSIT signal {signal!r} (known: {', '.join(SIGNALS)})")
+    kth, share = cut_and_share(predictions, k)
+    per_user = positives.crow_indices().diff()
+    item = positives.col_indices()
+    user = torch.repeat_interleave(torch.arange(len(per_user), device=item.device), per_user, output_size=len(item))
+    score = predictions[user, item]
+    recalled = torch.where(score > kth[user, 0], 1.0, torch.where(score == kth[user, 0], share[user, 0], 0.0))
+    if signal == "recall_dist":
+        recalled = recalled / per_user.clamp(min=1, max=k)[user]
+    return torch.zeros(predictions.shape[1], device=predictions.device).index_add_(0, item, recalled)
+
+
+def accumulate_(S: torch.Tensor, C: torch.Tensor, signal_sum: torch.Tensor, counts: torch.Tensor, momentum: float) -> None:
+    """S ← m·S − Σ_u r_u·,  C ← m·C + c, in place."""
+    S.mul_(momentum).sub_(signal_sum)
+    C.mul_(momentum).add_(counts)
+
+
+def normalised_advantage(S: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
+    """L̃_i = (S_i/C_i) / mean_j |S_j/C_j|."""
+    ratio = S / C.clamp_min(TINY)
+    return ratio / ratio.abs().mean().clamp_min(TINY)
+
+
+def adversary_loss(normalised_weights: torch.Tensor, S: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
+    """A = −mean_i(w̄_i · L̃_i); L̃ carries no gradient."""
+    return -(normalised_weights * normalised_advantage(S, C).detach()).mean()
+
+
+def normalise(weights: torch.Tensor) -> torch.Tensor:
+    """w̄ = w / mean(w), the mean taken as a constant."""
+    return weights / weights.mean().detach()
+
+
+# -- 3: the adversary -----------------------------------------------------------------------------
+
+
+def batch_norm(z: torch.Tensor) -> torch.Tensor:
+    """BatchNorm1d without affine part or running statistics, over the item axis: each column
+    standardised by its mean and (biased) variance over all items."""
+    mean = z.mean(dim=0, keepdim=True)
+    variance = (z - mean).square().mean(dim=0, keepdim=True)
+    return (z - mean) / torch.sqrt(variance + BATCH_NORM_EPS)
+
+
+class _SparseProduct(torch.autograd.Function):
+    """rows @ weight for a constant sparse CSR `rows`; the backward uses a ready CSR of rowsᵀ."""
+
+    @staticmethod
+    def forward(ctx, weight, rows, rows_transposed):
+        ctx.rows_transposed = rows_transposed
+        return torch.sparse.mm(rows, weight)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        return torch.sparse.mm(ctx.rows_transposed, grad_output), None, None
+
+
+class ItemColumns:
+    """X's item columns as a sparse CSR (items × training users) on the device, with its transpose."""
+
+    def __init__(self, train: sp.csr_matrix, device: torch.device):
+        self.items_by_users = to_torch_csr(train.T.tocsr(), device)
+        self.users_by_items = to_torch_csr(train, device)
+
+    def times(self, weight: torch.Tensor) -> torch.Tensor:
+        return _SparseProduct.apply(weight, self.items_by_users, self.users_by_items)
+
+
+class Adversary(nn.Module):
+    """Item weights w ∈ (0, 1) from the items' columns of X."""
+
+    def __init__(self, architecture: str, n_users: int, nstd: float):
+        super().__init__()
+        match = ARCHITECTURE.match(architecture)
+        if match is None:
+            raise ValueError(f"hyperparameters.posit.adversary: {architecture!r} is not linear, 2mlpN or 2bmlpN")
+        self.architecture = architecture
+        self.nstd = nstd
+        self.is_linear = match.group(1) == "linear"
+        self.scale_hidden = match.group(2) == "b"
+        hidden = 1 if self.is_linear else int(match.group(3))
+        # The first layer, Linear(users → hidden), stored as users × hidden for the sparse product.
+        self.first = nn.Parameter(torch.zeros(n_users, hidden))
+        if self.is_linear:
+            self.bias = nn.Parameter(torch.zeros(1))
+        else:
+            self.second = nn.Parameter(torch.zeros(hidden, 1))  # Linear(hidden → 1), no bias
+
+    def initialize(self, generator: torch.Generator) -> None:
+        """First layer 0 (uniform weights at the start); the second as torch's Linear default,
+        uniform in ±1/sqrt(fan_in), drawn from the job's generator."""
+        with torch.no_grad():
+            self.first.zero_()
+            if self.is_linear:
+                self.bias.zero_()
+            else:
+                bound = 1 / math.sqrt(self.second.shape[0])
+                draw = torch.rand(self.second.shape, generator=generator) * 2 * bound - bound
+                self.second.copy_(draw)
+
+    def forward(self, columns: ItemColumns) -> torch.Tensor:
+        z = columns.times(self.first)
+        if self.is_linear:
+            z = z + self.bias
+        else:
+            z = batch_norm(z)
+            if self.scale_hidden:
+                z = z * self.nstd
+            z = batch_norm(torch.tanh(z) @ self.second)
+        return torch.sigmoid(self.nstd * z.squeeze(1))
+
+
+# -- 5, 6: the objective --------------------------------------------------------------------------
+
+
+class AdversarialObjective(Objective):
+    def __init__(self, data: TrainingData, hyperparameters: dict, device: torch.device):
+        super().__init__()
+        h = hyperparameters
+        self.lam = float(h["lam"])
+        self.k = int(h["k"])
+        self.signal = h["signal"]
+        self.ones_aware = bool(h["ones_aware"])
+        self.momentum = float(h["signal_momentum"])
+        self.alr, self.awd = float(h["alr"]), float(h["awd"])
+        if self.signal not in SIGNALS:
+            raise ValueError(f"hyperparameters.posit.signal: {self.signal!r} is not one of {SIGNALS}")
+        self.columns = ItemColumns(data.train, device)
+        self.adversary = Adversary(h["adversary"], data.n_train_users, float(h["nstd"]))
+        self.register_buffer("S", torch.zeros(data.n_items))
+        self.register_buffer("C", torch.zeros(data.n_items))
+        popularity = data.popularity()
+        least_popular = np.argsort(popularity, kind="stable")[: data.n_items // 2]
+        tail = torch.zeros(data.n_items, dtype=torch.bool)
+        tail[torch.from_numpy(least_popular)] = True
+        self.register_buffer("least_popular_half", tail, persistent=False)
+
+    def initialize(self, generator: torch.Generator) -> None:
+        self.adversary.initialize(generator)
+
+    def batch_losses(
+        self, predictions: torch.Tensor, interactions: torch.Tensor, rows: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        weights = normalise(self.adversary(self.columns))
+        learner = self.lam * (weights.detach() * reconstruction_loss_per_item(predictions, interactions)).mean()
+        with torch.no_grad():
+            rows = interactions.to_sparse_csr() if rows is None else rows
+            signal_sum = recall_signal(predictions.detach(), rows, self.k, self.signal)
+            if self.ones_aware:
+                counts = torch.bincount(rows.col_indices(), minlength=len(signal_sum)).float()
+            else:
+                counts = torch.full_like(signal_sum, interactions.shape[0])
+            accumulate_(self.S, self.C, signal_sum, counts, self.momentum)
+        return {"loss": learner, "adversary_loss": adversary_loss(weights, self.S, self.C)}
+
+    def parameter_groups(self) -> list[dict]:
+        return [{"params": list(self.adversary.parameters()), "lr": self.alr, "weight_decay": self.awd}]
+
+    @torch.no_grad()
+    def item_weights(self) -> torch.Tensor:
+        return normalise(self.adversary(self.columns))
+
+    def epoch_statistics(self) -> dict[str, float]:
+        w = self.item_weights()
+        return {
+            "weight_min": w.min().item(),
+            "weight_mean": w.mean().item(),
+            "weight_max": w.max().item(),
+            "weight_std": w.std().item(),
+            "weight_share_least_popular_half": (w[self.least_popular_half].sum() / w.sum()).item(),
+        }
+
+
+def fit(data: TrainingData, hyperparameters: dict, run: Run) -> Fitted:
+    check_hyperparameters("posit", hyperparameters, HYPERPARAMETERS)
+    return train(data, hyperparameters, run, AdversarialObjective(data, hyperparameters, run.device))
+
+
+def scorer(state: dict, hyperparameters: dict, device: torch.device):
+    return matrix_scorer(state["U"], device)

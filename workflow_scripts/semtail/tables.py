@@ -1,0 +1,240 @@
+"""The per-dataset tables: mean ± standard deviation over seeds of every metric, and our numbers
+beside the ones the paper (and Steck 2019, for the closed-form EASE) report."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from importlib import resources
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from semtail.files import read_json
+
+PAPER_RESULTS = "paper_results.yaml"
+
+# Markdown groups of summary.md, by the metric name before "@", and how many decimals each shows.
+METRIC_GROUPS = {
+    "Accuracy": ("ndcg", "recall", "hit_rate"),
+    "Coverage (distinct items per block of test users)": ("coverage", "coverage_unmasked"),
+    "Item recall": ("item_recall",),
+    "Exposure": ("gini", "arp", "tail_share"),
+}
+DECIMALS = {"coverage": 1, "coverage_unmasked": 1, "arp": 1}
+COMPARISON_COLUMNS = [
+    "dataset", "method", "reported_as", "metric", "our_metric", "ours_mean", "ours_std", "n_seeds",
+    "reported", "reported_std", "difference", "difference_in_reported_std", "source",
+]  # fmt: skip
+
+
+def metric_family(key: str) -> str:
+    """'coverage_unmasked@100' -> 'coverage_unmasked'; 'item_recall@20_pos' -> 'item_recall'."""
+    return key.split("@", 1)[0]
+
+
+def load_runs(paths, dataset: str | None = None) -> pd.DataFrame:
+    """One row per metric JSON: dataset, method, seed and one column per metric, in file order."""
+    rows, keys, sources = [], None, {}
+    for path in [paths] if isinstance(paths, (str, Path)) else paths:
+        record = read_json(path)
+        for field in ("dataset", "method", "seed", "metrics"):
+            if field not in record:
+                raise ValueError(f"{path}: no {field!r} field; is this a metric JSON from the evaluate rule?")
+        if dataset is not None and record["dataset"] != dataset:
+            raise ValueError(f"{path}: dataset {record['dataset']!r}, expected {dataset!r}")
+        run = (record["method"], int(record["seed"]))
+        if run in sources:
+            raise ValueError(f"{path} and {sources[run]} are both {run[0]} seed {run[1]}")
+        sources[run] = path
+        if keys is None:
+            keys, first = list(record["metrics"]), path
+        elif set(record["metrics"]) != set(keys):
+            difference = sorted(set(record["metrics"]) ^ set(keys))
+            raise ValueError(f"{path} and {first} record different metrics: {difference}")
+        rows.append({"dataset": record["dataset"], "method": record["method"], "seed": int(record["seed"]), **record["metrics"]})
+    if not rows:
+        raise ValueError("no metric JSONs to aggregate")
+    return pd.DataFrame(rows, columns=["dataset", "method", "seed", *keys])
+
+
+def summarise(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per method, in order of first appearance: n_seeds, the seeds, and for every metric
+    its mean and sample standard deviation (ddof 1; empty with a single seed) over seeds."""
+    metric_keys = [c for c in runs.columns if c not in ("dataset", "method", "seed")]
+    rows = []
+    for method in pd.unique(runs["method"]):
+        group = runs[runs["method"] == method]
+        row = {
+            "dataset": group["dataset"].iloc[0],
+            "method": method,
+            "n_seeds": len(group),
+            "seeds": " ".join(str(s) for s in sorted(group["seed"])),
+        }
+        for key in metric_keys:
+            values = [float(v) for v in group[key]]
+            # statistics.stdev sums exactly: seeds with identical values give exactly 0
+            row[f"{key}_mean"] = statistics.fmean(values)
+            row[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else math.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def metric_keys_of(summary: pd.DataFrame) -> list[str]:
+    return [c[: -len("_mean")] for c in summary.columns if c.endswith("_mean")]
+
+
+def format_value(value: float, decimals: int) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{decimals}f}"
+
+
+def mean_std(mean: float, std: float, decimals: int) -> str:
+    if std is None or math.isnan(std):
+        return format_value(mean, decimals)
+    return f"{format_value(mean, decimals)} ± {format_value(std, decimals)}"
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def summary_markdown(summary: pd.DataFrame, dataset: str) -> str:
+    keys = metric_keys_of(summary)
+    n_seeds = sorted(set(summary["n_seeds"]))
+    parts = [
+        f"# {dataset}: mean ± standard deviation over seeds\n",
+        f"Seeds per method: {', '.join(map(str, n_seeds))}. The standard deviation is the sample one "
+        "(n − 1); with a single seed only the value is shown. Metric definitions: docs/metrics.md and "
+        "the `definitions` block of every metrics.json. coverage@k masks each user's fold-in items; "
+        "coverage_unmasked@k does not, as the paper's authors computed it.\n",
+    ]
+    grouped = set()
+    for title, families in METRIC_GROUPS.items():
+        group_keys = [k for k in keys if metric_family(k) in families]
+        grouped.update(group_keys)
+        if group_keys:
+            parts.append(_summary_group(summary, title, group_keys))
+    rest = [k for k in keys if k not in grouped]
+    if rest:
+        parts.append(_summary_group(summary, "Other", rest))
+    return "\n".join(parts)
+
+
+def _summary_group(summary: pd.DataFrame, title: str, keys: list[str]) -> str:
+    rows = []
+    for _, row in summary.iterrows():
+        cells = [str(row["method"]), str(row["n_seeds"])]
+        for key in keys:
+            decimals = DECIMALS.get(metric_family(key), 4)
+            cells.append(mean_std(row[f"{key}_mean"], row[f"{key}_std"], decimals))
+        rows.append(cells)
+    return f"## {title}\n\n" + markdown_table(["method", "seeds", *keys], rows)
+
+
+def load_reported(path: str | Path | None = None) -> dict:
+    """The reported results (semtail/resources/paper_results.yaml), checked for shape."""
+    if path is None:
+        text = resources.files("semtail").joinpath("resources", PAPER_RESULTS).read_text()
+        path = PAPER_RESULTS
+    else:
+        text = Path(path).read_text()
+    reported = yaml.safe_load(text)
+    for name, source in reported.items():
+        n_metrics = len(source["metrics"])
+        for dataset, block in source["datasets"].items():
+            lengths = [len(v) for v in block["results"].values()] + ([len(block["std"])] if "std" in block else [])
+            if any(length != n_metrics for length in lengths):
+                raise ValueError(f"{path}: {name}.datasets.{dataset} rows must have {n_metrics} values")
+            unknown = set(block["results"]) - set(source["methods"])
+            if unknown:
+                raise ValueError(f"{path}: {name}.datasets.{dataset}: rows {sorted(unknown)} are not in {name}.methods")
+    return reported
+
+
+def paper_comparison(summary: pd.DataFrame, dataset: str, reported: dict) -> tuple[pd.DataFrame, list[str]]:
+    """Long table: per reported (method, metric) of this dataset, our mean ± std beside the reported
+    value and std, with the difference (ours − reported) also in units of the reported std. Also
+    returns notes on reported rows that have no counterpart among our runs."""
+    rows, notes = [], []
+    ours = summary.set_index("method")
+    our_keys = set(metric_keys_of(summary))
+    for name, source in reported.items():
+        block = source["datasets"].get(dataset)
+        if block is None:
+            continue
+        stds = block.get("std")
+        for reported_method, values in block["results"].items():
+            method = source["methods"][reported_method]
+            if method not in ours.index:
+                notes.append(f"{reported_method} ({name}): we did not run {method!r} on {dataset}.")
+                continue
+            for position, (reported_metric, our_metric) in enumerate(source["metrics"].items()):
+                if our_metric not in our_keys:
+                    notes.append(f"{reported_metric} ({name}): our runs do not record {our_metric}.")
+                    continue
+                mean, std = ours.loc[method, f"{our_metric}_mean"], ours.loc[method, f"{our_metric}_std"]
+                value = float(values[position])
+                reported_std = float(stds[position]) if stds else math.nan
+                difference = float(mean) - value
+                rows.append({
+                    "dataset": dataset,
+                    "method": method,
+                    "reported_as": reported_method,
+                    "metric": reported_metric,
+                    "our_metric": our_metric,
+                    "ours_mean": float(mean),
+                    "ours_std": float(std),
+                    "n_seeds": int(ours.loc[method, "n_seeds"]),
+                    "reported": value,
+                    "reported_std": reported_std,
+                    "difference": difference,
+                    "difference_in_reported_std": difference / reported_std if stds else math.nan,
+                    "source": source["source"]["url"],
+                })  # fmt: skip
+    return pd.DataFrame(rows, columns=COMPARISON_COLUMNS), list(dict.fromkeys(notes))
+
+
+def comparison_markdown(comparison: pd.DataFrame, dataset: str, reported: dict, notes: list[str]) -> str:
+    title = f"# {dataset}: our results beside the reported ones\n"
+    datasets = sorted({d for source in reported.values() for d in source["datasets"]})
+    if comparison.empty and not notes:
+        return (
+            f"{title}\nThe paper reports no results for {dataset} (it reports {', '.join(datasets)}), "
+            "so there is nothing to compare; this table is intentionally empty. Our own numbers are in "
+            "summary.md.\n"
+        )
+    parts = [
+        title,
+        "Ours: mean ± sample standard deviation over seeds (n). Difference: ours − reported; "
+        "in reported SDs: that difference over the reported standard deviation. Coverage@k is "
+        "compared as our **coverage_unmasked@k** (fold-in items not masked), which is how the "
+        "authors computed it; our masked coverage@k is in summary.md.\n",
+    ]
+    rows = []
+    for _, row in comparison.iterrows():
+        decimals = DECIMALS.get(metric_family(row["our_metric"]), 4)
+        reported_text = format_value(row["reported"], decimals)
+        if not math.isnan(row["reported_std"]):
+            reported_text += f" ± {format_value(row['reported_std'], decimals)}"
+        rows.append([
+            row["method"],
+            row["metric"],
+            f"{mean_std(row['ours_mean'], row['ours_std'], decimals)} ({row['n_seeds']})",
+            reported_text,
+            f"{row['difference']:+.{decimals}f}",
+            "–" if math.isnan(row["difference_in_reported_std"]) else f"{row['difference_in_reported_std']:+.1f}",
+        ])  # fmt: skip
+    if rows:
+        parts.append(markdown_table(["method", "metric", "ours (n)", "reported", "difference", "in reported SDs"], rows))
+    if notes:
+        parts.append("Not compared:\n\n" + "\n".join(f"- {note}" for note in notes) + "\n")
+    sources = [
+        f"- {source['source']['title']}, {source['source']['where']}: {source['source']['url']}"
+        for source in reported.values()
+        if dataset in source["datasets"]
+    ]
+    parts.append("Sources:\n\n" + "\n".join(sources) + "\n")
+    return "\n".join(parts)

@@ -1,0 +1,385 @@
+"""SGD training of the item-item matrix U, shared by ease, ipw, cvar and posit.
+
+U starts at 0 and its diagonal is held at 0. Each epoch visits the training users in batches, in an
+order reshuffled every epoch by a generator seeded with the job's seed. On a batch X_b the
+method's `Objective` turns the predictions x̂ = X_b·U into losses; their gradient G with respect to
+x̂ gives U's gradient X_bᵀ·G by one sparse product, and SGD (momentum 0.9, weight decay wd) takes a
+step. The objective's own parameters (CVaR's threshold, POSIT's adversary) are stepped by the same
+optimizer in a group of their own: their own learning rate and weight decay, no momentum. Every
+learning rate follows a cosine annealing over the epochs, stepped once per epoch.
+
+After each epoch: NDCG@100 on the validation users (fold-in rows scored, fold-in items excluded,
+held-out rows as relevance), early stopping with a patience, a copy of the best epoch's weights,
+and a checkpoint from which a killed job continues bit for bit. A NaN or inf stops the job.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from tqdm import tqdm
+
+from semtail.files import atomic_path
+from semtail.metrics import ndcg_at_k, rank_top_k
+from semtail.models import Fitted, Run, TrainingData
+from semtail.models.itemitem import predict, to_torch_csr
+
+MOMENTUM = 0.9
+VALIDATION_K = 100
+VALIDATION_METRIC = f"val_ndcg@{VALIDATION_K}"
+# Validation users are scored in batches of about this many score entries (float32).
+VALIDATION_BATCH_ENTRIES = 2**25
+CHECKPOINT_VERSION = 1
+SGD_KEYS = ("lr", "wd", "batch_size", "epochs", "patience")
+
+
+class TrainingDiverged(FloatingPointError):
+    """The loss or the weights stopped being finite numbers."""
+
+
+@dataclass(frozen=True)
+class SGDSettings:
+    lr: float
+    wd: float
+    batch_size: int
+    epochs: int
+    patience: int
+
+    @classmethod
+    def from_hyperparameters(cls, method: str, hyperparameters: dict) -> SGDSettings:
+        h = hyperparameters
+        settings = cls(
+            lr=float(h["lr"]),
+            wd=float(h["wd"]),
+            batch_size=int(h["batch_size"]),
+            epochs=int(h["epochs"]),
+            patience=int(h["patience"]),
+        )
+        for key in ("batch_size", "epochs", "patience"):
+            if getattr(settings, key) < 1:
+                raise ValueError(f"hyperparameters.{method}.{key} must be at least 1, got {getattr(settings, key)}")
+        if settings.lr < 0 or settings.wd < 0:
+            raise ValueError(f"hyperparameters.{method}: lr and wd must not be negative")
+        return settings
+
+
+def check_hyperparameters(method: str, hyperparameters: dict, keys: tuple[str, ...]) -> None:
+    """Exactly the method's keys: a missing or unknown key is an error that names it."""
+    missing = [key for key in keys if key not in hyperparameters]
+    unknown = sorted(set(hyperparameters) - set(keys))
+    problems = ([f"missing {missing}"] if missing else []) + ([f"unknown {unknown}"] if unknown else [])
+    if problems:
+        raise ValueError(f"hyperparameters.{method}: {'; '.join(problems)}")
+
+
+class Objective(torch.nn.Module):
+    """A method's loss on a batch. Subclasses define `batch_losses`; everything they return is
+    minimised together, and each entry is logged by its name ("loss" is the learner's).
+    `batch_losses` gets the batch's predictions and interactions as dense users × items tensors,
+    and the interactions again as sparse CSR (`rows`), for losses that only look at positives."""
+
+    def initialize(self, generator: torch.Generator) -> None:
+        """Draw the initial values of the objective's own parameters."""
+
+    def batch_losses(
+        self, predictions: torch.Tensor, interactions: torch.Tensor, rows: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def parameter_groups(self) -> list[dict]:
+        """Optimizer groups for the objective's own parameters (momentum 0 unless said otherwise)."""
+        return []
+
+    def epoch_statistics(self) -> dict[str, float]:
+        """Numbers for the epoch's log line and history, computed once at the end of an epoch."""
+        return {}
+
+    def item_weights(self) -> torch.Tensor | None:
+        """The item weights the objective would use now (POSIT), kept with the best epoch."""
+        return None
+
+
+class DeviceRows:
+    """A binary CSR matrix kept on the device, sliced into batches of rows there.
+
+    Row offsets are also kept on the host, so slicing a batch needs no transfer from the device.
+    """
+
+    def __init__(self, crow: torch.Tensor, col: torch.Tensor, n_cols: int, crow_host: np.ndarray):
+        self.crow = crow
+        self.col = col
+        self.n_cols = n_cols
+        self.crow_host = crow_host
+        self.ones = torch.ones(col.shape[0], device=col.device)
+
+    @classmethod
+    def from_scipy(cls, matrix: sp.csr_matrix, device: torch.device) -> DeviceRows:
+        tensor = to_torch_csr(matrix, device)
+        return cls(tensor.crow_indices(), tensor.col_indices(), matrix.shape[1], matrix.indptr.astype(np.int64))
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.crow_host) - 1
+
+    @property
+    def nnz(self) -> int:
+        return int(self.crow_host[-1])
+
+    def rows(self, start: int, stop: int) -> torch.Tensor:
+        first, last = int(self.crow_host[start]), int(self.crow_host[stop])
+        return torch.sparse_csr_tensor(
+            self.crow[start : stop + 1] - first,
+            self.col[first:last],
+            self.ones[first:last],
+            size=(stop - start, self.n_cols),
+            check_invariants=False,
+        )
+
+    def permuted(self, order: torch.Tensor) -> DeviceRows:
+        """The rows in the given order, gathered on the device."""
+        lengths = (self.crow[1:] - self.crow[:-1])[order]
+        crow = torch.zeros(len(order) + 1, dtype=torch.long, device=self.crow.device)
+        torch.cumsum(lengths, 0, out=crow[1:])
+        row_of_entry = torch.repeat_interleave(
+            torch.arange(len(order), device=self.crow.device), lengths, output_size=self.nnz
+        )
+        source = self.crow[:-1][order][row_of_entry] + torch.arange(self.nnz, device=self.crow.device) - crow[row_of_entry]
+        return DeviceRows(crow, self.col[source], self.n_cols, crow.cpu().numpy())
+
+
+def validation_ndcg(matrix: torch.Tensor, fold_in: DeviceRows, heldout: DeviceRows, k: int = VALIDATION_K) -> float:
+    """Mean NDCG@k over validation users with a held-out item: fold-in rows scored by `matrix`,
+    fold-in items excluded from the ranking."""
+    rows_per_batch = max(1, VALIDATION_BATCH_ENTRIES // max(fold_in.n_cols, 1))
+    total = torch.zeros((), dtype=torch.float64, device=matrix.device)
+    counted = torch.zeros((), dtype=torch.long, device=matrix.device)
+    for start in range(0, fold_in.n_rows, rows_per_batch):
+        stop = min(start + rows_per_batch, fold_in.n_rows)
+        rows = fold_in.rows(start, stop)
+        top = rank_top_k(predict(rows, matrix), k, exclude=rows.to_dense())
+        per_user = ndcg_at_k(top, heldout.rows(start, stop).to_dense(), k)
+        valid = ~per_user.isnan()
+        total += per_user[valid].double().sum()
+        counted += valid.sum()
+    return (total / counted).item()
+
+
+class Trainer:
+    """One SGD training run of U under an objective; `fit()` returns the best epoch's model."""
+
+    def __init__(self, data: TrainingData, hyperparameters: dict, run: Run, objective: Objective):
+        self.run = run
+        self.settings = SGDSettings.from_hyperparameters(run.method, hyperparameters)
+        self.device = run.device
+        n_items = data.n_items
+        self.train_rows = DeviceRows.from_scipy(data.train, self.device)
+        self.validation_fold_in = DeviceRows.from_scipy(data.validation_tr, self.device)
+        self.validation_heldout = DeviceRows.from_scipy(data.validation_te, self.device)
+        if data.validation_tr.shape[0] != data.validation_te.shape[0]:
+            raise ValueError("validation_tr and validation_te have different numbers of users")
+        if data.validation_te.nnz == 0:
+            raise ValueError("the validation split has no held-out interactions: early stopping needs some")
+
+        self.generator = torch.Generator().manual_seed(int(run.seed))
+        self.objective = objective.to(self.device)
+        self.objective.initialize(self.generator)
+        self.U = torch.zeros(n_items, n_items, device=self.device)
+        self.U.grad = torch.zeros_like(self.U)
+        s = self.settings
+        self.optimizer = torch.optim.SGD(
+            [{"params": [self.U], "lr": s.lr, "momentum": MOMENTUM, "weight_decay": s.wd}]
+            + [{"momentum": 0.0, "weight_decay": 0.0, **group} for group in self.objective.parameter_groups()],
+            lr=s.lr,
+            fused=True,
+        )
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=s.epochs)
+
+        self.epoch = 0
+        self.history: list[dict] = []
+        self.best_ndcg = -math.inf
+        self.best_epoch: int | None = None
+        self.best_U: torch.Tensor | None = None  # a copy on the host, made before U moves past its best epoch
+        self.best_is_current = False
+        self.best_item_weights: torch.Tensor | None = None
+        self.epochs_without_improvement = 0
+        self.stopped = False
+
+    # -- one step -------------------------------------------------------------------------------
+
+    def step(self, rows: torch.Tensor, loss_sums: dict[str, torch.Tensor], nonfinite: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            predictions = predict(rows, self.U)
+        predictions.requires_grad_(True)
+        losses = self.objective.batch_losses(predictions, rows.to_dense(), rows)
+        total = sum(losses.values())
+        self.objective.zero_grad(set_to_none=True)
+        total.backward()
+        # dL/dU = X_bᵀ · dL/dx̂, written over the previous gradient; the diagonal stays out of U.
+        torch.addmm(self.U.grad, rows.t().to_sparse_csr(), predictions.grad, beta=0, out=self.U.grad)
+        self.U.grad.diagonal().zero_()
+        self.optimizer.step()
+        with torch.no_grad():
+            for name, value in losses.items():
+                loss_sums[name] = loss_sums.get(name, 0) + value.detach()
+            return nonfinite | ~torch.isfinite(total.detach())
+
+    def train_epoch(self) -> dict[str, float]:
+        s = self.settings
+        self.keep_best_copy()
+        order = torch.randperm(self.train_rows.n_rows, generator=self.generator).to(self.device)
+        shuffled = self.train_rows.permuted(order)
+        starts = range(0, shuffled.n_rows, s.batch_size)
+        loss_sums: dict[str, torch.Tensor] = {}
+        nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
+        bar = tqdm(starts, desc=f"epoch {self.epoch + 1}/{s.epochs}", leave=False, disable=not self.run.progress)
+        for start in bar:
+            nonfinite = self.step(shuffled.rows(start, min(start + s.batch_size, shuffled.n_rows)), loss_sums, nonfinite)
+        self.check_finite(bool(nonfinite), "the loss")
+        return {name: (total / len(starts)).item() for name, total in loss_sums.items()}
+
+    def check_finite(self, nonfinite: bool, what: str) -> None:
+        if nonfinite:
+            current = self.optimizer.param_groups[0]["lr"]
+            raise TrainingDiverged(
+                f"{self.run.describe()}: {what} became NaN or infinite in epoch {self.epoch + 1} "
+                f"(lr {self.settings.lr:g}, annealed to {current:g} in this epoch); no model file is written. "
+                "A smaller learning rate usually helps."
+            )
+
+    # -- epochs, early stopping and checkpoints -------------------------------------------------
+
+    def fit(self) -> Fitted:
+        self.resume()
+        s, log = self.settings, self.run.log
+        while not self.stopped and self.epoch < s.epochs:
+            started = time.perf_counter()
+            lr = self.optimizer.param_groups[0]["lr"]
+            losses = self.train_epoch()
+            # A sum is finite only if every term is (an overflow also means divergence).
+            weights_finite = all(bool(torch.isfinite(p.sum())) for p in [self.U, *self.objective.parameters()])
+            self.check_finite(not weights_finite, "the weights")
+            self.epoch += 1
+            ndcg = validation_ndcg(self.U, self.validation_fold_in, self.validation_heldout)
+            statistics = self.objective.epoch_statistics()
+            if ndcg > self.best_ndcg:
+                self.best_ndcg, self.best_epoch = ndcg, self.epoch
+                self.best_is_current = True  # copied out before the next epoch changes U
+                weights = self.objective.item_weights()
+                self.best_item_weights = None if weights is None else weights.detach().cpu().clone()
+                self.epochs_without_improvement = 0
+            else:
+                self.epochs_without_improvement += 1
+            self.stopped = self.epochs_without_improvement >= s.patience
+            self.scheduler.step()
+            seconds = time.perf_counter() - started
+            entry = {"epoch": self.epoch, **losses, VALIDATION_METRIC: ndcg, "lr": lr, **statistics, "seconds": seconds}
+            self.history.append(entry)
+            log.info(
+                "epoch %d/%d: %s %s %.5f (best %.5f at epoch %d)%s, %.1f s%s",
+                self.epoch,
+                s.epochs,
+                " ".join(f"{name} {value:.5g}" for name, value in losses.items()),
+                VALIDATION_METRIC,
+                ndcg,
+                self.best_ndcg,
+                self.best_epoch,
+                "".join(f", {name} {value:.4g}" for name, value in statistics.items()),
+                seconds,
+                ", early stop" if self.stopped else "",
+            )
+            self.save_checkpoint()
+            if self.run.after_epoch is not None:
+                self.run.after_epoch(self.epoch, self.U)
+        best_U = self.U if self.best_is_current else self.best_U
+        return Fitted(
+            state={"U": best_U.detach().to("cpu", copy=True)},
+            item_weights=self.best_item_weights,
+            history=self.history,
+            best_epoch=self.best_epoch,
+        )
+
+    def keep_best_copy(self) -> None:
+        """Before U moves past its best epoch, copy it out, to the host: it needs no device memory.
+        The copy is a new tensor, never a reference to the live U."""
+        if not self.best_is_current:
+            return
+        if self.best_U is None:
+            self.best_U = torch.empty(self.U.shape, dtype=self.U.dtype, pin_memory=self.U.is_cuda)
+        self.best_U.copy_(self.U.detach())
+        self.best_is_current = False
+
+    def checkpoint_payload(self) -> dict:
+        return {
+            "checkpoint_version": CHECKPOINT_VERSION,
+            "fingerprint": self.run.fingerprint,
+            "epoch": self.epoch,
+            "U": self.U,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "generator": self.generator.get_state(),
+            "objective": self.objective.state_dict(),
+            "history": self.history,
+            "best_ndcg": self.best_ndcg,
+            "best_epoch": self.best_epoch,
+            "best_U": None if self.best_is_current else self.best_U,
+            "best_item_weights": self.best_item_weights,
+            "epochs_without_improvement": self.epochs_without_improvement,
+            "stopped": self.stopped,
+        }
+
+    def save_checkpoint(self) -> None:
+        if self.run.checkpoint is None:
+            return
+        started = time.perf_counter()
+        with atomic_path(self.run.checkpoint) as tmp:
+            torch.save(self.checkpoint_payload(), tmp)
+        self.run.log.info(
+            "checkpoint after epoch %d written to %s (%.1f s)", self.epoch, self.run.checkpoint, time.perf_counter() - started
+        )
+
+    def resume(self) -> None:
+        path = self.run.checkpoint
+        if path is None or not Path(path).exists():
+            return
+        log = self.run.log
+        try:
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:
+            log.warning("not resuming from %s: it cannot be read (%s); starting over", path, error)
+            return
+        if saved.get("checkpoint_version") != CHECKPOINT_VERSION:
+            log.warning("not resuming from %s: it was written by another version of this code; starting over", path)
+            return
+        if saved.get("fingerprint") != self.run.fingerprint:
+            log.warning(
+                "not resuming from %s: it was written for other hyperparameters, code or input files; starting over",
+                path,
+            )
+            return
+        with torch.no_grad():
+            self.U.copy_(saved["U"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        self.generator.set_state(saved["generator"].cpu())
+        self.objective.load_state_dict(saved["objective"])
+        self.epoch = saved["epoch"]
+        self.history = saved["history"]
+        self.best_ndcg = saved["best_ndcg"]
+        self.best_epoch = saved["best_epoch"]
+        self.best_is_current = saved["best_U"] is None
+        self.best_U = None if self.best_is_current else saved["best_U"].cpu()
+        self.best_item_weights = None if saved["best_item_weights"] is None else saved["best_item_weights"].cpu()
+        self.epochs_without_improvement = saved["epochs_without_improvement"]
+        self.stopped = saved["stopped"]
+        log.info("resuming from %s after epoch %d (best %.5f at epoch %s)", path, self.epoch, self.best_ndcg, self.best_epoch)
+
+
+def train(data: TrainingData, hyperparameters: dict, run: Run, objective: Objective) -> Fitted:
+    """Train U under `objective` and return the best epoch's U (by validation NDCG@100)."""
+    return Trainer(data, hyperparameters, run, objective).fit()
