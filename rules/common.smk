@@ -1,22 +1,16 @@
 # Helpers shared by the rules. The logic lives in workflow_scripts/semtail/workflow.py,
 # where it is tested without Snakemake; this file only binds it to `config`.
 
-import os
 import re
 import sys
 from pathlib import Path
 
 WORKFLOW_SCRIPTS = str(Path(workflow.basedir) / "workflow_scripts")
 sys.path.insert(0, WORKFLOW_SCRIPTS)
-# The jobs' scripts, too, import the semtail next to this Snakefile: Snakemake appends the script's
-# folder to sys.path, after site-packages, where `pip install -e` of another checkout (or none,
-# in a conda environment) would otherwise answer.
-if os.environ.get("PYTHONPATH", "").split(os.pathsep)[0] != WORKFLOW_SCRIPTS:
-    os.environ["PYTHONPATH"] = os.pathsep.join(
-        [WORKFLOW_SCRIPTS] + [p for p in [os.environ.get("PYTHONPATH")] if p]
-    )
 
 from semtail import workflow as plan
+
+plan.put_first_on_pythonpath(WORKFLOW_SCRIPTS)
 
 plan.check_config(config)
 # profiles/slurm ships placeholders for the partition and account: stop before submitting anything.
@@ -59,7 +53,9 @@ def method_hyperparameters(wildcards):
 
 
 def train_inputs(wildcards):
-    return plan.train_inputs(config, wildcards.dataset, wildcards.method, wildcards.seed)
+    return plan.train_inputs(
+        config, wildcards.dataset, wildcards.method, wildcards.seed
+    )
 
 
 def compute_device(wildcards):

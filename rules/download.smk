@@ -5,17 +5,17 @@ localrules:
 rule download:
     output:
         provenance="data/raw/{dataset}/provenance.json",
-    params:
-        dataset="{dataset}",
-        sources=dataset_sources,
     log:
         "logs/download/{dataset}.log",
     retries: 2
+    conda:
+        "../envs/data.yaml"
     threads: resource("threads", "download")
     resources:
         mem_mb=resource("mem_mb", "download"),
         runtime=resource("runtime", "download"),
-    conda:
-        "../envs/data.yaml"
+    params:
+        dataset="{dataset}",
+        sources=dataset_sources,
     script:
         "../workflow_scripts/download.py"

@@ -8,19 +8,19 @@ rule evaluate:
         metrics="results/{dataset}/{method}/seed{seed}/metrics.json",
         topk="results/{dataset}/{method}/seed{seed}/topk.npz",
         item_stats="results/{dataset}/{method}/seed{seed}/items.npz",
-    params:
-        evaluation=config["evaluation"],
-        device=compute_device,
-        code_version=stage_code_version("evaluate"),
     log:
         "logs/evaluate/{dataset}/{method}/seed{seed}.log",
+    conda:
+        "../envs/torch.yaml"
     threads: resource("threads", "evaluate")
     resources:
         gpu=gpus_per_job,
         cpus_per_gpu=cpus_per_gpu,
         mem_mb=resource("mem_mb", "evaluate"),
         runtime=resource("runtime", "evaluate"),
-    conda:
-        "../envs/torch.yaml"
+    params:
+        evaluation=config["evaluation"],
+        device=compute_device,
+        code_version=stage_code_version("evaluate"),
     script:
         "../workflow_scripts/evaluate.py"

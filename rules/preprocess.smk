@@ -12,18 +12,18 @@ rule preprocess:
         validation_users="data/processed/{dataset}/validation_users.txt",
         test_users="data/processed/{dataset}/test_users.txt",
         stats="data/processed/{dataset}/stats.json",
+    log:
+        "logs/preprocess/{dataset}.log",
+    conda:
+        "../envs/data.yaml"
+    threads: resource("threads", "preprocess")
+    resources:
+        mem_mb=resource("mem_mb", "preprocess"),
+        runtime=resource("runtime", "preprocess"),
     params:
         dataset="{dataset}",
         preprocess=preprocess_parameters,
         expected=expected_sizes,
         code_version=stage_code_version("preprocess"),
-    log:
-        "logs/preprocess/{dataset}.log",
-    threads: resource("threads", "preprocess")
-    resources:
-        mem_mb=resource("mem_mb", "preprocess"),
-        runtime=resource("runtime", "preprocess"),
-    conda:
-        "../envs/data.yaml"
     script:
         "../workflow_scripts/preprocess.py"

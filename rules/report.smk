@@ -19,18 +19,18 @@ rule aggregate:
             subcategory="{dataset}",
         ),
         comparison_md="results/{dataset}/paper_comparison.md",
-    params:
-        dataset="{dataset}",
-        code_version=stage_code_version("aggregate"),
     log:
         "logs/aggregate/{dataset}.log",
     localrule: True
+    conda:
+        "../envs/plot.yaml"
     threads: resource("threads", "report")
     resources:
         mem_mb=resource("mem_mb", "report"),
         runtime=resource("runtime", "report"),
-    conda:
-        "../envs/plot.yaml"
+    params:
+        dataset="{dataset}",
+        code_version=stage_code_version("aggregate"),
     script:
         "../workflow_scripts/aggregate.py"
 
@@ -67,18 +67,18 @@ rule plot:
             subcategory="{dataset}",
         ),
         lorenz_pdf="results/{dataset}/figures/lorenz.pdf",
-    params:
-        dataset="{dataset}",
-        code_version=stage_code_version("plot"),
     log:
         "logs/plot/{dataset}.log",
     localrule: True
+    conda:
+        "../envs/plot.yaml"
     threads: resource("threads", "report")
     resources:
         mem_mb=resource("mem_mb", "report"),
         runtime=resource("runtime", "report"),
-    conda:
-        "../envs/plot.yaml"
+    params:
+        dataset="{dataset}",
+        code_version=stage_code_version("plot"),
     script:
         "../workflow_scripts/plot.py"
 
@@ -95,16 +95,16 @@ rule plot_weight_landscape:
             subcategory="{dataset}",
         ),
         weight_landscape_pdf="results/{dataset}/figures/weight_landscape.pdf",
-    params:
-        dataset="{dataset}",
-        code_version=stage_code_version("plot"),
     log:
         "logs/plot_weight_landscape/{dataset}.log",
+    conda:
+        "../envs/plot.yaml"
     threads: resource("threads", "weight_landscape")
     resources:
         mem_mb=resource("mem_mb", "weight_landscape"),
         runtime=resource("runtime", "weight_landscape"),
-    conda:
-        "../envs/plot.yaml"
+    params:
+        dataset="{dataset}",
+        code_version=stage_code_version("plot"),
     script:
         "../workflow_scripts/plot_weight_landscape.py"

@@ -3,6 +3,16 @@ rule train:
         unpack(train_inputs),
     output:
         model="results/{dataset}/{method}/seed{seed}/model.pt",
+    log:
+        "logs/train/{dataset}/{method}/seed{seed}.log",
+    conda:
+        "../envs/torch.yaml"
+    threads: resource("threads", "train")
+    resources:
+        gpu=gpus_per_job,
+        cpus_per_gpu=cpus_per_gpu,
+        mem_mb=resource("mem_mb", "train"),
+        runtime=resource("runtime", "train"),
     params:
         dataset="{dataset}",
         method="{method}",
@@ -11,15 +21,5 @@ rule train:
         device=compute_device,
         code_version=method_code_version,
         checkpoint="results/{dataset}/{method}/seed{seed}/checkpoint.pt",
-    log:
-        "logs/train/{dataset}/{method}/seed{seed}.log",
-    threads: resource("threads", "train")
-    resources:
-        gpu=gpus_per_job,
-        cpus_per_gpu=cpus_per_gpu,
-        mem_mb=resource("mem_mb", "train"),
-        runtime=resource("runtime", "train"),
-    conda:
-        "../envs/torch.yaml"
     script:
         "../workflow_scripts/train.py"

@@ -29,7 +29,12 @@ INSTALL_TIMEOUT_S = 600
 
 
 class SlurmUnavailable(RuntimeError):
-    """SLURM cannot be installed or started here; the message says why (tests skip with it)."""
+    """SLURM cannot be installed here, or this machine cannot host it; the message says why
+    (the tests skip with it). A cluster that is installed but fails to start is an error instead."""
+
+
+class SlurmStartError(RuntimeError):
+    """The daemons did not come up; the message holds the tail of their logs."""
 
 
 def missing_binaries() -> list[str]:
@@ -226,11 +231,11 @@ class SlurmCluster:
         while time.monotonic() < deadline:
             for name, process in self._daemons.items():
                 if process.poll() is not None:
-                    raise SlurmUnavailable(f"{name} exited ({process.returncode}) while waiting for {what}: {self.logs()}")
+                    raise SlurmStartError(f"{name} exited ({process.returncode}) while waiting for {what}:\n{self.logs()}")
             if condition():
                 return
             time.sleep(0.2)
-        raise SlurmUnavailable(f"timed out after {timeout_s} s waiting for {what}: {self.logs()}")
+        raise SlurmStartError(f"timed out after {timeout_s} s waiting for {what}:\n{self.logs()}")
 
     def logs(self, lines: int = 15) -> str:
         """The tail of each daemon's log, for error messages."""

@@ -172,3 +172,25 @@ def test_batch_norm_is_torch_batch_norm_over_items_without_running_statistics():
     torch.testing.assert_close(posit.batch_norm(z), reference(z))
     reference.eval()  # no running statistics: the same in evaluation mode
     torch.testing.assert_close(posit.batch_norm(z), reference(z))
+
+
+def test_the_learner_uses_the_weights_of_the_previous_minibatch():
+    """Minibatch t's learner loss is weighted by the w̄ that the adversary's forward gave at t−1
+    (uniform before the first), not by the forward after the adversary's update."""
+    X = power_law_interactions(40, 10, 4, seed=5)
+    # the linear adversary keeps moving after its first step (the MLPs barely do: see posit.py)
+    objective = objective_for(X, adversary="linear", alr=0.01)
+    optimizer = torch.optim.SGD(objective.parameter_groups())
+    interactions = torch.from_numpy(X[:6].toarray())
+    predictions = torch.rand(6, 10, generator=torch.Generator().manual_seed(1))
+    per_item = 1000 * (predictions - interactions).square().mean(dim=0)
+    forwards = []
+    for step in range(3):
+        losses = objective.batch_losses(predictions.clone().requires_grad_(True), interactions)
+        used = torch.ones(10) if step == 0 else forwards[-1]
+        assert losses["loss"].item() == pytest.approx((used * per_item).mean().item(), rel=1e-5)
+        forwards.append(objective.item_weights())  # the forward this minibatch made, before the update
+        optimizer.zero_grad()
+        (losses["loss"] + losses["adversary_loss"]).backward()
+        optimizer.step()
+    assert not torch.allclose(forwards[1], objective.item_weights())  # the adversary did move

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from workflow_runs import (
     SECOND_DATASET,
@@ -29,6 +32,7 @@ from workflow_runs import (
     read_config,
     report_jobs,
     run_jobs,
+    second_dataset_config,
     snakemake,
     snakemake_env,
     write_config,
@@ -109,7 +113,13 @@ def test_hyperparameter_change_reruns_that_method_and_its_dependents(demo_copy):
 
 
 def test_preprocess_change_of_one_dataset_reruns_that_dataset_only(demo_copy):
+    """A second dataset (the same ratings, fewer users) is added and run; then a preprocessing
+    value of it changes: all of it reruns, nothing of the first."""
     config = read_config(demo_copy)
+    config["datasets"][SECOND_DATASET] = second_dataset_config(config)
+    write_config(demo_copy, config)
+    snakemake(demo_copy, "--omit-from", *FIGURE_RULES)
+
     config["datasets"][SECOND_DATASET]["preprocess"]["min_uc"] += 2
     write_config(demo_copy, config)
     expected = (
@@ -122,6 +132,13 @@ def test_preprocess_change_of_one_dataset_reruns_that_dataset_only(demo_copy):
     assert_reruns_exactly(demo_copy, expected, reason="Params have changed")
     assert json.loads(stats.read_text())["users"] < users_before  # a stricter user filter kept fewer
 
+    # Its sources, too (planned only): the download that ran here recorded them.
+    config["datasets"][SECOND_DATASET]["sources"] = config["datasets"][SECOND_DATASET]["sources"][::-1]
+    write_config(demo_copy, config)
+    planned = planned_jobs(demo_copy)
+    assert set(planned) == {job("download", dataset=SECOND_DATASET)} | expected
+    assert "Params have changed" in planned[job("download", dataset=SECOND_DATASET)]
+
 
 def test_added_seed_runs_only_that_seed_and_the_reports(demo_copy):
     config = read_config(demo_copy)
@@ -133,8 +150,8 @@ def test_added_seed_runs_only_that_seed_and_the_reports(demo_copy):
 
 
 def test_plans_for_other_config_changes(demo_copy):
-    """Planned only (running them would repeat what the tests above run): a removed seed, new
-    evaluation settings, and a dataset's sources."""
+    """Planned only (running them would repeat what the tests above run): a removed seed and new
+    evaluation settings. (A dataset's sources: in the preprocessing test, where its download ran.)"""
     config = read_config(demo_copy)
     original = read_config(demo_copy)
 
@@ -149,13 +166,6 @@ def test_plans_for_other_config_changes(demo_copy):
     assert set(planned_jobs(demo_copy)) == evaluations | report_jobs(config, weight_landscape=False)
 
     config["evaluation"] = original["evaluation"]
-    config["datasets"][SECOND_DATASET]["sources"] = config["datasets"][SECOND_DATASET]["sources"][::-1]
-    write_config(demo_copy, config)
-    assert set(planned_jobs(demo_copy)) == (
-        {job("download", dataset=SECOND_DATASET), job("preprocess", dataset=SECOND_DATASET)}
-        | run_jobs(config, datasets=[SECOND_DATASET])
-        | report_jobs(config, datasets=[SECOND_DATASET])
-    )
 
     write_config(demo_copy, original)
     assert planned_jobs(demo_copy) == {}
@@ -171,11 +181,16 @@ def test_model_code_change_reruns_that_method_only(demo_copy):
     config = read_config(demo_copy)
     before = {d: metrics_of(demo_copy, d, "posit", 0) for d in config["datasets"]}
     module = demo_copy / POSIT_MODULE
-    module.write_text(module.read_text() + "\n\nCHANGED_BY_THE_RERUN_TEST = True\n")
+    # A real change, which also shows that the jobs run this copy's code, not the repository's.
+    marker = demo_copy / "posit-imported-from.txt"
+    module.write_text(
+        module.read_text() + f"\n\nimport pathlib\n\npathlib.Path({str(marker)!r}).write_text(__file__)\n"
+    )
     # Snakemake's own triggers, without params, see nothing: the module is no input or script of any rule.
     assert planned_jobs(demo_copy, "--rerun-triggers", "mtime", "input", "code") == {}
     expected = run_jobs(config, methods=["posit"]) | report_jobs(config)
     assert_reruns_exactly(demo_copy, expected, reason="Params have changed")
+    assert marker.read_text() == str(module)
     for dataset in config["datasets"]:
         assert metrics_of(demo_copy, dataset, "posit", 0) == before[dataset]
 
@@ -195,6 +210,9 @@ def test_script_change_reruns_every_job_of_its_rule(demo_copy):
     planned = planned_jobs(demo_copy)
     evaluations = {j for j in run_jobs(config) if j.rule == "evaluate"}
     assert set(planned) == evaluations | report_jobs(config, weight_landscape=False)
+    assert all(planned[j] == "Code has changed since last execution" for j in evaluations)
+    # Without the code trigger the script is not looked at.
+    assert planned_jobs(demo_copy, "--rerun-triggers", "mtime", "params", "input") == {}
 
 
 @pytest.mark.parametrize(
@@ -207,46 +225,81 @@ def test_documentation_tests_and_other_configs_rerun_nothing(demo_copy, path):
     assert planned_jobs(demo_copy) == {}
 
 
-def test_killed_training_resumes_from_its_checkpoint(demo_copy, tmp_path):
-    """A training job killed mid-run (SIGTERM, then SIGKILL, to Snakemake and the job alike)
-    resumes from its last checkpoint under --rerun-incomplete and ends as an uninterrupted run."""
-    config = read_config(demo_copy)
-    dataset, method, seed = "ml-100k", "posit", 0
-    # Long enough to be caught mid-run, and no early stop.
-    epochs = 8
-    config["overrides"] = {dataset: {method: {"epochs": epochs, "patience": epochs}}}
-    write_config(demo_copy, config)
-    run = f"results/{dataset}/{method}/seed{seed}"
-    target = f"{run}/metrics.json"
-
-    uninterrupted = demo_copy.parent / "uninterrupted"
-    subprocess.run(["cp", "-a", str(demo_copy), str(uninterrupted)], check=True)
-    snakemake(uninterrupted, target)
-
-    checkpoint = demo_copy / run / "checkpoint.pt"
-    log_file = demo_copy / f"logs/train/{dataset}/{method}/seed{seed}.log"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "snakemake", "--cores", "2", f"--configfile={TEST_CONFIG}", target],
-        cwd=demo_copy, env=snakemake_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+def start_snakemake(workdir: Path, *args: str) -> subprocess.Popen:
+    """snakemake in a process group of its own (its jobs included), to be killed as a whole."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "snakemake", "--cores", "2", f"--configfile={TEST_CONFIG}", *args],
+        cwd=workdir, env=snakemake_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+
+
+def wait_for_checkpoint(process: subprocess.Popen, log_file: Path, after_epoch: int, timeout_s: float = 300) -> int:
+    """Wait until the job's log reports a checkpoint after an epoch later than `after_epoch`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        text = log_file.read_text() if log_file.exists() else ""
+        written = [int(e) for e in re.findall(r"checkpoint after epoch (\d+) written", text)]
+        if written and max(written) > after_epoch:
+            return max(written)
+        if process.poll() is not None:
+            raise AssertionError(f"snakemake ended before the checkpoint:\n{process.stdout.read().decode()}")
+        assert time.monotonic() < deadline, f"no checkpoint after epoch {after_epoch} within {timeout_s} s"
+        time.sleep(0.02)
+
+
+def test_killed_training_resumes_from_its_checkpoint(demo_copy):
+    """A training job killed mid-run resumes from its last checkpoint when the workflow is started
+    again with --rerun-incomplete, and ends as an uninterrupted run does. Killed twice: once all at
+    once (SIGKILL to Snakemake and the job, as when a machine dies: Snakemake leaves its lock
+    behind), once as a scheduler does (SIGTERM, then SIGKILL). The model file is written at the
+    end, atomically, so no half-written output is ever left for Snakemake to find."""
+    config = read_config(demo_copy)
+    dataset, method, seed, epochs = "ml-100k", "posit", 0, 10
+    config["overrides"] = {dataset: {method: {"epochs": epochs, "patience": epochs}}}  # no early stop
+    write_config(demo_copy, config)
+    run = f"results/{dataset}/{method}/seed{seed}"
+    shutil.rmtree(demo_copy / run)  # never trained with these settings, never evaluated
+    target = f"{run}/metrics.json"
+    checkpoint = demo_copy / run / "checkpoint.pt"
+    log_file = demo_copy / f"logs/train/{dataset}/{method}/seed{seed}.log"
+
+    uninterrupted = demo_copy.parent / "uninterrupted"
+    shutil.copytree(demo_copy, uninterrupted, symlinks=True)
+    snakemake(uninterrupted, target)
+
+    # A hard kill after the first checkpoint.
+    log_file.unlink()  # the completed run's log would report its checkpoints
+    process = start_snakemake(demo_copy, target)
     try:
-        deadline = time.monotonic() + 300
-        while not checkpoint.exists():
-            assert process.poll() is None, f"snakemake ended before a checkpoint: {process.stdout.read().decode()}"
-            assert time.monotonic() < deadline, "no checkpoint within 300 s"
-            time.sleep(0.05)
+        first = wait_for_checkpoint(process, log_file, after_epoch=0)
     finally:
-        kill_group(process)
-    assert not (demo_copy / run / "model.pt").exists(), "a model file was written by the killed job"
-    epochs_done = len(re.findall(r"epoch \d+/\d+", log_file.read_text()))
-    assert 1 <= epochs_done < epochs, f"the job was not caught mid-run ({epochs_done} of {epochs} epochs)"
-    assert checkpoint.exists()
+        kill_group(process, grace_s=0, first_signal=signal.SIGKILL)
+    assert first < epochs, "the job finished before it could be killed"
+    assert checkpoint.exists() and not (demo_copy / run / "model.pt").exists()
+    locked = snakemake(demo_copy, target, check=False)  # the killed Snakemake could not unlock
+    assert locked.returncode != 0 and "--unlock" in locked.stdout + locked.stderr
+    snakemake(demo_copy, "--unlock", target)
+
+    # Resumed, then killed again as a scheduler does, further on.
+    process = start_snakemake(demo_copy, "--rerun-incomplete", target)
+    try:
+        second = wait_for_checkpoint(process, log_file, after_epoch=first)
+    finally:
+        kill_group(process, grace_s=2)
+    first_log = log_file.read_text()
+    assert f"resuming from {run}/checkpoint.pt after epoch {first}" in first_log, first_log
+    assert second < epochs, "the job finished before it could be killed"
+    assert not (demo_copy / run / "model.pt").exists()
 
     snakemake(demo_copy, "--rerun-incomplete", target)
-    resumed_log = log_file.read_text()
-    assert re.search(r"resuming from .*checkpoint\.pt after epoch \d+", resumed_log), resumed_log
-    first_epoch_logged = int(re.search(r"epoch (\d+)/\d+", resumed_log).group(1))
-    assert first_epoch_logged > 1, "the restarted job began again at epoch 1"
+    final_log = log_file.read_text()
+    resumed_at = re.search(r"resuming from \S+checkpoint\.pt after epoch (\d+)", final_log)
+    assert resumed_at and int(resumed_at.group(1)) >= second, final_log
+    assert f"epoch 1/{epochs}" not in final_log, "the restarted job began again at epoch 1"
     assert not checkpoint.exists(), "the checkpoint outlived the finished model"
     assert metrics_of(demo_copy, dataset, method, seed) == metrics_of(uninterrupted, dataset, method, seed)
+    reference = torch.load(uninterrupted / run / "model.pt", weights_only=True)
+    resumed = torch.load(demo_copy / run / "model.pt", weights_only=True)
+    assert torch.equal(resumed["state"]["U"], reference["state"]["U"])
+    assert resumed["best_epoch"] == reference["best_epoch"]

@@ -93,8 +93,8 @@ def test_failed_preprocess_writes_its_reason_to_its_log(demo_copy):
 @pytest.mark.slow
 def test_corrupt_raw_file_is_named_in_the_log(demo_copy):
     provenance = json.loads((demo_copy / "data/raw/ml-100k/provenance.json").read_text())
-    raw_files = [p for p in (demo_copy / "data/raw/ml-100k").iterdir() if p.name != "provenance.json" and p.is_file()]
-    assert raw_files, provenance
+    raw_files = [demo_copy / "data/raw/ml-100k" / name for name in provenance["files"]]
+    assert raw_files and all(raw.is_file() for raw in raw_files), provenance
     for raw in raw_files:
         lines = raw.read_text().splitlines(keepends=True)
         raw.write_text("".join(lines[: len(lines) // 2]) + "196\tnot-an-item\n" + "".join(lines[len(lines) // 2 :]))
@@ -129,3 +129,15 @@ def test_one_diverging_method_fails_alone_under_keep_going(demo_copy):
         assert f"logs/train/{dataset}/ipw/seed{seed}.log" in output
     for method in pending:
         assert (demo_copy / f"results/{dataset}/{method}/seed1/metrics.json").is_file(), method
+
+
+def test_jobs_import_the_semtail_beside_the_snakefile(monkeypatch):
+    """(The end-to-end proof is in test_rerun.py: a changed module in a copy is what its jobs run.)"""
+    from semtail import workflow as plan
+
+    monkeypatch.setenv("PYTHONPATH", f"/elsewhere{':'}/copy/workflow_scripts")
+    plan.put_first_on_pythonpath("/copy/workflow_scripts")
+    plan.put_first_on_pythonpath("/copy/workflow_scripts")
+    import os
+
+    assert os.environ["PYTHONPATH"] == "/copy/workflow_scripts:/elsewhere"

@@ -3,9 +3,7 @@
 
 A copy holds the repository's own files (what git tracks or would track) and the raw-data cache
 (data/raw), never results. The demo runs on ML-100K, fetched by the download stage (through pip's
-RecBole wheel where GroupLens is out of reach), with fewer seeds and epochs than config.yaml and a
-second dataset made of the same ratings preprocessed differently, so that changes to one dataset
-can be told apart from changes to the other.
+RecBole wheel where GroupLens is out of reach), with fewer seeds and epochs than config.yaml.
 """
 
 from __future__ import annotations
@@ -60,9 +58,10 @@ def copy_run(source: Path, destination: Path) -> Path:
     return destination
 
 
-def reduced_config(seeds=(0, 1), epochs: int = 2) -> dict:
-    """config.yaml for the tests: fewer seeds and epochs, the CPU, and a smaller second dataset:
-    ML-100K again, with only its 370 users of 50 or more positive ratings."""
+def reduced_config(seeds=(0, 1), epochs: int = 2, second_dataset: bool = False) -> dict:
+    """config.yaml for the tests: fewer seeds and epochs, and the CPU. With `second_dataset`, also
+    a smaller second dataset: ML-100K again, with only its 370 users of 50 or more positive
+    ratings (test_rerun.py adds it where it tells changes to one dataset from the other)."""
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     config["seeds"] = list(seeds)
     config["compute"]["device"] = "cpu"
@@ -70,10 +69,15 @@ def reduced_config(seeds=(0, 1), epochs: int = 2) -> dict:
         if method in config["hyperparameters"]:
             config["hyperparameters"][method]["epochs"] = epochs
             config["hyperparameters"][method]["patience"] = epochs
+    if second_dataset:
+        config["datasets"][SECOND_DATASET] = second_dataset_config(config)
+    return config
+
+
+def second_dataset_config(config: dict) -> dict:
     second = copy.deepcopy(config["datasets"]["ml-100k"])
     second["preprocess"]["min_uc"] = 50
-    config["datasets"][SECOND_DATASET] = second
-    return config
+    return second
 
 
 def write_config(workdir: Path, config: dict) -> None:
@@ -208,15 +212,16 @@ def output_times(workdir: Path, pattern: str = "results/**/*") -> dict[str, int]
     }
 
 
-def kill_group(process: subprocess.Popen, grace_s: float = 2.0) -> None:
-    """SIGTERM to the process group, then SIGKILL to whatever is left, as a scheduler does."""
+def kill_group(process: subprocess.Popen, grace_s: float = 2.0, first_signal=signal.SIGTERM) -> None:
+    """`first_signal` (SIGTERM) to the process group, then SIGKILL to whatever is left after
+    `grace_s`, as a scheduler does; with SIGKILL first, as when the machine goes away."""
     try:
-        os.killpg(process.pid, signal.SIGTERM)
+        os.killpg(process.pid, first_signal)
     except ProcessLookupError:
         return
     deadline = time.monotonic() + grace_s
     while time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.1)
+        time.sleep(0.05)
     try:
         os.killpg(process.pid, signal.SIGKILL)
     except ProcessLookupError:

@@ -15,6 +15,17 @@ TABLES = ("summary.csv", "summary.md", "paper_comparison.csv", "paper_comparison
 WEIGHTED_METHOD = "posit"
 
 
+def put_first_on_pythonpath(folder: str) -> None:
+    """Make the jobs' scripts import the semtail in `folder`, the one beside the Snakefile.
+
+    Snakemake appends a script's folder to sys.path, after site-packages, where `pip install -e`
+    of another checkout (or nothing, in a conda environment) would answer first. PYTHONPATH
+    comes before site-packages, and the jobs inherit it, on SLURM too (sbatch --export=ALL).
+    """
+    entries = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != folder]
+    os.environ["PYTHONPATH"] = os.pathsep.join([folder, *entries])
+
+
 class ConfigError(ValueError):
     """A config that passed the schema but does not make sense as a whole."""
 

@@ -18,16 +18,22 @@ A learner U (the SGD EASE of ease.py) and an adversary that weights the items pl
    statistics). The first linear layer starts at 0, so the weights start uniform, w̄ = 1.
 4. Adversary loss:  A = −mean_i(w̄_i · L̃_i),  L̃_i = (S_i/C_i) / mean_j |S_j/C_j|  (detached).
    S ≤ 0, so A is smallest when the weight sits on items with little recall: the worst served.
-5. Learner loss:    λ · mean_i(w̄_i · ℓ_i), with w̄ detached.
+5. Learner loss:    λ · mean_i(w̄_i · ℓ_i), with the previous minibatch's w̄, detached.
 6. Each minibatch takes one SGD step on both players; the adversary has its own learning rate
    (alr) and weight decay (awd), no momentum, and the same cosine annealing as the learner.
 
-Order within minibatch t (the reading of "the weights from the previous adversary step"): one
-adversary forward with its current parameters, the result of step t−1's update, gives w̄_t; the
-learner loss uses w̄_t detached; S and C are updated with batch t; the adversary loss uses w̄_t and
-the updated S, C; then both players step. (The authors' code used, at minibatch t, the weights of
-the forward made at t−1, one adversary update older.) Where C_i is still 0, S_i is 0 too and
-S_i/C_i is taken as 0; a zero mean_j |S_j/C_j| gives L̃ = 0.
+Order within minibatch t ("the weights from the previous adversary step", as the authors' code
+does it): the learner loss uses w̄_{t−1}, the weights the adversary's forward gave at minibatch t−1
+(w̄ = 1 before the first); S and C are updated with batch t; one adversary forward with its current
+parameters gives w̄_t, which the adversary loss uses and the next minibatch's learner will; then
+both players step. Where C_i is still 0, S_i is 0 too and S_i/C_i is taken as 0; a zero
+mean_j |S_j/C_j| gives L̃ = 0.
+
+A property of this adversary worth knowing when reading its weights: the first layer starts at 0,
+so the BatchNorm after it divides by sqrt(eps) on the first step, and that step's update is large;
+BatchNorm's scale invariance then makes later updates small relative to it. The weights therefore
+move most on the first minibatch, where U = 0 and every score ties (hence the tie sharing in the
+signal), and change little afterwards; the epoch log's weight statistics show how much.
 """
 
 from __future__ import annotations
@@ -218,6 +224,7 @@ class AdversarialObjective(Objective):
         self.adversary = Adversary(h["adversary"], data.n_train_users, float(h["nstd"]))
         self.register_buffer("S", torch.zeros(data.n_items))
         self.register_buffer("C", torch.zeros(data.n_items))
+        self.register_buffer("learner_weights", torch.ones(data.n_items))  # w̄ of the previous minibatch
         popularity = data.popularity()
         least_popular = np.argsort(popularity, kind="stable")[: data.n_items // 2]
         tail = torch.zeros(data.n_items, dtype=torch.bool)
@@ -230,8 +237,9 @@ class AdversarialObjective(Objective):
     def batch_losses(
         self, predictions: torch.Tensor, interactions: torch.Tensor, rows: torch.Tensor | None = None
     ) -> dict[str, torch.Tensor]:
+        learner = self.lam * (self.learner_weights * reconstruction_loss_per_item(predictions, interactions)).mean()
         weights = normalise(self.adversary(self.columns))
-        learner = self.lam * (weights.detach() * reconstruction_loss_per_item(predictions, interactions)).mean()
+        self.learner_weights = weights.detach()  # a new tensor: the learner loss above still needs the old one
         with torch.no_grad():
             rows = interactions.to_sparse_csr() if rows is None else rows
             signal_sum = recall_signal(predictions.detach(), rows, self.k, self.signal)
