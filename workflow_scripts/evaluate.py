@@ -10,7 +10,7 @@ run = script_run(globals(), "Evaluate a model file on the test split (see docs/m
 log = setup_logging(run, "evaluate")
 torch.set_num_threads(max(1, int(run.threads)))  # the CPU threads Snakemake gave this job
 
-device = select_device(run.params.device, run.resources.get("gpu", 0))
+device = select_device(run.params.device, run.resources.get("gpu", 1))
 split = load_split(run.input.train, run.input.test_tr, run.input.test_te)
 expected = {key: run.wildcards.get(key) for key in ("dataset", "method", "seed") if run.wildcards.get(key) is not None}
 record, result = evaluate_model_file(run.input.model, split, plain(run.params.evaluation), device, expected)
