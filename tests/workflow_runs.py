@@ -30,7 +30,7 @@ SNAKEMAKE_TIMEOUT_S = 900  # hangs are silent: every snakemake call is bounded
 
 
 def repo_files() -> list[str]:
-    """The files of the repository: tracked or not ignored (nothing is committed yet)."""
+    """The files of the repository: tracked, or untracked and not ignored (work in progress)."""
     listed = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
         cwd=REPO, capture_output=True, text=True, check=True,
