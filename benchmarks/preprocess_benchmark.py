@@ -32,7 +32,7 @@ import pyarrow.csv as pacsv
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "workflow_scripts"))
 
-from semtail.data.sources import fetch_dataset  # noqa: E402
+from semtail.datasets.sources import fetch_dataset  # noqa: E402
 
 SHAPES = {  # users, items, half-star ratings or not, n_heldout: as in the paper's configs
     "ml-20m": dict(users=138_493, items=26_744, half_stars=True, n_heldout=10_000),

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from semtail.data.formats import FORMATS, RawFormatError, read_interactions
+from semtail.datasets.formats import FORMATS, RawFormatError, read_interactions
 from synthetic_data import add_bytes, netflix_movie_texts, synthetic_for_format, write_netflix_tar
 
 

@@ -15,8 +15,8 @@ import pytest
 import scipy.sparse as sp
 import yaml
 
-from semtail.data.preprocess import OUTPUT_NAMES
-from semtail.data.sources import fetch_dataset
+from semtail.datasets.preprocess import OUTPUT_NAMES
+from semtail.datasets.sources import fetch_dataset
 from synthetic_data import synthetic_for_format
 
 ROOT = Path(__file__).resolve().parents[1]

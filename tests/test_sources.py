@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from semtail.data import DataError
-from semtail.data.formats import FORMATS, read_interactions
-from semtail.data.sources import (
+from semtail.datasets import DataError
+from semtail.datasets.formats import FORMATS, read_interactions
+from semtail.datasets.sources import (
     PIP_OPTIONS_VARIABLE,
     AllSourcesFailed,
     Source,

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from semtail.data.split import EmptySplitError, SplitParameters, heldout_draw, liang_split, sorted_codes
+from semtail.datasets.split import EmptySplitError, SplitParameters, heldout_draw, liang_split, sorted_codes
 from synthetic_data import synthetic_ratings
 
 ML = dict(threshold=3.5, min_uc=5, min_sc=0, n_heldout=15, seed=98765, test_prop=0.2)

@@ -10,8 +10,8 @@ Extra `pip download` options for pypi sources can be given in $SEMTAIL_PIP_OPTIO
 import sys
 from pathlib import Path
 
-from semtail.data import DataError
-from semtail.data.sources import fetch_dataset
+from semtail.datasets import DataError
+from semtail.datasets.sources import fetch_dataset
 from semtail.script_io import plain, script_run, setup_logging
 
 run = script_run(globals(), "Fetch a dataset's raw files from the first configured source that passes verification.")

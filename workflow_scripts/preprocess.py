@@ -11,8 +11,8 @@ and optionally `expected` (published users/items/interactions) and `code_version
 import sys
 from pathlib import Path
 
-from semtail.data import DataError
-from semtail.data.preprocess import OUTPUT_NAMES, preprocess
+from semtail.datasets import DataError
+from semtail.datasets.preprocess import OUTPUT_NAMES, preprocess
 from semtail.script_io import plain, script_run, setup_logging
 
 run = script_run(globals(), "Split a downloaded dataset as Liang et al. (2018) do, into data/processed/{dataset}/.")

@@ -14,8 +14,8 @@ PACKAGE_NAME = PACKAGE_ROOT.name
 
 # The module each workflow stage starts from. A method's training starts from semtail.models.<method>.
 STAGE_ENTRY_MODULES = {
-    "download": "semtail.data.sources",
-    "preprocess": "semtail.data.preprocess",
+    "download": "semtail.datasets.sources",
+    "preprocess": "semtail.datasets.preprocess",
     "evaluate": "semtail.evaluate",
     "aggregate": "semtail.tables",
     "plot": "semtail.figures",

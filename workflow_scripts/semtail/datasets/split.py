@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from semtail.data import DataError
+from semtail.datasets import DataError
 
 log = logging.getLogger(__name__)
 
