@@ -7,7 +7,9 @@ rule download:
         provenance="data/raw/{dataset}/provenance.json",
     log:
         "logs/download/{dataset}.log",
-    retries: 2
+    # Transient network errors are retried inside the job; a checksum mismatch or a missing file
+    # would only fail again, whatever --retries the profile sets.
+    retries: 0
     conda:
         "../envs/data.yaml"
     threads: resource("threads", "download")

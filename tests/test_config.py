@@ -39,6 +39,15 @@ def test_shipped_configs_are_valid(name):
         (lambda c: c["hyperparameters"]["posit"].update(lrr=0.1), "lrr"),
         (lambda c: c["hyperparameters"]["posit"].update(lr="fast"), "fast"),
         (lambda c: c["datasets"]["ml-100k"]["preprocess"].update(min_uc=-1), "-1"),
+        (lambda c: c["datasets"]["ml-100k"]["preprocess"].update(seed=2**32), "4294967296 is greater than the maximum"),
+        (
+            lambda c: c["datasets"]["ml-100k"].update(expected={"users": 9, "interactions_relative_tolerance": 0.1}),
+            "'interactions' is a dependency of 'interactions_relative_tolerance'",
+        ),
+        (
+            lambda c: c["datasets"]["ml-100k"].update(expected={"interactions": 9, "interactions_relative_tolerance": 1.5}),
+            "1.5",
+        ),
         (lambda c: c["datasets"]["ml-100k"]["sources"][0].update(md5="xyz"), "xyz"),
         (lambda c: c["compute"].update(device="tpu"), "tpu"),
         (lambda c: c.update(methods=["posit", "slim"]), "slim"),
@@ -50,6 +59,17 @@ def test_schema_rejects_and_names_the_bad_key_or_value(demo, mutate, named):
     with pytest.raises(WorkflowError) as error:
         validate(config, SCHEMA)
     assert named in str(error.value)
+
+
+def test_schema_takes_an_approximate_interaction_count(demo):
+    config = copy.deepcopy(demo)
+    config["datasets"]["ml-100k"]["expected"] = {"interactions": 55000, "interactions_relative_tolerance": 0.01}
+    validate(config, SCHEMA)
+    assert config["datasets"]["ml-100k"]["expected"] == {"interactions": 55000, "interactions_relative_tolerance": 0.01}
+    paper = load("configs/paper.yaml")["datasets"]
+    assert {name: paper[name]["expected"].get("interactions_relative_tolerance") for name in paper} == {
+        "ml-20m": 0.005, "netflix": 0.001, "msd": None
+    }
 
 
 def test_cross_key_checks_name_the_key(demo):

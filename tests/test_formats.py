@@ -113,13 +113,91 @@ def test_malformed_line_is_named(raw_format, line, replacement, problem, raw_fil
     assert str(files[0]) in message and f"line {line}" in message and problem in message
 
 
-def test_truncated_last_line_is_named(raw_files):
-    frame = synthetic_for_format("ml-20m", seed=9)
-    [path] = raw_files("ml-20m", frame)
-    text = path.read_text()
-    path.write_text(text[: text.rstrip("\n").rfind(",")])  # cut inside the last line
-    with pytest.raises(RawFormatError, match=rf"{path}, line {len(frame) + 1}: expected 4 fields"):
-        read_interactions("ml-20m", [path])
+DELIMITED_FORMATS = ("ml-20m", "ml-100k", "recbole-inter", "msd-triplets")
+
+
+def cut_points(line: bytes, separator: bytes) -> dict[str, int]:
+    """Where to cut a last line (offsets into it): after each of its characters that leave a line
+    that still parses, or one that does not."""
+    return {
+        "only the newline": len(line),
+        "the last character": len(line) - 1,  # 1,3,5.0,1427784002 -> 1,3,5.0,142778400: still parses
+        "after a separator": line.rindex(separator) + 1,
+        "inside the first field": 2,
+    }
+
+
+@pytest.mark.parametrize("raw_format", DELIMITED_FORMATS)
+def test_delimited_file_cut_in_its_last_line_looks_truncated(raw_format, raw_files):
+    frame = synthetic_for_format(raw_format, seed=9)
+    [path] = raw_files(raw_format, frame)
+    text = path.read_bytes()
+    last_start = text.rindex(b"\n", 0, len(text) - 1) + 1
+    last_number = text.count(b"\n")  # every line ends with one, the last line too
+    separator = b"," if raw_format == "ml-20m" else b"\t"
+    for where, offset in cut_points(text[last_start:-1], separator).items():
+        cut = text[: last_start + offset]
+        path.write_bytes(cut)
+        with pytest.raises(RawFormatError) as error:
+            read_interactions(raw_format, [path])
+        message = str(error.value)
+        problem = "the file does not end with a newline, so it looks truncated"
+        assert message.startswith(f"{path}, line {last_number}: {problem}"), where
+        assert repr(cut[last_start:]) in message, where
+    if raw_format != "msd-triplets":  # (its play counts here are one digit: the cut leaves an empty field)
+        path.write_bytes(text[: len(text) - 2] + b"\n")  # the timestamp cut by a digit, then a newline: it parses
+        assert len(read_interactions(raw_format, [path])) == len(frame)
+
+
+def netflix_cut_points(line: bytes) -> dict[str, int]:
+    """Cuts of a 'CustomerID,Rating,YYYY-MM-DD' line that leave an incomplete line."""
+    first, second = line.index(b","), line.rindex(b",")
+    return {
+        "in the day": len(line) - 1,  # 55508,5,2005-05-1
+        "in the month": len(line) - 4,
+        "after the rating": second,  # 55508,5
+        "after the first comma": first + 1,
+        "in the customer id": 2,
+    }
+
+
+def test_netflix_combined_file_cut_in_its_last_line_looks_truncated(raw_files):
+    frame = synthetic_for_format("netflix-combined", seed=9)
+    files = raw_files("netflix-combined", frame)
+    path = files[-1]
+    text = path.read_bytes()
+    last_start = text.rindex(b"\n", 0, len(text) - 1) + 1
+    last_number = text.count(b"\n")
+    cuts = {where: text[: last_start + offset] for where, offset in netflix_cut_points(text[last_start:-1]).items()}
+    cuts["a movie line without ratings"] = text + b"99999:"
+    for where, cut in cuts.items():
+        path.write_bytes(cut)
+        number = last_number + 1 if where == "a movie line without ratings" else last_number
+        with pytest.raises(RawFormatError) as error:
+            read_interactions("netflix-combined", files)
+        last = cut[cut.rindex(b"\n") + 1 :]
+        assert str(error.value) == (
+            f"{path}, line {number}: the file does not end with a newline and its last line {last!r} is not a "
+            "complete 'CustomerID,Rating,YYYY-MM-DD' line, so it looks truncated"
+        ), where
+    path.write_bytes(text[:-1])  # without the final newline but complete: read as it is
+    assert rows(read_interactions("netflix-combined", files)) == rows(frame.sort_values("item", kind="stable"))
+
+
+def test_netflix_movie_file_cut_in_its_last_line_looks_truncated(tmp_path):
+    frame = synthetic_for_format("netflix-tar", seed=9)
+    texts = {movie: text.encode() for movie, text in netflix_movie_texts(frame).items()}
+    movie = sorted(texts)[len(texts) // 2]
+    last_start = texts[movie].rindex(b"\n", 0, len(texts[movie]) - 1) + 1
+    path = tmp_path / "training_set.tar"
+    for where, offset in netflix_cut_points(texts[movie][last_start:-1]).items():
+        with tarfile.open(path, "w") as archive:
+            for number in sorted(texts):
+                data = texts[number][: last_start + offset] if number == movie else texts[number]
+                add_bytes(archive, f"training_set/mv_{number:07d}.txt", data)
+        member = f"training_set/mv_{movie:07d}.txt"
+        with pytest.raises(RawFormatError, match=rf"{path}:{member}, line \d+: .* so it looks truncated"):
+            read_interactions("netflix-tar", [path])
 
 
 def test_truncated_netflix_archive(raw_files):
@@ -191,3 +269,10 @@ def test_string_ids_keep_their_text(tmp_path):
     got = read_interactions("msd-triplets", [path])
     assert rows(got) == [("b", "SOB", 3.0), ("a", "SOA", 1.0), ("b", "SOA", 12.0)]
     assert isinstance(got["user"].dtype, pd.CategoricalDtype)
+
+
+def test_netflix_combined_needs_all_four_files(raw_files):
+    files = raw_files("netflix-combined", synthetic_for_format("netflix-combined", seed=12))
+    for given in (files[:1], files[:3], [*files[:3], files[0].with_name("combined_data_5.txt")]):
+        with pytest.raises(RawFormatError, match=r"netflix-combined reads the four files combined_data_1.txt, .*_4.txt"):
+            read_interactions("netflix-combined", given)

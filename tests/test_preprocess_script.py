@@ -15,9 +15,9 @@ import pytest
 import scipy.sparse as sp
 import yaml
 
-from semtail.datasets.preprocess import OUTPUT_NAMES
+from semtail.datasets.preprocess import OUTPUT_NAMES, expected_mismatches, preprocess
 from semtail.datasets.sources import fetch_dataset
-from synthetic_data import synthetic_for_format
+from synthetic_data import synthetic_for_format, write_ml20m
 
 ROOT = Path(__file__).resolve().parents[1]
 FILE_NAMES = {"item_ids": "items.txt", "stats": "stats.json"}
@@ -62,11 +62,6 @@ def test_standalone_run_writes_a_consistent_split(raw_format, raw_files, tmp_pat
     provenance = downloaded(raw_format, frame, raw_files, tmp_path)
     outputs = output_paths(tmp_path / "data/processed/synthetic")
     settings = SETTINGS[raw_format]
-    params = {"dataset": "synthetic", "preprocess": settings, "code_version": "abc"}
-    if raw_format == "ml-20m":  # published sizes that the synthetic data cannot match
-        params["expected"] = {"users": 136677, "items": 20108}
-    result = run_preprocess(tmp_path, provenance, params, outputs)
-    assert result.returncode == 0, result.stderr
 
     # Counts computed here from the raw frame with pandas.
     kept = frame if settings["threshold"] is None else frame[frame["rating"] > settings["threshold"]]
@@ -75,6 +70,17 @@ def test_standalone_run_writes_a_consistent_split(raw_format, raw_files, tmp_pat
         kept = kept[kept["item"].isin(per_item.index[per_item >= settings["min_sc"]])]
     per_user = kept.groupby("user").size()
     kept = kept[kept["user"].isin(per_user.index[per_user >= settings["min_uc"]])]
+
+    params = {"dataset": "synthetic", "preprocess": settings, "code_version": "abc"}
+    if raw_format == "ml-20m":  # published sizes that the synthetic data cannot match
+        params["expected"] = {"users": 136677, "items": 20108}
+        params["expected"].update(interactions=10_000_000, interactions_relative_tolerance=0.005)
+    elif raw_format == "netflix-tar":  # 0.4% off, within the tolerance of 0.5%
+        params["expected"] = {"interactions": round(len(kept) * 1.004), "interactions_relative_tolerance": 0.005}
+    else:  # the count after filtering, exactly
+        params["expected"] = {"users": kept["user"].nunique(), "interactions": len(kept)}
+    result = run_preprocess(tmp_path, provenance, params, outputs)
+    assert result.returncode == 0, result.stderr
 
     kind = str if raw_format == "msd-triplets" else int
     users = {part: read_ids(outputs[f"{part}_users"], kind) for part in ("train", "validation", "test")}
@@ -106,13 +112,20 @@ def test_standalone_run_writes_a_consistent_split(raw_format, raw_files, tmp_pat
     assert all(type(stats[k]) is int for k in ("users", "items", "interactions"))
     assert stats["matrices"]["test_te"]["interactions"] == matrices["test_te"].nnz
     assert stats["density"] == pytest.approx(total / (stats["users"] * stats["items"]))
-    assert stats["filtering"][-1]["interactions"] == len(kept) and stats["code_version"] == "abc"
+    assert stats["filtering"][-1]["interactions"] == stats["interactions_after_filtering"] == len(kept)
+    assert stats["code_version"] == "abc"
     assert stats["raw"]["format"] == raw_format and stats["preprocess"] == settings
     assert not [p for p in outputs["stats"].parent.iterdir() if "partial" in p.name]
 
+    assert stats["expected"] == params["expected"]
     if raw_format == "ml-20m":
-        mismatches = [f"users: {stats['users']:,}, published 136,677", f"items: {stats['items']:,}, published 20,108"]
+        mismatches = [
+            f"users: {stats['users']:,}, published 136,677, exact",
+            f"items: {stats['items']:,}, published 20,108, exact",
+            f"interactions after filtering: {len(kept):,}, published 10,000,000, relative tolerance 0.005 (±50,000)",
+        ]
         assert stats["expected_mismatches"] == mismatches
+        assert stats["expected_compared_with"]["interactions"] == "interactions_after_filtering"
         assert "synthetic: THE SPLIT DOES NOT MATCH THE PUBLISHED SIZES" in result.stderr
         assert all(m in result.stderr for m in mismatches)
         assert "DOES NOT MATCH" in (tmp_path / "preprocess.log").read_text()
@@ -144,4 +157,75 @@ def test_raw_file_changed_since_download_is_named(raw_files, tmp_path):
     result = run_preprocess(tmp_path, provenance, {"dataset": "synthetic", "preprocess": SETTINGS["ml-20m"]}, outputs)
     assert result.returncode == 1
     assert f"{raw}: " in result.stderr and "it changed since, rerun the download stage" in result.stderr
+    assert not outputs["stats"].parent.exists()
+
+
+def test_published_interactions_are_compared_before_the_split_drops_any(tmp_path):
+    # 30 users rate items 1-6 and one item of their own; the 2·3 validation and test users' own items
+    # are not in training, so the split drops 6 of the 7·30 interactions left after filtering.
+    frame = pd.DataFrame(
+        [(user, item, 4.0) for user in range(1, 31) for item in range(1, 7)]
+        + [(user, 100 + user, 5.0) for user in range(1, 31)],
+        columns=["user", "item", "rating"],
+    )
+    path = write_ml20m(frame, tmp_path / "ratings.csv")
+    provenance = tmp_path / "raw/provenance.json"
+    fetch_dataset("synthetic", [{"path": str(path), "format": "ml-20m"}], provenance)
+    settings = {**SETTINGS["ml-20m"], "n_heldout": 3}
+
+    def run(expected):
+        return preprocess(provenance, output_paths(tmp_path / "out"), "synthetic", settings, expected)
+
+    stats = run({"users": 30, "items": 6 + 24, "interactions": 210})
+    assert (stats["interactions_after_filtering"], stats["interactions"]) == (210, 204)
+    assert stats["expected_mismatches"] == []
+    stats = run({"interactions": 204})
+    assert stats["expected_mismatches"] == ["interactions after filtering: 210, published 204, exact"]
+
+
+@pytest.mark.parametrize(
+    "published, tolerance, mismatch",
+    [
+        (1000, None, None),
+        (1001, None, "interactions after filtering: 1,000, published 1,001, exact"),
+        (999, 0, "interactions after filtering: 1,000, published 999, exact"),
+        (1005, 0.005, None),  # 5 off, 5.025 allowed
+        (996, 0.005, None),  # 4 off, 4.98 allowed
+        (995, 0.005, "interactions after filtering: 1,000, published 995, relative tolerance 0.005 (±5)"),
+        (1006, 0.005, "interactions after filtering: 1,000, published 1,006, relative tolerance 0.005 (±5)"),
+        (900, None, "interactions after filtering: 1,000, published 900, exact"),  # not the split's 900
+    ],
+)
+def test_interactions_match_exactly_or_within_the_tolerance(published, tolerance, mismatch):
+    stats = {"users": 10, "items": 20, "interactions": 900, "interactions_after_filtering": 1000}
+    expected = {"users": 10, "items": 20, "interactions": published}
+    if tolerance is not None:
+        expected["interactions_relative_tolerance"] = tolerance
+    assert expected_mismatches(stats, expected) == ([mismatch] if mismatch else [])
+
+
+def test_published_sizes_of_the_paper_config():
+    """The tolerances in configs/paper.yaml accept the counts that Liang et al.'s notebook prints for
+    ML-20M (9,990,682 after filtering) and reject a count 1% off; MSD's must be exact."""
+    datasets = yaml.safe_load((ROOT / "configs/paper.yaml").read_text())["datasets"]
+    ml20m, netflix, msd = (datasets[name]["expected"] for name in ("ml-20m", "netflix", "msd"))
+    sizes = {"users": 136677, "items": 20108}
+    assert expected_mismatches({**sizes, "interactions_after_filtering": 9_990_682}, ml20m) == []
+    assert len(expected_mismatches({**sizes, "interactions_after_filtering": 10_100_000}, ml20m)) == 1
+    netflix_sizes = {"users": 463435, "items": 17769}
+    assert expected_mismatches({**netflix_sizes, "interactions_after_filtering": 56_860_000}, netflix) == []
+    assert len(expected_mismatches({**netflix_sizes, "interactions_after_filtering": 56_800_000}, netflix)) == 1
+    msd_sizes = {"users": 571355, "items": 41140}
+    assert expected_mismatches({**msd_sizes, "interactions_after_filtering": 33_633_450}, msd) == []
+    assert len(expected_mismatches({**msd_sizes, "interactions_after_filtering": 33_633_451}, msd)) == 1
+
+
+def test_a_float_where_an_integer_belongs_is_named(raw_files, tmp_path):
+    frame = synthetic_for_format("ml-20m", seed=25, n_users=150)
+    provenance = downloaded("ml-20m", frame, raw_files, tmp_path)
+    settings = {**SETTINGS["ml-20m"], "n_heldout": 12.0}
+    outputs = output_paths(tmp_path / "out")
+    result = run_preprocess(tmp_path, provenance, {"dataset": "synthetic", "preprocess": settings}, outputs)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "datasets.synthetic.preprocess.n_heldout: must be an integer, got 12.0" in result.stderr
     assert not outputs["stats"].parent.exists()

@@ -3,19 +3,25 @@ wheel fetched by pip, checksums, source fallback, reuse, and safe extraction."""
 
 from __future__ import annotations
 
+import collections
+import functools
 import hashlib
+import http.server
 import stat
 import subprocess
 import sys
 import tarfile
+import threading
+import time
 import zipfile
 from pathlib import Path
 
 import pytest
 import yaml
 
-from semtail.datasets import DataError
+from semtail.datasets import DataError, sources as sources_module
 from semtail.datasets.formats import FORMATS, read_interactions
+from semtail.files import atomic_path
 from semtail.datasets.sources import (
     PIP_OPTIONS_VARIABLE,
     AllSourcesFailed,
@@ -50,6 +56,63 @@ def udata_zip(tmp_path):
 
 def leftovers(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.rglob("*") if p.is_file())
+
+
+@pytest.fixture(autouse=True)
+def short_retry_delays(monkeypatch):
+    monkeypatch.setattr(sources_module, "RETRY_DELAYS", (0.01, 0.02))
+
+
+class FlakyHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves a folder, counting the requests per path. The first requests of a path fail as
+    `failures[path]` says, one entry each: an HTTP status, "timeout" (an answer too late) or "cut"
+    (half the announced bytes, then the connection closes)."""
+
+    def __init__(self, *args, requests, failures, **kwargs):
+        self.requests, self.failures = requests, failures
+        super().__init__(*args, **kwargs)
+
+    def do_GET(self):
+        self.requests[self.path] += 1
+        pending = self.failures.get(self.path, [])
+        failure = pending.pop(0) if pending else None
+        if failure == "timeout":
+            time.sleep(1.0)
+            self.close_connection = True
+        elif failure == "cut":
+            data = (Path(self.directory) / self.path.lstrip("/")).read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data[: len(data) // 2])
+            self.close_connection = True
+        elif failure is not None:
+            self.send_error(failure)
+        else:
+            super().do_GET()
+
+    def log_message(self, format, *args):
+        pass
+
+
+@pytest.fixture
+def flaky_server(tmp_path):
+    """(folder, base_url, requests, failures): a server on 127.0.0.1 serving folder, with failures
+    to set per path (see FlakyHandler) and the count of requests per path."""
+    root = tmp_path / "flaky"
+    root.mkdir()
+    requests, failures = collections.Counter(), {}
+    handler = functools.partial(FlakyHandler, directory=str(root), requests=requests, failures=failures)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.handle_error = lambda request, address: None  # a client that gave up is no error here
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield root, f"http://127.0.0.1:{server.server_address[1]}", requests, failures
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
 
 
 # ---------------------------------------------------------------------------------------- url sources
@@ -161,6 +224,61 @@ def test_a_verified_download_is_reused_and_a_changed_one_is_not(http_root, udata
         local.unlink()
 
 
+@pytest.mark.parametrize("failure", [503, 500, "timeout", "cut"])
+def test_a_transient_failure_is_retried(failure, flaky_server, udata_zip, tmp_path):
+    root, base, requests, failures = flaky_server
+    archive, udata = udata_zip
+    (root / "ml-100k.zip").write_bytes(archive)
+    failures["/ml-100k.zip"] = [failure]
+    source = {"url": f"{base}/ml-100k.zip", "md5": md5(archive), "member": "ml-100k/u.data", "format": "ml-100k"}
+    raw = tmp_path / "raw"
+    provenance = fetch_dataset("ml-100k", [source], raw / "provenance.json", timeout=0.3)
+    assert requests["/ml-100k.zip"] == 2
+    assert provenance["failures"] == [] and provenance["verified"] == ["md5"]
+    assert (raw / "ml-100k.zip").read_bytes() == archive and (raw / "ml-100k/u.data").read_bytes() == udata
+    assert not [name for name in leftovers(raw) if "partial" in name]
+
+
+def test_a_server_error_that_persists_is_retried_twice(flaky_server, udata_zip, tmp_path):
+    root, base, requests, failures = flaky_server
+    (root / "ml-100k.zip").write_bytes(udata_zip[0])
+    failures["/ml-100k.zip"] = [503, 502, 503, 503]
+    raw = tmp_path / "raw"
+    with pytest.raises(AllSourcesFailed, match="HTTP Error 503"):
+        fetch_dataset("ml-100k", [{"url": f"{base}/ml-100k.zip", "format": "ml-100k"}], raw / "provenance.json")
+    assert requests["/ml-100k.zip"] == 3 and failures["/ml-100k.zip"] == [503]
+    assert leftovers(raw) == []
+
+
+def test_missing_files_and_checksum_mismatches_are_not_retried(flaky_server, udata_zip, tmp_path):
+    root, base, requests, _ = flaky_server
+    (root / "ml-100k.zip").write_bytes(udata_zip[0])
+    sources = [
+        {"url": f"{base}/nowhere.zip", "format": "ml-100k"},
+        {"url": f"{base}/ml-100k.zip", "md5": "0" * 32, "format": "ml-100k"},
+    ]
+    with pytest.raises(AllSourcesFailed) as error:
+        fetch_dataset("ml-100k", sources, tmp_path / "raw" / "provenance.json")
+    assert "HTTP Error 404" in str(error.value) and "md5 mismatch" in str(error.value)
+    assert requests == {"/nowhere.zip": 1, "/ml-100k.zip": 1}
+
+
+def test_partial_files_of_a_killed_run_are_removed(http_root, udata_zip, tmp_path):
+    root, base = http_root
+    archive, _ = udata_zip
+    (root / "ml-100k.zip").write_bytes(archive)
+    raw = tmp_path / "raw"
+    contexts = [atomic_path(t) for t in (raw / "ml-100k.zip", raw / "ml-100k" / "u.data", raw / "ml-100k.zip.fetched.json")]
+    stale = [context.__enter__() for context in contexts]  # entered and never left, as by a killed process
+    for path in stale:
+        path.write_bytes(b"half")
+    (raw / "notes.partial.txt").write_text("the user's own\n")
+    source = {"url": f"{base}/ml-100k.zip", "md5": md5(archive), "member": "ml-100k/u.data", "format": "ml-100k"}
+    fetch_dataset("ml-100k", [source], raw / "provenance.json")
+    assert all(path.parent.is_dir() and not path.exists() for path in stale)
+    assert leftovers(raw) == ["ml-100k.zip", "ml-100k.zip.fetched.json", "notes.partial.txt", "provenance.json", "u.data"]
+
+
 def test_file_url(udata_zip, tmp_path):
     archive, udata = udata_zip
     (tmp_path / "mirror").mkdir()
@@ -245,6 +363,8 @@ def test_local_paths(raw_files, tmp_path, udata_zip):
         ({"path": "{tmp}/netflix", "md5": "0" * 32, "format": "netflix-combined"}, "is a folder"),
         ({"path": "{tmp}/netflix", "format": "ml-20m"}, "name the ml-20m file in it with member"),
         ({"path": "{tmp}/partial", "format": "netflix-combined"}, "lacks ['combined_data_3.txt', 'combined_data_4.txt']"),
+        ({"path": "{tmp}/netflix/combined_data_1.txt", "format": "netflix-combined"}, "combined_data_1.txt is a single file"),
+        ({"path": "{tmp}/netflix", "member": "combined_data_2.txt", "format": "netflix-combined"}, "combined_data_2.txt is a single file"),
         ({"path": "{tmp}/ml-100k.zip", "format": "ml-100k"}, "is a zip archive; name the file to read with member"),
         ({"path": "{tmp}/ml-100k.zip", "member": "u.data", "format": "ml-100k"}, "did you mean ['ml-100k/u.data']"),
     ],

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from semtail.datasets import DataError
 from semtail.datasets.split import EmptySplitError, SplitParameters, heldout_draw, liang_split, sorted_codes
 from synthetic_data import synthetic_ratings
 
@@ -282,3 +283,31 @@ def test_filtering_steps_report_the_sizes_after_each_filter(settings):
     tp = tp[per_user >= settings["min_uc"]]
     expected.append({"step": f"users with >= {settings['min_uc']} interactions (min_uc)", **sizes(tp)})
     assert split.filtering == expected
+
+
+# ---------------------------------------------------------------------------------------- parameters
+
+
+def test_parameters_from_config_keep_real_integers():
+    parameters = SplitParameters.from_config({**ML, "seed": 4294967295}, "datasets.ml-20m.preprocess")
+    assert parameters == SplitParameters(**{**ML, "seed": 4294967295})
+    assert [type(getattr(parameters, k)) for k in ("min_uc", "min_sc", "n_heldout", "seed")] == [int] * 4
+
+
+@pytest.mark.parametrize(
+    "key, value, problem",
+    [
+        ("n_heldout", 20.0, "must be an integer, got 20.0"),
+        ("seed", 98765.0, "must be an integer, got 98765.0"),
+        ("min_uc", True, "must be an integer, got True"),
+        ("min_sc", "0", "must be an integer, got '0'"),
+        ("seed", 2**32, "must lie in 0..4294967295 (numpy's RandomState), got 4294967296"),
+        ("seed", -1, "must lie in 0..4294967295"),
+        ("threshold", "3.5", "must be a number, got '3.5'"),
+        ("test_prop", False, "must be a number, got False"),
+    ],
+)
+def test_parameters_of_the_wrong_type_are_named(key, value, problem):
+    with pytest.raises(DataError) as error:
+        SplitParameters.from_config({**ML, key: value}, "datasets.ml-20m.preprocess")
+    assert str(error.value).startswith(f"datasets.ml-20m.preprocess.{key}: {problem}")

@@ -5,7 +5,8 @@ Standalone:  python workflow_scripts/preprocess.py --input provenance=data/raw/m
                  --output train=OUT/train.npz --output validation_tr=OUT/validation_tr.npz ... \
                  --output stats=OUT/stats.json --params params.yaml [--log preprocess.log]
 where params.yaml holds `dataset`, `preprocess` (threshold, min_uc, min_sc, n_heldout, seed, test_prop)
-and optionally `expected` (published users/items/interactions) and `code_version`.
+and optionally `expected` (published users, items, interactions and interactions_relative_tolerance)
+and `code_version`.
 """
 
 import sys

@@ -8,6 +8,11 @@ orders the item columns by first appearance. Delimited files keep their line ord
 ordered by movie id, then as listed in that movie's block, for both layouts of the data.
 
 Parsing is vectorised (pyarrow); a malformed file is then scanned line by line to name the line.
+
+A file cut short can still parse: `1,3,5.0,1` may be the start of `1,3,5.0,1427784002`. The genuine
+delimited files (GroupLens's ratings.csv and u.data, RecBole's ml-100k.inter, the MSD triplets) all end
+with a newline, so one that does not is refused as truncated. Netflix text is not known to always end
+with one, so there a last line without a newline must be a complete `CustomerID,Rating,YYYY-MM-DD`.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ NETFLIX_COMBINED_FILES = tuple(f"combined_data_{i}.txt" for i in range(1, 5))
 NETFLIX_MOVIE_FILE = re.compile(r"mv_(\d+)\.txt")
 NETFLIX_CHUNK_BYTES = 64 << 20
 CSV_BLOCK_BYTES = 16 << 20
+TAIL_BYTES = 64 << 10
 
 
 class RawFormatError(DataError):
@@ -74,6 +80,7 @@ def read_delimited(path: Path, spec: Delimited) -> pd.DataFrame:
                 f"{path}, line 1: expected the header {spec.delimiter.join(spec.header)!r}, found {first[:200]!r}"
             )
         skip = 1
+    _check_final_newline(path)
     id_type = pa.dictionary(pa.int32(), pa.string()) if spec.id_type == "token" else pa.int64()
     try:
         table = pacsv.read_csv(
@@ -101,6 +108,25 @@ def read_delimited(path: Path, spec: Delimited) -> pd.DataFrame:
     frame = pd.DataFrame(columns, copy=False)
     log.info("read %d interactions from %s", len(frame), path)
     return frame
+
+
+def _check_final_newline(path: Path) -> None:
+    """Refuses a file that does not end with a newline, naming its last line."""
+    with open(path, "rb") as handle:
+        size = handle.seek(0, io.SEEK_END)
+        if size == 0:
+            return
+        handle.seek(max(0, size - TAIL_BYTES))
+        tail = handle.read()
+        if tail.endswith(b"\n"):
+            return
+        handle.seek(0)
+        lines = 1 + sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(CSV_BLOCK_BYTES), b""))
+    last = tail[tail.rfind(b"\n") + 1 :]
+    raise RawFormatError(
+        f"{path}, line {lines}: the file does not end with a newline, so it looks truncated (last line "
+        f"{last[:200]!r}); the genuine file ends with one: fetch it again (or, if it is complete, add the newline)"
+    )
 
 
 def _ids(column: pa.ChunkedArray) -> np.ndarray | pd.Categorical:
@@ -170,11 +196,28 @@ class MovieBlocks:
 
 
 HEADER = re.compile(rb"\s*(\d+):\s*")
+RATING_LINE = re.compile(rb"\d+,[1-5],\d{4}-\d\d-\d\d")
+
+
+def check_last_line(data: bytes, origin: str) -> None:
+    """Netflix text that does not end with a newline must end with a complete rating line; any other
+    last line (`55508,5,2005-05-1`, `55508,5`, `123:`) looks cut."""
+    if data.endswith(b"\n"):
+        return
+    start = data.rfind(b"\n") + 1
+    last = data[start:].strip()
+    if last and not RATING_LINE.fullmatch(last):
+        number = data.count(b"\n", 0, start) + 1
+        raise RawFormatError(
+            f"{origin}, line {number}: the file does not end with a newline and its last "
+            f"line {last[:200]!r} is not a complete 'CustomerID,Rating,YYYY-MM-DD' line, so it looks truncated"
+        )
 
 
 def parse_movie_blocks(data: bytes, origin: str) -> MovieBlocks:
     """Parses text of 'MovieID:' lines each followed by 'CustomerID,Rating,Date' lines, the layout of
     both combined_data_*.txt and training_set/mv_*.txt. `origin` names the text in errors."""
+    check_last_line(data, origin)
     if not data.endswith(b"\n") or data[-2:-1].isspace():  # no final newline, or blank lines at the end
         data = data.rstrip() + b"\n"
     colons = []
@@ -279,6 +322,11 @@ def read_netflix_combined(files: Sequence[Path]) -> pd.DataFrame:
                 origin = f"{files[0]}:{names[name]}"
                 parts.append((parse_movie_blocks(_read_zip_member(bundle, names[name], origin), origin), origin))
     else:
+        if sorted(Path(f).name for f in files) != list(NETFLIX_COMBINED_FILES):
+            raise RawFormatError(
+                f"netflix-combined reads the four files {', '.join(NETFLIX_COMBINED_FILES)} (or a zip holding them), "
+                f"got {[str(f) for f in files]}"
+            )
         for path in files:
             if not Path(path).is_file():
                 raise RawFormatError(f"{path}: file not found")
@@ -333,6 +381,7 @@ def read_netflix_tar(files: Sequence[Path]) -> pd.DataFrame:
             if header is None or int(header.group(1)) != int(number.group(1)):
                 raise RawFormatError(f"{where}, line 1: expected '{int(number.group(1))}:', found {text[:40]!r}")
             if not text.endswith(b"\n"):
+                check_last_line(text, where)
                 text += b"\n"
             pending.append(text)
             pending_bytes += len(text)

@@ -67,6 +67,7 @@ def split_statistics(split: Split) -> dict:
         "users": n_users,
         "items": n_items,
         "interactions": n_interactions,
+        "interactions_after_filtering": split.filtering[-1]["interactions"],
         "density": density,
         "sparsity": 1.0 - density,
         "users_per_part": users,
@@ -77,13 +78,26 @@ def split_statistics(split: Split) -> dict:
     }
 
 
-def expected_mismatches(stats: dict, expected: Mapping[str, int] | None) -> list[str]:
+# Each published size and the stats.json entry it is compared with. The published interactions are
+# counted after filtering, before the split drops validation and test interactions on items that no
+# training user has (Liang et al.'s notebook prints them "after filtering").
+COMPARED_WITH = {"users": "users", "items": "items", "interactions": "interactions_after_filtering"}
+
+
+def expected_mismatches(stats: dict, expected: Mapping[str, float] | None) -> list[str]:
+    """The published sizes that the split misses, each with the published value and the tolerance.
+    Users and items must match exactly; interactions within `interactions_relative_tolerance`."""
     expected = expected or {}
-    return [
-        f"{key}: {stats[key]:,}, published {int(expected[key]):,}"
-        for key in ("users", "items", "interactions")
-        if key in expected and int(stats[key]) != int(expected[key])
-    ]
+    mismatches = []
+    for key, measured_as in COMPARED_WITH.items():
+        if key not in expected:
+            continue
+        measured, published = int(stats[measured_as]), int(expected[key])
+        tolerance = float(expected.get("interactions_relative_tolerance", 0)) if key == "interactions" else 0.0
+        if abs(measured - published) > tolerance * published:
+            allowed = f"relative tolerance {tolerance:g} (±{tolerance * published:,.0f})" if tolerance else "exact"
+            mismatches.append(f"{measured_as.replace('_', ' ')}: {measured:,}, published {published:,}, {allowed}")
+    return mismatches
 
 
 def write_outputs(split: Split, stats: dict, outputs: Mapping[str, str | os.PathLike]) -> None:
@@ -121,8 +135,9 @@ def preprocess(
     for step in split.filtering:
         log.info("%s: after %s: %s", dataset, step["step"], {k: v for k, v in step.items() if k != "step"})
     log.info(
-        "%s: %d users (%s), %d items, %d interactions",
-        dataset, stats["users"], stats["users_per_part"], stats["items"], stats["interactions"],
+        "%s: %d users (%s), %d items, %d interactions after filtering, %d in the split",
+        dataset, stats["users"], stats["users_per_part"], stats["items"], stats["interactions_after_filtering"],
+        stats["interactions"],
     )  # fmt: skip
     for name, detail in stats["matrices"].items():
         log.info("%s: %s: %s", dataset, name, detail)
@@ -139,6 +154,7 @@ def preprocess(
         )  # fmt: skip
     stats.update(
         expected=dict(expected or {}),
+        expected_compared_with={key: COMPARED_WITH[key] for key in COMPARED_WITH if key in (expected or {})},
         expected_mismatches=mismatches,
         preprocess=dict(parameters),
         raw={

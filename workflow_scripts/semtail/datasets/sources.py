@@ -16,6 +16,7 @@ import hashlib
 import http.client
 import logging
 import os
+import re
 import shlex
 import stat
 import subprocess
@@ -23,6 +24,7 @@ import sys
 import tarfile
 import tempfile
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
@@ -44,12 +46,24 @@ log = logging.getLogger(__name__)
 PIP_OPTIONS_VARIABLE = "SEMTAIL_PIP_OPTIONS"  # extra `pip download` options, e.g. "--no-index --find-links DIR"
 CHUNK_BYTES = 1 << 20
 PROGRESS_LOG_SECONDS = 10.0
+RETRY_DELAYS = (2.0, 8.0)  # seconds to wait before each retry of a download after a transient failure
 KINDS = ("url", "path", "pypi")
 CHECKSUMS = {"md5": 32, "sha256": 64}
 SOURCE_KEYS = {*KINDS, "member", "format", *CHECKSUMS, *(f"member_{c}" for c in CHECKSUMS)}
+# The temporary files of semtail.files.atomic_path: .{stem}.{8 random characters}.partial{suffix}
+PARTIAL_FILE = re.compile(r"\..*\.[a-z0-9_]{8}\.partial(\.[^.]*)?")
+NETFLIX_COMBINED_NEEDS_ALL = (
+    "{source}: netflix-combined reads all four files combined_data_1.txt ... combined_data_4.txt, but {path} "
+    "is a single file (a quarter of Netflix at most); give the folder holding combined_data_{{1..4}}.txt, "
+    "or a zip holding them, as the path (with no member:)"
+)
 
 
 class ChecksumMismatch(DataError):
+    pass
+
+
+class ShortDownload(DataError):
     pass
 
 
@@ -292,9 +306,37 @@ def _sidecar(path: Path) -> Path:
     return path.with_name(f"{path.name}.fetched.json")
 
 
+def is_transient(error: BaseException) -> bool:
+    """A network failure that may pass if tried again: an HTTP 5xx reply, a timeout, a connection
+    reset or dropped mid-download. Not a 404, a refused connection or a checksum mismatch."""
+    if isinstance(error, urllib.error.HTTPError):
+        return 500 <= error.code < 600
+    if isinstance(error, urllib.error.URLError):
+        error = error.reason
+    return isinstance(
+        error, (TimeoutError, ConnectionResetError, ConnectionAbortedError, http.client.IncompleteRead, ShortDownload)
+    )
+
+
 def download(url: str, destination: Path, source: Source, timeout: float = 60.0) -> tuple[Digests, list[str]]:
     """Downloads url to destination via a temporary file, renamed only after the size and the
-    configured checksums pass. Returns the digests and the names of the checksums checked."""
+    configured checksums pass; tries again after a transient network failure (RETRY_DELAYS).
+    Returns the digests and the names of the checksums checked."""
+    for attempt, delay in enumerate(RETRY_DELAYS, start=1):
+        try:
+            return _download_once(url, destination, source, timeout)
+        except (OSError, http.client.HTTPException, ShortDownload) as error:
+            if not is_transient(error):
+                raise
+            log.warning(
+                "%s: %s: %s; trying again in %g s (%d of %d retries)",
+                url, type(error).__name__, error, delay, attempt, len(RETRY_DELAYS),
+            )  # fmt: skip
+            time.sleep(delay)
+    return _download_once(url, destination, source, timeout)
+
+
+def _download_once(url: str, destination: Path, source: Source, timeout: float) -> tuple[Digests, list[str]]:
     request = urllib.request.Request(url, headers={"User-Agent": f"semtail/{__version__}"})
     hasher = Hasher()
     log.info("downloading %s", url)
@@ -310,7 +352,7 @@ def download(url: str, destination: Path, source: Source, timeout: float = 60.0)
             progress.close()
         digests = hasher.digests()
         if total is not None and digests.bytes != total:
-            raise DataError(f"{source}: download ended after {digests.bytes} of {total} bytes")
+            raise ShortDownload(f"{source}: download ended after {digests.bytes} of {total} bytes")
         verified = verify(digests, source.checksums(), url, source)
     write_json(_sidecar(destination), {"url": url, **digests.as_dict(), "time": _now()})
     return digests, verified
@@ -452,8 +494,11 @@ def _member_file(fetched_path: Path, source: Source, raw_dir: Path) -> Path:
         path = member_destination(fetched_path, source.member, fetched_path)
         if not path.is_file():
             raise DataError(f"{source}: {path} is not a file")
-        return path
-    return extract_member(fetched_path, source.member, raw_dir)
+    else:
+        path = extract_member(fetched_path, source.member, raw_dir)
+    if source.format == "netflix-combined" and not zipfile.is_zipfile(path):
+        raise DataError(NETFLIX_COMBINED_NEEDS_ALL.format(source=source, path=path))
+    return path
 
 
 def _format_files(path: Path, source: Source) -> list[Path]:
@@ -470,6 +515,8 @@ def _format_files(path: Path, source: Source) -> list[Path]:
         with zipfile.ZipFile(path) as bundle:
             names = [n for n in bundle.namelist() if not n.endswith("/")][:10]
         raise DataError(f"{source}: {path} is a zip archive; name the file to read with member: (it holds {names})")
+    if source.format == "netflix-combined" and not zipfile.is_zipfile(path):
+        raise DataError(NETFLIX_COMBINED_NEEDS_ALL.format(source=source, path=path))
     return [path]
 
 
@@ -489,6 +536,7 @@ def fetch_dataset(
     provenance_file.unlink(missing_ok=True)
     raw_dir = provenance_file.parent
     raw_dir.mkdir(parents=True, exist_ok=True)
+    remove_partial_files(raw_dir)
     if pip_options is None:
         pip_options = pip_options_from_environment()
     if not sources:
@@ -509,6 +557,15 @@ def fetch_dataset(
         log.info("%s: using %s; files %s", dataset, source, provenance["files"])
         return provenance
     raise AllSourcesFailed(_all_failed_message(dataset, parsed, failures))
+
+
+def remove_partial_files(raw_dir: Path) -> None:
+    """Removes the temporary files that an earlier run, killed mid-download or mid-extraction, left
+    under raw_dir."""
+    for path in sorted(raw_dir.rglob(".*.partial*")):
+        if path.is_file() and PARTIAL_FILE.fullmatch(path.name):
+            log.info("removing %s, left unfinished by an earlier run", path)
+            path.unlink()
 
 
 def _relative(path: Path, raw_dir: Path) -> str:

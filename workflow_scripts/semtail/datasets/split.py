@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 PARTS = ("train", "validation", "test")
 MATRICES = ("train", "validation_tr", "validation_te", "test_tr", "test_te")
 MIN_INTERACTIONS_TO_HOLD_OUT = 5
+INTEGER_KEYS = ("min_uc", "min_sc", "n_heldout", "seed")
+MAX_SEED = 2**32 - 1  # the largest seed np.random.RandomState accepts
 
 
 class EmptySplitError(DataError):
@@ -53,12 +55,29 @@ class SplitParameters:
         missing, unknown = sorted(names - set(values)), sorted(set(values) - names)
         if missing or unknown:
             raise DataError(f"{where}: missing keys {missing}, unknown keys {unknown}")
-        parameters = cls(**values)
+        for key in INTEGER_KEYS:
+            if not _is_integer(values[key]):
+                raise DataError(f"{where}.{key}: must be an integer, got {values[key]!r}")
+        for key in ("threshold", "test_prop"):
+            if not _is_number(values[key]) and not (key == "threshold" and values[key] is None):
+                raise DataError(f"{where}.{key}: must be a number, got {values[key]!r}")
+        parameters = cls(**{k: int(v) if k in INTEGER_KEYS else v for k, v in values.items()})
         if parameters.n_heldout < 1 or parameters.min_uc < 0 or parameters.min_sc < 0:
             raise DataError(f"{where}: n_heldout must be >= 1 and min_uc, min_sc >= 0, got {values}")
+        if not 0 <= parameters.seed <= MAX_SEED:
+            raise DataError(f"{where}.seed: must lie in 0..{MAX_SEED} (numpy's RandomState), got {parameters.seed}")
         if not 0 < parameters.test_prop < 1:
             raise DataError(f"{where}: test_prop must lie in (0, 1), got {parameters.test_prop}")
         return parameters
+
+
+def _is_integer(value) -> bool:
+    """A real integer: 20 but not 20.0 (which YAML and JSON Schema let through) nor True."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
 @dataclass
