@@ -52,6 +52,11 @@ def brute_lists(scores, exclude, k):
     return lists
 
 
+def brute_gini(exposure):
+    n, total = len(exposure), sum(exposure)
+    return sum(abs(a - b) for a in exposure for b in exposure) / (2 * n * total)
+
+
 def brute_metrics(train, fold_in, heldout, scores, ks, block_size, tail_share):
     """Every metric of docs/metrics.md with loops over users and items, float64 throughout."""
     n_users, n_items = fold_in.shape
@@ -84,9 +89,9 @@ def brute_metrics(train, fold_in, heldout, scores, ks, block_size, tail_share):
         out[f"item_recall@{k}"] = np.mean([p or 0.0 for p in per_item])
         out[f"item_recall@{k}_pos"] = np.mean([p for p in per_item if p is not None])
         exposure = [sum(i in masked[u][:k] for u in range(n_users)) for i in range(n_items)]
-        out[f"gini@{k}"] = sum(abs(a - b) for a in exposure for b in exposure) / (2 * n_items * sum(exposure))
+        out[f"gini@{k}"] = brute_gini(exposure)
         filled = [[i for i in masked[u][:k] if i != EMPTY] for u in range(n_users)]
-        out[f"arp@{k}"] = np.mean([np.mean([popularity[i] for i in f]) for f in filled if f])
+        out[f"arp@{k}"] = np.mean([np.mean([popularity[i] for i in filled[u]]) for u in scored])
         slots = [i for f in filled for i in f]
         out[f"tail_share@{k}"] = sum(tail[i] for i in slots) / len(slots)
     return out, masked, unmasked
@@ -116,6 +121,33 @@ def test_evaluate_matches_brute_force_with_ties_batches_and_excluded_users():
     tail = result.item_stats["is_long_tail"]
     assert result.long_tail["n_items"] == tail.sum()
     assert result.long_tail["interaction_share_held"] <= 0.2
+
+
+def test_arp_leaves_out_users_without_held_out_items_but_list_statistics_keep_them():
+    # popularity 50 for item 0, 1 for items 1..5; the long tail (at most 0.2 of 55 interactions) is items 1..5
+    train = np.zeros((50, 6), dtype=np.float32)
+    train[:, 0] = 1
+    train[np.arange(1, 6), np.arange(1, 6)] = 1
+    fold_in = np.zeros((4, 6), dtype=np.float32)
+    heldout = np.zeros((4, 6), dtype=np.float32)
+    fold_in[0, 1] = 1  # user 0 holds nothing out; MostPop gives it item 0 first
+    for user, fold, held in ((1, [0], 2), (2, [0, 3], 1), (3, [0], 5)):
+        fold_in[user, fold], heldout[user, held] = 1, 1
+    popularity = torch.tensor(train.sum(axis=0))
+    result = ev.evaluate(
+        lambda x: popularity.expand(x.shape[0], -1).clone(), as_split(train, fold_in, heldout), ks=[1],
+        coverage_block_size=2, tail_interaction_share=0.2, batch_size=3,
+    )  # fmt: skip
+    lists = brute_lists(train.sum(axis=0) * np.ones((4, 1)), fold_in > 0, 100)
+    assert [row[:1] for row in lists] == [[0], [1], [1], [1]]
+    assert result.lists["top_k"].tolist() == lists
+    assert result.n_excluded_users == 1
+    # users 1..3 only get items of popularity 1; all four users would give (50 + 1 + 1 + 1) / 4 at k = 1
+    assert result.metrics["arp@1"] == 1.0
+    assert result.metrics["arp@100"] == 1.0
+    assert result.metrics["tail_share@1"] == 0.75  # user 0's item 0 is not in the tail
+    assert result.metrics["gini@1"] == pytest.approx(brute_gini([1, 3, 0, 0, 0, 0]))
+    assert result.metrics["coverage@1"] == 1.5  # blocks {0, 1} and {1}
 
 
 def test_batch_size_does_not_change_anything():

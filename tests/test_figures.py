@@ -97,8 +97,9 @@ def test_item_coordinates_are_the_rank_two_svd_of_the_unit_length_item_columns()
     coordinates = figures.item_coordinates(sp.csr_matrix(X))
     norms = np.linalg.norm(X, axis=0)
     unit = X / np.where(norms > 0, norms, 1.0)
-    _, values, right = np.linalg.svd(unit, full_matrices=False)
+    left, values, right = np.linalg.svd(unit, full_matrices=False)
     expected = right[:2].T * values[:2]
+    np.testing.assert_allclose(expected, unit.T @ left[:, :2], atol=1e-12)  # projections on the left singular vectors
     for c in range(2):
         sign = np.sign(expected[np.abs(expected[:, c]).argmax(), c])
         np.testing.assert_allclose(coordinates[:, c], sign * expected[:, c], atol=1e-8)
@@ -119,6 +120,39 @@ def test_coverage_frame_starts_at_the_block_mean_of_distinct_first_items(tiny_re
     assert row["coverage"].iloc[0] == pytest.approx(first)
     assert row["coverage"].iloc[9] == pytest.approx(run.record["metrics"]["coverage@10"])
     assert row["k"].max() == 100
+
+
+def test_coverage_figure_plots_the_masked_coverage_where_mostpop_exceeds_k(tiny_results):
+    _, paths = tiny_results
+    runs = figures.load_runs(paths["metrics"], paths["topk"], paths["item_stats"])
+    frame = figures.coverage_frame(runs)
+    mostpop = [run for run in runs if run.method == "mostpop"][0]
+    with np.load(mostpop.topk) as data:
+        masked, unmasked = data["top_k"], data["top_k_unmasked"]
+    blocks = range(0, 200, 50)
+    distinct = {
+        name: np.mean([len(set(lists[b : b + 50, :10].ravel()) - {-1}) for b in blocks])
+        for name, lists in (("masked", masked), ("unmasked", unmasked))
+    }
+    assert distinct["unmasked"] == 10 < distinct["masked"]
+    row = frame[(frame["method"] == "mostpop") & (frame["seed"] == mostpop.seed) & (frame["k"] == 10)]
+    assert row["coverage"].item() == pytest.approx(distinct["masked"])
+
+
+def test_item_recall_deciles_recombine_into_item_recall_pos_and_say_so(tiny_results):
+    _, paths = tiny_results
+    runs = figures.load_runs(paths["metrics"], paths["topk"], paths["item_stats"])
+    for run in runs:
+        items = run.items()
+        per_item = [h / n for h, n in zip(items["hits_at_100"], items["heldout_count"]) if n > 0]
+        frame = figures.item_recall_by_group(items, 100).dropna()
+        recombined = (frame["item_recall"] * frame["n_items"]).sum() / frame["n_items"].sum()
+        assert frame["n_items"].sum() == len(per_item)
+        assert recombined == pytest.approx(np.mean(per_item)) == pytest.approx(run.record["metrics"]["item_recall@100_pos"])
+    figure = figures.item_recall_by_popularity_figure(runs, "tiny")
+    axes = figure.axes[0]
+    assert "held out at least once" in axes.get_title() and "held out at least once" in axes.get_ylabel()
+    figures.plt.close(figure)
 
 
 def test_runs_must_pair_up(tiny_results):

@@ -97,6 +97,68 @@ def test_recommend_matches_brute_force_ranking_with_ties_masks_and_large_k(case)
         assert unmasked[u] == brute_list(scores[u].tolist(), k)
 
 
+def brute_ranking(scores, excluded=()):
+    """Every item: the others by score, ties to the lower index, then the excluded ones by index."""
+    excluded = set(excluded)
+    kept = sorted((i for i in range(len(scores)) if i not in excluded), key=lambda i: (-scores[i], i))
+    return kept + sorted(excluded)
+
+
+def test_an_excluded_item_never_takes_the_slot_of_an_item_scored_minus_infinity():
+    inf = math.inf
+    assert metrics.recommend(torch.tensor([[-inf, -inf, 1.0]]), 2, exclude=torch.tensor([[1, 0, 0]])).tolist() == [[2, 1]]
+    assert metrics.rank_top_k(torch.tensor([[-inf, -inf, 1.0]]), 3, exclude=torch.tensor([[1, 0, 0]])).tolist() == [[2, 1, 0]]
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.integers(1, 5).flatmap(
+        lambda n_items: st.tuples(
+            st.lists(
+                st.lists(st.sampled_from([-math.inf, -1.0, 0.0, 1.0, math.inf]), min_size=n_items, max_size=n_items),
+                min_size=1,
+                max_size=4,
+            ),
+            st.lists(st.lists(st.booleans(), min_size=n_items, max_size=n_items), min_size=4, max_size=4),
+            st.integers(1, n_items + 2),
+        )
+    ),
+    st.sampled_from([torch.float32, torch.float64]),
+)
+def test_ranking_with_infinite_scores_and_exclusions_matches_brute_force(case, dtype):
+    rows, excluded, k = case
+    excluded = excluded[: len(rows)]
+    scores, exclude = torch.tensor(rows, dtype=dtype), torch.tensor(excluded)
+    ranked = metrics.rank_top_k(scores, k, exclude=exclude).tolist()
+    listed = metrics.recommend(scores, k, exclude=exclude).tolist()
+    for u, row in enumerate(rows):
+        out = np.flatnonzero(excluded[u]).tolist()
+        assert ranked[u] == brute_ranking(row, out)[:k]
+        assert listed[u] == brute_list(row, k, out)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.lists(st.integers(0, 4), min_size=6, max_size=6), min_size=1, max_size=4))
+def test_float64_scores_are_ranked_without_rounding_to_float32(steps):
+    # 1 + n * 1e-12 are distinct in float64 but all equal to 1 in float32
+    rows = [[1.0 + n * 1e-12 for n in row] for row in steps]
+    assert len({float(np.float32(x)) for row in rows for x in row}) == 1
+    ranked = metrics.rank_top_k(torch.tensor(rows, dtype=torch.float64), 6).tolist()
+    assert ranked == [brute_ranking(row) for row in rows]
+
+
+def test_integer_scores_are_ranked_exactly():
+    big = 2**24  # big + 1 rounds to big in float32
+    assert metrics.rank_top_k(torch.tensor([[big, big + 1, big - 1]]), 3).tolist() == [[1, 0, 2]]
+
+
+def test_nan_scores_are_refused_unless_excluded():
+    scores = torch.tensor([[0.5, math.nan, 1.0]])
+    with pytest.raises(ValueError, match="NaN"):
+        metrics.rank_top_k(scores, 2)
+    assert metrics.recommend(scores, 3, exclude=torch.tensor([[0, 1, 0]])).tolist() == [[2, 0, EMPTY]]
+
+
 @settings(max_examples=60, deadline=None)
 @given(ranking_cases())
 def test_user_metrics_match_brute_force(case):

@@ -27,11 +27,11 @@ LIST_LENGTH = 100  # the lists kept in topk.npz; NDCG@100 and the paper's k all 
 FORMAT_VERSION = 1
 
 USERS_NOTE = (
-    "ndcg, recall and hit_rate average over the test users with at least one held-out item "
-    "(n_test_users - n_excluded_users of them). coverage, coverage_unmasked, gini, arp and "
-    "tail_share describe the lists recommended to all n_test_users test users, with or without "
-    "held-out items, in their stored order (the rows of test_tr.npz). item_recall involves only "
-    "users who hold the item out, so excluded users never enter it."
+    "ndcg, recall, hit_rate and arp average over the test users with at least one held-out item "
+    "(n_test_users - n_excluded_users of them). coverage, coverage_unmasked, gini and tail_share "
+    "describe the lists recommended to all n_test_users test users, with or without held-out "
+    "items, in their stored order (the rows of test_tr.npz). item_recall involves only users who "
+    "hold the item out, so excluded users never enter it."
 )
 LISTS_NOTE = (
     "Lists rank the model's scores, higher first, ties to the lower item index. Masked lists "
@@ -62,7 +62,8 @@ def definitions(block_size: int, tail_share: float) -> dict[str, str]:
         "users whose top k holds the item; with x sorted ascending, "
         "sum_i (2i - n - 1) x_i / (n sum x) = mean absolute difference / (2 mean).",
         "arp@k": "Average recommendation popularity: per test user, the mean training popularity "
-        "(number of training users with the item) of the items in the top k; mean over users.",
+        "(number of training users with the item) of the items in the top k; mean over the test users "
+        "with at least one held-out item.",
         "tail_share@k": "Filled top-k slots holding a long-tail item, over all filled top-k slots of "
         "all test users. Long tail: item i is in it iff the items at most as popular as i (training "
         f"popularity, ties included) together hold at most {tail_share:g} of all training interactions; "
@@ -216,8 +217,7 @@ def evaluate(
     for k in ks:
         values[f"gini@{k}"] = metrics.gini(exposure[k])
     for k in ks:
-        arp = per_user[f"arp@{k}"]
-        values[f"arp@{k}"] = float(np.mean(arp[~np.isnan(arp)]))
+        values[f"arp@{k}"] = float(np.mean(per_user[f"arp@{k}"][n_heldout > 0]))
     for k in ks:
         in_tail, filled = tail_filled[k]
         values[f"tail_share@{k}"] = in_tail / filled

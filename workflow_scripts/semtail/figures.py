@@ -208,10 +208,10 @@ def item_recall_by_popularity_figure(runs: list[Run], dataset: str, k: int = 100
         f"training-popularity decile of the item (1 = least popular {100 // N_POPULARITY_GROUPS}% of items); "
         "n: its items held out at least once"
     )
-    axes.set_ylabel(f"Item Recall@{k}")
+    axes.set_ylabel(f"Item Recall@{k}\n(mean over the decile's items held out at least once)")
     axes.set_title(
-        f"{dataset}: Item Recall@{k} by item popularity\nmean over the decile's items held out at least once; "
-        f"error bars: ±1 SD over seeds ({_seed_note(runs)})"
+        f"{dataset}: Item Recall@{k} by item popularity, over the items held out at least once\n"
+        f"(never held out, an item would count 0); error bars: ±1 SD over seeds ({_seed_note(runs)})"
     )
     _legend_outside(axes)
     return figure
@@ -266,9 +266,10 @@ def item_coordinates(train: sp.spmatrix, seed: int = LANDSCAPE_SEED) -> np.ndarr
 
     Each column is first scaled to unit length, so that an item's place reflects which users it
     shares, not how many it has (on raw columns every tail item sits at the origin); items without
-    interactions stay at the origin. Coordinates are the columns' projections on the top two right
-    singular vectors, scaled by the singular values (V·S), so they lie in the unit disk. The sign of
-    each component is fixed so that its largest-magnitude coordinate is positive."""
+    interactions stay at the origin. With the scaled matrix ≈ U S Vᵀ, the coordinates are the unit
+    columns' projections on the top two left singular vectors (which live in user space), U_cᵀ x_j =
+    s_c V_jc: the rows of V·S, so they lie in the unit disk. The sign of each component is fixed so
+    that its largest-magnitude coordinate is positive."""
     matrix = sp.csr_matrix(train, dtype=np.float64)
     if min(matrix.shape) < 3:
         raise ValueError(f"the weight landscape needs at least 3 users and 3 items, got {matrix.shape}")

@@ -23,11 +23,18 @@ def rank_top_k(scores: torch.Tensor, k: int, exclude: torch.Tensor | None = None
     """The k best items per row, best first; ties go to the lower item index.
 
     `exclude` (same shape, bool or 0/1) marks items that may not be recommended, such as a
-    user's fold-in items. k larger than the catalog returns every item.
+    user's fold-in items: they rank below every other item of the row, whatever its score (−inf
+    included), so they only fill the slots left when a row has fewer than k other items. k larger
+    than the catalog returns every item. Scores are ranked in their own floating dtype; other
+    dtypes are ranked as float64. A NaN score of an item not excluded is a ValueError (an excluded
+    item's score is never looked at).
     """
-    scores = scores.float()
-    if exclude is not None:
-        scores = scores.masked_fill(exclude.bool(), float("-inf"))
+    if not scores.is_floating_point():
+        scores = scores.double()
+    excluded = torch.zeros_like(scores, dtype=torch.bool) if exclude is None else exclude.bool()
+    scores = scores.masked_fill(excluded, float("-inf"))
+    if torch.isnan(scores).any():
+        raise ValueError("cannot rank NaN scores")
     n_rows, n_items = scores.shape
     k = min(k, n_items)
     if k == 0 or n_rows == 0:
@@ -35,11 +42,20 @@ def rank_top_k(scores: torch.Tensor, k: int, exclude: torch.Tensor | None = None
     kth_value = scores.topk(k, dim=1).values[:, -1:]
     above = scores > kth_value
     tied = scores == kth_value
-    tied_slots = k - above.sum(dim=1, keepdim=True)
-    selected = above | (tied & (tied.cumsum(dim=1) <= tied_slots))
+    # The tied slots go to tied items not excluded first (only at −inf do excluded items tie), each
+    # group in item order.
+    tied_kept, tied_excluded = tied & ~excluded, tied & excluded
+    slots = k - above.sum(dim=1, keepdim=True)
+    slots_excluded = slots - tied_kept.sum(dim=1, keepdim=True)
+    selected = (
+        above
+        | (tied_kept & (tied_kept.cumsum(dim=1) <= slots))
+        | (tied_excluded & (tied_excluded.cumsum(dim=1) <= slots_excluded))
+    )
     indices = selected.nonzero()[:, 1].view(n_rows, k)  # ascending item index within each row
-    order = scores.gather(1, indices).sort(dim=1, descending=True, stable=True).indices
-    return indices.gather(1, order)
+    # Two stable sorts: by score, then excluded items last; equal keys keep item order.
+    indices = indices.gather(1, scores.gather(1, indices).sort(dim=1, descending=True, stable=True).indices)
+    return indices.gather(1, excluded.gather(1, indices).byte().sort(dim=1, stable=True).indices)
 
 
 def ndcg_at_k(top_k: torch.Tensor, heldout: torch.Tensor, k: int) -> torch.Tensor:
