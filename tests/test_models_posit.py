@@ -120,6 +120,13 @@ def test_unknown_architecture_is_an_error():
         posit.Adversary("3mlp2", 10, 1.0)
 
 
+@pytest.mark.parametrize("value", ["false", 0, None])
+def test_ones_aware_must_be_a_boolean(value):
+    X = sp.csr_matrix(np.eye(4, dtype=np.float32))
+    with pytest.raises(ValueError, match="ones_aware: .* is not true or false"):
+        objective_for(X, ones_aware=value)
+
+
 def objective_for(X: sp.csr_matrix, **changes) -> posit.AdversarialObjective:
     data = TrainingData(train=X, validation_tr=X, validation_te=X)
     objective = posit.AdversarialObjective(data, {**HYPERPARAMETERS, **changes}, torch.device("cpu"))
@@ -194,3 +201,34 @@ def test_the_learner_uses_the_weights_of_the_previous_minibatch():
         (losses["loss"] + losses["adversary_loss"]).backward()
         optimizer.step()
     assert not torch.allclose(forwards[1], objective.item_weights())  # the adversary did move
+
+
+@pytest.mark.parametrize("architecture", ["2mlp2", "2mlp50", "2bmlp2"])
+def test_mlp_adversary_collapses_on_its_first_step_the_linear_one_does_not(architecture):
+    """A property of the adversary as specified (first layer at 0, BatchNorm without affine part),
+    derived by hand: on the first step every BatchNorm sees zero variance, so the gradient reaching
+    the first layer is multiplied by 1/sqrt(eps) once per BatchNorm, and each hidden unit's column
+    gets the same direction, scaled by its second-layer weight. The first layer becomes rank one
+    and huge; BatchNorm's scale invariance then leaves later steps almost no effect on the weights."""
+    X = power_law_interactions(200, 40, 8, seed=2)
+    objective = objective_for(X, adversary=architecture, alr=1.0, k=5)
+    linear = objective_for(X, adversary="linear", alr=1.0, k=5)
+    rows = [torch.from_numpy(X[i : i + 20].toarray()) for i in range(0, 200, 20)]
+    scores = torch.Generator().manual_seed(3)
+    weights = {"mlp": [], "linear": []}
+    for batch in rows:
+        predictions = torch.rand(batch.shape, generator=scores)
+        for name, player in (("mlp", objective), ("linear", linear)):
+            optimizer = torch.optim.SGD(player.parameter_groups())
+            losses = player.batch_losses(predictions.clone().requires_grad_(True), batch)
+            optimizer.zero_grad()
+            losses["adversary_loss"].backward()
+            optimizer.step()
+            weights[name].append(player.item_weights())
+    first = objective.adversary.first.detach()
+    singular = torch.linalg.svdvals(first)
+    assert singular[0] > 1e3 and singular[1] < 1e-5 * singular[0]
+    moved = lambda w: ((w[-1] - w[0]).norm() / (w[0] - 1).norm()).item()  # noqa: E731
+    assert (weights["mlp"][0] - 1).abs().max() > 0.1  # the first step set the weights
+    assert moved(weights["mlp"]) < 1e-3  # nine more steps hardly changed them
+    assert moved(weights["linear"]) > 1e-2  # a linear adversary keeps learning

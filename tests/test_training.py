@@ -115,6 +115,71 @@ def test_resume_after_an_interruption_gives_the_uninterrupted_model(method, tmp_
     same_model(uninterrupted, resumed)
 
 
+def scripted_validation(monkeypatch, values):
+    scripted = iter(values)
+    monkeypatch.setattr(training, "validation_ndcg", lambda *args, **kwargs: next(scripted))
+
+
+def test_the_best_epoch_is_written_beside_the_checkpoint_only_when_it_changes(monkeypatch, tmp_path):
+    """Epoch:       1    2    3    4    5    6
+    validation:  0.1  0.3  0.2  0.15 0.4  0.35   (best: 1, 2, 2, 2, 5, 5)
+    The checkpoint never holds a copy of U beside U; the best epoch's U is written once, after the
+    first epoch that moves past it, and removed when a later epoch becomes the best."""
+    scripted_validation(monkeypatch, [0.1, 0.3, 0.2, 0.15, 0.4, 0.35])
+    checkpoint = tmp_path / "checkpoint.pt"
+    seen = {}
+
+    def look(epoch, U):
+        files = {p.name: p.stat().st_mtime_ns for p in tmp_path.glob("checkpoint.pt.best-epoch*")}
+        saved = torch.load(checkpoint, weights_only=True)
+        assert "best_U" not in saved
+        seen[epoch] = (files, saved["best_U_file"], U.clone())
+
+    fitted = fit("ease", changes={"epochs": 6, "patience": 6}, checkpoint=checkpoint, fingerprint="job", after_epoch=look)
+    assert [set(seen[e][0]) for e in range(1, 7)] == [set(), set(), {"checkpoint.pt.best-epoch2"},
+                                                      {"checkpoint.pt.best-epoch2"}, set(), {"checkpoint.pt.best-epoch5"}]  # fmt: skip
+    assert [seen[e][1] for e in range(1, 7)] == [None, None, "checkpoint.pt.best-epoch2",
+                                                 "checkpoint.pt.best-epoch2", None, "checkpoint.pt.best-epoch5"]  # fmt: skip
+    assert seen[3][0] == seen[4][0]  # not rewritten in epoch 4
+    best = torch.load(tmp_path / "checkpoint.pt.best-epoch5", weights_only=True)
+    assert best["epoch"] == 5 and torch.equal(best["U"], seen[5][2])
+    assert fitted.best_epoch == 5 and torch.equal(fitted.state["U"], seen[5][2])
+
+
+def test_resume_restores_the_best_epoch_from_its_own_file(monkeypatch, tmp_path, caplog):
+    values = [0.1, 0.3, 0.2, 0.15, 0.12, 0.11]  # the best epoch, 2, lies before the interruption
+    changes = {"epochs": 6, "patience": 6}
+    scripted_validation(monkeypatch, values)
+    uninterrupted = fit("posit", changes=changes)
+    checkpoint = tmp_path / "checkpoint.pt"
+    Interrupted, hook = interrupt_after(4)
+    scripted_validation(monkeypatch, values)
+    with pytest.raises(Interrupted):
+        fit("posit", changes=changes, checkpoint=checkpoint, fingerprint="job", after_epoch=hook)
+    assert (tmp_path / "checkpoint.pt.best-epoch2").exists()
+    scripted_validation(monkeypatch, values[4:])
+    with caplog.at_level(logging.INFO):
+        resumed = fit("posit", changes=changes, checkpoint=checkpoint, fingerprint="job")
+    assert "after epoch 4 (best 0.30000 at epoch 2)" in caplog.text
+    same_model(uninterrupted, resumed)
+    assert resumed.best_epoch == 2
+
+    # Without its best epoch's file a checkpoint cannot give the right model: start over.
+    for path in tmp_path.glob("checkpoint.pt*"):
+        path.unlink()
+    Interrupted, hook = interrupt_after(4)
+    scripted_validation(monkeypatch, values)
+    with pytest.raises(Interrupted):
+        fit("posit", changes=changes, checkpoint=checkpoint, fingerprint="job", after_epoch=hook)
+    (tmp_path / "checkpoint.pt.best-epoch2").unlink()
+    scripted_validation(monkeypatch, values)
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        restarted = fit("posit", changes=changes, checkpoint=checkpoint, fingerprint="job")
+    assert "cannot be read" in caplog.text and "starting over" in caplog.text
+    same_model(uninterrupted, restarted)
+
+
 def test_a_checkpoint_of_other_settings_is_not_resumed(tmp_path, caplog):
     checkpoint = tmp_path / "checkpoint.pt"
     Interrupted, hook = interrupt_after(1)

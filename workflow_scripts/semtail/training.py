@@ -35,7 +35,7 @@ VALIDATION_K = 100
 VALIDATION_METRIC = f"val_ndcg@{VALIDATION_K}"
 # Validation users are scored in batches of about this many score entries (float32).
 VALIDATION_BATCH_ENTRIES = 2**25
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
 SGD_KEYS = ("lr", "wd", "batch_size", "epochs", "patience")
 
 
@@ -207,6 +207,7 @@ class Trainer:
         self.best_U: torch.Tensor | None = None  # a copy on the host, made before U moves past its best epoch
         self.best_is_current = False
         self.best_item_weights: torch.Tensor | None = None
+        self.best_U_saved_epoch: int | None = None  # the epoch whose U the best-weights file holds
         self.epochs_without_improvement = 0
         self.stopped = False
 
@@ -327,18 +328,30 @@ class Trainer:
             "history": self.history,
             "best_ndcg": self.best_ndcg,
             "best_epoch": self.best_epoch,
-            "best_U": None if self.best_is_current else self.best_U,
+            "best_U_file": None if self.best_is_current else self.run.best_weights_file(self.best_epoch).name,
             "best_item_weights": self.best_item_weights,
             "epochs_without_improvement": self.epochs_without_improvement,
             "stopped": self.stopped,
         }
 
     def save_checkpoint(self) -> None:
+        """The checkpoint holds U, the optimizer and everything else that changes every epoch; the
+        best epoch's U, once U has moved past it, goes to a file of its own, written only when the
+        best epoch changes. Files of earlier best epochs are removed after the checkpoint that
+        no longer needs them is in place, so a kill at any moment leaves a consistent pair."""
         if self.run.checkpoint is None:
             return
         started = time.perf_counter()
+        if not self.best_is_current and self.best_U_saved_epoch != self.best_epoch:
+            with atomic_path(self.run.best_weights_file(self.best_epoch)) as tmp:
+                torch.save({"fingerprint": self.run.fingerprint, "epoch": self.best_epoch, "U": self.best_U}, tmp)
+            self.best_U_saved_epoch = self.best_epoch
         with atomic_path(self.run.checkpoint) as tmp:
             torch.save(self.checkpoint_payload(), tmp)
+        needed = None if self.best_is_current else self.run.best_weights_file(self.best_epoch)
+        for path in self.run.best_weights_files():
+            if path != needed:
+                path.unlink(missing_ok=True)
         self.run.log.info(
             "checkpoint after epoch %d written to %s (%.1f s)", self.epoch, self.run.checkpoint, time.perf_counter() - started
         )
@@ -362,6 +375,18 @@ class Trainer:
                 path,
             )
             return
+        best_U = None
+        if saved["best_U_file"] is not None:
+            best_file = Path(path).with_name(saved["best_U_file"])
+            try:
+                best = torch.load(best_file, map_location="cpu", weights_only=True)
+            except Exception as error:
+                log.warning("not resuming from %s: its best epoch's %s cannot be read (%s); starting over", path, best_file, error)
+                return
+            if best.get("fingerprint") != self.run.fingerprint or best.get("epoch") != saved["best_epoch"]:
+                log.warning("not resuming from %s: %s belongs to another run or epoch; starting over", path, best_file)
+                return
+            best_U = best["U"]
         with torch.no_grad():
             self.U.copy_(saved["U"])
         self.optimizer.load_state_dict(saved["optimizer"])
@@ -372,8 +397,9 @@ class Trainer:
         self.history = saved["history"]
         self.best_ndcg = saved["best_ndcg"]
         self.best_epoch = saved["best_epoch"]
-        self.best_is_current = saved["best_U"] is None
-        self.best_U = None if self.best_is_current else saved["best_U"].cpu()
+        self.best_is_current = best_U is None
+        self.best_U = best_U
+        self.best_U_saved_epoch = None if best_U is None else self.best_epoch
         self.best_item_weights = None if saved["best_item_weights"] is None else saved["best_item_weights"].cpu()
         self.epochs_without_improvement = saved["epochs_without_improvement"]
         self.stopped = saved["stopped"]

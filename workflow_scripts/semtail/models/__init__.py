@@ -11,6 +11,7 @@ method's imports, and a static import here would make every method depend on eve
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import importlib
 import json
@@ -102,6 +103,21 @@ class Run:
 
     def describe(self) -> str:
         return f"{self.dataset}/{self.method} seed {self.seed}"
+
+    def best_weights_file(self, epoch: int) -> Path:
+        """Beside the checkpoint: the best epoch's U, written once each time the best epoch is left
+        behind, rather than into every epoch's checkpoint."""
+        return self.checkpoint.with_name(f"{self.checkpoint.name}.best-epoch{epoch}")
+
+    def best_weights_files(self) -> list[Path]:
+        return sorted(self.checkpoint.parent.glob(f"{glob.escape(self.checkpoint.name)}.best-epoch*"))
+
+    def remove_checkpoint(self) -> None:
+        if self.checkpoint is None:
+            return
+        self.checkpoint.unlink(missing_ok=True)
+        for path in self.best_weights_files():
+            path.unlink(missing_ok=True)
 
 
 @dataclass
@@ -334,7 +350,6 @@ def train_and_save(
         train_seconds=seconds,
     )
     save_model(output, model)
-    if run.checkpoint is not None:
-        run.checkpoint.unlink(missing_ok=True)
+    run.remove_checkpoint()
     log.info("wrote %s (best epoch %s) after %.1f s", output, fitted.best_epoch, seconds)
     return model

@@ -215,7 +215,9 @@ class AdversarialObjective(Objective):
         self.lam = float(h["lam"])
         self.k = int(h["k"])
         self.signal = h["signal"]
-        self.ones_aware = bool(h["ones_aware"])
+        if not isinstance(h["ones_aware"], bool):  # bool("false") would be True
+            raise ValueError(f"hyperparameters.posit.ones_aware: {h['ones_aware']!r} is not true or false")
+        self.ones_aware = h["ones_aware"]
         self.momentum = float(h["signal_momentum"])
         self.alr, self.awd = float(h["alr"]), float(h["awd"])
         if self.signal not in SIGNALS:
