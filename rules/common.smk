@@ -66,6 +66,10 @@ def gpus_per_job(wildcards):
     return plan.gpus_per_job(config)
 
 
+def training_gpus(wildcards):
+    return plan.training_gpus(config, wildcards.method)
+
+
 def stage_code_version(stage):
     return lambda wildcards: plan.code_version(stage)
 

@@ -105,6 +105,6 @@ rule plot_weight_landscape:
         runtime=resource("runtime", "weight_landscape"),
     params:
         dataset="{dataset}",
-        code_version=stage_code_version("plot"),
+        code_version=stage_code_version("plot_weight_landscape"),
     script:
         "../workflow_scripts/plot_weight_landscape.py"

@@ -9,7 +9,7 @@ rule train:
         "../envs/torch.yaml"
     threads: resource("threads", "train")
     resources:
-        gpu=gpus_per_job,
+        gpu=training_gpus,
         cpus_per_gpu=cpus_per_gpu,
         mem_mb=resource("mem_mb", "train"),
         runtime=resource("runtime", "train"),

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -17,8 +18,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 CLAIMER = textwrap.dedent(
     """
-    import json, os, sys
+    import json, logging, os, sys
     from semtail.device import claim_gpu
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     try:
         claimed = claim_gpu(int(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else None)
         error = None
@@ -39,14 +41,20 @@ CLAIMER = textwrap.dedent(
 class Job:
     """A process that claims GPUs and holds them until released."""
 
-    def __init__(self, env: dict, count: int = 1, lock_dir: Path | None = None):
+    def __init__(self, env: dict, count: int = 1, lock_dir: Path | None = None, log: Path | None = None):
+        """With `log`, the job's log goes to that file and the claim is read later (`read_claim`)."""
         args = [sys.executable, "-c", CLAIMER, str(count)] + ([str(lock_dir)] if lock_dir else [])
+        stderr = subprocess.PIPE if log is None else open(log, "w")
         self.process = subprocess.Popen(
-            args, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            args, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True
         )
+        if log is None:
+            self.read_claim()
+
+    def read_claim(self) -> None:
         line = self.process.stdout.readline()
         if not line:
-            raise AssertionError(f"claimer died: {self.process.stderr.read()}")
+            raise AssertionError(f"claimer died: {self.process.stderr.read() if self.process.stderr else ''}")
         self.result = json.loads(line)
 
     def release(self) -> None:
@@ -61,6 +69,7 @@ def env(tmp_path):
              if k not in ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER") and not k.startswith("SLURM_")}
     clean["PYTHONPATH"] = str(REPO / "workflow_scripts")
     clean["SEMTAIL_GPU_LOCK_DIR"] = str(tmp_path / "locks")
+    clean["SEMTAIL_GPU_WAIT_S"] = "0"  # fail at once when the GPUs are taken; test_blocked_job_waits waits
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     clean["PATH"] = f"{bin_dir}:/usr/bin:/bin"  # no real nvidia-smi
@@ -98,6 +107,45 @@ def test_concurrent_jobs_get_distinct_gpus_and_see_only_their_own(env):
         for job in jobs:
             if job.process.poll() is None:
                 job.release()
+
+
+def test_blocked_job_waits_for_a_gpu_to_come_free(env, tmp_path):
+    """Without a gpu limit Snakemake may start more GPU jobs than there are GPUs: the extra job
+    waits for a lock, says so in its log, and takes the GPU the moment its holder ends."""
+    env["CUDA_VISIBLE_DEVICES"] = "3"
+    holder = Job(env)
+    assert holder.result["claimed"] == "3"
+    log = tmp_path / "waiter.log"
+    waiter = Job({**env, "SEMTAIL_GPU_WAIT_S": "120"}, log=log)
+    try:
+        lock = Path(env["SEMTAIL_GPU_LOCK_DIR"]) / "gpu-3.lock"
+        deadline = time.monotonic() + 60
+        while "waiting for 1 of the GPUs 3 to come free" not in log.read_text():
+            assert waiter.process.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        assert lock.read_text().strip() == str(holder.process.pid)
+        holder.release()
+        waiter.read_claim()
+        assert waiter.result["claimed"] == "3" and waiter.result["error"] is None
+        assert lock.read_text().strip() == str(waiter.process.pid)
+    finally:
+        for job in (holder, waiter):
+            if job.process.poll() is None:
+                job.release()
+
+
+def test_waiting_has_a_limit(env):
+    env["CUDA_VISIBLE_DEVICES"] = "4"
+    holder = Job(env)
+    started = time.monotonic()
+    blocked = Job({**env, "SEMTAIL_GPU_WAIT_S": "3"})
+    try:
+        assert blocked.result["claimed"] is None
+        assert "waited 3 s (SEMTAIL_GPU_WAIT_S=3)" in blocked.result["error"]
+        assert time.monotonic() - started >= 3
+    finally:
+        blocked.release()
+        holder.release()
 
 
 def test_killed_job_releases_its_gpu(env):

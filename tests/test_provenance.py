@@ -9,7 +9,8 @@ from semtail import provenance
 
 @pytest.fixture
 def package_copy(tmp_path, monkeypatch):
-    """A private copy of a small semtail-like package tree, to edit without touching the real one."""
+    """A private copy of a small semtail-like package tree and its scripts, to edit without
+    touching the real one."""
     root = tmp_path / "semtail"
     (root / "models").mkdir(parents=True)
     files = {
@@ -18,6 +19,7 @@ def package_copy(tmp_path, monkeypatch):
         "files.py": "def write():\n    return 2\n",
         "evaluate.py": "from .metrics import ndcg\n",
         "metrics.py": "def ndcg():\n    return 3\n",
+        "script_io.py": "def run():\n    return 4\n",
         "models/__init__.py": "",
         "models/posit.py": "from semtail.training import loop\n\ndef fit():\n    return loop()\n",
         "models/ipw.py": "from .. import training\n\ndef fit():\n    return training.loop()\n",
@@ -25,6 +27,13 @@ def package_copy(tmp_path, monkeypatch):
     }
     for name, text in files.items():
         (root / name).write_text(text)
+    scripts = {
+        "train.py": "from semtail.script_io import run\nfrom semtail import models\n",
+        "evaluate.py": "from semtail.evaluate import ndcg\n",
+    }
+    for name, text in scripts.items():
+        (tmp_path / name).write_text(text)
+    monkeypatch.setattr(provenance, "STAGE_SCRIPTS", {"evaluate": "evaluate.py"})
     monkeypatch.setattr(provenance, "PACKAGE_ROOT", root)
     provenance.module_closure.cache_clear()
     yield root
@@ -57,6 +66,16 @@ def test_a_change_in_an_imported_module_changes_only_its_dependants(package_copy
     assert after["mostpop"] == before["mostpop"] and after["evaluate"] == before["evaluate"]
 
 
+def test_a_change_in_a_module_a_script_imports_changes_every_job_of_that_script(package_copy):
+    before = {m: provenance.code_version(m) for m in ("posit", "ipw", "mostpop", "evaluate")}
+    edit(package_copy / "script_io.py", "def run():\n    return 40\n")
+    after = {m: provenance.code_version(m) for m in before}
+    assert all(after[m] != before[m] for m in ("posit", "ipw", "mostpop"))
+    assert after["evaluate"] == before["evaluate"]  # evaluate.py does not import script_io
+    edit(package_copy.parent / "evaluate.py", "from semtail.evaluate import ndcg\nprint(ndcg())\n")
+    assert provenance.code_version("evaluate") != before["evaluate"]
+
+
 def test_a_change_in_a_method_module_changes_that_method_only(package_copy):
     before = {m: provenance.code_version(m) for m in ("posit", "ipw", "mostpop")}
     edit(package_copy / "models/posit.py", "from semtail.training import loop\n\ndef fit():\n    return 2 * loop()\n")
@@ -71,13 +90,15 @@ def test_comments_and_formatting_do_not_change_the_version(package_copy):
         package_copy / "models/posit.py",
         textwrap.dedent(
             """\
-            # A comment that changes nothing.
+            '''A module docstring, and a comment, change nothing.'''
+            # A comment.
             from semtail.training import (
                 loop,
             )
 
 
             def fit():
+                "Nor does a function's docstring."
                 return loop()  # still the same
             """
         ),
@@ -90,17 +111,63 @@ def test_a_missing_module_is_a_clear_error(package_copy):
         provenance.code_version("nosuch")
 
 
-def test_the_real_stages_resolve():
+def test_a_string_that_is_not_a_docstring_counts(package_copy):
+    before = provenance.code_version("mostpop")
+    edit(package_copy / "models/mostpop.py", "import numpy\n\ndef fit():\n    x = 'a'\n    return 0\n")
+    assert provenance.code_version("mostpop") != before
+
+
+def test_the_canonical_tree_ignores_positions_and_empty_fields():
+    """ast.dump's text differs between Python versions (3.12 adds type_params=[] to every
+    function); the canonical form leaves out what is empty, so it does not."""
+    text = provenance.canonical_code("def f(a, *, b=1):\n    return a + b\n")
+    assert text == (
+        "Module(body=[FunctionDef(name='f',args=arguments(args=[arg(arg='a')],kwonlyargs=[arg(arg='b')],"
+        "kw_defaults=[Constant(value=1)]),body=[Return(value=BinOp(left=Name(id='a',ctx=Load()),"
+        "op=Add(),right=Name(id='b',ctx=Load())))])])"
+    )
+
+
+# The real package: which shared modules each job's code version covers. Snakemake cannot see
+# these imports; if one is missing here, editing that module would not rerun the jobs it changes.
+SGD_METHODS = ("ease", "ipw", "cvar", "posit")
+OTHER_METHODS = ("mostpop", "ease_closed", "rerank")
+
+
+def real_modules(name: str) -> set[str]:
     provenance.module_closure.cache_clear()
-    for stage, entry in provenance.STAGE_ENTRY_MODULES.items():
-        try:
-            provenance.module_path(entry)
-        except FileNotFoundError:
-            pytest.fail(f"stage {stage}: entry module {entry} does not exist")
+    return {module.removeprefix("semtail.") for module in provenance.code_files(name)[1]}
+
+
+@pytest.mark.parametrize("method", SGD_METHODS + OTHER_METHODS)
+def test_the_real_training_jobs_cover_their_imports(method):
+    modules = real_modules(method)
+    assert {f"models.{method}", "models", "script_io", "device", "provenance", "files"} <= modules
+    assert ("training" in modules) == (method in SGD_METHODS)
+    assert ("models.itemitem" in modules) == (method != "mostpop")
+    assert not {f"models.{other}" for other in SGD_METHODS + OTHER_METHODS if other != method} & modules
+
+
+def test_the_real_stages_cover_their_imports():
+    expected = {
+        "download": {"datasets.sources", "datasets.formats", "script_io"},
+        "preprocess": {"datasets.preprocess", "datasets.split", "datasets.formats", "script_io"},
+        "evaluate": {"evaluate", "metrics", "models", "device", "script_io"},
+        "aggregate": {"tables", "script_io"},
+        "plot": {"figures", "metrics", "script_io"},
+        "plot_weight_landscape": {"figures", "script_io"},
+    }
+    assert set(expected) == set(provenance.STAGE_SCRIPTS)
+    for stage, modules in expected.items():
+        assert modules <= real_modules(stage), stage
+        assert "training" not in real_modules(stage), stage
         assert len(provenance.code_version(stage)) == 16
 
 
 def test_environment_names_versions():
+    import torch
+
     env = provenance.environment()
     assert env["python"].count(".") == 2
     assert "semtail" in env and "numpy" in env
+    assert env["torch_build"] == torch.__version__ and env["cuda"] == torch.version.cuda

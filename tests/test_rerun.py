@@ -195,10 +195,26 @@ def test_model_code_change_reruns_that_method_only(demo_copy):
         assert metrics_of(demo_copy, dataset, "posit", 0) == before[dataset]
 
 
-def test_comment_and_formatting_changes_rerun_nothing(demo_copy):
+def test_shared_module_change_reruns_every_method_that_imports_it(demo_copy):
+    """Planned only: training.py is behind the SGD methods (and, through ease's model, rerank),
+    not behind mostpop or the closed-form EASE, whose jobs stay as they are."""
+    config = read_config(demo_copy)
+    module = demo_copy / "workflow_scripts/semtail/training.py"
+    module.write_text(module.read_text() + "\n\nADDED_BY_THE_RERUN_TEST = 1\n")
+    methods = sorted({m for sgd in ("ease", "ipw", "cvar", "posit") for m in dependents(config, sgd)})
+    assert methods == ["cvar", "ease", "ipw", "posit", "rerank"]
+    planned = planned_jobs(demo_copy)
+    assert set(planned) == run_jobs(config, methods=methods) | report_jobs(config)
+    trained = {j: why for j, why in planned.items() if j.rule == "train" and dict(j.wildcards)["method"] != "rerank"}
+    assert trained and all("Params have changed" in why for why in trained.values())
+
+
+def test_comment_docstring_and_formatting_changes_rerun_nothing(demo_copy):
     module = demo_copy / POSIT_MODULE
     source = module.read_text()
+    source = source.replace('    """Per row: the k-th best score', '    """Per row, as the rerun test rewrote it: the k-th best score', 1)
     module.write_text("# A comment added by the rerun test.\n" + source.replace("\n\n\n", "\n\n\n\n", 1))
+    assert "as the rerun test rewrote it" in module.read_text()  # a docstring changed too
     assert planned_jobs(demo_copy) == {}
 
 

@@ -21,6 +21,7 @@ import pytest
 import torch
 from snakemake.profiles import ProfileConfigFileParser
 
+from semtail import workflow as plan
 from slurm_cluster import SlurmCluster, SlurmUnavailable
 from workflow_runs import (
     REPO,
@@ -54,9 +55,9 @@ def test_slurm_profile_uses_the_executor_plugin_and_no_gres():
     defaults = dict(entry.split("=", 1) for entry in profile["default-resources"])
     assert set(defaults) == {"slurm_partition", "slurm_account"}
     # GPU jobs ask through the plugin's gpu and cpus_per_gpu resources, declared by the rules.
-    for rule in ("train", "evaluate"):
+    for rule, gpus in (("train", "training_gpus"), ("evaluate", "gpus_per_job")):
         text = (REPO / "rules" / f"{rule}.smk").read_text()
-        assert re.search(r"^\s+gpu=gpus_per_job,$", text, re.M), rule
+        assert re.search(rf"^\s+gpu={gpus},$", text, re.M), rule
         assert re.search(r"^\s+cpus_per_gpu=cpus_per_gpu,$", text, re.M), rule
 
 
@@ -99,7 +100,8 @@ def test_default_profile_limits_gpu_jobs_to_the_gpu_count(monkeypatch, tmp_path,
 
 
 def test_local_gpu_limit_reaches_the_scheduler(tmp_path):
-    """With three GPUs visible, Snakemake schedules with gpu=3 and every training job takes one."""
+    """With three GPUs visible, Snakemake schedules with gpu=3 and every training job takes one,
+    except those of the methods whose training needs no GPU."""
     workdir = copy_repo(tmp_path / "repo", raw_cache=False)
     config = reduced_config()
     config["compute"]["device"] = "auto"
@@ -109,7 +111,10 @@ def test_local_gpu_limit_reaches_the_scheduler(tmp_path):
     planned = snakemake(workdir, "--dry-run", env=env).stdout
     train_blocks = re.findall(r"rule train:\n(?:    .*\n)+", planned)
     assert len(train_blocks) == len(config["methods"]) * len(config["seeds"])
-    assert all(re.search(r"resources: .*\bgpu=1\b", block) for block in train_blocks)
+    for block in train_blocks:
+        method = re.search(r"wildcards: .*\bmethod=(\w+)", block).group(1)
+        gpus = 0 if method in ("mostpop", "rerank") else 1
+        assert re.search(rf"resources: .*\bgpu={gpus}\b", block), block
     # The limit shows when the scheduler starts: touch one (placeholder) output to start it.
     target = "data/raw/ml-100k/provenance.json"
     (workdir / target).parent.mkdir(parents=True)
@@ -212,14 +217,22 @@ def test_demo_on_slurm_equals_the_local_run(slurm_cluster, completed_demo, tmp_p
     sbatch_calls = re.findall(r"sbatch call: (sbatch .*)", output)
     submitted = {re.search(r"--comment '?rule_(\w+?)_wildcards", call).group(1) for call in sbatch_calls}
     assert submitted == {"preprocess", "train", "evaluate", "plot_weight_landscape"}  # the rest are local
+    stats = workdir / f"data/processed/{dataset}/stats.json"
     for call in sbatch_calls:
-        assert f"-p {slurm_cluster.partition}" in call and re.search(r"--mem \d+", call) and re.search(r"-t \d+", call)
-        assert "--gres" not in call
-        gpu_job = re.search(r"rule_(train|evaluate)_", call) is not None
+        assert f"-p {slurm_cluster.partition}" in call and "--gres" not in call
+        rule, wildcards = re.search(r"--comment '?rule_(\w+?)_wildcards_([\w.-]+)", call).groups()
+        # "ml-100k_ease_closed_0": dataset, method, seed joined by "_", which method names may hold too
+        method = wildcards.removeprefix(f"{dataset}_").rsplit("_", 1)[0] if rule in ("train", "evaluate") else None
+        stage = "weight_landscape" if rule == "plot_weight_landscape" else rule
+        # What the rule asked for, computed here from the same sizes, is what was submitted.
+        sizes = stats if rule != "preprocess" else tmp_path / "not-yet-preprocessed.json"  # as at its submission
+        wanted = plan.resources(config, stage, dataset, method=method, stats_file=sizes)
+        assert re.search(rf"--mem {wanted['mem_mb']}\b", call) and re.search(rf"-t {wanted['runtime']}\b", call), call
+        gpu_job = rule == "evaluate" or (rule == "train" and plan.training_gpus(config, method) > 0)
         if not on_gpu_machine:
             assert ("--gpus=1" in call) == gpu_job, call
-            assert ("--cpus-per-gpu=" in call) == gpu_job, call
-        assert gpu_job or "--cpus-per-task=" in call, call
+            assert (f"--cpus-per-gpu={wanted['threads']}" in call) == gpu_job, call
+        assert gpu_job or f"--cpus-per-task={wanted['threads']}" in call, call
     train_log = (workdir / f"logs/train/{dataset}/posit/seed0.log").read_text()
     if not on_gpu_machine:
         # SLURM sets CUDA_VISIBLE_DEVICES to the allocated GPU (its node index without device cgroups).

@@ -3,7 +3,9 @@
 On one machine with several GPUs, Snakemake's `--resources gpu=N` bounds how many GPU jobs run
 at once but does not say which GPU each should use. `claim_gpu` gives each job GPUs of its own
 by holding an exclusive lock on each GPU's lock file for the life of the process, and restricts
-CUDA_VISIBLE_DEVICES to them before CUDA is initialised.
+CUDA_VISIBLE_DEVICES to them before CUDA is initialised. A job that finds every GPU taken (no
+`gpu` limit was set, or `--resources` on the command line replaced the profile's) waits for one
+to come free, saying so in its log, for at most SEMTAIL_GPU_WAIT_S seconds (default: no limit).
 
 Under SLURM the allocation decides: the job uses the CUDA_VISIBLE_DEVICES that SLURM set, and no
 GPU at all when SLURM set none. Its locks live in a folder of that SLURM job's own, so jobs of one
@@ -21,11 +23,15 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
 LOCK_DIR_VARIABLE = "SEMTAIL_GPU_LOCK_DIR"
+WAIT_VARIABLE = "SEMTAIL_GPU_WAIT_S"
+POLL_S = 2.0
+WAITING_REPORT_S = 600.0
 
 _claimed: list[str] | None = None  # the GPUs this process holds
 _held_locks: list[int] = []  # their lock files' descriptors; open for as long as the process lives
@@ -101,11 +107,39 @@ def _try_lock(lock_dir: Path, gpu: str) -> int | None:
     return fd
 
 
+def _lock_free_gpus(lock_dir: Path, ids: list[str], count: int) -> tuple[list[str], list[int]] | None:
+    """Lock `count` of the GPUs `ids`, first free first; None (holding nothing) when fewer are free."""
+    claimed, fds = [], []
+    for gpu in ids:
+        fd = _try_lock(lock_dir, gpu)
+        if fd is None:
+            continue
+        claimed.append(gpu)
+        fds.append(fd)
+        if len(claimed) == count:
+            return claimed, fds
+    for fd in fds:
+        os.close(fd)  # all or nothing: two jobs each holding part of what they need would wait forever
+    return None
+
+
+def _wait_limit() -> float:
+    value = os.environ.get(WAIT_VARIABLE, "inf")
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise RuntimeError(f"{WAIT_VARIABLE}={value!r} is not a number of seconds") from None
+    if not seconds >= 0:
+        raise RuntimeError(f"{WAIT_VARIABLE}={value!r} must be 0 or more seconds")
+    return seconds
+
+
 def claim_gpu(count: int = 1, lock_dir: str | os.PathLike | None = None) -> str | None:
     """Lock `count` free GPUs for this process and make them the only visible ones.
 
-    Returns their ids, comma-separated, or None when no GPU is visible. Raises when fewer than
-    `count` are free. Calling it again in the same process returns the same GPUs.
+    Returns their ids, comma-separated, or None when no GPU is visible. While fewer than `count`
+    are free it waits, up to SEMTAIL_GPU_WAIT_S seconds, then raises. Calling it again in the same
+    process returns the same GPUs.
     """
     global _claimed
     if _claimed is not None:
@@ -124,23 +158,22 @@ def claim_gpu(count: int = 1, lock_dir: str | os.PathLike | None = None) -> str 
         )
     lock_dir = Path(lock_dir) if lock_dir is not None else default_lock_dir()
     _make_shared_dir(lock_dir)
-    claimed, fds = [], []
-    for gpu in ids:
-        fd = _try_lock(lock_dir, gpu)
-        if fd is None:
-            continue
-        claimed.append(gpu)
-        fds.append(fd)
-        if len(claimed) == count:
-            break
-    if len(claimed) < count:
-        for fd in fds:
-            os.close(fd)
-        raise RuntimeError(
-            f"{len(ids) - len(claimed)} of the {len(ids)} visible GPUs ({', '.join(ids)}) are held by other "
-            f"jobs (lock files in {lock_dir}) and this job needs {count}: run Snakemake with --resources "
-            f"gpu=N, N at most the number of GPUs (profiles/default sets it)"
-        )
+    wait_s = _wait_limit()
+    started = time.monotonic()
+    next_report = started
+    while (locked := _lock_free_gpus(lock_dir, ids, count)) is None:
+        waited = time.monotonic() - started
+        if waited >= wait_s:
+            raise RuntimeError(
+                f"the visible GPUs ({', '.join(ids)}) are held by other jobs (lock files in {lock_dir}) and "
+                f"this job needs {count}; waited {waited:.0f} s ({WAIT_VARIABLE}={wait_s:g}). Run Snakemake "
+                "with --resources gpu=N, N at most the number of GPUs (profiles/default sets it)"
+            )
+        if time.monotonic() >= next_report:
+            log.warning("waiting for %d of the GPUs %s to come free (lock files in %s)", count, ",".join(ids), lock_dir)
+            next_report += WAITING_REPORT_S
+        time.sleep(min(POLL_S, wait_s - waited))
+    claimed, fds = locked
     _held_locks.extend(fds)
     _claimed = claimed
     if from_nvidia_smi:

@@ -6,20 +6,24 @@ import ast
 import hashlib
 import importlib.metadata
 import platform
+import sys
 from functools import cache
 from pathlib import Path
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
 PACKAGE_NAME = PACKAGE_ROOT.name
 
-# The module each workflow stage starts from. A method's training starts from semtail.models.<method>.
-STAGE_ENTRY_MODULES = {
-    "download": "semtail.datasets.sources",
-    "preprocess": "semtail.datasets.preprocess",
-    "evaluate": "semtail.evaluate",
-    "aggregate": "semtail.tables",
-    "plot": "semtail.figures",
+# The script each workflow stage runs, in the folder above the package. A method's training runs
+# train.py with semtail.models.<method>, which the package loads by name, not by an import.
+STAGE_SCRIPTS = {
+    "download": "download.py",
+    "preprocess": "preprocess.py",
+    "evaluate": "evaluate.py",
+    "aggregate": "aggregate.py",
+    "plot": "plot.py",
+    "plot_weight_landscape": "plot_weight_landscape.py",
 }
+TRAIN_SCRIPT = "train.py"
 
 
 def module_path(module: str) -> Path:
@@ -34,11 +38,17 @@ def module_path(module: str) -> Path:
     raise FileNotFoundError(f"module {module!r} has no source file under {PACKAGE_ROOT}")
 
 
-def _imported_modules(module: str, path: Path) -> set[str]:
-    """The semtail modules that `module` imports, directly, read from its syntax tree."""
+def script_path(name: str) -> Path:
+    path = PACKAGE_ROOT.parent / name
+    if not path.is_file():
+        raise FileNotFoundError(f"workflow script {name!r} is not in {PACKAGE_ROOT.parent}")
+    return path
+
+
+def _imported_modules(path: Path, package_parts: list[str]) -> set[str]:
+    """The semtail modules that the file at `path` imports, directly, read from its syntax tree.
+    package_parts: the package a relative import starts from (none for a script)."""
     tree = ast.parse(path.read_text(), filename=str(path))
-    is_package = path.name == "__init__.py"
-    package_parts = module.split(".") if is_package else module.split(".")[:-1]
     found: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -77,24 +87,68 @@ def module_closure(entry: str) -> tuple[str, ...]:
         seen.add(module)
         parts = module.split(".")
         pending.extend(".".join(parts[:i]) for i in range(1, len(parts)))
-        pending.extend(_imported_modules(module, module_path(module)))
+        path = module_path(module)
+        pending.extend(_imported_modules(path, parts if path.name == "__init__.py" else parts[:-1]))
     return tuple(sorted(seen))
+
+
+def code_files(stage_or_method: str) -> tuple[Path, tuple[str, ...]]:
+    """The script a stage (or a method's training) runs, and every semtail module behind it."""
+    if stage_or_method in STAGE_SCRIPTS:
+        script, entries = script_path(STAGE_SCRIPTS[stage_or_method]), set()
+    else:
+        script, entries = script_path(TRAIN_SCRIPT), {f"{PACKAGE_NAME}.models.{stage_or_method}"}
+    entries |= _imported_modules(script, [])
+    modules = sorted({module for entry in entries for module in module_closure(entry)})
+    return script, tuple(modules)
 
 
 def code_version(stage_or_method: str) -> str:
     """A short hash of the code behind a stage or a method's training, for a Snakemake `params:` value.
 
     Snakemake's `code` trigger sees only the script a rule runs, not what it imports. Hashing the
-    syntax tree of every imported semtail module makes a change to, say, models/posit.py rerun
-    POSIT's jobs and nothing else, while edits to comments or formatting rerun nothing.
+    syntax tree of the script and of every semtail module it imports makes a change to, say,
+    models/posit.py rerun POSIT's jobs and nothing else, while edits to comments, docstrings or
+    formatting rerun nothing. The hash is the same under every Python version this project supports.
     """
-    entry = STAGE_ENTRY_MODULES.get(stage_or_method, f"{PACKAGE_NAME}.models.{stage_or_method}")
+    script, modules = code_files(stage_or_method)
     digest = hashlib.sha256()
-    for module in module_closure(entry):
-        tree = ast.parse(module_path(module).read_text())
-        digest.update(module.encode())
-        digest.update(ast.dump(tree).encode())
+    for name, path in [(script.name, script), *((module, module_path(module)) for module in modules)]:
+        digest.update(name.encode() + b"\0")
+        digest.update(canonical_code(path.read_text()).encode() + b"\0")
     return digest.hexdigest()[:16]
+
+
+def canonical_code(source: str) -> str:
+    """The syntax tree of `source` as text, without positions, docstrings and empty fields (which
+    newer Pythons add to some nodes, such as type_params=[]), so that only code changes show."""
+    return _canonical(ast.parse(source))
+
+
+_DOCUMENTED = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+
+
+def _canonical(node) -> str:
+    if isinstance(node, list):
+        return "[" + ",".join(_canonical(item) for item in node) + "]"
+    if not isinstance(node, ast.AST):
+        return repr(node)
+    fields = []
+    for name, value in ast.iter_fields(node):
+        if name == "body" and isinstance(node, _DOCUMENTED) and value and _is_docstring(value[0]):
+            value = value[1:]
+        if value is None or value == []:
+            continue
+        fields.append(f"{name}={_canonical(value)}")
+    return f"{type(node).__name__}({','.join(fields)})"
+
+
+def _is_docstring(statement: ast.stmt) -> bool:
+    return (
+        isinstance(statement, ast.Expr)
+        and isinstance(statement.value, ast.Constant)
+        and isinstance(statement.value.value, str)
+    )
 
 
 def environment() -> dict:
@@ -105,6 +159,11 @@ def environment() -> dict:
             versions[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:
             pass
+    torch = sys.modules.get("torch")  # only where the job uses it: the data stages never load it
+    if torch is not None:
+        versions["torch_build"] = torch.__version__  # with its local tag, such as +cu130 or +cpu
+        versions["cuda"] = torch.version.cuda
+        versions["cudnn"] = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
     from semtail import __version__
 
     versions["semtail"] = __version__

@@ -8,6 +8,7 @@ import json
 import os
 from pathlib import Path
 
+from semtail.datasets.split import SplitParameters
 from semtail.provenance import code_version  # noqa: F401  (re-exported for rules/common.smk)
 
 FIGURES = ("coverage_at_k", "item_recall_by_popularity", "accuracy_coverage_tradeoff", "lorenz")
@@ -32,6 +33,8 @@ class ConfigError(ValueError):
 
 def check_config(config: dict) -> None:
     """Checks across keys that a JSON schema cannot express, naming the offending key."""
+    for dataset, settings in config["datasets"].items():
+        SplitParameters.from_config(settings["preprocess"], f"datasets.{dataset}.preprocess")
     for method in config["methods"]:
         if method not in config["hyperparameters"]:
             raise ConfigError(f"methods: {method!r} has no entry under hyperparameters")
@@ -121,8 +124,17 @@ def final_targets(config: dict) -> list[str]:
     return targets
 
 
+# Methods whose training only counts or copies (the scoring of all of them still uses the GPU).
+CPU_TRAINED_METHODS = ("mostpop", "rerank")
+
+
 def gpus_per_job(config: dict) -> int:
     return 0 if config["compute"]["device"] == "cpu" else int(config["compute"]["gpus_per_job"])
+
+
+def training_gpus(config: dict, method: str) -> int:
+    """The `gpu` resource of a method's train job: none for what needs no GPU."""
+    return 0 if method in CPU_TRAINED_METHODS else gpus_per_job(config)
 
 
 def dataset_size(config: dict, dataset: str, stats_file: str | os.PathLike | None = None) -> dict:
@@ -187,7 +199,7 @@ def resources(
     per_user = nnz / users
     dense = 4.0 * n * n
     sparse = 12.0 * nnz  # CSR: float32 value + int64 column per entry
-    on_gpu = gpus_per_job(config) > 0
+    on_gpu = (training_gpus(config, method) if stage == "train" and method else gpus_per_job(config)) > 0
     bandwidth = GPU_BYTES_PER_S if on_gpu else CPU_BYTES_PER_S
     large = n >= LARGE_CATALOG
     base = 2.0 * 2**30  # the interpreter, torch, numpy and scipy
@@ -221,7 +233,9 @@ def resources(
             step_bytes = 2 * batch * per_user * n * 4 + 6 * dense
             validation_bytes = _batches(heldout, batch) * (batch * per_user * n * 4 + 3 * batch_dense)
             epoch_s = (_batches(train_users, batch) * step_bytes + validation_bytes) / bandwidth
-            epoch_s += 3 * dense / DISK_BYTES_PER_S  # the checkpoint: U, momentum, best U
+            # The checkpoint (U and its momentum) every epoch; the best epoch's U when the best epoch
+            # is left behind, at most every other epoch.
+            epoch_s += 2.5 * dense / DISK_BYTES_PER_S
             runtime = minutes(epochs * epoch_s + dense / DISK_BYTES_PER_S)
         elif method == "ease_closed":
             # The Gram matrix and its inverse in float64, and the solver's workspace.
