@@ -199,7 +199,7 @@ def resources(
     per_user = nnz / users
     dense = 4.0 * n * n
     sparse = 12.0 * nnz  # CSR: float32 value + int64 column per entry
-    on_gpu = (training_gpus(config, method) if stage == "train" and method else gpus_per_job(config)) > 0
+    on_gpu = (training_gpus(config, method) if stage == "train" else gpus_per_job(config)) > 0
     bandwidth = GPU_BYTES_PER_S if on_gpu else CPU_BYTES_PER_S
     large = n >= LARGE_CATALOG
     base = 2.0 * 2**30  # the interpreter, torch, numpy and scipy

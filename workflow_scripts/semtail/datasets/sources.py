@@ -444,6 +444,8 @@ def acquire_one(source: Source, raw_dir: Path, pip_options: list[str], timeout: 
         files = _format_files(fetched_path, source)
         if digests is not None:
             all_digests[fetched_path] = digests
+    if source.format == "netflix-combined" and len(files) == 1 and not zipfile.is_zipfile(files[0]):
+        raise DataError(NETFLIX_COMBINED_NEEDS_ALL.format(source=source, path=files[0]))
     for path in files:
         if path not in all_digests:
             all_digests[path] = file_digests(path)
@@ -494,11 +496,8 @@ def _member_file(fetched_path: Path, source: Source, raw_dir: Path) -> Path:
         path = member_destination(fetched_path, source.member, fetched_path)
         if not path.is_file():
             raise DataError(f"{source}: {path} is not a file")
-    else:
-        path = extract_member(fetched_path, source.member, raw_dir)
-    if source.format == "netflix-combined" and not zipfile.is_zipfile(path):
-        raise DataError(NETFLIX_COMBINED_NEEDS_ALL.format(source=source, path=path))
-    return path
+        return path
+    return extract_member(fetched_path, source.member, raw_dir)
 
 
 def _format_files(path: Path, source: Source) -> list[Path]:
@@ -515,8 +514,6 @@ def _format_files(path: Path, source: Source) -> list[Path]:
         with zipfile.ZipFile(path) as bundle:
             names = [n for n in bundle.namelist() if not n.endswith("/")][:10]
         raise DataError(f"{source}: {path} is a zip archive; name the file to read with member: (it holds {names})")
-    if source.format == "netflix-combined" and not zipfile.is_zipfile(path):
-        raise DataError(NETFLIX_COMBINED_NEEDS_ALL.format(source=source, path=path))
     return [path]
 
 
