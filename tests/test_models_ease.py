@@ -6,6 +6,7 @@ import scipy.sparse as sp
 import torch
 
 from semtail.models import Run, TrainingData, ease, ease_closed
+from semtail.models.itemitem import reconstruction_loss_per_item
 from semtail.models.synthetic import power_law_interactions
 from semtail.training import Trainer
 
@@ -71,3 +72,14 @@ def test_ease_closed_rejects_non_positive_l2(interactions):
     data = TrainingData(interactions, interactions, interactions)
     with pytest.raises(ValueError, match="l2"):
         ease_closed.fit(data, {"l2": 0.0}, Run("synthetic", "ease_closed", 0))
+
+
+def test_per_item_loss_by_hand_and_its_gradient_against_finite_differences():
+    generator = torch.Generator().manual_seed(5)
+    predictions = torch.randn(6, 4, dtype=torch.float64, generator=generator)
+    interactions = (torch.rand(6, 4, generator=generator) < 0.4).double()
+    expected = 1000 * ((predictions.numpy() - interactions.numpy()) ** 2).mean(axis=0)
+    np.testing.assert_allclose(reconstruction_loss_per_item(predictions, interactions).numpy(), expected, rtol=1e-12)
+    assert torch.autograd.gradcheck(
+        reconstruction_loss_per_item, (predictions.requires_grad_(), interactions.requires_grad_()), eps=1e-6
+    )

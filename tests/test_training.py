@@ -245,3 +245,49 @@ def test_hyperparameter_errors_name_the_key():
         method_module("ease").fit(DATA, {**{k: v for k, v in SGD.items() if k != "patience"}, "lam": 1.0}, Run("t", "ease", 0))
     with pytest.raises(ValueError, match="batch_size must be at least 1"):
         fit("ease", changes={"batch_size": 0})
+
+
+def numpy_sgd_steps(X: np.ndarray, batches, item_weights, lr, wd, lam=1.0, momentum=0.9):
+    """U after SGD steps on λ·mean_i(w_i·ℓ_i), ℓ_i = 1000·mean_u∈b (x_u·U − x_u)_i², in float64 from
+    the issue's formulas: the gradient's diagonal is dropped, weight decay is added to it, and the
+    momentum buffer starts at the first gradient (PyTorch's SGD)."""
+    n_items = X.shape[1]
+    U = np.zeros((n_items, n_items))
+    buffer = None
+    for (start, stop), w in zip(batches, item_weights):
+        Xb = X[start:stop]
+        residual = Xb @ U - Xb
+        gradient = Xb.T @ (2 * 1000 * lam * residual * w[None, :] / (len(Xb) * n_items))
+        np.fill_diagonal(gradient, 0.0)
+        gradient += wd * U
+        buffer = gradient if buffer is None else momentum * buffer + gradient
+        U = U - lr * buffer
+    return U
+
+
+@pytest.mark.parametrize("method", ["ease", "ipw", "posit"])
+def test_training_steps_match_sgd_on_the_loss_written_out(method, monkeypatch):
+    module = method_module(method)
+    monkeypatch.setattr(module, "train", lambda data, hyperparameters, run, objective: training.Trainer(data, hyperparameters, run, objective))
+    hyperparameters = {**HYPERPARAMETERS.get(method, SGD), "lr": 0.5, "wd": 0.01}
+    if method == "ipw":
+        hyperparameters = {**SGD, "lr": 0.5, "wd": 0.01, "lam": 2.0, "alpha": 0.05}
+    trainer = module.fit(DATA, hyperparameters, Run("toy", method, 0))
+    X = DATA.train.toarray().astype(np.float64)
+    batches = [(0, 32), (32, 64), (64, 96)]
+    weights = []
+    for start, stop in batches:
+        if method == "ipw":
+            counts = X.sum(axis=0)
+            weights.append(np.exp(-0.05 * counts) / np.exp(-0.05 * counts).mean())
+        elif method == "posit":
+            weights.append(trainer.objective.learner_weights.double().numpy().copy())  # the previous step's w̄
+        else:
+            weights.append(np.ones(X.shape[1]))
+        trainer.step(trainer.train_rows.rows(start, stop), {}, torch.zeros((), dtype=torch.bool))
+    lam = {"ipw": 2.0, "posit": 1.0}.get(method, 1.0)
+    expected = numpy_sgd_steps(X, batches, weights, lr=0.5, wd=0.01, lam=lam)
+    assert np.abs(expected).max() > 1e-3  # the steps moved U
+    np.testing.assert_allclose(trainer.U.double().numpy(), expected, rtol=1e-4, atol=1e-6 * np.abs(expected).max())
+    if method == "posit":
+        assert not np.allclose(weights[2], 1.0)  # w̄ of step 2 (used by step 3) comes from the updated adversary

@@ -43,7 +43,28 @@ def predict(rows: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
 
 def reconstruction_loss_per_item(predictions: torch.Tensor, interactions: torch.Tensor) -> torch.Tensor:
     """ℓ_i = 1000 · mean over the batch's users of (x̂_ui − x_ui)², one value per item."""
-    return RECONSTRUCTION_SCALE * (predictions - interactions).square().mean(dim=0)
+    return PerItemSquaredError.apply(predictions, interactions)
+
+
+class PerItemSquaredError(torch.autograd.Function):
+    """ℓ_i with its gradient written out, ∂ℓ_i/∂x̂_ui = 2000 · (x̂_ui − x_ui) / |b|.
+
+    The same values as autograd through the formula, but a step keeps one batch × items residual
+    instead of several, and reads it once more in the backward pass: on the ML-20M shape that is
+    about ten fewer passes over 82 MB per step."""
+
+    @staticmethod
+    def forward(ctx, predictions: torch.Tensor, interactions: torch.Tensor) -> torch.Tensor:
+        residual = predictions - interactions
+        ctx.save_for_backward(residual)
+        return residual.square().sum(dim=0) * (RECONSTRUCTION_SCALE / residual.shape[0])
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_per_item: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        (residual,) = ctx.saved_tensors
+        grad = residual * (grad_per_item * (2 * RECONSTRUCTION_SCALE / residual.shape[0]))
+        return grad, (-grad if ctx.needs_input_grad[1] else None)
 
 
 def matrix_scorer(matrix: torch.Tensor, device: torch.device):

@@ -79,7 +79,8 @@ def cut_and_share(predictions: torch.Tensor, k: int) -> tuple[torch.Tensor, torc
     best = predictions.topk(k, dim=1).values
     kth = best[:, -1:]
     slots_left = (best == kth).sum(dim=1, keepdim=True)
-    return kth, slots_left / (predictions == kth).sum(dim=1, keepdim=True)
+    tied = (predictions == kth).sum(dim=1, keepdim=True, dtype=torch.int32)  # int32: no int64 copy of the mask on a CPU
+    return kth, slots_left / tied
 
 
 def top_k_membership(predictions: torch.Tensor, k: int) -> torch.Tensor:

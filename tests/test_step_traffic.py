@@ -1,0 +1,117 @@
+"""What one training step does with items × items tensors, recorded op by op.
+
+The step's cost on a GPU is its traffic over U-sized tensors (benchmarks/README.md): the floor is
+the fused SGD update of U, which reads U, its gradient and its momentum and writes U and the
+momentum. Besides that, a step should only read U in X_b·U and write U's gradient once in X_bᵀ·G.
+A U-sized temporary (autograd through U, `U - lr * grad`, a dense X_bᵀ) would add a pass and,
+on ML-20M, 1.6 GB of device memory against the 8 GiB budget. These tests record every operator
+a step dispatches and check which U-sized storages each one touches."""
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+from semtail.models import Run, method_module
+from semtail.models.synthetic import training_data
+from semtail.training import Trainer, validation_ndcg
+
+N_ITEMS = 240
+BATCH = 48  # batch × items must differ from items², or batch-sized tensors would look U-sized
+DATA = training_data(180, N_ITEMS, 12, 40, seed=3)
+SGD = {"lr": 0.002, "wd": 1e-4, "batch_size": BATCH, "epochs": 2, "patience": 2}
+DEVICES = [
+    torch.device("cpu"),
+    pytest.param(torch.device("cuda"), marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")),
+]
+HYPERPARAMETERS = {
+    "ease": SGD,
+    "ipw": {**SGD, "lam": 1.0, "alpha": 0.01},
+    "cvar": {**SGD, "lam": 1.0, "beta": 0.3, "alr": 1e-4},
+    "posit": {
+        **SGD, "lam": 1.0, "alr": 1.0, "nstd": 1.5, "awd": 0.0, "adversary": "2bmlp2", "signal": "recall_dist",
+        "ones_aware": False, "k": 20, "signal_momentum": 0.9,
+    },
+}  # fmt: skip
+
+
+class UTraffic(TorchDispatchMode):
+    """For each dispatched operator that touches a tensor of at least items² elements: its name,
+    the known storages it touches, and whether it returned an unknown (new) U-sized storage."""
+
+    def __init__(self, known: dict[int, str]):
+        super().__init__()
+        self.known = known
+        self.calls: list[tuple[str, frozenset[str], bool]] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        result = func(*args, **(kwargs or {}))
+        inputs = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor) and self.is_big(t)]
+        outputs = [t for t in tree_flatten(result)[0] if isinstance(t, torch.Tensor) and self.is_big(t)]
+        if inputs or outputs:
+            touched = frozenset(self.name(t) for t in inputs + outputs)
+            new_storage = any(self.name(t) == "new" for t in outputs)
+            self.calls.append((str(func.overloadpacket.__name__), touched, new_storage))
+        return result
+
+    @staticmethod
+    def is_big(tensor: torch.Tensor) -> bool:
+        return tensor.layout == torch.strided and tensor.numel() >= N_ITEMS * N_ITEMS
+
+    def name(self, tensor: torch.Tensor) -> str:
+        return self.known.get(tensor.untyped_storage().data_ptr(), "new")
+
+
+def trainer_for(method, monkeypatch, device=torch.device("cpu")) -> Trainer:
+    module = method_module(method)
+    monkeypatch.setattr(module, "train", lambda data, hyperparameters, run, objective: Trainer(data, hyperparameters, run, objective))
+    return module.fit(DATA, HYPERPARAMETERS[method], Run("toy", method, 0, device=device))
+
+
+def storages(trainer: Trainer) -> dict[int, str]:
+    momentum = trainer.optimizer.state[trainer.U]["momentum_buffer"]
+    return {
+        trainer.U.untyped_storage().data_ptr(): "U",
+        trainer.U.grad.untyped_storage().data_ptr(): "gradient",
+        momentum.untyped_storage().data_ptr(): "momentum",
+    }
+
+
+def one_step(trainer: Trainer, start: int) -> None:
+    nonfinite = torch.zeros((), dtype=torch.bool, device=trainer.device)
+    trainer.step(trainer.train_rows.rows(start, start + BATCH), {}, nonfinite)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("method", ["ease", "ipw", "cvar", "posit"])
+def test_a_step_reads_U_once_writes_its_gradient_once_and_updates_in_the_fused_sgd(method, device, monkeypatch):
+    trainer = trainer_for(method, monkeypatch, device)
+    one_step(trainer, 0)  # the first step creates the momentum buffer
+    with UTraffic(storages(trainer)) as traffic:
+        one_step(trainer, BATCH)
+
+    assert not any(new for _, _, new in traffic.calls), traffic.calls
+    passes = [touched for name, touched, _ in traffic.calls if name != "diagonal"]  # a view: no traffic
+    assert passes == [{"U"}, {"gradient"}, {"U", "gradient", "momentum"}], traffic.calls
+    assert traffic.calls[-1][0] == "_fused_sgd_"
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_a_validation_pass_reads_U_and_allocates_nothing_of_its_size(device, monkeypatch):
+    trainer = trainer_for("posit", monkeypatch, device)
+    one_step(trainer, 0)
+    with UTraffic(storages(trainer)) as traffic:
+        validation_ndcg(trainer.U, trainer.validation_fold_in, trainer.validation_heldout)
+
+    assert traffic.calls, "the validation pass should read U"
+    assert all(touched == {"U"} and not new for _, touched, new in traffic.calls), traffic.calls
+
+
+def test_the_recorder_sees_a_U_sized_temporary(monkeypatch):
+    """The check above can fail: an unfused update of U, as autograd-style code would write it."""
+    trainer = trainer_for("ease", monkeypatch)
+    one_step(trainer, 0)
+    with UTraffic(storages(trainer)) as traffic, torch.no_grad():
+        trainer.U.copy_(trainer.U - 0.1 * trainer.U.grad)
+    assert any(new for _, _, new in traffic.calls)
+    assert [touched for _, touched, _ in traffic.calls][0] == {"gradient", "new"}
