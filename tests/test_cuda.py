@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 
+from method_settings import method_of, sgd_methods
 from semtail import evaluate as ev
 from semtail.models import Run, method_module
 from semtail.models.synthetic import training_data
@@ -27,25 +28,11 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA G
 ROOT = Path(__file__).resolve().parents[1]
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 DATA = training_data(400, 120, 10, 100, seed=3)
-SGD = {"lr": 0.002, "wd": 1e-4, "batch_size": 64, "epochs": 4, "patience": 4}
-HYPERPARAMETERS = {
-    "ease": SGD,
-    "ipw": {**SGD, "lam": 1.0, "alpha": 0.01},
-    "cvar": {**SGD, "lam": 1.0, "beta": 0.3, "alr": 1e-4},
-    "posit": {
-        **SGD, "lam": 1.0, "alr": 0.5, "nstd": 1.0, "awd": 0.0, "adversary": "linear", "signal": "recall_dist",
-        "ones_aware": False, "k": 20, "signal_momentum": 0.9,
-    },
-    "posit_mlp": {
-        **SGD, "lam": 1.0, "alr": 1.0, "nstd": 1.5, "awd": 1e-5, "adversary": "2bmlp2", "signal": "recall",
-        "ones_aware": True, "k": 20, "signal_momentum": 0.9,
-    },
-    "ease_closed": {"l2": 30.0},
-}  # fmt: skip
+HYPERPARAMETERS = {**sgd_methods(batch_size=64), "ease_closed": {"l2": 30.0}}
 
 
 def fit_on(device: torch.device, name: str):
-    method = "posit" if name.startswith("posit") else name
+    method = method_of(name)
     return method_module(method).fit(DATA, HYPERPARAMETERS[name], Run("toy", method, 0, device=device))
 
 

@@ -12,6 +12,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+from method_settings import method_of, sgd_methods
 from semtail.models import Run, method_module
 from semtail.models.synthetic import training_data
 from semtail.training import Trainer, validation_ndcg
@@ -19,20 +20,11 @@ from semtail.training import Trainer, validation_ndcg
 N_ITEMS = 240
 BATCH = 48  # batch × items must differ from items², or batch-sized tensors would look U-sized
 DATA = training_data(180, N_ITEMS, 12, 40, seed=3)
-SGD = {"lr": 0.002, "wd": 1e-4, "batch_size": BATCH, "epochs": 2, "patience": 2}
 DEVICES = [
     torch.device("cpu"),
     pytest.param(torch.device("cuda"), marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")),
 ]
-HYPERPARAMETERS = {
-    "ease": SGD,
-    "ipw": {**SGD, "lam": 1.0, "alpha": 0.01},
-    "cvar": {**SGD, "lam": 1.0, "beta": 0.3, "alr": 1e-4},
-    "posit": {
-        **SGD, "lam": 1.0, "alr": 1.0, "nstd": 1.5, "awd": 0.0, "adversary": "2bmlp2", "signal": "recall_dist",
-        "ones_aware": False, "k": 20, "signal_momentum": 0.9,
-    },
-}  # fmt: skip
+HYPERPARAMETERS = sgd_methods(batch_size=BATCH, epochs=2)
 
 
 class UTraffic(TorchDispatchMode):
@@ -62,10 +54,11 @@ class UTraffic(TorchDispatchMode):
         return self.known.get(tensor.untyped_storage().data_ptr(), "new")
 
 
-def trainer_for(method, monkeypatch, device=torch.device("cpu")) -> Trainer:
+def trainer_for(name, monkeypatch, device=torch.device("cpu")) -> Trainer:
+    method = method_of(name)
     module = method_module(method)
     monkeypatch.setattr(module, "train", lambda data, hyperparameters, run, objective: Trainer(data, hyperparameters, run, objective))
-    return module.fit(DATA, HYPERPARAMETERS[method], Run("toy", method, 0, device=device))
+    return module.fit(DATA, HYPERPARAMETERS[name], Run("toy", method, 0, device=device))
 
 
 def storages(trainer: Trainer) -> dict[int, str]:
@@ -83,9 +76,9 @@ def one_step(trainer: Trainer, start: int) -> None:
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("method", ["ease", "ipw", "cvar", "posit"])
-def test_a_step_reads_U_once_writes_its_gradient_once_and_updates_in_the_fused_sgd(method, device, monkeypatch):
-    trainer = trainer_for(method, monkeypatch, device)
+@pytest.mark.parametrize("name", ["ease", "ipw", "cvar", "posit", "posit_mlp"])
+def test_a_step_reads_U_once_writes_its_gradient_once_and_updates_in_the_fused_sgd(name, device, monkeypatch):
+    trainer = trainer_for(name, monkeypatch, device)
     one_step(trainer, 0)  # the first step creates the momentum buffer
     with UTraffic(storages(trainer)) as traffic:
         one_step(trainer, BATCH)
@@ -98,7 +91,7 @@ def test_a_step_reads_U_once_writes_its_gradient_once_and_updates_in_the_fused_s
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_a_validation_pass_reads_U_and_allocates_nothing_of_its_size(device, monkeypatch):
-    trainer = trainer_for("posit", monkeypatch, device)
+    trainer = trainer_for("posit_mlp", monkeypatch, device)
     one_step(trainer, 0)
     with UTraffic(storages(trainer)) as traffic:
         validation_ndcg(trainer.U, trainer.validation_fold_in, trainer.validation_heldout)
