@@ -18,6 +18,7 @@ DATA = training_data(150, 30, 6, 40, seed=0)
 SGD = {"lr": 0.002, "wd": 1e-4, "batch_size": 32, "epochs": 4, "patience": 4}
 HYPERPARAMETERS = {
     "ease": SGD,
+    "ipw": {**SGD, "lam": 2.0, "alpha": 0.05},
     "cvar": {**SGD, "lam": 1.0, "beta": 0.3, "alr": 1e-4},
     "posit": {
         **SGD, "lam": 1.0, "alr": 1.0, "nstd": 1.5, "awd": 1e-4, "adversary": "2mlp3", "signal": "recall",
@@ -269,24 +270,21 @@ def numpy_sgd_steps(X: np.ndarray, batches, item_weights, lr, wd, lam=1.0, momen
 def test_training_steps_match_sgd_on_the_loss_written_out(method, monkeypatch):
     module = method_module(method)
     monkeypatch.setattr(module, "train", lambda data, hyperparameters, run, objective: training.Trainer(data, hyperparameters, run, objective))
-    hyperparameters = {**HYPERPARAMETERS.get(method, SGD), "lr": 0.5, "wd": 0.01}
-    if method == "ipw":
-        hyperparameters = {**SGD, "lr": 0.5, "wd": 0.01, "lam": 2.0, "alpha": 0.05}
+    hyperparameters = {**HYPERPARAMETERS[method], "lr": 0.5, "wd": 0.01}
     trainer = module.fit(DATA, hyperparameters, Run("toy", method, 0))
     X = DATA.train.toarray().astype(np.float64)
     batches = [(0, 32), (32, 64), (64, 96)]
     weights = []
     for start, stop in batches:
         if method == "ipw":
-            counts = X.sum(axis=0)
-            weights.append(np.exp(-0.05 * counts) / np.exp(-0.05 * counts).mean())
+            unnormalised = np.exp(-hyperparameters["alpha"] * X.sum(axis=0))
+            weights.append(unnormalised / unnormalised.mean())
         elif method == "posit":
             weights.append(trainer.objective.learner_weights.double().numpy().copy())  # the previous step's w̄
         else:
             weights.append(np.ones(X.shape[1]))
         trainer.step(trainer.train_rows.rows(start, stop), {}, torch.zeros((), dtype=torch.bool))
-    lam = {"ipw": 2.0, "posit": 1.0}.get(method, 1.0)
-    expected = numpy_sgd_steps(X, batches, weights, lr=0.5, wd=0.01, lam=lam)
+    expected = numpy_sgd_steps(X, batches, weights, lr=0.5, wd=0.01, lam=hyperparameters.get("lam", 1.0))
     assert np.abs(expected).max() > 1e-3  # the steps moved U
     np.testing.assert_allclose(trainer.U.double().numpy(), expected, rtol=1e-4, atol=1e-6 * np.abs(expected).max())
     if method == "posit":
