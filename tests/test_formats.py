@@ -274,5 +274,5 @@ def test_string_ids_keep_their_text(tmp_path):
 def test_netflix_combined_needs_all_four_files(raw_files):
     files = raw_files("netflix-combined", synthetic_for_format("netflix-combined", seed=12))
     for given in (files[:1], files[:3], [*files[:3], files[0].with_name("combined_data_5.txt")]):
-        with pytest.raises(RawFormatError, match=r"netflix-combined reads the four files combined_data_1.txt, .*_4.txt"):
+        with pytest.raises(RawFormatError, match=r"netflix-combined reads all four files combined_data_1.txt, .*_4.txt"):
             read_interactions("netflix-combined", given)

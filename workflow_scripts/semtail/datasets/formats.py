@@ -309,8 +309,25 @@ def assemble_movie_blocks(parts: list[tuple[MovieBlocks, str]]) -> pd.DataFrame:
     return pd.DataFrame({"user": user, "item": item, "rating": rating}, copy=False)
 
 
+def check_netflix_combined_files(files: Sequence[Path], where: str = "netflix-combined") -> None:
+    """netflix-combined reads all four combined_data files, or one zip holding them (whose content
+    the reader checks). `where` names the source in the error."""
+    if len(files) == 1 and zipfile.is_zipfile(files[0]):
+        return
+    present = sorted(Path(f).name for f in files if Path(f).is_file())
+    if present != list(NETFLIX_COMBINED_FILES):
+        missing = [name for name in NETFLIX_COMBINED_FILES if name not in present]
+        others = [str(f) for f in files if Path(f).name not in NETFLIX_COMBINED_FILES or not Path(f).is_file()]
+        raise RawFormatError(
+            f"{where}: netflix-combined reads all four files {', '.join(NETFLIX_COMBINED_FILES)}, given as the "
+            f"folder or a zip holding them (the source's path, with no member:); missing {missing}"
+            + (f", given instead {others}" if others else "")
+        )
+
+
 def read_netflix_combined(files: Sequence[Path]) -> pd.DataFrame:
     """combined_data_1.txt ... combined_data_4.txt, given as the files or as a zip holding them."""
+    check_netflix_combined_files(files)
     parts = []
     if len(files) == 1 and zipfile.is_zipfile(files[0]):
         with zipfile.ZipFile(files[0]) as bundle:
@@ -322,14 +339,7 @@ def read_netflix_combined(files: Sequence[Path]) -> pd.DataFrame:
                 origin = f"{files[0]}:{names[name]}"
                 parts.append((parse_movie_blocks(_read_zip_member(bundle, names[name], origin), origin), origin))
     else:
-        if sorted(Path(f).name for f in files) != list(NETFLIX_COMBINED_FILES):
-            raise RawFormatError(
-                f"netflix-combined reads the four files {', '.join(NETFLIX_COMBINED_FILES)} (or a zip holding them), "
-                f"got {[str(f) for f in files]}"
-            )
         for path in files:
-            if not Path(path).is_file():
-                raise RawFormatError(f"{path}: file not found")
             parts.append((parse_movie_blocks(Path(path).read_bytes(), str(path)), str(path)))
     frame = assemble_movie_blocks(parts)
     log.info("read %d ratings of %d movies from %s", len(frame), sum(len(b.movies) for b, _ in parts), list(files))

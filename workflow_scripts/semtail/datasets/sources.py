@@ -37,7 +37,7 @@ import yaml
 
 from semtail import __version__
 from semtail.datasets import DataError
-from semtail.datasets.formats import FORMATS, NETFLIX_COMBINED_FILES, SINGLE_FILE_FORMATS
+from semtail.datasets.formats import FORMATS, NETFLIX_COMBINED_FILES, SINGLE_FILE_FORMATS, check_netflix_combined_files
 from semtail.files import atomic_path, read_json, write_json
 from semtail.provenance import code_version, environment
 
@@ -52,11 +52,6 @@ CHECKSUMS = {"md5": 32, "sha256": 64}
 SOURCE_KEYS = {*KINDS, "member", "format", *CHECKSUMS, *(f"member_{c}" for c in CHECKSUMS)}
 # The temporary files of semtail.files.atomic_path: .{stem}.{8 random characters}.partial{suffix}
 PARTIAL_FILE = re.compile(r"\..*\.[a-z0-9_]{8}\.partial(\.[^.]*)?")
-NETFLIX_COMBINED_NEEDS_ALL = (
-    "{source}: netflix-combined reads all four files combined_data_1.txt ... combined_data_4.txt, but {path} "
-    "is a single file (a quarter of Netflix at most); give the folder holding combined_data_{{1..4}}.txt, "
-    "or a zip holding them, as the path (with no member:)"
-)
 
 
 class ChecksumMismatch(DataError):
@@ -444,8 +439,8 @@ def acquire_one(source: Source, raw_dir: Path, pip_options: list[str], timeout: 
         files = _format_files(fetched_path, source)
         if digests is not None:
             all_digests[fetched_path] = digests
-    if source.format == "netflix-combined" and len(files) == 1 and not zipfile.is_zipfile(files[0]):
-        raise DataError(NETFLIX_COMBINED_NEEDS_ALL.format(source=source, path=files[0]))
+    if source.format == "netflix-combined":
+        check_netflix_combined_files(files, str(source))
     for path in files:
         if path not in all_digests:
             all_digests[path] = file_digests(path)
@@ -505,11 +500,7 @@ def _format_files(path: Path, source: Source) -> list[Path]:
     if path.is_dir():
         if source.format != "netflix-combined":
             raise DataError(f"{source}: {path} is a folder; name the {source.format} file in it with member:")
-        files = [path / name for name in NETFLIX_COMBINED_FILES]
-        missing = [f.name for f in files if not f.is_file()]
-        if missing:
-            raise DataError(f"{source}: {path} lacks {missing} (netflix-combined needs {list(NETFLIX_COMBINED_FILES)})")
-        return files
+        return [path / name for name in NETFLIX_COMBINED_FILES]  # checked by the caller
     if source.format in SINGLE_FILE_FORMATS and zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as bundle:
             names = [n for n in bundle.namelist() if not n.endswith("/")][:10]
