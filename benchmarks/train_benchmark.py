@@ -145,7 +145,8 @@ def main() -> None:
     results["positives"] = int(data.train.nnz)
     print(f"  synthetic data: {data.train.nnz:,} positives ({time.perf_counter() - started:.0f} s)")
 
-    hyperparameters = {**shape["posit"], "epochs": 50, "patience": 10, "lam": 1.0, "k": 100, "signal_momentum": 0.9}
+    hyperparameters = {**shape["posit"], "epochs": 50, "patience": 10, "drop_last": True, "lam": 1.0, "k": 100,
+                       "signal_momentum": 0.9, "ties": "topk", "adversary_init": "authors"}
     run = Run(args.shape, "posit", 0, device=device)
     trainer = Trainer(data, hyperparameters, run, AdversarialObjective(data, hyperparameters, device))
     batch = hyperparameters["batch_size"]

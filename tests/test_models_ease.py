@@ -57,7 +57,7 @@ def test_sgd_ease_approaches_closed_form_with_matching_regularisation():
     l2 = 5.0
     wd = 2000 * l2 / (n_users * n_items)
     data = TrainingData(train=X, validation_tr=X[:20], validation_te=X[20:40])
-    hyperparameters = {"lr": 0.008, "wd": wd, "batch_size": n_users, "epochs": 200, "patience": 200}
+    hyperparameters = {"lr": 0.008, "wd": wd, "batch_size": n_users, "epochs": 200, "patience": 200, "drop_last": False}
     trainer = Trainer(data, hyperparameters, Run("synthetic", "ease", 0), ease.ReconstructionObjective())
     trainer.fit()
     U = trainer.U.double().numpy()

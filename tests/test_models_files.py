@@ -23,13 +23,13 @@ from semtail.models.synthetic import training_data
 HYPERPARAMETERS = {
     "mostpop": {},
     "ease_closed": {"l2": 20.0},
-    "ease": {"lr": 0.002, "wd": 1e-4, "batch_size": 32, "epochs": 3, "patience": 3},
-    "ipw": {"lr": 0.002, "wd": 1e-4, "batch_size": 32, "epochs": 3, "patience": 3, "lam": 1.0, "alpha": 0.01},
-    "cvar": {"lr": 0.002, "wd": 1e-4, "batch_size": 32, "epochs": 3, "patience": 3, "lam": 1.0, "beta": 0.5, "alr": 1e-5},
+    "ease": {"lr": 0.002, "wd": 1e-4, "batch_size": 32, "epochs": 3, "patience": 3, "drop_last": False},
+    "ipw": {"lr": 0.002, "wd": 1e-4, "batch_size": 32, "epochs": 3, "patience": 3, "drop_last": False, "lam": 1.0, "alpha": 0.01},
+    "cvar": {"lr": 0.002, "wd": 1e-4, "batch_size": 32, "epochs": 3, "patience": 3, "drop_last": False, "lam": 1.0, "beta": 0.5, "alr": 1e-5},
     "posit": {
-        "lr": 0.002, "wd": 1e-4, "batch_size": 32, "epochs": 3, "patience": 3, "lam": 1.0, "alr": 1.0, "nstd": 1.5,
+        "lr": 0.002, "wd": 1e-4, "batch_size": 32, "epochs": 3, "patience": 3, "drop_last": False, "lam": 1.0, "alr": 1.0, "nstd": 1.5,
         "awd": 0.0, "adversary": "2bmlp2", "signal": "recall_dist", "ones_aware": False, "k": 10,
-        "signal_momentum": 0.9,
+        "signal_momentum": 0.9, "ties": "topk", "adversary_init": "authors",
     },
     "rerank": {"base": "ease", "high": 0.3, "low": 0.05},
 }  # fmt: skip

@@ -5,12 +5,13 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from semtail.models import TrainingData, posit
+from semtail.models import Run, TrainingData, posit
 from semtail.models.synthetic import power_law_interactions
 
 HYPERPARAMETERS = {
     "lr": 0.01, "wd": 0.0, "batch_size": 8, "epochs": 1, "patience": 1, "lam": 1.0, "alr": 1.0, "nstd": 1.5,
     "awd": 0.0, "adversary": "2mlp2", "signal": "recall", "ones_aware": False, "k": 2, "signal_momentum": 0.9,
+    "ties": "share", "adversary_init": "authors", "drop_last": False,
 }  # fmt: skip
 
 PREDICTIONS = torch.tensor([[0.9, 0.1, 0.5, 0.3], [0.2, 0.8, 0.7, 0.1]])
@@ -19,15 +20,15 @@ INTERACTIONS = torch.tensor([[1.0, 1.0, 0.0, 1.0], [0.0, 1.0, 1.0, 1.0]])
 
 def test_recall_signal_by_hand():
     # top-2: user 0 -> items {0, 2}, user 1 -> items {1, 2}; hits: user 0 item 0, user 1 items 1 and 2
-    recall = posit.recall_signal(PREDICTIONS, INTERACTIONS.to_sparse_csr(), 2, "recall")
+    recall = posit.recall_signal_share(PREDICTIONS, INTERACTIONS.to_sparse_csr(), 2, "recall")
     assert recall.tolist() == [1.0, 1.0, 1.0, 0.0]
     # recall_dist divides by min(k, |x_u|) = min(2, 3) = 2 for both users
-    assert posit.recall_signal(PREDICTIONS, INTERACTIONS.to_sparse_csr(), 2, "recall_dist").tolist() == [0.5, 0.5, 0.5, 0.0]
+    assert posit.recall_signal_share(PREDICTIONS, INTERACTIONS.to_sparse_csr(), 2, "recall_dist").tolist() == [0.5, 0.5, 0.5, 0.0]
     # a user with fewer positives than k: min(k, |x_u|) = 1
-    one = posit.recall_signal(torch.tensor([[0.1, 0.9, 0.5]]), torch.tensor([[0.0, 1.0, 0.0]]).to_sparse_csr(), 2, "recall_dist")
+    one = posit.recall_signal_share(torch.tensor([[0.1, 0.9, 0.5]]), torch.tensor([[0.0, 1.0, 0.0]]).to_sparse_csr(), 2, "recall_dist")
     assert one.tolist() == [0.0, 1.0, 0.0]
     with pytest.raises(ValueError, match="signal"):
-        posit.recall_signal(PREDICTIONS, INTERACTIONS.to_sparse_csr(), 2, "ndcg")
+        posit.recall_signal_share(PREDICTIONS, INTERACTIONS.to_sparse_csr(), 2, "ndcg")
 
 
 def test_ties_at_the_cut_share_the_remaining_slots():
@@ -38,7 +39,7 @@ def test_ties_at_the_cut_share_the_remaining_slots():
     assert membership.sum(dim=1).tolist() == pytest.approx([2.0, 2.0])
     # the signal sees the same shares, at the users' positives only
     positives = torch.tensor([[0.0, 1.0, 0.0, 1.0, 1.0], [1.0, 0.0, 0.0, 0.0, 1.0]])
-    signal = posit.recall_signal(predictions, positives.to_sparse_csr(), 2, "recall")
+    signal = posit.recall_signal_share(predictions, positives.to_sparse_csr(), 2, "recall")
     np.testing.assert_allclose(signal.numpy(), (membership * positives).sum(dim=0).numpy(), rtol=1e-6)
 
 
@@ -50,16 +51,16 @@ def test_recall_signal_matches_a_dense_computation():
         dense = posit.top_k_membership(predictions, k) * interactions
         if signal == "recall_dist":
             dense = dense / interactions.sum(dim=1, keepdim=True).clamp(min=1, max=k)
-        got = posit.recall_signal(predictions, interactions.to_sparse_csr(), k, signal)
+        got = posit.recall_signal_share(predictions, interactions.to_sparse_csr(), k, signal)
         np.testing.assert_allclose(got.numpy(), dense.sum(dim=0).numpy(), rtol=1e-5, atol=1e-6)
 
 
 def test_accumulators_and_adversary_loss_by_hand():
     S, C = torch.zeros(4), torch.zeros(4)
-    posit.accumulate_(S, C, posit.recall_signal(PREDICTIONS, INTERACTIONS.to_sparse_csr(), 2, "recall"), torch.full((4,), 2.0), 0.9)
+    posit.accumulate_(S, C, posit.recall_signal_share(PREDICTIONS, INTERACTIONS.to_sparse_csr(), 2, "recall"), torch.full((4,), 2.0), 0.9)
     assert S.tolist() == [-1.0, -1.0, -1.0, 0.0] and C.tolist() == [2.0] * 4
     # a second batch of one user, whose top-2 are items 3 and 2, both positives
-    second = posit.recall_signal(
+    second = posit.recall_signal_share(
         torch.tensor([[0.1, 0.2, 0.3, 0.4]]), torch.tensor([[0.0, 0.0, 1.0, 1.0]]).to_sparse_csr(), 2, "recall"
     )
     posit.accumulate_(S, C, second, torch.ones(4), 0.9)
@@ -82,7 +83,7 @@ def test_accumulators_and_adversary_loss_by_hand():
 def test_ones_aware_counts_and_unseen_items():
     S, C = torch.zeros(3), torch.zeros(3)
     interactions = torch.tensor([[1.0, 0.0, 0.0], [1.0, 1.0, 0.0]])
-    signal = posit.recall_signal(torch.tensor([[0.9, 0.5, 0.1], [0.9, 0.5, 0.1]]), interactions.to_sparse_csr(), 1, "recall")
+    signal = posit.recall_signal_share(torch.tensor([[0.9, 0.5, 0.1], [0.9, 0.5, 0.1]]), interactions.to_sparse_csr(), 1, "recall")
     posit.accumulate_(S, C, signal, interactions.sum(dim=0), 0.9)
     assert S.tolist() == [-2.0, 0.0, 0.0] and C.tolist() == [2.0, 1.0, 0.0]
     # item 2 was never seen (C = 0): its ratio is 0, not NaN
@@ -232,3 +233,112 @@ def test_mlp_adversary_collapses_on_its_first_step_the_linear_one_does_not(archi
     assert (weights["mlp"][0] - 1).abs().max() > 0.1  # the first step set the weights
     assert moved(weights["mlp"]) < 1e-3  # nine more steps hardly changed them
     assert moved(weights["linear"]) > 1e-2  # a linear adversary keeps learning
+
+
+# -- the authors' tie rule, their adversary initialisation, and one that keeps learning ----------
+
+
+def authors_signal(predictions: torch.Tensor, interactions: torch.Tensor, k: int, signal: str) -> torch.Tensor:
+    """The authors' per-item signal, written out as their code computes it: a users × items matrix
+    that is zero except at the k positions torch.topk picks in each row of the batch, where it holds
+    x_ui (recall), or (x_ui + 1e-8) / (min(k, Σ_i x_ui) + 1e-8) (recall_dist); then a sum over users."""
+    slots = predictions.topk(k, dim=-1).indices
+    contributions = torch.zeros_like(predictions)
+    for user in range(predictions.shape[0]):
+        for item in slots[user].tolist():
+            x = interactions[user, item].item()
+            if signal == "recall":
+                contributions[user, item] = x
+            else:
+                contributions[user, item] = (x + 1e-8) / (min(k, interactions[user].sum().item()) + 1e-8)
+    return contributions.sum(dim=0)
+
+
+@pytest.mark.parametrize("signal", ["recall", "recall_dist"])
+def test_topk_rule_is_the_authors_computation(signal):
+    generator = torch.Generator().manual_seed(7)
+    predictions = torch.round(torch.rand(12, 40, generator=generator) * 4) / 4  # many ties at the cut
+    predictions[:3] = 0.0  # rows where every score ties, as on the first minibatch
+    interactions = (torch.rand(12, 40, generator=generator) < 0.3).float()
+    interactions[0] = 0.0
+    interactions[0, :2] = 1.0  # fewer positives than k
+    for k in (1, 5, 60):
+        expected = authors_signal(predictions, interactions, min(k, 40), signal)
+        got = posit.recall_signal_topk(predictions, interactions, k, signal)
+        np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-6, atol=1e-12)
+
+
+def test_topk_rule_by_hand_with_the_authors_epsilon():
+    # top-2 of (0.9, 0.1, 0.5, 0.3) is items 0 and 2; item 2 is not a positive, min(k, |x_u|) = 2
+    got = posit.recall_signal_topk(PREDICTIONS[:1], INTERACTIONS[:1], 2, "recall_dist")
+    np.testing.assert_allclose(got.numpy(), [(1 + 1e-8) / (2 + 1e-8), 0.0, 1e-8 / (2 + 1e-8), 0.0], rtol=1e-6)
+    assert posit.recall_signal_topk(PREDICTIONS, INTERACTIONS, 2, "recall").tolist() == [1.0, 1.0, 1.0, 0.0]
+
+
+def test_on_a_tied_batch_topk_serves_k_items_where_share_serves_all():
+    """U = 0: every score ties. The authors' rule gives every user the same k slots (whichever
+    torch.topk returns); sharing gives each item k/n of a slot."""
+    predictions = torch.zeros(6, 50)
+    interactions = torch.ones(6, 50)
+    topk = posit.recall_signal_topk(predictions, interactions, 10, "recall")
+    chosen = predictions[0].topk(10).indices
+    assert sorted(topk.nonzero().flatten().tolist()) == sorted(chosen.tolist())
+    assert topk[chosen].tolist() == [6.0] * 10
+    shared = posit.recall_signal_share(predictions, interactions.to_sparse_csr(), 10, "recall")
+    np.testing.assert_allclose(shared.numpy(), 6 * 10 / 50, rtol=1e-6)
+
+
+def test_the_objective_uses_the_configured_tie_rule():
+    X = sp.csr_matrix(np.ones((8, 30), dtype=np.float32))
+    interactions = torch.from_numpy(X.toarray())
+    for ties, expected in (
+        ("topk", posit.recall_signal_topk(torch.zeros(8, 30), interactions, 2, "recall")),
+        ("share", posit.recall_signal_share(torch.zeros(8, 30), X_as_csr(X), 2, "recall")),
+    ):
+        objective = objective_for(X, ties=ties)
+        objective.batch_losses(torch.zeros(8, 30, requires_grad=True), interactions)
+        np.testing.assert_allclose(objective.S.numpy(), -expected.numpy(), rtol=1e-6)
+    with pytest.raises(ValueError, match="posit.ties: 'random' is not one of"):
+        objective_for(X, ties="random")
+
+
+def X_as_csr(X: sp.csr_matrix) -> torch.Tensor:
+    return torch.from_numpy(X.toarray()).to_sparse_csr()
+
+
+def test_initialisations():
+    adversary = posit.Adversary("2mlp3", 400, nstd=1.0)
+    adversary.initialize(torch.Generator().manual_seed(0), "authors")
+    assert adversary.first.abs().max() == 0
+    assert 0 < adversary.second.abs().max() <= 1 / np.sqrt(3)
+    adversary.initialize(torch.Generator().manual_seed(0), "random")
+    first = adversary.first.detach()
+    assert first.abs().max() <= 1 / np.sqrt(400) and first.std() > 0.5 / np.sqrt(3 * 400)  # uniform ±1/√400
+    assert torch.linalg.matrix_rank(first) == 3
+    linear = posit.Adversary("linear", 400, nstd=1.0)
+    linear.initialize(torch.Generator().manual_seed(0), "authors")  # the authors' Linear keeps its default bias
+    assert linear.first.abs().max() == 0 and 0 < linear.bias.abs().item() <= 1 / np.sqrt(400)
+    with pytest.raises(ValueError, match="adversary_init: 'zero' is not one of"):
+        linear.initialize(torch.Generator(), "zero")
+
+
+@pytest.mark.parametrize("architecture", ["2bmlp2", "2mlp50"])
+def test_a_randomly_initialised_adversary_keeps_learning(architecture):
+    """With the authors' initialisation the MLP adversary's weights are set on the first minibatch
+    and stay put (weight_change 0 after epoch 1, to float precision); drawn at random, they keep
+    moving in every epoch."""
+    data = TrainingData(*[power_law_interactions(n, 60, 8, seed=s) for n, s in ((300, 0), (60, 1), (60, 2))])
+    hyperparameters = {
+        **HYPERPARAMETERS, "batch_size": 32, "epochs": 5, "patience": 5, "adversary": architecture, "k": 10,
+        "signal": "recall_dist", "ties": "topk", "drop_last": True,
+    }  # fmt: skip
+    histories = {
+        init: posit.fit(data, {**hyperparameters, "adversary_init": init}, Run("toy", "posit", 0)).history
+        for init in ("authors", "random")
+    }
+    authors = [entry["weight_change"] for entry in histories["authors"]]
+    learning = [entry["weight_change"] for entry in histories["random"]]
+    assert authors[0] > 0.05 and max(authors[1:]) < 1e-4 * authors[0]
+    assert min(learning[1:]) > 1e-3
+    shares = [entry["weight_share_least_popular_half"] for entry in histories["random"]]
+    assert len(set(shares)) == len(shares)

@@ -3,6 +3,7 @@ checkpoint bit for bit, the NaN guard, determinism."""
 
 import logging
 import math
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -15,14 +16,15 @@ from semtail.models.synthetic import training_data
 from semtail.training import DeviceRows, TrainingDiverged, validation_ndcg
 
 DATA = training_data(150, 30, 6, 40, seed=0)
-SGD = {"lr": 0.002, "wd": 1e-4, "batch_size": 32, "epochs": 4, "patience": 4}
+SGD = {"lr": 0.002, "wd": 1e-4, "batch_size": 32, "epochs": 4, "patience": 4, "drop_last": False}
 HYPERPARAMETERS = {
     "ease": SGD,
     "ipw": {**SGD, "lam": 2.0, "alpha": 0.05},
     "cvar": {**SGD, "lam": 1.0, "beta": 0.3, "alr": 1e-4},
     "posit": {
         **SGD, "lam": 1.0, "alr": 1.0, "nstd": 1.5, "awd": 1e-4, "adversary": "2mlp3", "signal": "recall",
-        "ones_aware": True, "k": 10, "signal_momentum": 0.9,
+        "ones_aware": True, "k": 10, "signal_momentum": 0.9, "ties": "share",
+        "adversary_init": "authors",
     },
 }  # fmt: skip
 
@@ -246,6 +248,38 @@ def test_hyperparameter_errors_name_the_key():
         method_module("ease").fit(DATA, {**{k: v for k, v in SGD.items() if k != "patience"}, "lam": 1.0}, Run("t", "ease", 0))
     with pytest.raises(ValueError, match="batch_size must be at least 1"):
         fit("ease", changes={"batch_size": 0})
+    with pytest.raises(ValueError, match="hyperparameters.ease.drop_last: 'no' is not true or false"):
+        fit("ease", changes={"drop_last": "no"})
+    with pytest.raises(ValueError, match="drop_last is true and the 150 training users are fewer than batch_size 200"):
+        fit("ease", changes={"drop_last": True, "batch_size": 200})
+
+
+class BatchRecorder(training.Objective):
+    """EASE's loss, recording each minibatch's training rows."""
+
+    def __init__(self):
+        super().__init__()
+        self.batches = []
+
+    def batch_losses(self, predictions, interactions, rows=None):
+        self.batches.append(interactions.clone())
+        return {"loss": (predictions - interactions).square().mean()}
+
+
+@pytest.mark.parametrize("drop_last, sizes", [(False, [32, 32, 32, 32, 22]), (True, [32, 32, 32, 32])])
+def test_drop_last_leaves_out_the_last_partial_batch(drop_last, sizes):
+    """150 training users in batches of 32: 4 full batches and one of 22, or with drop_last (the
+    authors' loader, ⌊150/32⌋ batches) the 4 full ones, 128 distinct users, a new draw each epoch."""
+    recorder = BatchRecorder()
+    hyperparameters = {**SGD, "drop_last": drop_last, "epochs": 2, "patience": 2}
+    training.train(DATA, hyperparameters, Run("toy", "ease", 0), recorder)
+    assert [len(batch) for batch in recorder.batches] == sizes * 2
+    users = Counter(map(tuple, DATA.train.toarray().tolist()))
+    epochs = [torch.cat(recorder.batches[: len(sizes)]), torch.cat(recorder.batches[len(sizes) :])]
+    for served in epochs:
+        served_users = Counter(map(tuple, served.tolist()))
+        assert served_users == users if not drop_last else not served_users - users  # no user twice
+    assert not torch.equal(*epochs)
 
 
 def numpy_sgd_steps(X: np.ndarray, batches, item_weights, lr, wd, lam=1.0, momentum=0.9):

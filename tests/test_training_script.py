@@ -38,7 +38,7 @@ def test_train_script_end_to_end(tmp_path):
     data = training_data(120, 25, 5, 30, seed=2)
     for name in ("train", "validation_tr", "validation_te"):
         sp.save_npz(tmp_path / f"{name}.npz", getattr(data, name))
-    hyperparameters = {"lr": 0.002, "wd": 1e-4, "batch_size": 40, "epochs": 2, "patience": 2}
+    hyperparameters = {"lr": 0.002, "wd": 1e-4, "batch_size": 40, "epochs": 2, "patience": 2, "drop_last": False}
     done = run_script(tmp_path, "ease", hyperparameters)
     assert done.returncode == 0, done.stderr
     model = load_model(tmp_path / "ease.pt")

@@ -30,7 +30,7 @@ from semtail.metrics import ndcg_at_k, rank_top_k  # noqa: E402
 from semtail.models import Run, TrainingData, method_module, read_training_data  # noqa: E402
 
 K = 100
-SGD = {"batch_size": 64, "epochs": 50, "patience": 10}
+SGD = {"batch_size": 64, "epochs": 50, "patience": 10, "drop_last": False}
 
 
 def grid(**axes) -> list[dict]:
@@ -113,7 +113,7 @@ def main() -> None:
         candidates = grid(
             **learner, lam=1.0, alr=[0.1, 1.0], nstd=[0.25, 0.5, 1.0, 1.5], awd=0.0,
             adversary=["2mlp2", "2bmlp2", "2mlp50"], signal=["recall_dist", "recall"], ones_aware=False, k=100,
-            signal_momentum=0.9,
+            signal_momentum=0.9, ties="share", adversary_init="authors",
         )  # fmt: skip
         chosen["posit"] = tune(data, "posit", candidates, args.seeds)
     if "rerank" in args.methods:

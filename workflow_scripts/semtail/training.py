@@ -1,12 +1,14 @@
 """SGD training of the item-item matrix U, shared by ease, ipw, cvar and posit.
 
 U starts at 0 and its diagonal is held at 0. Each epoch visits the training users in batches, in an
-order reshuffled every epoch by a generator seeded with the job's seed. On a batch X_b the
-method's `Objective` turns the predictions x̂ = X_b·U into losses; their gradient G with respect to
-x̂ gives U's gradient X_bᵀ·G by one sparse product, and SGD (momentum 0.9, weight decay wd) takes a
-step. The objective's own parameters (CVaR's threshold, POSIT's adversary) are stepped by the same
-optimizer in a group of their own: their own learning rate and weight decay, no momentum. Every
-learning rate follows a cosine annealing over the epochs, stepped once per epoch.
+order reshuffled every epoch by a generator seeded with the job's seed; with `drop_last` the last
+partial batch of each epoch is left out, as the authors' loader does (it serves ⌊users / batch⌋
+batches). On a batch X_b the method's `Objective` turns the predictions x̂ = X_b·U into losses;
+their gradient G with respect to x̂ gives U's gradient X_bᵀ·G by one sparse product, and SGD
+(momentum 0.9, weight decay wd) takes a step. The objective's own parameters (CVaR's threshold,
+POSIT's adversary) are stepped by the same optimizer in a group of their own: their own learning
+rate and weight decay, no momentum. Every learning rate follows a cosine annealing over the
+epochs, stepped once per epoch.
 
 After each epoch: NDCG@100 on the validation users (fold-in rows scored, fold-in items excluded,
 held-out rows as relevance), early stopping with a patience, a copy of the best epoch's weights,
@@ -36,7 +38,7 @@ VALIDATION_METRIC = f"val_ndcg@{VALIDATION_K}"
 # Validation users are scored in batches of about this many score entries (float32).
 VALIDATION_BATCH_ENTRIES = 2**25
 CHECKPOINT_VERSION = 2
-SGD_KEYS = ("lr", "wd", "batch_size", "epochs", "patience")
+SGD_KEYS = ("lr", "wd", "batch_size", "epochs", "patience", "drop_last")
 
 
 class TrainingDiverged(FloatingPointError):
@@ -50,6 +52,7 @@ class SGDSettings:
     batch_size: int
     epochs: int
     patience: int
+    drop_last: bool
 
     @classmethod
     def from_hyperparameters(cls, method: str, hyperparameters: dict) -> SGDSettings:
@@ -60,13 +63,20 @@ class SGDSettings:
             batch_size=int(h["batch_size"]),
             epochs=int(h["epochs"]),
             patience=int(h["patience"]),
+            drop_last=h["drop_last"],
         )
+        if not isinstance(settings.drop_last, bool):  # bool("false") would be True
+            raise ValueError(f"hyperparameters.{method}.drop_last: {settings.drop_last!r} is not true or false")
         for key in ("batch_size", "epochs", "patience"):
             if getattr(settings, key) < 1:
                 raise ValueError(f"hyperparameters.{method}.{key} must be at least 1, got {getattr(settings, key)}")
         if settings.lr < 0 or settings.wd < 0:
             raise ValueError(f"hyperparameters.{method}: lr and wd must not be negative")
         return settings
+
+    def batches(self, n_users: int) -> int:
+        """Minibatches per epoch: every user, or with drop_last only full batches."""
+        return n_users // self.batch_size if self.drop_last else -(-n_users // self.batch_size)
 
 
 def check_hyperparameters(method: str, hyperparameters: dict, keys: tuple[str, ...]) -> None:
@@ -179,6 +189,13 @@ class Trainer:
         self.device = run.device
         n_items = data.n_items
         self.train_rows = DeviceRows.from_scipy(data.train, self.device)
+        self.batches_per_epoch = self.settings.batches(self.train_rows.n_rows)
+        if self.batches_per_epoch == 0:
+            raise ValueError(
+                f"{run.describe()}: hyperparameters.{run.method}.drop_last is true and the "
+                f"{self.train_rows.n_rows} training users are fewer than batch_size "
+                f"{self.settings.batch_size}: no batch would be trained on"
+            )
         self.validation_fold_in = DeviceRows.from_scipy(data.validation_tr, self.device)
         self.validation_heldout = DeviceRows.from_scipy(data.validation_te, self.device)
         if data.validation_tr.shape[0] != data.validation_te.shape[0]:
@@ -235,7 +252,7 @@ class Trainer:
         self.keep_best_copy()
         order = torch.randperm(self.train_rows.n_rows, generator=self.generator).to(self.device)
         shuffled = self.train_rows.permuted(order)
-        starts = range(0, shuffled.n_rows, s.batch_size)
+        starts = range(0, self.batches_per_epoch * s.batch_size, s.batch_size)
         loss_sums: dict[str, torch.Tensor] = {}
         nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
         bar = tqdm(starts, desc=f"epoch {self.epoch + 1}/{s.epochs}", leave=False, disable=not self.run.progress)

@@ -5,9 +5,16 @@ A learner U (the SGD EASE of ease.py) and an adversary that weights the items pl
 1. Advantage signal. From the batch's detached predictions, each user's recall contribution at k:
        recall:       r_ui = 1[i ∈ top-k(x̂_u)] · x_ui
        recall_dist:  r_ui = 1[i ∈ top-k(x̂_u)] · x_ui / min(k, |x_u|)
-   Items tied at the k-th score share the remaining slots equally (see cut_and_share).
+   `ties` says which k items are the top-k when scores tie at the cut (on the first minibatch,
+   where U = 0, every score ties):
+       topk:   the authors' rule. The k slots are the indices torch.topk returns for the row, so
+               ties are broken in whatever order torch.topk returns them on that device. As in
+               their code, recall_dist is (x_ui + ε) / (min(k, |x_u|) + ε) with ε = 1e-8, at
+               every one of the k slots (a slot without a positive gets ε / (min(k, |x_u|) + ε)).
+       share:  items tied at the k-th score share the slots left equally, the expected membership
+               under a random tie-break (see cut_and_share); no ε.
 2. Accumulation, with momentum m (signal_momentum):
-       S_i ← m·S_i − Σ_u r_ui,     C_i ← m·C_i + c_i
+       S_i ← m·S_i − Σ_u r_ui,     C_i ← m·C_i + c_i,     S = 0 and C = 1e-15 at the start
    where c_i is the batch size, or with ones_aware item i's positives in the batch.
 3. The adversary reads each item's column of X (a sparse vector over training users), all items at
    once, and gives w = sigmoid(nstd · f(x_·i)), normalised to w̄ = w / mean(w) (the mean detached).
@@ -15,7 +22,12 @@ A learner U (the SGD EASE of ease.py) and an adversary that weights the items pl
        2mlpN:   f = Linear(users→N) → BatchNorm(N) → tanh → Linear(N→1) → BatchNorm(1)
        2bmlpN:  the same with ×nstd after the first BatchNorm
    The BatchNorms have no affine part and always use the statistics over all items (no running
-   statistics). The first linear layer starts at 0, so the weights start uniform, w̄ = 1.
+   statistics). `adversary_init` sets the starting parameters:
+       authors:  as the authors' code: the first layer's weights at 0, so the weights start
+                 uniform, w̄ = 1; the second layer, and the linear adversary's bias, as torch's
+                 Linear default, uniform in ±1/sqrt(fan_in).
+       random:   every layer as torch's Linear default, the first one included, so the adversary
+                 starts from distinct random projections of the item columns.
 4. Adversary loss:  A = −mean_i(w̄_i · L̃_i),  L̃_i = (S_i/C_i) / mean_j |S_j/C_j|  (detached).
    S ≤ 0, so A is smallest when the weight sits on items with little recall: the worst served.
 5. Learner loss:    λ · mean_i(w̄_i · ℓ_i), with the previous minibatch's w̄, detached.
@@ -29,11 +41,12 @@ parameters gives w̄_t, which the adversary loss uses and the next minibatch's l
 both players step. Where C_i is still 0, S_i is 0 too and S_i/C_i is taken as 0; a zero
 mean_j |S_j/C_j| gives L̃ = 0.
 
-A property of this adversary worth knowing when reading its weights: the first layer starts at 0,
-so the BatchNorm after it divides by sqrt(eps) on the first step, and that step's update is large;
-BatchNorm's scale invariance then makes later updates small relative to it. The weights therefore
-move most on the first minibatch, where U = 0 and every score ties (hence the tie sharing in the
-signal), and change little afterwards; the epoch log's weight statistics show how much.
+A property of the `authors` initialisation worth knowing when reading its weights: the first layer
+starts at 0, so the BatchNorm after it divides by sqrt(eps) on the first step, and that step's update
+is about 10⁵ times larger than later ones; BatchNorm's scale invariance then makes later updates
+small relative to it. The MLP adversaries' weights are therefore set on the first minibatch, where
+U = 0 and every score ties (so `ties` decides them), and hardly change afterwards; with `random`
+they keep moving from epoch to epoch. The epoch log's weight statistics show how much.
 """
 
 from __future__ import annotations
@@ -60,8 +73,14 @@ HYPERPARAMETERS = SGD_KEYS + (
     "ones_aware",
     "k",
     "signal_momentum",
+    "ties",
+    "adversary_init",
 )
 SIGNALS = ("recall", "recall_dist")
+TIE_RULES = ("topk", "share")
+INITIALISATIONS = ("authors", "random")
+AUTHORS_EPSILON = 1e-8  # in the authors' recall_dist, added to the hit and to min(k, |x_u|)
+C_START = 1e-15  # the authors' starting C (S/C of an item never counted is then 0, not NaN)
 ARCHITECTURE = re.compile(r"^(linear|2(b?)mlp([1-9][0-9]*))$")
 TINY = torch.finfo(torch.float32).tiny
 BATCH_NORM_EPS = 1e-5  # torch.nn.BatchNorm1d's default
@@ -89,11 +108,11 @@ def top_k_membership(predictions: torch.Tensor, k: int) -> torch.Tensor:
     return torch.where(predictions > kth, 1.0, torch.where(predictions == kth, share, 0.0))
 
 
-def recall_signal(predictions: torch.Tensor, positives: torch.Tensor, k: int, signal: str) -> torch.Tensor:
-    """Σ_u r_ui for every item i: the batch's recall contributions at k, summed over its users.
-    `positives` is the batch's interaction matrix as sparse CSR (r_ui = 0 where x_ui = 0)."""
-    if signal not in SIGNALS:
-        raise ValueError(f"unknown POSIT signal {signal!r} (known: {', '.join(SIGNALS)})")
+def recall_signal_share(predictions: torch.Tensor, positives: torch.Tensor, k: int, signal: str) -> torch.Tensor:
+    """Σ_u r_ui for every item i: the batch's recall contributions at k, summed over its users,
+    ties at the cut sharing the slots left. `positives` is the batch's interaction matrix as
+    sparse CSR (r_ui = 0 where x_ui = 0)."""
+    check_signal(signal)
     kth, share = cut_and_share(predictions, k)
     per_user = positives.crow_indices().diff()
     item = positives.col_indices()
@@ -103,6 +122,23 @@ def recall_signal(predictions: torch.Tensor, positives: torch.Tensor, k: int, si
     if signal == "recall_dist":
         recalled = recalled / per_user.clamp(min=1, max=k)[user]
     return torch.zeros(predictions.shape[1], device=predictions.device).index_add_(0, item, recalled)
+
+
+def recall_signal_topk(predictions: torch.Tensor, interactions: torch.Tensor, k: int, signal: str) -> torch.Tensor:
+    """Σ_u r_ui as the authors compute it: r_ui at the k slots that torch.topk returns for each
+    row, its tie order included, and recall_dist with their ε. `interactions` is dense 0/1."""
+    check_signal(signal)
+    k = min(k, predictions.shape[1])
+    slots = predictions.topk(k, dim=1).indices
+    hits = interactions.gather(1, slots)
+    if signal == "recall_dist":
+        hits = (hits + AUTHORS_EPSILON) / (interactions.sum(dim=1, keepdim=True).clamp(max=k) + AUTHORS_EPSILON)
+    return torch.zeros(predictions.shape[1], device=predictions.device).index_add_(0, slots.flatten(), hits.flatten())
+
+
+def check_signal(signal: str) -> None:
+    if signal not in SIGNALS:
+        raise ValueError(f"unknown POSIT signal {signal!r} (known: {', '.join(SIGNALS)})")
 
 
 def accumulate_(S: torch.Tensor, C: torch.Tensor, signal_sum: torch.Tensor, counts: torch.Tensor, momentum: float) -> None:
@@ -162,6 +198,12 @@ class ItemColumns:
         return _SparseProduct.apply(weight, self.items_by_users, self.users_by_items)
 
 
+def torch_linear_default(shape: tuple[int, ...], fan_in: int, generator: torch.Generator) -> torch.Tensor:
+    """Uniform in ±1/sqrt(fan_in): torch's Linear default for its weight and its bias."""
+    bound = 1 / math.sqrt(fan_in)
+    return torch.rand(shape, generator=generator) * 2 * bound - bound
+
+
 class Adversary(nn.Module):
     """Item weights w ∈ (0, 1) from the items' columns of X."""
 
@@ -182,17 +224,22 @@ class Adversary(nn.Module):
         else:
             self.second = nn.Parameter(torch.zeros(hidden, 1))  # Linear(hidden → 1), no bias
 
-    def initialize(self, generator: torch.Generator) -> None:
-        """First layer 0 (uniform weights at the start); the second as torch's Linear default,
-        uniform in ±1/sqrt(fan_in), drawn from the job's generator."""
+    def initialize(self, generator: torch.Generator, scheme: str = "authors") -> None:
+        """The starting parameters, drawn from the job's generator (see the module docstring):
+        `authors` puts the first layer's weights at 0, `random` draws them as the other layers,
+        uniform in ±1/sqrt(fan_in) like torch's Linear default."""
+        if scheme not in INITIALISATIONS:
+            raise ValueError(f"hyperparameters.posit.adversary_init: {scheme!r} is not one of {INITIALISATIONS}")
+        n_users = self.first.shape[0]
         with torch.no_grad():
-            self.first.zero_()
-            if self.is_linear:
-                self.bias.zero_()
+            if scheme == "random":
+                self.first.copy_(torch_linear_default(self.first.shape, n_users, generator))
             else:
-                bound = 1 / math.sqrt(self.second.shape[0])
-                draw = torch.rand(self.second.shape, generator=generator) * 2 * bound - bound
-                self.second.copy_(draw)
+                self.first.zero_()
+            if self.is_linear:
+                self.bias.copy_(torch_linear_default(self.bias.shape, n_users, generator))
+            else:
+                self.second.copy_(torch_linear_default(self.second.shape, self.second.shape[0], generator))
 
     def forward(self, columns: ItemColumns) -> torch.Tensor:
         z = columns.times(self.first)
@@ -221,21 +268,29 @@ class AdversarialObjective(Objective):
         self.ones_aware = h["ones_aware"]
         self.momentum = float(h["signal_momentum"])
         self.alr, self.awd = float(h["alr"]), float(h["awd"])
-        if self.signal not in SIGNALS:
-            raise ValueError(f"hyperparameters.posit.signal: {self.signal!r} is not one of {SIGNALS}")
+        for key, value, allowed in (
+            ("signal", h["signal"], SIGNALS),
+            ("ties", h["ties"], TIE_RULES),
+            ("adversary_init", h["adversary_init"], INITIALISATIONS),
+        ):
+            if value not in allowed:
+                raise ValueError(f"hyperparameters.posit.{key}: {value!r} is not one of {allowed}")
+        self.ties, self.adversary_init = h["ties"], h["adversary_init"]
         self.columns = ItemColumns(data.train, device)
         self.adversary = Adversary(h["adversary"], data.n_train_users, float(h["nstd"]))
         self.register_buffer("S", torch.zeros(data.n_items))
-        self.register_buffer("C", torch.zeros(data.n_items))
+        self.register_buffer("C", torch.full((data.n_items,), C_START))
         self.register_buffer("learner_weights", torch.ones(data.n_items))  # w̄ of the previous minibatch
         popularity = data.popularity()
         least_popular = np.argsort(popularity, kind="stable")[: data.n_items // 2]
         tail = torch.zeros(data.n_items, dtype=torch.bool)
         tail[torch.from_numpy(least_popular)] = True
         self.register_buffer("least_popular_half", tail, persistent=False)
+        self.register_buffer("weights_at_last_epoch", torch.ones(data.n_items))  # for the epoch's weight_change
 
     def initialize(self, generator: torch.Generator) -> None:
-        self.adversary.initialize(generator)
+        self.adversary.initialize(generator, self.adversary_init)
+        self.weights_at_last_epoch = self.item_weights()
 
     def batch_losses(
         self, predictions: torch.Tensor, interactions: torch.Tensor, rows: torch.Tensor | None = None
@@ -245,7 +300,10 @@ class AdversarialObjective(Objective):
         self.learner_weights = weights.detach()  # a new tensor: the learner loss above still needs the old one
         with torch.no_grad():
             rows = interactions.to_sparse_csr() if rows is None else rows
-            signal_sum = recall_signal(predictions.detach(), rows, self.k, self.signal)
+            if self.ties == "topk":
+                signal_sum = recall_signal_topk(predictions.detach(), interactions, self.k, self.signal)
+            else:
+                signal_sum = recall_signal_share(predictions.detach(), rows, self.k, self.signal)
             if self.ones_aware:
                 counts = torch.bincount(rows.col_indices(), minlength=len(signal_sum)).float()
             else:
@@ -261,13 +319,18 @@ class AdversarialObjective(Objective):
         return normalise(self.adversary(self.columns))
 
     def epoch_statistics(self) -> dict[str, float]:
+        """The weights w̄ after the epoch; weight_change is mean_i |w̄_i − w̄_i at the previous epoch's
+        end (or at the start)|, how far the adversary moved them in this epoch."""
         w = self.item_weights()
+        change = (w - self.weights_at_last_epoch).abs().mean().item()
+        self.weights_at_last_epoch = w
         return {
             "weight_min": w.min().item(),
             "weight_mean": w.mean().item(),
             "weight_max": w.max().item(),
             "weight_std": w.std().item(),
             "weight_share_least_popular_half": (w[self.least_popular_half].sum() / w.sum()).item(),
+            "weight_change": change,
         }
 
 
