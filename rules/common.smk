@@ -24,6 +24,17 @@ plan.check_cluster_resources(
 DATASETS = list(config["datasets"])
 METHODS = list(config["methods"])
 SEEDS = [str(seed) for seed in config["seeds"]]
+RESULTS = plan.results_root(config)
+LOGS = plan.logs_root(config)
+
+
+def results(path):
+    """A path under the results folder: results/, or results/<experiment>/."""
+    return f"{RESULTS}/{path}"
+
+
+def logs(path):
+    return f"{LOGS}/{path}"
 
 
 wildcard_constraints:
@@ -74,8 +85,12 @@ def stage_code_version(stage):
     return lambda wildcards: plan.code_version(stage)
 
 
+def method_of(wildcards):
+    return plan.method_of(config, wildcards.method)
+
+
 def method_code_version(wildcards):
-    return plan.code_version(wildcards.method)
+    return plan.code_version(plan.method_of(config, wildcards.method))
 
 
 def run_inputs(wildcards):
@@ -114,3 +129,7 @@ def cpus_per_gpu(wildcards, threads):
 
 def weight_landscape_models(wildcards):
     return plan.weight_landscape_models(config, wildcards.dataset)
+
+
+def adversary_models(wildcards):
+    return plan.adversary_models(config, wildcards.dataset)

@@ -1,15 +1,15 @@
 rule evaluate:
     input:
-        model="results/{dataset}/{method}/seed{seed}/model.pt",
+        model=results("{dataset}/{method}/seed{seed}/model.pt"),
         train="data/processed/{dataset}/train.npz",
         test_tr="data/processed/{dataset}/test_tr.npz",
         test_te="data/processed/{dataset}/test_te.npz",
     output:
-        metrics="results/{dataset}/{method}/seed{seed}/metrics.json",
-        topk="results/{dataset}/{method}/seed{seed}/topk.npz",
-        item_stats="results/{dataset}/{method}/seed{seed}/items.npz",
+        metrics=results("{dataset}/{method}/seed{seed}/metrics.json"),
+        topk=results("{dataset}/{method}/seed{seed}/topk.npz"),
+        item_stats=results("{dataset}/{method}/seed{seed}/items.npz"),
     log:
-        "logs/evaluate/{dataset}/{method}/seed{seed}.log",
+        logs("evaluate/{dataset}/{method}/seed{seed}.log"),
     conda:
         "../envs/torch.yaml"
     threads: resource("threads", "evaluate")

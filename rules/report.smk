@@ -6,21 +6,21 @@ rule aggregate:
         paper_results="workflow_scripts/semtail/resources/paper_results.yaml",
     output:
         summary_csv=report(
-            "results/{dataset}/summary.csv",
+            results("{dataset}/summary.csv"),
             caption="../report/summary.rst",
             category="Tables",
             subcategory="{dataset}",
         ),
-        summary_md="results/{dataset}/summary.md",
+        summary_md=results("{dataset}/summary.md"),
         comparison_csv=report(
-            "results/{dataset}/paper_comparison.csv",
+            results("{dataset}/paper_comparison.csv"),
             caption="../report/paper_comparison.rst",
             category="Tables",
             subcategory="{dataset}",
         ),
-        comparison_md="results/{dataset}/paper_comparison.md",
+        comparison_md=results("{dataset}/paper_comparison.md"),
     log:
-        "logs/aggregate/{dataset}.log",
+        logs("aggregate/{dataset}.log"),
     localrule: True
     conda:
         "../envs/plot.yaml"
@@ -40,35 +40,39 @@ rule plot:
         unpack(run_inputs),
     output:
         coverage_at_k=report(
-            "results/{dataset}/figures/coverage_at_k.png",
+            results("{dataset}/figures/coverage_at_k.png"),
             caption="../report/coverage_at_k.rst",
             category="Figures",
             subcategory="{dataset}",
         ),
-        coverage_at_k_pdf="results/{dataset}/figures/coverage_at_k.pdf",
+        coverage_at_k_pdf=results("{dataset}/figures/coverage_at_k.pdf"),
         item_recall_by_popularity=report(
-            "results/{dataset}/figures/item_recall_by_popularity.png",
+            results("{dataset}/figures/item_recall_by_popularity.png"),
             caption="../report/item_recall_by_popularity.rst",
             category="Figures",
             subcategory="{dataset}",
         ),
-        item_recall_by_popularity_pdf="results/{dataset}/figures/item_recall_by_popularity.pdf",
+        item_recall_by_popularity_pdf=results(
+            "{dataset}/figures/item_recall_by_popularity.pdf"
+        ),
         accuracy_coverage_tradeoff=report(
-            "results/{dataset}/figures/accuracy_coverage_tradeoff.png",
+            results("{dataset}/figures/accuracy_coverage_tradeoff.png"),
             caption="../report/accuracy_coverage_tradeoff.rst",
             category="Figures",
             subcategory="{dataset}",
         ),
-        accuracy_coverage_tradeoff_pdf="results/{dataset}/figures/accuracy_coverage_tradeoff.pdf",
+        accuracy_coverage_tradeoff_pdf=results(
+            "{dataset}/figures/accuracy_coverage_tradeoff.pdf"
+        ),
         lorenz=report(
-            "results/{dataset}/figures/lorenz.png",
+            results("{dataset}/figures/lorenz.png"),
             caption="../report/lorenz.rst",
             category="Figures",
             subcategory="{dataset}",
         ),
-        lorenz_pdf="results/{dataset}/figures/lorenz.pdf",
+        lorenz_pdf=results("{dataset}/figures/lorenz.pdf"),
     log:
-        "logs/plot/{dataset}.log",
+        logs("plot/{dataset}.log"),
     localrule: True
     conda:
         "../envs/plot.yaml"
@@ -89,14 +93,14 @@ rule plot_weight_landscape:
         models=weight_landscape_models,
     output:
         weight_landscape=report(
-            "results/{dataset}/figures/weight_landscape.png",
+            results("{dataset}/figures/weight_landscape.png"),
             caption="../report/weight_landscape.rst",
             category="Figures",
             subcategory="{dataset}",
         ),
-        weight_landscape_pdf="results/{dataset}/figures/weight_landscape.pdf",
+        weight_landscape_pdf=results("{dataset}/figures/weight_landscape.pdf"),
     log:
-        "logs/plot_weight_landscape/{dataset}.log",
+        logs("plot_weight_landscape/{dataset}.log"),
     conda:
         "../envs/plot.yaml"
     threads: resource("threads", "weight_landscape")
@@ -108,3 +112,38 @@ rule plot_weight_landscape:
         code_version=stage_code_version("plot_weight_landscape"),
     script:
         "../workflow_scripts/plot_weight_landscape.py"
+
+
+rule plot_adversary:
+    input:
+        metrics=lambda wildcards: run_inputs(wildcards)["metrics"],
+        models=adversary_models,
+    output:
+        table_csv=report(
+            results("{dataset}/adversary.csv"),
+            caption="../report/adversary_table.rst",
+            category="Tables",
+            subcategory="{dataset}",
+        ),
+        table_md=results("{dataset}/adversary.md"),
+        figure=report(
+            results("{dataset}/figures/adversary.png"),
+            caption="../report/adversary.rst",
+            category="Figures",
+            subcategory="{dataset}",
+        ),
+        figure_pdf=results("{dataset}/figures/adversary.pdf"),
+    log:
+        logs("plot_adversary/{dataset}.log"),
+    localrule: True
+    conda:
+        "../envs/plot.yaml"
+    threads: resource("threads", "adversary")
+    resources:
+        mem_mb=resource("mem_mb", "adversary"),
+        runtime=resource("runtime", "adversary"),
+    params:
+        dataset="{dataset}",
+        code_version=stage_code_version("plot_adversary"),
+    script:
+        "../workflow_scripts/plot_adversary.py"

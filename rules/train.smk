@@ -2,9 +2,9 @@ rule train:
     input:
         unpack(train_inputs),
     output:
-        model="results/{dataset}/{method}/seed{seed}/model.pt",
+        model=results("{dataset}/{method}/seed{seed}/model.pt"),
     log:
-        "logs/train/{dataset}/{method}/seed{seed}.log",
+        logs("train/{dataset}/{method}/seed{seed}.log"),
     conda:
         "../envs/torch.yaml"
     threads: resource("threads", "train")
@@ -15,11 +15,12 @@ rule train:
         runtime=resource("runtime", "train"),
     params:
         dataset="{dataset}",
-        method="{method}",
+        method=method_of,
+        variant="{method}",
         seed="{seed}",
         hyperparameters=method_hyperparameters,
         device=compute_device,
         code_version=method_code_version,
-        checkpoint="results/{dataset}/{method}/seed{seed}/checkpoint.pt",
+        checkpoint=results("{dataset}/{method}/seed{seed}/checkpoint.pt"),
     script:
         "../workflow_scripts/train.py"

@@ -50,7 +50,10 @@ def test_shipped_configs_are_valid(name):
         ),
         (lambda c: c["datasets"]["ml-100k"]["sources"][0].update(md5="xyz"), "xyz"),
         (lambda c: c["compute"].update(device="tpu"), "tpu"),
-        (lambda c: c.update(methods=["posit", "slim"]), "slim"),
+        (lambda c: c.update(methods=["posit", "Slim"]), "Slim"),
+        (lambda c: c.update(variants={"posit_2": {"method": "slim"}}), "slim"),
+        (lambda c: c.update(variants={"posit_2": {"ties": "share"}}), "'method' is a required property"),
+        (lambda c: c.update(experiment="My run"), "My run"),
     ],
 )
 def test_schema_rejects_and_names_the_bad_key_or_value(demo, mutate, named):
@@ -82,7 +85,7 @@ def test_cross_key_checks_name_the_key(demo):
         plan.check_config(config)
     config = copy.deepcopy(demo)
     config["methods"] = ["rerank"]
-    with pytest.raises(plan.ConfigError, match="rerank.base: 'ease' must also be in methods"):
+    with pytest.raises(plan.ConfigError, match="rerank for ml-100k: its base 'ease' must also be in methods"):
         plan.check_config(config)
 
 
@@ -105,8 +108,9 @@ def test_targets_cover_every_dataset_table_and_figure(demo):
     assert "results/ml-100k/paper_comparison.md" in targets
     assert "results/ml-100k/figures/coverage_at_k.pdf" in targets
     assert "results/ml-100k/figures/weight_landscape.png" in targets
+    assert "results/ml-100k/adversary.md" in targets and "results/ml-100k/figures/adversary.pdf" in targets
     without_posit = dict(demo, methods=["mostpop", "ease"])
-    assert not any("weight_landscape" in t for t in plan.final_targets(without_posit))
+    assert not any("weight_landscape" in t or "adversary" in t for t in plan.final_targets(without_posit))
 
 
 def test_run_files_list_every_method_and_seed(demo):
@@ -140,3 +144,77 @@ def test_snakemake_fails_at_once_on_a_typo(tmp_path, demo):
     )
     assert done.returncode != 0
     assert "epochs_" in done.stdout + done.stderr
+
+
+def test_variants_resolve_over_their_method_and_the_dataset_overrides(demo):
+    config = copy.deepcopy(demo)
+    config["datasets"]["other"] = config["datasets"]["ml-100k"]
+    config["methods"] = ["ease", "posit", "posit_share", "ease_slow"]
+    config["variants"] = {
+        "posit_share": {"method": "posit", "ties": "share", "lr": 0.02},
+        "ease_slow": {"method": "ease", "lr": 0.0001},
+    }
+    config["overrides"] = {"other": {"posit": {"lr": 0.5, "nstd": 2.0}, "posit_share": {"nstd": 3.0}}}
+    validate(config, SCHEMA)
+    plan.check_config(config)
+    posit = demo["hyperparameters"]["posit"]
+    assert plan.resolve_hyperparameters(config, "ml-100k", "posit_share") == {**posit, "ties": "share", "lr": 0.02}
+    # defaults, then the dataset's overrides of posit, then the variant, then its own overrides
+    assert plan.resolve_hyperparameters(config, "other", "posit_share") == {**posit, "ties": "share", "lr": 0.02, "nstd": 3.0}
+    assert plan.resolve_hyperparameters(config, "other", "posit") == {**posit, "lr": 0.5, "nstd": 2.0}
+    assert plan.resolve_hyperparameters(config, "other", "ease_slow") == {**demo["hyperparameters"]["ease"], "lr": 0.0001}
+    assert plan.method_of(config, "posit_share") == "posit" and plan.method_of(config, "ease") == "ease"
+    assert plan.run_files(config, "ml-100k")["metrics"][2 * len(demo["seeds"])] == "results/ml-100k/posit_share/seed0/metrics.json"
+    assert plan.weighted_runs(config) == ["posit", "posit_share"]
+    assert plan.weight_landscape_models(config, "ml-100k")[0] == "results/ml-100k/posit/seed0/model.pt"
+    assert plan.adversary_models(config, "ml-100k")[-1] == f"results/ml-100k/posit_share/seed{demo['seeds'][-1]}/model.pt"
+
+
+def test_a_variant_changing_one_setting_changes_only_its_own_jobs(demo):
+    config = copy.deepcopy(demo)
+    config["methods"] = ["posit", "posit_share"]
+    config["variants"] = {"posit_share": {"method": "posit", "ties": "share"}}
+    before = {name: plan.resolve_hyperparameters(config, "ml-100k", name) for name in config["methods"]}
+    config["variants"]["posit_share"]["nstd"] = 0.5
+    after = {name: plan.resolve_hyperparameters(config, "ml-100k", name) for name in config["methods"]}
+    assert after["posit"] == before["posit"] and after["posit_share"] != before["posit_share"]
+
+
+def test_variant_errors_name_the_key(demo):
+    def check(variants, methods, message):
+        config = copy.deepcopy(demo)
+        config["variants"], config["methods"] = variants, methods
+        with pytest.raises(plan.ConfigError, match=message):
+            plan.check_config(config)
+
+    check({"ease": {"method": "posit"}}, ["ease"], "variants: 'ease' is also a method under hyperparameters")
+    check({"posit_x": {"method": "posit", "tie": "share"}}, ["posit_x"], r"variants.posit_x: \['tie'\] are not hyperparameters of posit")
+    check({}, ["posit", "slim"], "methods: 'slim' is neither a method under hyperparameters nor a variant")
+    check({"rerank_x": {"method": "rerank", "base": "ease_fast"}}, ["ease", "rerank_x"], "rerank_x for ml-100k: its base 'ease_fast'")
+
+
+def test_a_variant_trains_and_is_resourced_as_its_method(demo):
+    config = copy.deepcopy(demo)
+    config["methods"] = ["mostpop", "popular", "ease", "ease_b", "rerank_b"]
+    config["variants"] = {
+        "popular": {"method": "mostpop"},
+        "ease_b": {"method": "ease", "batch_size": 128},
+        "rerank_b": {"method": "rerank", "base": "ease_b"},
+    }
+    plan.check_config(config)
+    assert plan.training_gpus(config, "popular") == 0 and plan.training_gpus(config, "ease_b") == 1
+    assert plan.train_inputs(config, "ml-100k", "rerank_b", 1)["base_model"] == "results/ml-100k/ease_b/seed1/model.pt"
+    assert plan.resources(config, "train", "ml-100k", method="ease_b") == {
+        **plan.resources(dict(config, hyperparameters={**config["hyperparameters"], "ease": {
+            **config["hyperparameters"]["ease"], "batch_size": 128}}), "train", "ml-100k", method="ease"),
+    }  # fmt: skip
+
+
+def test_an_experiment_has_results_and_logs_of_its_own(demo):
+    config = dict(demo, experiment="ablation")
+    assert plan.results_root(config) == "results/ablation" and plan.logs_root(config) == "logs/ablation"
+    assert "results/ablation/ml-100k/summary.md" in plan.final_targets(config)
+    assert "results/ablation/ml-100k/figures/adversary.png" in plan.final_targets(config)
+    assert plan.run_dir(config, "ml-100k", "ease", 0) == "results/ablation/ml-100k/ease/seed0"
+    assert plan.train_inputs(config, "ml-100k", "ease", 0)["train"] == "data/processed/ml-100k/train.npz"
+    assert plan.results_root(demo) == "results"

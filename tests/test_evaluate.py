@@ -196,9 +196,10 @@ def test_load_split_rejects_mismatched_and_overlapping_files(tmp_path):
 def hand_made_model(path: Path, weights: np.ndarray, method="ease_closed", seed=0):
     """A model file as the methods' contract describes it (semtail.models)."""
     model = {
-        "format_version": 1,
+        "format_version": 2,
         "dataset": "tiny",
         "method": method,
+        "variant": method,
         "seed": seed,
         "hyperparameters": {"lr": 0.1, "lam": 1.0},
         "n_items": weights.shape[0],

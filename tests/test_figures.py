@@ -53,7 +53,7 @@ def tiny_results(tmp_path_factory):
             else:
                 score = lambda x, w=weights: x @ w  # noqa: E731
             result = ev.evaluate(score, split, ks=[10], coverage_block_size=50, tail_interaction_share=0.2, batch_size=64)
-            record = {"dataset": "tiny", "method": method, "seed": seed, "metrics": result.metrics,
+            record = {"dataset": "tiny", "method": method, "variant": method, "seed": seed, "metrics": result.metrics,
                       "evaluation": {"ks": [10], "coverage_block_size": 50}}  # fmt: skip
             run_dir = folder / method / f"seed{seed}"
             ev.write_outputs(record, result, run_dir / "metrics.json", run_dir / "topk.npz", run_dir / "items.npz")
@@ -194,7 +194,7 @@ def test_weight_landscape_script_on_model_files(tiny_results, tmp_path):
     for seed in (0, 1):
         path = tmp_path / f"posit{seed}.pt"
         torch.save({
-            "format_version": 1, "dataset": "tiny", "method": "posit", "seed": seed, "hyperparameters": {},
+            "format_version": 2, "dataset": "tiny", "method": "posit", "variant": "posit", "seed": seed, "hyperparameters": {},
             "n_items": n_items, "n_train_users": 80, "state": {"U": torch.eye(n_items)},
             "item_weights": torch.linspace(0.5, 1.5, n_items), "history": [], "best_epoch": 1,
             "code_version": "x", "environment": {"device": "cpu"}, "train_seconds": 0.1,

@@ -69,7 +69,7 @@ def test_rerank_matches_a_brute_force_sort():
 
 
 def base_model(method="ease", seed=0, n_items=3):
-    return {"dataset": "toy", "method": method, "seed": seed, "n_items": n_items, "state": {"U": torch.eye(n_items)}}
+    return {"dataset": "toy", "method": method, "variant": method, "seed": seed, "n_items": n_items, "state": {"U": torch.eye(n_items)}}
 
 
 def test_fit_wraps_the_base_model_and_training_popularity():

@@ -22,7 +22,7 @@ PAPER_KEYS = [f"coverage_unmasked@{k}" for k in (100, 50, 20)] + ["ndcg@100"] + 
 def write_run(folder: Path, dataset, method, seed, metrics) -> Path:
     path = folder / dataset / method / f"seed{seed}" / "metrics.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"dataset": dataset, "method": method, "seed": seed, "metrics": metrics}))
+    path.write_text(json.dumps({"dataset": dataset, "method": method, "variant": method, "seed": seed, "metrics": metrics}))
     return path
 
 
@@ -127,7 +127,7 @@ def test_bad_inputs_are_named(tmp_path):
         tables.load_runs([a], "netflix")
     bad = tmp_path / "bad.json"
     bad.write_text('{"dataset": "ml-20m"}')
-    with pytest.raises(ValueError, match="bad.json: no 'method'"):
+    with pytest.raises(ValueError, match="bad.json: no 'variant'"):
         tables.load_runs([bad])
     broken = tmp_path / "paper.yaml"
     broken.write_text("x:\n  metrics: {A: a, B: b}\n  methods: {M: m}\n  datasets: {d: {results: {M: [1]}}}\n")

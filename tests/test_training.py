@@ -197,11 +197,11 @@ def test_a_checkpoint_of_other_settings_is_not_resumed(tmp_path, caplog):
 def test_fingerprint_covers_settings_code_seed_and_inputs(tmp_path):
     data_file = tmp_path / "train.npz"
     data_file.write_bytes(b"1")
-    job = dict(dataset="toy", method="ease", seed=0, hyperparameters={"lr": 1.0}, code_version="abc",
+    job = dict(dataset="toy", method="ease", variant="ease", seed=0, hyperparameters={"lr": 1.0}, code_version="abc",
                inputs={"train": str(data_file)})  # fmt: skip
     reference = fingerprint(**job)
     assert fingerprint(**job) == reference
-    for change in ({"seed": 1}, {"hyperparameters": {"lr": 2.0}}, {"code_version": "abd"}):
+    for change in ({"seed": 1}, {"hyperparameters": {"lr": 2.0}}, {"code_version": "abd"}, {"variant": "ease_2"}):
         assert fingerprint(**{**job, **change}) != reference
     data_file.write_bytes(b"12")
     assert fingerprint(**job) != reference

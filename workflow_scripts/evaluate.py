@@ -12,8 +12,10 @@ torch.set_num_threads(max(1, int(run.threads)))  # the CPU threads Snakemake gav
 
 device = select_device(run.params.device, run.resources.get("gpu", 1))
 split = load_split(run.input.train, run.input.test_tr, run.input.test_te)
-expected = {key: run.wildcards.get(key) for key in ("dataset", "method", "seed") if run.wildcards.get(key) is not None}
+# The rule's `method` wildcard is the name in the config's `methods:`, which the model file calls its variant.
+names = {"dataset": "dataset", "variant": "method", "seed": "seed"}
+expected = {key: run.wildcards.get(name) for key, name in names.items() if run.wildcards.get(name) is not None}
 record, result = evaluate_model_file(run.input.model, split, plain(run.params.evaluation), device, expected)
 write_outputs(record, result, run.output.metrics, run.output.topk, run.output.item_stats)
 at_100 = {key: round(value, 4) for key, value in record["metrics"].items() if key.endswith("@100")}
-log.info("%s %s seed %s: %s", record["dataset"], record["method"], record["seed"], at_100)
+log.info("%s %s seed %s: %s", record["dataset"], record["variant"], record["seed"], at_100)

@@ -44,6 +44,7 @@ train_and_save(
     device=device,
     environment={**environment(), "device": describe(device)},
     code_version=str(params.get("code_version") or code_version(method)),
+    variant=str(params.get("variant") or method),
     checkpoint=None if checkpoint is None else str(checkpoint),
     log=log,
     progress=sys.stderr.isatty(),

@@ -273,7 +273,7 @@ def evaluate_model_file(
 ) -> tuple[dict, Evaluation]:
     """Loads a model file, evaluates it and returns the metric JSON's record with the evaluation.
 
-    `expected` (dataset, method, seed), when given, must match what the model file says it is.
+    `expected` (dataset, variant, seed), when given, must match what the model file says it is.
     """
     started = time.perf_counter()
     model = load_model(model_path)
@@ -295,6 +295,7 @@ def evaluate_model_file(
         "format_version": FORMAT_VERSION,
         "dataset": model["dataset"],
         "method": model["method"],
+        "variant": model["variant"],
         "seed": int(model["seed"]),
         "hyperparameters": model["hyperparameters"],
         "n_test_users": result.n_test_users,

@@ -44,7 +44,9 @@ METHOD_COLOURS = {
     "ease_closed": "#56b4e9",
     "mostpop": "#949494",
 }
-SPARE_COLOURS = ["#ca9161", "#fbafe4", "#ece133", "#000000"]
+# For variants and methods without a colour of their own: tab20 without its greys, then black.
+SPARE_COLOURS = [matplotlib.colors.to_hex(c) for i, c in enumerate(plt.get_cmap("tab20").colors) if i not in (14, 15)]
+SPARE_COLOURS.append("#000000")
 # Markers tell apart methods whose points may overlap (and the two blues of the EASE family).
 METHOD_MARKERS = {"posit": "*", "ipw": "s", "cvar": "D", "rerank": "^", "ease": "o", "ease_closed": "P", "mostpop": "X"}
 N_POPULARITY_GROUPS = 10
@@ -80,7 +82,8 @@ def save(figure: plt.Figure, png: str | Path, pdf: str | Path) -> None:
 
 @dataclass
 class Run:
-    """One (method, seed) evaluation: its metric JSON and the paths of its lists and item counts."""
+    """One (method, seed) evaluation: its metric JSON and the paths of its lists and item counts.
+    `method` is the run's name in the config's `methods:`, a method or a variant of one."""
 
     method: str
     seed: int
@@ -115,7 +118,7 @@ def load_runs(metric_paths, topk_paths, item_paths) -> list[Run]:
         if not Path(metric_path).parent == Path(topk).parent == Path(item_stats).parent:
             raise ValueError(f"{metric_path}, {topk} and {item_stats} are not the same run's files")
         record = read_json(metric_path)
-        runs.append(Run(record["method"], int(record["seed"]), record, Path(topk), Path(item_stats)))
+        runs.append(Run(record["variant"], int(record["seed"]), record, Path(topk), Path(item_stats)))
     if not runs:
         raise ValueError("no runs to plot")
     return runs
@@ -365,3 +368,51 @@ def lorenz_figure(runs: list[Run], dataset: str, k: int = 100, max_points: int =
     axes.set_title(f"{dataset}: Lorenz curves of top-{k} exposure\none line per seed; Gini: mean ± SD over seeds")
     _legend_outside(axes, title=None)
     return figure
+
+
+# ---- 6. POSIT's adversary: accuracy and coverage beside what its weights did ----
+
+
+def adversary_figure(table: pd.DataFrame, history: pd.DataFrame, dataset: str) -> plt.Figure:
+    """Three panels: NDCG@100 against Coverage@100 (mean, ±1 SD over seeds) for every method; for
+    each POSIT run, the weights' share on the least popular half of the items after each epoch, and
+    how much the weights moved in each epoch (log scale). Epoch curves: mean over the seeds that
+    trained that epoch, band from the lowest to the highest seed."""
+    _style()
+    colours = method_colours(table["method"])
+    figure, (tradeoff, share, change) = plt.subplots(1, 3, figsize=(17, 4.8))
+    for _, row in table.iterrows():
+        tradeoff.errorbar(
+            row["coverage@100_mean"], row["ndcg@100_mean"],
+            xerr=np.nan_to_num(row["coverage@100_std"]), yerr=np.nan_to_num(row["ndcg@100_std"]),
+            fmt=METHOD_MARKERS.get(row["method"], "o"), markersize=8, capsize=4, color=colours[row["method"]],
+            label=method_label(row["method"]),
+        )  # fmt: skip
+    tradeoff.set_xlabel("Coverage@100 (fold-in masked)")
+    tradeoff.set_ylabel("NDCG@100")
+    tradeoff.set_title("accuracy and coverage")
+    tradeoff.margins(0.15)
+    for method, runs in history.groupby("method", sort=False):
+        per_epoch = runs.groupby("epoch")
+        for axes, key in ((share, "tail_share"), (change, "weight_change")):
+            values = per_epoch[key]
+            axes.plot(values.mean().index, values.mean().values, color=colours[method], linewidth=1.6)
+            axes.fill_between(values.min().index, values.min().values, values.max().values, color=colours[method], alpha=0.2, linewidth=0)
+    share.axhline(0.5, color="#949494", linewidth=0.8, linestyle="--")
+    share.set_xlabel("epoch")
+    share.set_ylabel("share of the weights on the least popular half")
+    share.set_title("where the adversary puts its weight")
+    change.set_yscale("log")
+    change.set_xlabel("epoch")
+    change.set_ylabel("mean |change of w̄| in the epoch")
+    change.set_title("how much the weights still move")
+    figure.suptitle(f"{dataset}: POSIT's adversary ({_seed_note_of(table)})")
+    handles, labels = tradeoff.get_legend_handles_labels()
+    figure.legend(handles, labels, title="method", loc="upper left", bbox_to_anchor=(1.0, 0.9), frameon=False)
+    figure.tight_layout()
+    return figure
+
+
+def _seed_note_of(table: pd.DataFrame) -> str:
+    counts = sorted(set(int(n) for n in table["n_seeds"]))
+    return f"{'–'.join(map(str, counts))} seed{'s' if counts != [1] else ''} per method"

@@ -22,6 +22,7 @@ STAGE_SCRIPTS = {
     "aggregate": "aggregate.py",
     "plot": "plot.py",
     "plot_weight_landscape": "plot_weight_landscape.py",
+    "plot_adversary": "plot_adversary.py",
 }
 TRAIN_SCRIPT = "train.py"
 

@@ -35,16 +35,18 @@ def metric_family(key: str) -> str:
 
 
 def load_runs(paths, dataset: str | None = None) -> pd.DataFrame:
-    """One row per metric JSON: dataset, method, seed and one column per metric, in file order."""
+    """One row per metric JSON: dataset, method, seed and one column per metric, in file order.
+    `method` is the run's name in the config's `methods:` (the record's `variant`): a method, or a
+    named variant of one."""
     rows, keys, sources = [], None, {}
     for path in [paths] if isinstance(paths, (str, Path)) else paths:
         record = read_json(path)
-        for field in ("dataset", "method", "seed", "metrics"):
+        for field in ("dataset", "variant", "seed", "metrics"):
             if field not in record:
                 raise ValueError(f"{path}: no {field!r} field; is this a metric JSON from the evaluate rule?")
         if dataset is not None and record["dataset"] != dataset:
             raise ValueError(f"{path}: dataset {record['dataset']!r}, expected {dataset!r}")
-        run = (record["method"], int(record["seed"]))
+        run = (record["variant"], int(record["seed"]))
         if run in sources:
             raise ValueError(f"{path} and {sources[run]} are both {run[0]} seed {run[1]}")
         sources[run] = path
@@ -53,7 +55,7 @@ def load_runs(paths, dataset: str | None = None) -> pd.DataFrame:
         elif set(record["metrics"]) != set(keys):
             difference = sorted(set(record["metrics"]) ^ set(keys))
             raise ValueError(f"{path} and {first} record different metrics: {difference}")
-        rows.append({"dataset": record["dataset"], "method": record["method"], "seed": int(record["seed"]), **record["metrics"]})
+        rows.append({"dataset": record["dataset"], "method": record["variant"], "seed": int(record["seed"]), **record["metrics"]})
     if not rows:
         raise ValueError("no metric JSONs to aggregate")
     return pd.DataFrame(rows, columns=["dataset", "method", "seed", *keys])
@@ -238,3 +240,82 @@ def comparison_markdown(comparison: pd.DataFrame, dataset: str, reported: dict, 
     ]
     parts.append("Sources:\n\n" + "\n".join(sources) + "\n")
     return "\n".join(parts)
+
+
+# ---- POSIT's adversary: what its weights did, beside the runs' accuracy and coverage ----
+
+ADVERSARY_METRICS = ("ndcg@100", "coverage@100")
+
+
+def adversary_history(models: list[dict]) -> pd.DataFrame:
+    """One row per trained epoch of each POSIT model (a loaded model file): variant, seed, epoch,
+    whether it is the stored best epoch, the share of the weights on the least popular half of the
+    items, and weight_change (mean |Δw̄| over items in that epoch)."""
+    rows = []
+    for model in models:
+        for entry in model["history"]:
+            for key in ("weight_share_least_popular_half", "weight_change"):
+                if key not in entry:
+                    raise ValueError(f"{model['variant']} seed {model['seed']}: epoch {entry.get('epoch')} has no {key!r}")
+            rows.append({
+                "method": model["variant"], "seed": int(model["seed"]), "epoch": int(entry["epoch"]),
+                "best": int(entry["epoch"]) == model["best_epoch"],
+                "tail_share": float(entry["weight_share_least_popular_half"]),
+                "weight_change": float(entry["weight_change"]),
+            })  # fmt: skip
+    if not rows:
+        raise ValueError("no POSIT model files, or no trained epochs in them")
+    return pd.DataFrame(rows)
+
+
+def adversary_table(summary: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
+    """Per method: NDCG@100 and Coverage@100 (mean, SD over seeds); for POSIT runs, the weights' share
+    on the least popular half at the best epoch, and the mean weight_change of the epochs after the
+    first (how much the adversary still moves once its first minibatch has set it), each as mean and
+    SD over seeds."""
+    rows = []
+    for _, run in summary.iterrows():
+        row = {"method": run["method"], "n_seeds": int(run["n_seeds"])}
+        for key in ADVERSARY_METRICS:
+            row[f"{key}_mean"], row[f"{key}_std"] = run[f"{key}_mean"], run[f"{key}_std"]
+        epochs = history[history["method"] == run["method"]]
+        per_seed = {
+            "tail_share": epochs[epochs["best"]].groupby("seed")["tail_share"].mean(),
+            "weight_change_after_epoch_1": epochs[epochs["epoch"] > 1].groupby("seed")["weight_change"].mean(),
+        }
+        for key, values in per_seed.items():
+            values = [float(v) for v in values]
+            row[f"{key}_mean"] = statistics.fmean(values) if values else math.nan
+            row[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else math.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def adversary_markdown(table: pd.DataFrame, dataset: str) -> str:
+    header = ["method", "seeds", "NDCG@100", "Coverage@100", "weight share, tail half", "weight change after epoch 1"]
+    rows = [
+        [
+            str(row["method"]), str(row["n_seeds"]),
+            mean_std(row["ndcg@100_mean"], row["ndcg@100_std"], 4),
+            mean_std(row["coverage@100_mean"], row["coverage@100_std"], 1),
+            mean_std(row["tail_share_mean"], row["tail_share_std"], 3),
+            format_scientific(row["weight_change_after_epoch_1_mean"], row["weight_change_after_epoch_1_std"]),
+        ]
+        for _, row in table.iterrows()
+    ]  # fmt: skip
+    return (
+        f"# {dataset}: POSIT's adversary beside accuracy and coverage\n\n"
+        "Mean ± sample SD over seeds. Coverage@100: distinct items in the top-100 lists of each block "
+        "of test users, fold-in items masked. Weight share, tail half: the share of the item weights "
+        "w̄ (mean 1) on the least popular half of the items, at the restored best epoch (0.5 is "
+        "uniform). Weight change after epoch 1: mean over items of |w̄ at an epoch's end − w̄ at the "
+        "previous epoch's end|, averaged over the epochs after the first; near 0 means the weights "
+        "were fixed by the first epoch. – where a method has no adversary.\n\n"
+        + markdown_table(header, rows)
+    )
+
+
+def format_scientific(mean: float, std: float) -> str:
+    if mean is None or math.isnan(mean):
+        return "–"
+    return f"{mean:.2e}" + ("" if std is None or math.isnan(std) else f" ± {std:.1e}")

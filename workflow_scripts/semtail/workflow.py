@@ -13,6 +13,7 @@ from semtail.provenance import code_version  # noqa: F401  (re-exported for rule
 
 FIGURES = ("coverage_at_k", "item_recall_by_popularity", "accuracy_coverage_tradeoff", "lorenz")
 TABLES = ("summary.csv", "summary.md", "paper_comparison.csv", "paper_comparison.md")
+ADVERSARY_TABLES = ("adversary.csv", "adversary.md")
 WEIGHTED_METHOD = "posit"
 
 
@@ -35,31 +36,44 @@ def check_config(config: dict) -> None:
     """Checks across keys that a JSON schema cannot express, naming the offending key."""
     for dataset, settings in config["datasets"].items():
         SplitParameters.from_config(settings["preprocess"], f"datasets.{dataset}.preprocess")
-    for method in config["methods"]:
+    variants = config.get("variants", {})
+    for name, variant in variants.items():
+        method = variant["method"]
+        if name in config["hyperparameters"]:
+            raise ConfigError(f"variants: {name!r} is also a method under hyperparameters; give the variant another name")
         if method not in config["hyperparameters"]:
-            raise ConfigError(f"methods: {method!r} has no entry under hyperparameters")
+            raise ConfigError(f"variants.{name}.method: {method!r} has no entry under hyperparameters")
+        check_known_keys(config, f"variants.{name}", method, set(variant) - {"method"})
+    for name in config["methods"]:
+        if name not in config["hyperparameters"] and name not in variants:
+            raise ConfigError(f"methods: {name!r} is neither a method under hyperparameters nor a variant under variants")
     for dataset, per_method in config.get("overrides", {}).items():
         if dataset not in config["datasets"]:
             raise ConfigError(f"overrides: {dataset!r} is not a configured dataset")
-        for method, values in per_method.items():
-            if method not in config["hyperparameters"]:
-                raise ConfigError(f"overrides.{dataset}: {method!r} is not a configured method")
-            unknown = set(values) - set(config["hyperparameters"][method])
-            if unknown:
-                raise ConfigError(
-                    f"overrides.{dataset}.{method}: {sorted(unknown)} are not hyperparameters of "
-                    f"{method} (known: {sorted(config['hyperparameters'][method])})"
-                )
-    if "rerank" in config["methods"]:
-        base = config["hyperparameters"]["rerank"]["base"]
-        if base not in config["methods"]:
-            raise ConfigError(f"hyperparameters.rerank.base: {base!r} must also be in methods")
+        for name, values in per_method.items():
+            if name not in config["hyperparameters"] and name not in variants:
+                raise ConfigError(f"overrides.{dataset}: {name!r} is not a configured method or variant")
+            check_known_keys(config, f"overrides.{dataset}.{name}", method_of(config, name), set(values))
+    for name in config["methods"]:
+        if method_of(config, name) != "rerank":
+            continue
         for dataset in config["datasets"]:
-            rerank = resolve_hyperparameters(config, dataset, "rerank")
+            rerank = resolve_hyperparameters(config, dataset, name)
+            if rerank["base"] not in config["methods"]:
+                raise ConfigError(f"{name} for {dataset}: its base {rerank['base']!r} must also be in methods")
             if not rerank["high"] > rerank["low"]:
                 raise ConfigError(
-                    f"rerank for {dataset}: high ({rerank['high']}) must be greater than low ({rerank['low']})"
+                    f"{name} for {dataset}: high ({rerank['high']}) must be greater than low ({rerank['low']})"
                 )
+
+
+def check_known_keys(config: dict, where: str, method: str, keys: set[str]) -> None:
+    unknown = keys - set(config["hyperparameters"][method])
+    if unknown:
+        raise ConfigError(
+            f"{where}: {sorted(unknown)} are not hyperparameters of {method} "
+            f"(known: {sorted(config['hyperparameters'][method])})"
+        )
 
 
 def dataset_config(config: dict, dataset: str) -> dict:
@@ -69,10 +83,23 @@ def dataset_config(config: dict, dataset: str) -> dict:
         raise ConfigError(f"datasets: no dataset named {dataset!r}") from None
 
 
-def resolve_hyperparameters(config: dict, dataset: str, method: str) -> dict:
-    """The method's defaults with the dataset's overrides applied: exactly what the job uses."""
+def method_of(config: dict, name: str) -> str:
+    """The method that a name in `methods:` trains: the name itself, or a variant's `method`."""
+    variant = config.get("variants", {}).get(name)
+    return name if variant is None else variant["method"]
+
+
+def resolve_hyperparameters(config: dict, dataset: str, name: str) -> dict:
+    """Exactly what the job of a method or variant uses, each step overriding the one before: the
+    method's defaults, the dataset's overrides of the method, the variant's settings, the
+    dataset's overrides of the variant."""
+    method = method_of(config, name)
+    overrides = config.get("overrides", {}).get(dataset, {})
     resolved = copy.deepcopy(config["hyperparameters"][method])
-    resolved.update(config.get("overrides", {}).get(dataset, {}).get(method, {}))
+    resolved.update(overrides.get(method, {}))
+    if name != method:
+        resolved.update({key: value for key, value in config["variants"][name].items() if key != "method"})
+        resolved.update(overrides.get(name, {}))
     return resolved
 
 
@@ -80,11 +107,20 @@ def processed_dir(dataset: str) -> str:
     return f"data/processed/{dataset}"
 
 
-def run_dir(dataset: str, method: str, seed) -> str:
-    return f"results/{dataset}/{method}/seed{seed}"
+def results_root(config: dict) -> str:
+    """results/, or results/<experiment>/ for a config that names an experiment."""
+    return "results" if not config.get("experiment") else f"results/{config['experiment']}"
 
 
-def train_inputs(config: dict, dataset: str, method: str, seed) -> dict:
+def logs_root(config: dict) -> str:
+    return "logs" if not config.get("experiment") else f"logs/{config['experiment']}"
+
+
+def run_dir(config: dict, dataset: str, name: str, seed) -> str:
+    return f"{results_root(config)}/{dataset}/{name}/seed{seed}"
+
+
+def train_inputs(config: dict, dataset: str, name: str, seed) -> dict:
     split = processed_dir(dataset)
     inputs = {
         "train": f"{split}/train.npz",
@@ -92,15 +128,15 @@ def train_inputs(config: dict, dataset: str, method: str, seed) -> dict:
         "validation_te": f"{split}/validation_te.npz",
         "stats": f"{split}/stats.json",
     }
-    if method == "rerank":
-        base = resolve_hyperparameters(config, dataset, method)["base"]
-        inputs["base_model"] = f"{run_dir(dataset, base, seed)}/model.pt"
+    if method_of(config, name) == "rerank":
+        base = resolve_hyperparameters(config, dataset, name)["base"]
+        inputs["base_model"] = f"{run_dir(config, dataset, base, seed)}/model.pt"
     return inputs
 
 
 def run_files(config: dict, dataset: str) -> dict[str, list[str]]:
     """Every (method, seed) run's evaluation outputs of a dataset, method-major, plus the training split."""
-    runs = [run_dir(dataset, m, s) for m in config["methods"] for s in config["seeds"]]
+    runs = [run_dir(config, dataset, m, s) for m in config["methods"] for s in config["seeds"]]
     return {
         "metrics": [f"{r}/metrics.json" for r in runs],
         "topk": [f"{r}/topk.npz" for r in runs],
@@ -109,18 +145,34 @@ def run_files(config: dict, dataset: str) -> dict[str, list[str]]:
     }
 
 
+def weighted_runs(config: dict) -> list[str]:
+    """The names in `methods:` that train POSIT's item weights (posit and its variants)."""
+    return [name for name in config["methods"] if method_of(config, name) == WEIGHTED_METHOD]
+
+
 def weight_landscape_models(config: dict, dataset: str) -> list[str]:
-    return [f"{run_dir(dataset, WEIGHTED_METHOD, s)}/model.pt" for s in config["seeds"]]
+    """The model files of the run drawn in the weight landscape: `posit` itself if it is in
+    `methods:`, else the first variant of it."""
+    runs = weighted_runs(config)
+    name = WEIGHTED_METHOD if WEIGHTED_METHOD in runs else runs[0]
+    return [f"{run_dir(config, dataset, name, s)}/model.pt" for s in config["seeds"]]
+
+
+def adversary_models(config: dict, dataset: str) -> list[str]:
+    """Every weighted run's model files, name-major."""
+    return [f"{run_dir(config, dataset, name, s)}/model.pt" for name in weighted_runs(config) for s in config["seeds"]]
 
 
 def final_targets(config: dict) -> list[str]:
     targets = []
     for dataset in config["datasets"]:
-        targets += [f"results/{dataset}/{name}" for name in TABLES]
-        figures = list(FIGURES)
-        if WEIGHTED_METHOD in config["methods"]:
-            figures.append("weight_landscape")
-        targets += [f"results/{dataset}/figures/{f}.{ext}" for f in figures for ext in ("png", "pdf")]
+        results = f"{results_root(config)}/{dataset}"
+        tables, figures = list(TABLES), list(FIGURES)
+        if weighted_runs(config):
+            tables += list(ADVERSARY_TABLES)
+            figures += ["weight_landscape", "adversary"]
+        targets += [f"{results}/{name}" for name in tables]
+        targets += [f"{results}/figures/{f}.{ext}" for f in figures for ext in ("png", "pdf")]
     return targets
 
 
@@ -132,9 +184,9 @@ def gpus_per_job(config: dict) -> int:
     return 0 if config["compute"]["device"] == "cpu" else int(config["compute"]["gpus_per_job"])
 
 
-def training_gpus(config: dict, method: str) -> int:
+def training_gpus(config: dict, name: str) -> int:
     """The `gpu` resource of a method's train job: none for what needs no GPU."""
-    return 0 if method in CPU_TRAINED_METHODS else gpus_per_job(config)
+    return 0 if method_of(config, name) in CPU_TRAINED_METHODS else gpus_per_job(config)
 
 
 def dataset_size(config: dict, dataset: str, stats_file: str | os.PathLike | None = None) -> dict:
@@ -184,8 +236,8 @@ def resources(
 ) -> dict:
     """threads, mem_mb (host memory, MiB) and runtime (minutes) of one job, from the dataset's size.
 
-    stage: download, preprocess, train (with `method`), evaluate, weight_landscape or report
-    (aggregate and plot). A retry (attempt 2, 3, ...) asks for that many times the memory and time.
+    stage: download, preprocess, train (with `method`, a name in `methods:`), evaluate,
+    weight_landscape, adversary or report (aggregate and plot). A retry (attempt 2, 3, ...) asks for that many times the memory and time.
 
     Sizes: n items, nnz interactions, b users per batch. One dense item x item float32 matrix is
     D = 4 n^2 bytes: 6.8 GB for MSD's 41,140 items, 1.6 GB for ML-20M's 20,108. SGD training holds
@@ -221,6 +273,7 @@ def resources(
             raise ValueError("resources for the train stage need the method")
         threads = 8 if large else 2
         hyper = resolve_hyperparameters(config, dataset, method)
+        method = method_of(config, method)
         if method in SGD_METHODS:
             batch = int(hyper.get("batch_size", 1024))
             epochs = int(hyper.get("epochs", 50))
@@ -257,6 +310,12 @@ def resources(
         mem = base + 2 * dense + 4 * batch_dense + 2 * sparse
         score_bytes = 2 * _batches(heldout, batch) * (batch * per_user * n * 4 + 3 * batch_dense)
         runtime = minutes(score_bytes / bandwidth + dense / DISK_BYTES_PER_S)
+    elif stage == "adversary":
+        threads = 1
+        models = len(weighted_runs(config)) * len(config["seeds"])
+        mem = base + 4.0 * n * models * 2  # each model's item weights; one model file's U at a time
+        mem += dense
+        runtime = minutes(models * dense / DISK_BYTES_PER_S)
     elif stage == "weight_landscape":
         threads = 4 if large else 2
         seeds = len(config["seeds"])

@@ -27,7 +27,7 @@ import torch
 
 from semtail.files import atomic_path
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 METHODS = ("mostpop", "ease_closed", "ease", "ipw", "cvar", "posit", "rerank")
 SGD_METHODS = ("ease", "ipw", "cvar", "posit")
 # The tensors in `state` that scoring needs, per method.
@@ -44,6 +44,7 @@ MODEL_KEYS = (
     "format_version",
     "dataset",
     "method",
+    "variant",
     "seed",
     "hyperparameters",
     "n_items",
@@ -101,8 +102,10 @@ class Run:
     # Called with (epoch, U) once an epoch's checkpoint is written (tests use it to interrupt a run).
     after_epoch: Callable[[int, torch.Tensor], None] | None = None
 
+    variant: str | None = None  # the name in the config's `methods:` when it is a variant of `method`
+
     def describe(self) -> str:
-        return f"{self.dataset}/{self.method} seed {self.seed}"
+        return f"{self.dataset}/{self.variant or self.method} seed {self.seed}"
 
     def best_weights_file(self, epoch: int) -> Path:
         """Beside the checkpoint: the best epoch's U, written once each time the best epoch is left
@@ -162,13 +165,14 @@ def save_model(path: str | Path, model: dict) -> None:
         torch.save(model, tmp)
 
 
-def load_model(path: str | Path) -> dict:
-    """Read a model file (weights_only: no code is run) and check its format."""
+def load_model(path: str | Path, mmap: bool = False) -> dict:
+    """Read a model file (weights_only: no code is run) and check its format. With `mmap` the
+    tensors stay in the file until used: for reading a large model's history or item weights."""
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"{path}: model file not found")
     try:
-        model = torch.load(path, map_location="cpu", weights_only=True)
+        model = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as error:
         raise ModelFileError(f"{path}: not a readable model file ({type(error).__name__}: {error})") from None
     check_model(model, source=str(path))
@@ -185,6 +189,8 @@ def check_model(model, source: str = "model") -> None:
     if missing:
         raise ModelFileError(f"{source}: missing keys {missing}")
     method = model["method"]
+    if not isinstance(model["variant"], str):
+        raise ModelFileError(f"{source}: variant must be a string, is {model['variant']!r}")
     if method not in STATE_KEYS:
         raise ModelFileError(f"{source}: unknown method {method!r}")
     state = model["state"]
@@ -216,6 +222,7 @@ def model_file(
     *,
     dataset: str,
     method: str,
+    variant: str,
     seed: int,
     hyperparameters: dict,
     data: TrainingData,
@@ -229,6 +236,7 @@ def model_file(
         "format_version": FORMAT_VERSION,
         "dataset": dataset,
         "method": method,
+        "variant": variant,
         "seed": int(seed),
         "hyperparameters": json.loads(json.dumps(hyperparameters)),
         "n_items": int(data.n_items),
@@ -246,7 +254,9 @@ def model_file(
 
 
 
-def fingerprint(*, dataset: str, method: str, seed: int, hyperparameters: dict, code_version: str, inputs: dict) -> str:
+def fingerprint(
+    *, dataset: str, method: str, variant: str, seed: int, hyperparameters: dict, code_version: str, inputs: dict
+) -> str:
     """What a checkpoint must match to be resumed: the job's identity, its hyperparameters and
     code, and the size and modification time of every input file."""
     files = {}
@@ -257,6 +267,7 @@ def fingerprint(*, dataset: str, method: str, seed: int, hyperparameters: dict, 
         "format_version": FORMAT_VERSION,
         "dataset": dataset,
         "method": method,
+        "variant": variant,
         "seed": int(seed),
         "hyperparameters": hyperparameters,
         "code_version": code_version,
@@ -294,6 +305,7 @@ def train_and_save(
     device: torch.device,
     environment: dict,
     code_version: str,
+    variant: str | None = None,
     checkpoint: str | Path | None = None,
     log: logging.Logger | None = None,
     progress: bool = False,
@@ -304,19 +316,24 @@ def train_and_save(
     `environment` is recorded in the model file: software versions and, under "device", the
     device in words (semtail.provenance.environment() and semtail.device.describe()).
 
+    `variant` is the run's name in the config's `methods:` when it is a variant of `method`.
+
     The checkpoint of an SGD method is removed once the model file is written; a failure leaves
     no model file (and the last checkpoint, for a rerun to resume from)."""
     log = log or logging.getLogger("semtail.train")
+    variant = variant or method
     data = read_training_data(inputs)
     run = Run(
         dataset=dataset,
         method=method,
+        variant=variant,
         seed=int(seed),
         device=device,
         checkpoint=None if checkpoint is None else Path(checkpoint),
         fingerprint=fingerprint(
             dataset=dataset,
             method=method,
+            variant=variant,
             seed=seed,
             hyperparameters=hyperparameters,
             code_version=code_version,
@@ -341,6 +358,7 @@ def train_and_save(
     model = model_file(
         dataset=dataset,
         method=method,
+        variant=variant,
         seed=seed,
         hyperparameters=hyperparameters,
         data=data,

@@ -48,10 +48,10 @@ def fit(data: TrainingData, hyperparameters: dict, run: Run) -> Fitted:
     if base is None:
         raise ValueError("rerank needs the model file of its base method (input base_model)")
     expected = (run.dataset, hyperparameters["base"], run.seed, data.n_items)
-    found = (base["dataset"], base["method"], base["seed"], base["n_items"])
+    found = (base["dataset"], base["variant"], base["seed"], base["n_items"])
     if found != expected:
         raise ValueError(
-            f"rerank of {run.describe()}: the base model is (dataset, method, seed, items) = {found}, "
+            f"rerank of {run.describe()}: the base model is (dataset, variant, seed, items) = {found}, "
             f"expected {expected}"
         )
     (matrix_key,) = STATE_KEYS[base["method"]]

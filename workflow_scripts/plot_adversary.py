@@ -1,0 +1,20 @@
+"""POSIT's adversary beside accuracy and coverage: adversary.{csv,md} and figures/adversary.{png,pdf}."""
+
+from semtail import figures, tables
+from semtail.files import atomic_path, write_text
+from semtail.models import load_model
+from semtail.script_io import script_run, setup_logging
+
+run = script_run(globals(), "Tabulate and plot what POSIT's adversary did, beside every method's NDCG and coverage.")
+log = setup_logging(run, "plot_adversary")
+
+dataset = run.params.dataset
+summary = tables.summarise(tables.load_runs(run.input.metrics, dataset))
+models = [load_model(path, mmap=True) for path in figures.as_path_list(run.input.models)]
+history = tables.adversary_history(models)
+table = tables.adversary_table(summary, history)
+with atomic_path(run.output.table_csv) as tmp:
+    table.to_csv(tmp, index=False)
+write_text(run.output.table_md, tables.adversary_markdown(table, dataset))
+figures.save(figures.adversary_figure(table, history, dataset), run.output.figure, run.output.figure_pdf)
+log.info("%s: adversary table and figure of %d POSIT models among %d methods", dataset, len(models), len(table))
