@@ -51,10 +51,11 @@ def owner(path: str):
         rule = "train" if parts[4] == "model.pt" else "evaluate"
         return job(rule, dataset=dataset, method=method, seed=seed)
     if len(parts) == 4 and parts[2] == "figures":
-        rule = "plot_weight_landscape" if parts[3].startswith("weight_landscape") else "plot"
-        return job(rule, dataset=dataset)
+        if parts[3].startswith(("weight_landscape", "adversary")):
+            return job("plot_weight_landscape" if parts[3].startswith("weight") else "plot_adversary", dataset=dataset)
+        return job("plot", dataset=dataset)
     if len(parts) == 3:
-        return job("aggregate", dataset=dataset)
+        return job("plot_adversary" if parts[2].startswith("adversary") else "aggregate", dataset=dataset)
     raise AssertionError(f"no job writes {path}")
 
 
@@ -65,7 +66,7 @@ def rewritten_by(workdir: Path, before: dict[str, int]) -> set:
     return {owner(path) for path, mtime in after.items() if before.get(path) != mtime}
 
 
-FIGURE_RULES = ("plot", "plot_weight_landscape")
+FIGURE_RULES = ("plot", "plot_weight_landscape", "plot_adversary")
 
 
 def assert_reruns_exactly(workdir: Path, expected: set, reason: str | None = None, figures: bool = False) -> dict:
@@ -319,3 +320,23 @@ def test_killed_training_resumes_from_its_checkpoint(demo_copy):
     resumed = torch.load(demo_copy / run / "model.pt", weights_only=True)
     assert torch.equal(resumed["state"]["U"], reference["state"]["U"])
     assert resumed["best_epoch"] == reference["best_epoch"]
+
+
+def test_a_variant_runs_beside_its_method_and_reruns_alone(demo_copy):
+    """A variant of POSIT added to the config trains into a folder of its own; changing its
+    settings reruns its jobs and the tables, nothing of posit."""
+    config = read_config(demo_copy)
+    config["methods"].append("posit_share")
+    config["variants"] = {"posit_share": {"method": "posit", "ties": "share"}}
+    write_config(demo_copy, config)
+    expected = run_jobs(config, methods=["posit_share"]) | report_jobs(config, weight_landscape=False)
+    assert_reruns_exactly(demo_copy, expected)
+    posit_before = metrics_of(demo_copy, "ml-100k", "posit", 0)
+    variant = torch.load(demo_copy / "results/ml-100k/posit_share/seed0/model.pt", weights_only=True)
+    assert (variant["method"], variant["variant"], variant["hyperparameters"]["ties"]) == ("posit", "posit_share", "share")
+
+    config["variants"]["posit_share"]["nstd"] = 0.5
+    write_config(demo_copy, config)
+    planned = assert_reruns_exactly(demo_copy, expected)
+    assert "Params have changed" in planned[job("train", dataset="ml-100k", method="posit_share", seed=0)]
+    assert metrics_of(demo_copy, "ml-100k", "posit", 0) == posit_before

@@ -190,8 +190,11 @@ def run_jobs(config: dict, datasets=None, methods=None, seeds=None) -> set[Job]:
 
 
 def report_jobs(config: dict, datasets=None, weight_landscape: bool = True) -> set[Job]:
-    """The tables and figures of the given datasets."""
-    rules = ["aggregate", "plot"] + (["plot_weight_landscape"] if weight_landscape and "posit" in config["methods"] else [])
+    """The tables and figures of the given datasets: with POSIT runs, the adversary's table and
+    figure (from every run's metrics), and unless not `weight_landscape`, POSIT's weight landscape."""
+    posit = "posit" in config["methods"]
+    rules = ["aggregate", "plot"] + (["plot_adversary"] if posit else [])
+    rules += ["plot_weight_landscape"] if weight_landscape and posit else []
     return {job(rule, dataset=d) for d in datasets or config["datasets"] for rule in rules}
 
 

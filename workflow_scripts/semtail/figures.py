@@ -44,9 +44,11 @@ METHOD_COLOURS = {
     "ease_closed": "#56b4e9",
     "mostpop": "#949494",
 }
-# For variants and methods without a colour of their own: tab20 without its greys, then black.
-SPARE_COLOURS = [matplotlib.colors.to_hex(c) for i, c in enumerate(plt.get_cmap("tab20").colors) if i not in (14, 15)]
-SPARE_COLOURS.append("#000000")
+# For variants and methods without a colour of their own, each far from every colour above.
+SPARE_COLOURS = [
+    "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#8c564b", "#17becf", "#000080", "#bcbd22",
+    "#ff9896", "#9467bd", "#98df8a", "#c49c94", "#f7b6d2", "#dbdb8d", "#9edae5", "#000000",
+]  # fmt: skip
 # Markers tell apart methods whose points may overlap (and the two blues of the EASE family).
 METHOD_MARKERS = {"posit": "*", "ipw": "s", "cvar": "D", "rerank": "^", "ease": "o", "ease_closed": "P", "mostpop": "X"}
 N_POPULARITY_GROUPS = 10
@@ -375,9 +377,10 @@ def lorenz_figure(runs: list[Run], dataset: str, k: int = 100, max_points: int =
 
 def adversary_figure(table: pd.DataFrame, history: pd.DataFrame, dataset: str) -> plt.Figure:
     """Three panels: NDCG@100 against Coverage@100 (mean, ±1 SD over seeds) for every method; for
-    each POSIT run, the weights' share on the least popular half of the items after each epoch, and
-    how much the weights moved in each epoch (log scale). Epoch curves: mean over the seeds that
-    trained that epoch, band from the lowest to the highest seed."""
+    each POSIT run, one line per seed: the weights' share on the least popular half of the items
+    after each epoch, and how much the weights moved in each epoch (log scale; a change of exactly
+    0 is left out). Seeds are drawn apart rather than averaged: an adversary can settle on the head
+    with one seed and on the tail with another."""
     _style()
     colours = method_colours(table["method"])
     figure, (tradeoff, share, change) = plt.subplots(1, 3, figsize=(17, 4.8))
@@ -392,12 +395,9 @@ def adversary_figure(table: pd.DataFrame, history: pd.DataFrame, dataset: str) -
     tradeoff.set_ylabel("NDCG@100")
     tradeoff.set_title("accuracy and coverage")
     tradeoff.margins(0.15)
-    for method, runs in history.groupby("method", sort=False):
-        per_epoch = runs.groupby("epoch")
-        for axes, key in ((share, "tail_share"), (change, "weight_change")):
-            values = per_epoch[key]
-            axes.plot(values.mean().index, values.mean().values, color=colours[method], linewidth=1.6)
-            axes.fill_between(values.min().index, values.min().values, values.max().values, color=colours[method], alpha=0.2, linewidth=0)
+    for (method, _), run in history.groupby(["method", "seed"], sort=False):
+        share.plot(run["epoch"], run["tail_share"], color=colours[method], linewidth=1.1, alpha=0.8)
+        change.plot(run["epoch"], run["weight_change"].where(run["weight_change"] > 0), color=colours[method], linewidth=1.1, alpha=0.8)
     share.axhline(0.5, color="#949494", linewidth=0.8, linestyle="--")
     share.set_xlabel("epoch")
     share.set_ylabel("share of the weights on the least popular half")
