@@ -5,23 +5,26 @@ import re
 import sys
 from pathlib import Path
 
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 # The workflow's scripts folder, from this file's own folder: the same whether this workflow runs
-# as the main Snakefile or as a module of another one, from any working directory. A workflow fetched
-# as a module from a remote repository has no local folder: then semtail is imported as installed.
+# as the main Snakefile or as a module of another one, from any working directory.
 WORKFLOW_SCRIPTS = (
     Path(workflow.current_basedir.get_path_or_uri(secret_free=True)).parent
     / "workflow_scripts"
 )
-if WORKFLOW_SCRIPTS.is_dir():
-    sys.path.insert(0, str(WORKFLOW_SCRIPTS))
+if not WORKFLOW_SCRIPTS.is_dir():
+    raise WorkflowError(
+        f"{WORKFLOW_SCRIPTS} is not a folder: use this workflow from a local checkout "
+        "(a module's snakefile: a path, not github(...)); see docs/running.md"
+    )
+sys.path.insert(0, str(WORKFLOW_SCRIPTS))
 
 from semtail import config_schema, provenance
 from semtail import workflow as plan
 
-if WORKFLOW_SCRIPTS.is_dir():
-    plan.put_first_on_pythonpath(str(WORKFLOW_SCRIPTS))
+plan.put_first_on_pythonpath(str(WORKFLOW_SCRIPTS))
 
 # Text that --config gave where numbers belong is converted, and a problem is named in a few lines,
 # before Snakemake's own validation.
