@@ -215,6 +215,22 @@ def hand_made_model(path: Path, weights: np.ndarray, method="ease_closed", seed=
     return model
 
 
+def run_evaluate_script(model: Path, split_folder: Path, out: Path, work: Path) -> subprocess.CompletedProcess:
+    """workflow_scripts/evaluate.py run by hand, with work/params.yaml, logging to work/evaluate.log."""
+    command = [
+        sys.executable, str(ROOT / "workflow_scripts/evaluate.py"),
+        "--input", f"model={model}",
+        *[arg for name in ("train", "test_tr", "test_te") for arg in ("--input", f"{name}={split_folder / (name + '.npz')}")],
+        "--output", f"metrics={out / 'metrics.json'}",
+        "--output", f"topk={out / 'topk.npz'}",
+        "--output", f"item_stats={out / 'items.npz'}",
+        "--params", str(work / "params.yaml"),
+        "--resource", "gpu=0",
+        "--log", str(work / "evaluate.log"),
+    ]  # fmt: skip
+    return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=120)
+
+
 def test_evaluate_script_end_to_end(tmp_path):
     train, fold_in, heldout = tiny_split()
     folder = write_split(tmp_path / "data", train, fold_in, heldout)
@@ -226,18 +242,7 @@ def test_evaluate_script_end_to_end(tmp_path):
         "device: cpu\n"
     )
     out = tmp_path / "results"
-    command = [
-        sys.executable, str(ROOT / "workflow_scripts/evaluate.py"),
-        "--input", f"model={tmp_path / 'model.pt'}",
-        *[arg for name in ("train", "test_tr", "test_te") for arg in ("--input", f"{name}={folder / (name + '.npz')}")],
-        "--output", f"metrics={out / 'metrics.json'}",
-        "--output", f"topk={out / 'topk.npz'}",
-        "--output", f"item_stats={out / 'items.npz'}",
-        "--params", str(tmp_path / "params.yaml"),
-        "--resource", "gpu=0",
-        "--log", str(tmp_path / "evaluate.log"),
-    ]
-    completed = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=120)
+    completed = run_evaluate_script(tmp_path / "model.pt", folder, out, tmp_path)
     assert completed.returncode == 0, completed.stderr
     record = json.loads((out / "metrics.json").read_text())
     assert (record["dataset"], record["method"], record["seed"]) == ("tiny", "ease_closed", 0)
@@ -273,18 +278,7 @@ def test_ks_beyond_the_catalog_fail_the_job_at_its_start(tmp_path):
     (tmp_path / "params.yaml").write_text(
         "evaluation: {ks: [5, 30, 40], coverage_block_size: 100, tail_interaction_share: 0.2, batch_size: 50}\ndevice: cpu\n"
     )
-    command = [
-        sys.executable, str(ROOT / "workflow_scripts/evaluate.py"),
-        "--input", f"model={tmp_path / 'no-model.pt'}",
-        *[arg for name in ("train", "test_tr", "test_te") for arg in ("--input", f"{name}={folder / (name + '.npz')}")],
-        "--output", f"metrics={tmp_path / 'metrics.json'}",
-        "--output", f"topk={tmp_path / 'topk.npz'}",
-        "--output", f"item_stats={tmp_path / 'items.npz'}",
-        "--params", str(tmp_path / "params.yaml"),
-        "--resource", "gpu=0",
-        "--log", str(tmp_path / "evaluate.log"),
-    ]  # fmt: skip
-    completed = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=120)
+    completed = run_evaluate_script(tmp_path / "no-model.pt", folder, tmp_path, tmp_path)
     assert completed.returncode != 0
     message = (
         "evaluation.ks: [30, 40] are larger than the 25 items of the dataset (its preprocessed split): lists cannot "
