@@ -159,7 +159,9 @@ def test_text_from_the_command_line_becomes_numbers_where_the_schema_wants_them(
     config.update(seeds=["5", "07"], evaluation={**demo["evaluation"], "ks": ["10", "20"], "tail_interaction_share": "0.3"})
     config["datasets"]["ml-100k"]["preprocess"].update(threshold="null", n_heldout="50")
     config["hyperparameters"]["posit"].update(lr="0.5", ones_aware="true", adversary="2mlp50")
+    config["compute"] = {"device": "cpu", "gpus_per_job": "0"}  # --config 'compute={device: cpu, gpus_per_job: 0}'
     config_schema.check_against_schema(config, schema)
+    assert config["compute"] == {"device": "cpu", "gpus_per_job": 0}
     assert config["seeds"] == [5, 7] and config["evaluation"]["ks"] == [10, 20]
     assert config["evaluation"]["tail_interaction_share"] == 0.3
     assert config["datasets"]["ml-100k"]["preprocess"]["threshold"] is None
