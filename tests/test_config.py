@@ -1,6 +1,7 @@
 """The config: the schema catches typos and wrong types by name; planning resolves what each job gets."""
 
 import copy
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -218,3 +219,152 @@ def test_an_experiment_has_results_and_logs_of_its_own(demo):
     assert plan.run_dir(config, "ml-100k", "ease", 0) == "results/ablation/ml-100k/ease/seed0"
     assert plan.train_inputs(config, "ml-100k", "ease", 0)["train"] == "data/processed/ml-100k/train.npz"
     assert plan.results_root(demo) == "results"
+
+# ------------------------------------------------------------------ checks when the workflow starts
+
+from semtail import config_schema  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def schema():
+    return config_schema.load_schema(SCHEMA)
+
+
+def test_text_from_the_command_line_becomes_numbers_where_the_schema_wants_them(demo, schema):
+    """`--config seeds=[5]` gives ['5'] (YAML's base loader), `seeds=5` gives 5."""
+    config = copy.deepcopy(demo)
+    config.update(seeds=["5", "07"], evaluation={**demo["evaluation"], "ks": ["10", "20"], "tail_interaction_share": "0.3"})
+    config["datasets"]["ml-100k"]["preprocess"].update(threshold="null", n_heldout="50")
+    config["hyperparameters"]["posit"].update(lr="0.5", ones_aware="true", adversary="2mlp50")
+    config["compute"] = {"device": "cpu", "gpus_per_job": "0"}  # --config 'compute={device: cpu, gpus_per_job: 0}'
+    config_schema.check_against_schema(config, schema)
+    assert config["compute"] == {"device": "cpu", "gpus_per_job": 0}
+    assert config["seeds"] == [5, 7] and config["evaluation"]["ks"] == [10, 20]
+    assert config["evaluation"]["tail_interaction_share"] == 0.3
+    assert config["datasets"]["ml-100k"]["preprocess"]["threshold"] is None
+    assert config["datasets"]["ml-100k"]["preprocess"]["n_heldout"] == 50
+    assert (config["hyperparameters"]["posit"]["lr"], config["hyperparameters"]["posit"]["ones_aware"]) == (0.5, True)
+    assert config["hyperparameters"]["posit"]["adversary"] == "2mlp50"
+    validate(config, SCHEMA)
+    one = dict(copy.deepcopy(demo), seeds=5, methods="ease")
+    config_schema.check_against_schema(one, schema)
+    assert one["seeds"] == [5] and one["methods"] == ["ease"]
+    bad = dict(copy.deepcopy(demo), seeds=["x"])
+    with pytest.raises(plan.ConfigError, match=r"^config: seeds\[0\]: 'x' is not of type 'integer'"):
+        config_schema.check_against_schema(bad, schema)
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (
+            lambda c: c.update(seed=[0]),
+            "config: unknown key 'seed'; did you mean 'seeds'?\n"
+            "  keys allowed at the top level: compute, datasets, evaluation, hyperparameters, methods, overrides, seeds",
+        ),
+        (
+            lambda c: c["hyperparameters"]["ease"].update(epochs_=3),
+            "config: unknown key 'hyperparameters.ease.epochs_'; did you mean 'epochs'?\n"
+            "  keys allowed under hyperparameters.ease: batch_size, epochs, lr, patience, wd",
+        ),
+        (
+            lambda c: c["datasets"]["ml-100k"]["sources"][0].update(sep=";"),
+            "config: datasets.ml-100k.sources[0].sep: not allowed here; see the description of 'sep'",
+        ),
+        (lambda c: c["datasets"]["ml-100k"]["preprocess"].update(min_uc=-1), "config: datasets.ml-100k.preprocess.min_uc: -1 is less than the minimum of 0"),
+    ],
+)
+def test_a_schema_problem_is_said_in_a_few_lines(demo, schema, mutate, message):
+    config = copy.deepcopy(demo)
+    mutate(config)
+    with pytest.raises(plan.ConfigError) as error:
+        config_schema.check_against_schema(config, schema)
+    text = str(error.value)
+    assert text.startswith(message) and len(text.splitlines()) <= 4, text
+
+
+def test_coverage_blocks_larger_than_the_test_users_are_refused(demo):
+    config = copy.deepcopy(demo)
+    config["evaluation"]["coverage_block_size"] = 120
+    with pytest.raises(plan.ConfigError) as error:
+        plan.check_config(config)
+    assert str(error.value) == (
+        "evaluation.coverage_block_size (120) is larger than datasets.ml-100k.preprocess.n_heldout (100), the number "
+        "of test users: coverage@k averages over full blocks of test users, and there would be none. Make it at most 100."
+    )
+    config["evaluation"]["coverage_block_size"] = 100
+    plan.check_config(config)
+
+
+def test_a_threshold_on_a_source_without_ratings_is_refused(demo):
+    config = copy.deepcopy(demo)
+    config["datasets"]["ml-100k"]["sources"].append(
+        {"path": "/data/clicks.csv", "format": "delimited", "sep": ",", "columns": {"user": "who", "item": "what"}}
+    )
+    validate(config, SCHEMA)
+    with pytest.raises(plan.ConfigError) as error:
+        plan.check_config(config)
+    assert str(error.value) == (
+        "datasets.ml-100k.preprocess.threshold is 3.5, but sources[2] (format delimited) has no rating column, so "
+        "every row is a positive: set the threshold to null or leave it out"
+    )
+    del config["datasets"]["ml-100k"]["preprocess"]["threshold"]
+    validate(config, SCHEMA)
+    plan.check_config(config)
+
+
+def test_every_run_is_a_target_of_its_own(demo):
+    targets = plan.final_targets(demo)
+    runs = [f"results/ml-100k/{m}/seed{s}/metrics.json" for m in demo["methods"] for s in demo["seeds"]]
+    assert [t for t in targets if t.endswith("metrics.json")] == runs
+
+
+def test_a_dataset_that_is_not_configured_is_a_pattern_of_its_own():
+    import re
+
+    pattern = re.compile(rf"results/(?P<d>{plan.unconfigured_dataset_pattern(['ml-100k', 'ml-20m'])})/summary.md")
+    assert pattern.fullmatch("results/netflix/summary.md").group("d") == "netflix"
+    assert pattern.fullmatch("results/ml-100k-min50/summary.md").group("d") == "ml-100k-min50"
+    assert pattern.fullmatch("results/ml-100k/summary.md") is None and pattern.fullmatch("results/ml-20m/summary.md") is None
+
+
+def dry_run(tmp_path, *args, config=None):
+    configfile = tmp_path / "config.yaml"
+    configfile.write_text(yaml.safe_dump(config or load("config.yaml")))
+    snakemake = Path(sys.executable).parent / "snakemake"
+    return subprocess.run(
+        [str(snakemake), "-n", "--configfile", str(configfile), "--directory", str(tmp_path), "-s", str(ROOT / "Snakefile"), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_snakemake_says_what_is_wrong_in_a_few_lines(tmp_path, demo):
+    config = copy.deepcopy(demo)
+    config["seed"] = config.pop("seeds")
+    done = dry_run(tmp_path, config=config)
+    output = done.stdout + done.stderr
+    assert done.returncode != 0
+    assert "config: unknown key 'seed'; did you mean 'seeds'?" in output
+    assert len(output.splitlines()) < 20, output
+
+    config = copy.deepcopy(demo)
+    config["evaluation"]["coverage_block_size"] = 500
+    done = dry_run(tmp_path, config=config)
+    assert done.returncode != 0 and "evaluation.coverage_block_size (500) is larger than" in done.stdout + done.stderr
+
+
+def test_a_target_of_a_dataset_not_in_the_config_says_so(tmp_path):
+    done = dry_run(tmp_path, "results/ml-20m/summary.md")
+    output = done.stdout + done.stderr
+    assert done.returncode != 0
+    assert "results/ml-20m/summary.md: 'ml-20m' is not in datasets: of the config (configured: ml-100k)" in output
+    assert "No rule to produce" not in output
+
+
+def test_seeds_from_the_command_line(tmp_path):
+    done = dry_run(tmp_path, "--config", "seeds=[5]")
+    assert done.returncode == 0, done.stdout + done.stderr
+    models = set(re.findall(r"results/ml-100k/\w+/seed(\d+)/model.pt", done.stdout))
+    assert models == {"5"}

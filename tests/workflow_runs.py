@@ -163,10 +163,10 @@ def dry_run_blocks(output: str) -> list[tuple[str, dict[str, str]]]:
     return blocks
 
 
-def planned_jobs(workdir: Path, *args: str) -> dict[Job, str]:
+def planned_jobs(workdir: Path, *args: str, configfile: str | None = TEST_CONFIG) -> dict[Job, str]:
     """The jobs `snakemake --dry-run` would run, each with Snakemake's reason for it."""
     jobs: dict[Job, str] = {}
-    for rule, fields in dry_run_blocks(snakemake(workdir, "--dry-run", *args).stdout):
+    for rule, fields in dry_run_blocks(snakemake(workdir, "--dry-run", *args, configfile=configfile).stdout):
         if rule == "all":
             continue
         wildcards = {}

@@ -124,6 +124,18 @@ def _dense_rows(matrix: sp.csr_matrix, start: int, stop: int, device: torch.devi
     return dense
 
 
+def check_ks(ks, n_items: int, dataset: str | None = None) -> None:
+    """The configured ks against the catalog, before anything is loaded: a top-k list longer than the
+    catalog would only be padded with empty slots."""
+    too_large = sorted(int(k) for k in ks if int(k) > n_items)
+    if too_large:
+        raise ValueError(
+            f"evaluation.ks: {too_large} {'is' if len(too_large) == 1 else 'are'} larger than the {n_items} items of "
+            f"{dataset or 'the dataset'} (its preprocessed split): lists cannot hold more items than the catalog; "
+            f"give ks of at most {n_items}"
+        )
+
+
 def metric_ks(ks) -> list[int]:
     """The configured ks, and 100 for the paper's NDCG@100, ascending."""
     return sorted({int(k) for k in ks} | {LIST_LENGTH})
@@ -276,6 +288,7 @@ def evaluate_model_file(
     `expected` (dataset, variant, seed), when given, must match what the model file says it is.
     """
     started = time.perf_counter()
+    check_ks(evaluation["ks"], split.n_items, (expected or {}).get("dataset"))
     model = load_model(model_path)
     for key, value in (expected or {}).items():
         if str(model.get(key)) != str(value):

@@ -120,6 +120,13 @@ def code_version(stage_or_method: str) -> str:
     return digest.hexdigest()[:16]
 
 
+def resource_version(name: str) -> str:
+    """A short hash of a data file the package ships in semtail/resources/ (paper_results.yaml), for
+    a `params:` value: the file is read from the package, not named as a rule's input, so that the
+    workflow finds it wherever it is used from."""
+    return hashlib.sha256((PACKAGE_ROOT / "resources" / name).read_bytes()).hexdigest()[:16]
+
+
 def canonical_code(source: str) -> str:
     """The syntax tree of `source` as text, without positions, docstrings and empty fields (which
     newer Pythons add to some nodes, such as type_params=[]), so that only code changes show."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 from pathlib import Path
 
 from semtail.datasets.split import SplitParameters
@@ -36,6 +37,7 @@ def check_config(config: dict) -> None:
     """Checks across keys that a JSON schema cannot express, naming the offending key."""
     for dataset, settings in config["datasets"].items():
         SplitParameters.from_config(settings["preprocess"], f"datasets.{dataset}.preprocess")
+        check_dataset_against_evaluation(dataset, settings, config["evaluation"])
     variants = config.get("variants", {})
     for name, variant in variants.items():
         method = variant["method"]
@@ -74,6 +76,36 @@ def check_known_keys(config: dict, where: str, method: str, keys: set[str]) -> N
             f"{where}: {sorted(unknown)} are not hyperparameters of {method} "
             f"(known: {sorted(config['hyperparameters'][method])})"
         )
+
+
+def check_dataset_against_evaluation(dataset: str, settings: dict, evaluation: dict) -> None:
+    """A threshold on data without ratings, and coverage blocks larger than the test users."""
+    threshold = settings["preprocess"].get("threshold")
+    for index, source in enumerate(settings["sources"]):
+        if threshold is not None and source.get("format") == "delimited" and "rating" not in source.get("columns", {}):
+            raise ConfigError(
+                f"datasets.{dataset}.preprocess.threshold is {threshold}, but sources[{index}] (format delimited) "
+                "has no rating column, so every row is a positive: set the threshold to null or leave it out"
+            )
+    block, test_users = evaluation["coverage_block_size"], settings["preprocess"]["n_heldout"]
+    if block > test_users:
+        raise ConfigError(
+            f"evaluation.coverage_block_size ({block}) is larger than datasets.{dataset}.preprocess.n_heldout "
+            f"({test_users}), the number of test users: coverage@k averages over full blocks of test users, and "
+            f"there would be none. Make it at most {test_users}."
+        )
+
+
+def unconfigured_dataset_pattern(datasets) -> str:
+    """A wildcard regex for a path part that is none of `datasets` (followed by '/')."""
+    return rf"(?!(?:{'|'.join(map(re.escape, datasets))})/)[^/]+"
+
+
+def refuse_unconfigured_dataset(config: dict, path: str, dataset: str):
+    raise ConfigError(
+        f"{path}: {dataset!r} is not in datasets: of the config (configured: {', '.join(config['datasets'])}). "
+        "Add it there (with its sources and preprocess settings), or pass the config that has it with --configfile."
+    )
 
 
 def dataset_config(config: dict, dataset: str) -> dict:
@@ -164,6 +196,8 @@ def adversary_models(config: dict, dataset: str) -> list[str]:
 
 
 def final_targets(config: dict) -> list[str]:
+    """Every dataset's tables and figures, and every run's metric JSON: a target of its own, so that
+    a run whose files went missing is made again even where the tables after it are up to date."""
     targets = []
     for dataset in config["datasets"]:
         results = f"{results_root(config)}/{dataset}"
@@ -171,6 +205,7 @@ def final_targets(config: dict) -> list[str]:
         if weighted_runs(config):
             tables += list(ADVERSARY_TABLES)
             figures += ["weight_landscape", "adversary"]
+        targets += run_files(config, dataset)["metrics"]
         targets += [f"{results}/{name}" for name in tables]
         targets += [f"{results}/figures/{f}.{ext}" for f in figures for ext in ("png", "pdf")]
     return targets
