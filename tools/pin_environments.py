@@ -3,7 +3,8 @@
     .venv/bin/python tools/pin_environments.py           # write envs/requirements.lock.txt and envs/*.lock.yaml
     .venv/bin/python tools/pin_environments.py --check   # exit 1, naming the differences, if they would change
 
-envs/requirements.lock.txt pins every distribution installed here (name==version), for
+envs/requirements.lock.txt pins every distribution installed here (name==version) but torch's GPU
+runtime wheels (a CPU or a CUDA build of the same torch version both satisfy the pins), for
 `pip install -c envs/requirements.lock.txt -e ".[workflow,test]"` (workflow.sh does this).
 envs/<name>.lock.yaml is envs/<name>.yaml with each package pinned to the version installed here, and
 Python to this interpreter's version. Refreshing: docs/running.md, "Pinned environments".
@@ -27,6 +28,9 @@ ENVS = ROOT / "envs"
 PIP_LOCK = ENVS / "requirements.lock.txt"
 CONDA_TO_PIP = {"pytorch": "torch"}
 NOT_PINNED = {"pip"}
+# torch's GPU runtime wheels: which ones (if any) come with torch depends on the build the index
+# serves (CPU or CUDA), so they are left to torch's own requirements rather than pinned.
+ACCELERATOR_RUNTIME = re.compile(r"^(nvidia-|triton$|cuda-)")
 PROJECT = "semtail"
 CONDA_SPEC = re.compile(r"^([A-Za-z0-9_.-]+)\s*(?:[<>=!~]=?.*)?$")
 
@@ -36,7 +40,7 @@ def installed_versions() -> dict[str, str]:
     versions = {}
     for distribution in importlib.metadata.distributions():
         name = canonicalize_name(distribution.metadata["Name"])
-        if name != PROJECT:
+        if name != PROJECT and not ACCELERATOR_RUNTIME.match(name):
             versions[name] = distribution.version
     return dict(sorted(versions.items()))
 
