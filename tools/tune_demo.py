@@ -27,7 +27,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "workflow_scripts"))
 
 from semtail.metrics import ndcg_at_k, rank_top_k  # noqa: E402
-from semtail.models import Run, TrainingData, method_module, read_training_data  # noqa: E402
+from semtail.models.base import Run, TrainingData  # noqa: E402
+from semtail.registry import method_module  # noqa: E402
+from semtail.train_job import read_training_data  # noqa: E402
 
 K = 100
 SGD = {"batch_size": 64, "epochs": 50, "patience": 10, "drop_last": False}
@@ -54,7 +56,7 @@ def evaluate(data: TrainingData, method: str, hyperparameters: dict, seeds: list
     started = time.perf_counter()
     for seed in seeds:
         if base is not None:
-            data.base_model = {"dataset": "ml-100k", "method": "ease", "seed": seed, "n_items": data.n_items,
+            data.base_model = {"dataset": "ml-100k", "method": "ease", "variant": "ease", "seed": seed, "n_items": data.n_items,
                                "state": {"U": base[seed]}}  # fmt: skip
         fitted = method_module(method).fit(data, hyperparameters, Run("ml-100k", method, seed))
         results.append({**validation_scores(data, method, fitted.state, hyperparameters), "best_epoch": fitted.best_epoch,
