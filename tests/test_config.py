@@ -81,6 +81,8 @@ def test_schema_rejects_and_names_the_bad_key_or_value(demo, mutate, named):
         ),
         (lambda c: c.update(overrides={"ml-100k": {"ease": {"wd": -1.0}}}), "overrides.ml-100k.ease.wd: -1.0 must be at least 0"),
         (lambda c: c["hyperparameters"]["ipw"].pop("alpha"), r"ipw for ml-100k: missing \['alpha'\]"),
+        (lambda c: c["hyperparameters"]["post"].update(gamma=-0.1), "hyperparameters.post.gamma: -0.1 must be at least 0"),
+        (lambda c: c["hyperparameters"]["post"].update(base="mostpop"), "post for ml-100k: its base 'mostpop' is a mostpop run"),
         (lambda c: c["hyperparameters"]["rerank"].update(base="mostpop"), "rerank for ml-100k: its base 'mostpop' is a mostpop run"),
     ],
 )
@@ -232,6 +234,7 @@ def test_variant_errors_name_the_key(demo):
     check({"posit_x": {"method": "posit", "tie": "share"}}, ["posit_x"], r"variants.posit_x: \['tie'\] are not hyperparameters of posit")
     check({}, ["posit", "slim"], "methods: 'slim' is neither a method .* nor a variant")
     check({"rerank_x": {"method": "rerank", "base": "ease_fast"}}, ["ease", "rerank_x"], "rerank_x for ml-100k: its base 'ease_fast'")
+    check({"post_x": {"method": "post", "gamma": 0.1}}, ["post_x"], "post_x for ml-100k: its base 'ease' must also be in methods")
     check({"rerank_x": {"method": "rerank", "low": 0.3}}, ["ease", "rerank_x"], r"rerank_x for ml-100k: high \(0.2\) must be greater than low \(0.3\)")
 
 

@@ -29,6 +29,8 @@ HYPERPARAMETERS = {
         "signal_momentum": 0.9, "ties": "topk", "adversary_init": "authors",
     },
     "rerank": {"base": "ease", "high": 0.3, "low": 0.05},
+    "causal": {"lr": 0.002, "wd": 1e-4, "batch_size": 32, "epochs": 3, "patience": 3, "drop_last": False, "gamma": 0.1},
+    "post": {"base": "ease", "gamma": 0.05},
 }  # fmt: skip
 
 
@@ -112,6 +114,10 @@ def test_scorer_against_an_independent_computation(model_files, split_files, met
         base = fold_in.astype(np.float64) @ load_model(model_files["ease"])["state"]["U"].double().numpy()
         expected = rerank.ranking_key(torch.from_numpy(base).float(), torch.from_numpy(popularity).float(), 0.3, 0.05)
         assert torch.equal(scores, expected)
+    elif method == "post":
+        base = fold_in.astype(np.float64) @ load_model(model_files["ease"])["state"]["U"].double().numpy()
+        expected = base - 0.05 * np.log(1 + popularity)
+        np.testing.assert_allclose(scores.numpy(), expected, rtol=1e-5, atol=1e-6)
     else:
         matrix = model["state"][registry.declaration(method).item_item].double().numpy()
         np.testing.assert_allclose(scores.numpy(), fold_in.astype(np.float64) @ matrix, rtol=1e-5, atol=1e-6)

@@ -24,7 +24,7 @@ def test_the_methods_are_the_modules_that_declare_one():
     assert set(registry.names()) < modules
     assert {"base", "itemitem", "on_base", "synthetic", "__init__"} & set(registry.names()) == set()
     assert registry.names() == sorted(registry.names())
-    assert {"ease", "posit", "rerank"} <= set(registry.names())
+    assert {"ease", "posit", "causal", "post"} <= set(registry.names())
 
 
 def test_declarations_are_read_without_importing_torch():
@@ -37,7 +37,7 @@ def test_training_kinds_add_their_hyperparameters():
     loop = list(registry.training_loop_hyperparameters())
     assert loop == ["lr", "wd", "batch_size", "epochs", "patience", "drop_last"]
     assert list(registry.declaration("ipw").hyperparameters) == [*loop, "lam", "alpha"]
-    assert list(registry.declaration("rerank").hyperparameters) == ["base", "high", "low"]
+    assert list(registry.declaration("post").hyperparameters) == ["base", "gamma"]
     assert list(registry.declaration("ease_closed").hyperparameters) == ["l2"]
     assert registry.declaration("ipw").defaults() == {"epochs": 50, "patience": 10, "drop_last": True, "lam": 1.0}
 

@@ -4,7 +4,7 @@ that depend on it, and running them rewrites exactly their files.
 Every test works in its own copy of one completed run (the session's `completed_demo`), so the
 changes it makes, to configs and even to source files, never touch the repository. The expected
 jobs are built here from the config, the DAG as the issue states it: a method's training feeds its
-evaluation, and the training of rerank reads ease's model; the evaluations feed each
+evaluation, and the training of rerank and post reads ease's model; the evaluations feed each
 dataset's tables and figures; POSIT's models also feed the weight landscape and the adversary's
 table and figure.
 """
@@ -111,7 +111,7 @@ def test_hyperparameter_change_reruns_that_method_and_its_dependents(demo_copy):
     config["hyperparameters"]["ease"]["lr"] *= 2
     write_config(demo_copy, config)
     methods = dependents(config, "ease")
-    assert methods == ["ease", "rerank"]
+    assert methods == ["ease", "rerank", "post"]
     expected = run_jobs(config, methods=methods) | report_jobs(config, weight_landscape=False)
     planned = assert_reruns_exactly(demo_copy, expected)
     for dataset in config["datasets"]:
@@ -202,13 +202,13 @@ def test_model_code_change_reruns_that_method_only(demo_copy):
 
 
 def test_shared_module_change_reruns_every_method_that_imports_it(demo_copy):
-    """Planned only: training.py is behind the SGD methods (and, through ease's model, rerank),
-    not behind mostpop or the closed-form EASE, whose jobs stay as they are."""
+    """Planned only: training.py is behind the SGD methods (and, through ease's model, rerank and
+    post), not behind mostpop or the closed-form EASE, whose jobs stay as they are."""
     config = read_config(demo_copy)
     module = demo_copy / "workflow_scripts/semtail/training.py"
     module.write_text(module.read_text() + "\n\nADDED_BY_THE_RERUN_TEST = 1\n")
     methods = sorted({m for sgd in SGD_METHODS if sgd in config["methods"] for m in dependents(config, sgd)})
-    assert methods == ["cvar", "ease", "ipw", "posit", "rerank"]
+    assert methods == ["causal", "cvar", "ease", "ipw", "posit", "post", "rerank"]
     planned = planned_jobs(demo_copy)
     assert set(planned) == run_jobs(config, methods=methods) | report_jobs(config)
     sgd_trained = {

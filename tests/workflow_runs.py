@@ -203,8 +203,8 @@ def report_jobs(config: dict, datasets=None, weight_landscape: bool = True) -> s
 
 
 def dependents(config: dict, method: str) -> list[str]:
-    """`method` and the names in `methods:` whose training reads its model (rerank reads its
-    base's), on any dataset."""
+    """`method` and the names in `methods:` whose training reads its model (rerank and post read
+    their base's), on any dataset."""
     reading = [
         name
         for name in config["methods"]
