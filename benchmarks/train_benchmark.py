@@ -31,7 +31,7 @@ import torch  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "workflow_scripts"))
 
-from semtail.models import Run, TrainingData  # noqa: E402
+from semtail.models.base import Run, TrainingData  # noqa: E402
 from semtail.models.posit import AdversarialObjective  # noqa: E402
 from semtail.models.synthetic import fold_in_split, power_law_interactions  # noqa: E402
 from semtail.training import Trainer, validation_ndcg  # noqa: E402

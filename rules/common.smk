@@ -125,6 +125,10 @@ def method_code_version(wildcards):
     return plan.code_version(plan.method_of(config, wildcards.method))
 
 
+def figure_styles(wildcards):
+    return plan.figure_styles(config)
+
+
 def run_inputs(wildcards):
     return plan.run_files(config, wildcards.dataset)
 

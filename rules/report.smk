@@ -82,6 +82,7 @@ rule plot:
     params:
         dataset="{dataset}",
         code_version=stage_code_version("plot"),
+        figure_styles=figure_styles,
     script:
         "../workflow_scripts/plot.py"
 
@@ -144,5 +145,6 @@ rule plot_adversary:
     params:
         dataset="{dataset}",
         code_version=stage_code_version("plot_adversary"),
+        figure_styles=figure_styles,
     script:
         "../workflow_scripts/plot_adversary.py"

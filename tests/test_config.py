@@ -11,6 +11,7 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from semtail import registry
 from semtail import workflow as plan
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,8 +38,7 @@ def test_shipped_configs_are_valid(name):
     "mutate, named",
     [
         (lambda c: c.update(seed=[0]), "seed"),
-        (lambda c: c["hyperparameters"]["posit"].update(lrr=0.1), "lrr"),
-        (lambda c: c["hyperparameters"]["posit"].update(lr="fast"), "fast"),
+        (lambda c: c["hyperparameters"].update(Posit={}), "Posit"),
         (lambda c: c["datasets"]["ml-100k"]["preprocess"].update(min_uc=-1), "-1"),
         (lambda c: c["datasets"]["ml-100k"]["preprocess"].update(seed=2**32), "4294967296 is greater than the maximum"),
         (
@@ -52,7 +52,6 @@ def test_shipped_configs_are_valid(name):
         (lambda c: c["datasets"]["ml-100k"]["sources"][0].update(md5="xyz"), "xyz"),
         (lambda c: c["compute"].update(device="tpu"), "tpu"),
         (lambda c: c.update(methods=["posit", "Slim"]), "Slim"),
-        (lambda c: c.update(variants={"posit_2": {"method": "slim"}}), "slim"),
         (lambda c: c.update(variants={"posit_2": {"ties": "share"}}), "'method' is a required property"),
         (lambda c: c.update(experiment="My run"), "My run"),
     ],
@@ -63,6 +62,50 @@ def test_schema_rejects_and_names_the_bad_key_or_value(demo, mutate, named):
     with pytest.raises(WorkflowError) as error:
         validate(config, SCHEMA)
     assert named in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda c: c["hyperparameters"]["posit"].update(lrr=0.1), r"hyperparameters\.posit: \['lrr'\] are not hyperparameters of posit"),
+        (lambda c: c["hyperparameters"]["posit"].update(lr="fast"), "hyperparameters.posit.lr: 'fast' is not a finite number"),
+        (lambda c: c["hyperparameters"]["posit"].update(lr=0), "hyperparameters.posit.lr: 0 must be greater than 0"),
+        (lambda c: c["hyperparameters"]["posit"].update(k=1.5), "hyperparameters.posit.k: 1.5 is not an integer"),
+        (lambda c: c["hyperparameters"]["posit"].update(ones_aware="no"), "hyperparameters.posit.ones_aware: 'no' is not a boolean"),
+        (lambda c: c["hyperparameters"]["posit"].update(adversary="3mlp"), "hyperparameters.posit.adversary: '3mlp' does not match"),
+        (lambda c: c["hyperparameters"]["cvar"].update(beta=1.5), "hyperparameters.cvar.beta: 1.5 must be at most 1"),
+        (lambda c: c["hyperparameters"].update(slim={}), "hyperparameters: 'slim' is not a method"),
+        (lambda c: c.update(variants={"posit_2": {"method": "slim"}}), "variants.posit_2.method: 'slim' is not a method"),
+        (
+            lambda c: c.update(variants={"posit_x": {"method": "posit", "ties": "shared"}}, methods=["posit_x"]),
+            "variants.posit_x.ties: 'shared' is not one of topk, share",
+        ),
+        (lambda c: c.update(overrides={"ml-100k": {"ease": {"wd": -1.0}}}), "overrides.ml-100k.ease.wd: -1.0 must be at least 0"),
+        (lambda c: c["hyperparameters"]["ipw"].pop("alpha"), r"ipw for ml-100k: missing \['alpha'\]"),
+        (lambda c: c["hyperparameters"]["post"].update(gamma=-0.1), "hyperparameters.post.gamma: -0.1 must be at least 0"),
+        (lambda c: c["hyperparameters"]["post"].update(base="mostpop"), "post for ml-100k: its base 'mostpop' is a mostpop run"),
+        (lambda c: c["hyperparameters"]["rerank"].update(base="mostpop"), "rerank for ml-100k: its base 'mostpop' is a mostpop run"),
+    ],
+)
+def test_method_keys_are_checked_against_the_declarations_naming_the_key(demo, mutate, message):
+    config = copy.deepcopy(demo)
+    mutate(config)
+    validate(config, SCHEMA)  # the schema leaves the methods' keys to the declarations
+    with pytest.raises(plan.ConfigError, match=message):
+        plan.check_config(config)
+
+
+def test_declared_defaults_fill_what_a_config_leaves_out(demo):
+    config = copy.deepcopy(demo)
+    for key in ("epochs", "patience", "drop_last", "k", "signal_momentum", "ties", "adversary_init", "lam", "awd", "ones_aware"):
+        config["hyperparameters"]["posit"].pop(key)
+    del config["hyperparameters"]["mostpop"]
+    validate(config, SCHEMA)
+    plan.check_config(config)
+    posit = plan.resolve_hyperparameters(config, "ml-100k", "posit")
+    assert posit == demo["hyperparameters"]["posit"]  # the demo's values are the declared defaults
+    assert list(posit) == list(registry.declaration("posit").hyperparameters)
+    assert plan.resolve_hyperparameters(config, "ml-100k", "mostpop") == {}
 
 
 def test_schema_takes_an_approximate_interaction_count(demo):
@@ -188,10 +231,12 @@ def test_variant_errors_name_the_key(demo):
         with pytest.raises(plan.ConfigError, match=message):
             plan.check_config(config)
 
-    check({"ease": {"method": "posit"}}, ["ease"], "variants: 'ease' is also a method under hyperparameters")
+    check({"ease": {"method": "posit"}}, ["ease"], "variants: 'ease' is also the name of a method")
     check({"posit_x": {"method": "posit", "tie": "share"}}, ["posit_x"], r"variants.posit_x: \['tie'\] are not hyperparameters of posit")
-    check({}, ["posit", "slim"], "methods: 'slim' is neither a method under hyperparameters nor a variant")
+    check({}, ["posit", "slim"], "methods: 'slim' is neither a method .* nor a variant")
     check({"rerank_x": {"method": "rerank", "base": "ease_fast"}}, ["ease", "rerank_x"], "rerank_x for ml-100k: its base 'ease_fast'")
+    check({"post_x": {"method": "post", "gamma": 0.1}}, ["post_x"], "post_x for ml-100k: its base 'ease' must also be in methods")
+    check({"rerank_x": {"method": "rerank", "low": 0.3}}, ["ease", "rerank_x"], r"rerank_x for ml-100k: high \(0.2\) must be greater than low \(0.3\)")
 
 
 def test_a_variant_trains_and_is_resourced_as_its_method(demo):
@@ -260,12 +305,7 @@ def test_text_from_the_command_line_becomes_numbers_where_the_schema_wants_them(
         (
             lambda c: c.update(seed=[0]),
             "config: unknown key 'seed'; did you mean 'seeds'?\n"
-            "  keys allowed at the top level: compute, datasets, evaluation, hyperparameters, methods, overrides, seeds",
-        ),
-        (
-            lambda c: c["hyperparameters"]["ease"].update(epochs_=3),
-            "config: unknown key 'hyperparameters.ease.epochs_'; did you mean 'epochs'?\n"
-            "  keys allowed under hyperparameters.ease: batch_size, epochs, lr, patience, wd",
+            "  keys allowed at the top level: compute, datasets, evaluation, experiment, hyperparameters, methods, overrides, seeds, variants",
         ),
         (
             lambda c: c["datasets"]["ml-100k"]["sources"][0].update(sep=";"),
@@ -368,3 +408,10 @@ def test_seeds_from_the_command_line(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     models = set(re.findall(r"results/ml-100k/\w+/seed(\d+)/model.pt", done.stdout))
     assert models == {"5"}
+
+
+def test_a_typo_in_a_hyperparameter_is_named_with_the_nearest_known_one(demo):
+    config = copy.deepcopy(demo)
+    config["hyperparameters"]["ease"]["epochs_"] = 3
+    with pytest.raises(plan.ConfigError, match=r"^hyperparameters.ease: \['epochs_'\] are not hyperparameters of ease; did you mean 'epochs'\?"):
+        plan.check_config(config)

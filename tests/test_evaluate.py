@@ -194,7 +194,7 @@ def test_load_split_rejects_mismatched_and_overlapping_files(tmp_path):
 
 
 def hand_made_model(path: Path, weights: np.ndarray, method="ease_closed", seed=0):
-    """A model file as the methods' contract describes it (semtail.models)."""
+    """A model file as the methods' contract describes it (semtail.modelfile)."""
     model = {
         "format_version": 2,
         "dataset": "tiny",

@@ -13,8 +13,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from method_settings import method_of, sgd_methods
-from semtail.models import Run, method_module
+from semtail.models.base import Run
 from semtail.models.synthetic import training_data
+from semtail.registry import method_module
 from semtail.training import Trainer, validation_ndcg
 
 N_ITEMS = 240
@@ -76,7 +77,7 @@ def one_step(trainer: Trainer, start: int) -> None:
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("name", ["ease", "ipw", "cvar", "posit", "posit_mlp"])
+@pytest.mark.parametrize("name", list(HYPERPARAMETERS))
 def test_a_step_reads_U_once_writes_its_gradient_once_and_updates_in_the_fused_sgd(name, device, monkeypatch):
     trainer = trainer_for(name, monkeypatch, device)
     one_step(trainer, 0)  # the first step creates the momentum buffer

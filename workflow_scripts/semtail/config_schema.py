@@ -18,6 +18,7 @@ import yaml
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
+from semtail import registry
 from semtail.workflow import ConfigError
 
 SCHEMA_FILE = "schemas/config.schema.yaml"
@@ -47,6 +48,31 @@ def coerce(config: dict, schema: dict) -> None:
     a list of it. Anything that does not convert is left for the schema check to name."""
     for key in list(config):
         config[key] = _coerce(config[key], _property_schemas(schema, schema, key), schema)
+    _coerce_hyperparameters(config)
+
+
+def _coerce_hyperparameters(config: dict) -> None:
+    """The same for the methods' hyperparameters, whose types their modules declare
+    (semtail.registry), in `hyperparameters`, `variants` and `overrides`. Names the registry does
+    not know are left for the config check to name."""
+    sections = [(method, values) for method, values in _mapping(config.get("hyperparameters")).items()]
+    variants = _mapping(config.get("variants"))
+    sections += [(variant.get("method"), variant) for variant in variants.values() if isinstance(variant, dict)]
+    for per_name in _mapping(config.get("overrides")).values():
+        for name, values in _mapping(per_name).items():
+            method = variants[name].get("method") if isinstance(variants.get(name), dict) else name
+            sections.append((method, values))
+    known = registry.names()
+    for method, values in sections:
+        if method not in known or not isinstance(values, dict):
+            continue
+        specs = registry.declaration(method).hyperparameters
+        for key in [k for k in values if k in specs]:
+            values[key] = _coerce(values[key], [specs[key]], {})
+
+
+def _mapping(value) -> dict:
+    return value if isinstance(value, dict) else {}
 
 
 def _coerce(value, schemas: list[dict], root: dict):

@@ -18,7 +18,8 @@ import torch
 from semtail import metrics
 from semtail.device import describe
 from semtail.files import atomic_path, write_json
-from semtail.models import load_model, read_interactions, scorer
+from semtail.modelfile import load_model, scorer
+from semtail.models.base import read_interactions
 from semtail.provenance import code_version, environment
 
 log = logging.getLogger(__name__)

@@ -25,6 +25,10 @@ STAGE_SCRIPTS = {
     "plot_adversary": "plot_adversary.py",
 }
 TRAIN_SCRIPT = "train.py"
+# A method module's declaration of itself (semtail.registry), and the training loop's. It is left
+# out of code versions: what in it changes a result (hyperparameter defaults) reaches the jobs as
+# params, and the rest (labels, colours, resources, descriptions) changes none.
+DECLARATION_NAME = "DECLARATION"
 
 
 def module_path(module: str) -> Path:
@@ -128,9 +132,12 @@ def resource_version(name: str) -> str:
 
 
 def canonical_code(source: str) -> str:
-    """The syntax tree of `source` as text, without positions, docstrings and empty fields (which
-    newer Pythons add to some nodes, such as type_params=[]), so that only code changes show."""
-    return _canonical(ast.parse(source))
+    """The syntax tree of `source` as text, without positions, docstrings, empty fields (which
+    newer Pythons add to some nodes, such as type_params=[]) and a top-level DECLARATION, so that
+    only code changes show."""
+    tree = ast.parse(source)
+    tree.body = [statement for statement in tree.body if not is_declaration(statement)]
+    return _canonical(tree)
 
 
 _DOCUMENTED = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
@@ -149,6 +156,11 @@ def _canonical(node) -> str:
             continue
         fields.append(f"{name}={_canonical(value)}")
     return f"{type(node).__name__}({','.join(fields)})"
+
+
+def is_declaration(statement: ast.stmt) -> bool:
+    targets = statement.targets if isinstance(statement, ast.Assign) else [statement.target] if isinstance(statement, ast.AnnAssign) else []
+    return any(isinstance(target, ast.Name) and target.id == DECLARATION_NAME for target in targets)
 
 
 def _is_docstring(statement: ast.stmt) -> bool:
