@@ -13,6 +13,7 @@ from semtail import workflow as plan
 plan.put_first_on_pythonpath(WORKFLOW_SCRIPTS)
 
 plan.check_config(config)
+plan.check_compare(config)
 # profiles/slurm ships placeholders for the partition and account: stop before submitting anything.
 plan.check_cluster_resources(
     {
@@ -125,6 +126,10 @@ def resource(kind, stage):
 def cpus_per_gpu(wildcards, threads):
     """SLURM: a GPU job's CPUs are requested per GPU (--cpus-per-gpu), as many as its threads."""
     return threads
+
+
+def compare_settings(wildcards):
+    return plan.compare_settings(config)
 
 
 def weight_landscape_models(wildcards):

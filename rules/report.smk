@@ -12,6 +12,7 @@ rule aggregate:
             subcategory="{dataset}",
         ),
         summary_md=results("{dataset}/summary.md"),
+        summary_tex=results("{dataset}/summary.tex"),
         comparison_csv=report(
             results("{dataset}/paper_comparison.csv"),
             caption="../report/paper_comparison.rst",
@@ -19,6 +20,13 @@ rule aggregate:
             subcategory="{dataset}",
         ),
         comparison_md=results("{dataset}/paper_comparison.md"),
+        comparison_tex=results("{dataset}/paper_comparison.tex"),
+        significance_csv=report(
+            results("{dataset}/significance.csv"),
+            caption="../report/significance.rst",
+            category="Tables",
+            subcategory="{dataset}",
+        ),
     log:
         logs("aggregate/{dataset}.log"),
     localrule: True
@@ -30,6 +38,7 @@ rule aggregate:
         runtime=resource("runtime", "report"),
     params:
         dataset="{dataset}",
+        compare=compare_settings,
         code_version=stage_code_version("aggregate"),
     script:
         "../workflow_scripts/aggregate.py"

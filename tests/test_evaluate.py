@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 import torch
@@ -227,13 +228,17 @@ def test_evaluate_script_end_to_end(tmp_path):
         "device: cpu\n"
     )
     out = tmp_path / "results"
+    user_ids = [str(1000 + 7 * u) for u in range(230)]  # raw ids, not row numbers
+    (folder / "test_users.txt").write_text("\n".join(user_ids) + "\n")
     command = [
         sys.executable, str(ROOT / "workflow_scripts/evaluate.py"),
         "--input", f"model={tmp_path / 'model.pt'}",
         *[arg for name in ("train", "test_tr", "test_te") for arg in ("--input", f"{name}={folder / (name + '.npz')}")],
+        "--input", f"test_users={folder / 'test_users.txt'}",
         "--output", f"metrics={out / 'metrics.json'}",
         "--output", f"topk={out / 'topk.npz'}",
         "--output", f"item_stats={out / 'items.npz'}",
+        "--output", f"per_user={out / 'per_user.csv'}",
         "--params", str(tmp_path / "params.yaml"),
         "--resource", "gpu=0",
         "--log", str(tmp_path / "evaluate.log"),
@@ -264,4 +269,28 @@ def test_evaluate_script_end_to_end(tmp_path):
             np.testing.assert_array_equal(items[f"exposure_at_{k}"], exposure)
         hits = [sum(i in masked[u][:10] and heldout[u, i] > 0 for u in range(230)) for i in range(25)]
         np.testing.assert_array_equal(items["hits_at_10"], hits)
+
+    per_user = pd.read_csv(out / "per_user.csv", dtype={"user": str})
+    user_metrics = [f"{name}@{k}" for name in ("ndcg", "recall", "hit_rate", "arp") for k in (5, 10, 100)]
+    assert list(per_user.columns) == ["user", "n_heldout", *user_metrics]
+    assert per_user["user"].tolist() == user_ids
+    np.testing.assert_array_equal(per_user["n_heldout"], heldout.sum(axis=1))
+    excluded = heldout.sum(axis=1) == 0
+    assert per_user.loc[excluded, user_metrics].isna().all().all()
+    assert per_user.loc[~excluded, user_metrics].notna().all().all()
+    for key in user_metrics:  # the column means are the metric JSON's values
+        assert per_user[key].mean() == pytest.approx(record["metrics"][key], rel=1e-12), key
+    for u in np.flatnonzero(~excluded)[:40]:  # and each user's values are that user's, by brute force
+        held = set(np.flatnonzero(heldout[u]))
+        top = masked[u][:10]
+        dcg = sum(1 / math.log2(r + 2) for r, i in enumerate(top) if i in held)
+        ideal = sum(1 / math.log2(r + 2) for r in range(min(10, len(held))))
+        assert per_user.loc[u, "ndcg@10"] == pytest.approx(dcg / ideal, rel=1e-6)
+        assert per_user.loc[u, "recall@10"] == pytest.approx(sum(i in held for i in top) / min(10, len(held)), rel=1e-6)
     assert not list(out.glob(".*partial*"))
+
+
+def test_per_user_file_needs_one_id_per_test_user(tmp_path):
+    (tmp_path / "test_users.txt").write_text("a\nb\n")
+    with pytest.raises(ValueError, match=r"test_users\.txt: 2 user ids, but the split has 3 users"):
+        ev.read_user_ids(tmp_path / "test_users.txt", 3)
