@@ -24,6 +24,7 @@ include: "rules/common.smk"
 include: "rules/download.smk"
 include: "rules/preprocess.smk"
 include: "rules/train.smk"
+include: "rules/tuning.smk"
 include: "rules/evaluate.smk"
 include: "rules/report.smk"
 

@@ -1,5 +1,6 @@
 rule evaluate:
     input:
+        unpack(selections_of_run),
         model=results("{dataset}/{method}/seed{seed}/model.pt"),
         train="data/processed/{dataset}/train.npz",
         test_tr="data/processed/{dataset}/test_tr.npz",

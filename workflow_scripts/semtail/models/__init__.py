@@ -321,6 +321,46 @@ def train_and_save(
     The checkpoint of an SGD method is removed once the model file is written; a failure leaves
     no model file (and the last checkpoint, for a rerun to resume from)."""
     log = log or logging.getLogger("semtail.train")
+    model, run = train_model(
+        dataset=dataset,
+        method=method,
+        seed=seed,
+        hyperparameters=hyperparameters,
+        inputs=inputs,
+        device=device,
+        environment=environment,
+        code_version=code_version,
+        variant=variant,
+        checkpoint=checkpoint,
+        log=log,
+        progress=progress,
+        after_epoch=after_epoch,
+    )
+    save_model(output, model)
+    run.remove_checkpoint()
+    log.info("wrote %s (best epoch %s) after %.1f s", output, model["best_epoch"], model["train_seconds"])
+    return model
+
+
+def train_model(
+    *,
+    dataset: str,
+    method: str,
+    seed: int,
+    hyperparameters: dict,
+    inputs: dict,
+    device: torch.device,
+    environment: dict,
+    code_version: str,
+    variant: str | None = None,
+    checkpoint: str | Path | None = None,
+    log: logging.Logger | None = None,
+    progress: bool = False,
+    after_epoch: Callable[[int, torch.Tensor], None] | None = None,
+) -> tuple[dict, Run]:
+    """Train one job in memory: the model file's dict, not yet written, and the Run (whose
+    `remove_checkpoint` the caller calls once the result is safely written)."""
+    log = log or logging.getLogger("semtail.train")
     variant = variant or method
     data = read_training_data(inputs)
     run = Run(
@@ -367,7 +407,4 @@ def train_and_save(
         environment=environment,
         train_seconds=seconds,
     )
-    save_model(output, model)
-    run.remove_checkpoint()
-    log.info("wrote %s (best epoch %s) after %.1f s", output, fitted.best_epoch, seconds)
-    return model
+    return model, run

@@ -1,0 +1,88 @@
+"""One candidate of a hyperparameter search: train it on the training users, exactly as a train
+job would (semtail.models.train_model), and score the validation users' fold-in rows with the
+test evaluation's code (semtail.evaluate.evaluate). No model file is written."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from semtail.evaluate import Split, evaluate
+from semtail.models import Run, read_interactions, scorer, train_model
+
+FORMAT_VERSION = 1
+
+
+def validation_split(inputs: dict) -> Split:
+    """The training matrix and the validation users' fold-in and held-out rows, as an evaluation
+    of the test users reads theirs."""
+    return Split(
+        train=read_interactions(inputs["train"]),
+        fold_in=read_interactions(inputs["validation_tr"]),
+        heldout=read_interactions(inputs["validation_te"]),
+    )
+
+
+def train_and_validate(
+    *,
+    dataset: str,
+    name: str,
+    method: str,
+    candidate: str,
+    settings: dict,
+    seed: int,
+    hyperparameters: dict,
+    inputs: dict,
+    evaluation: dict,
+    device: torch.device,
+    environment: dict,
+    code_version: str,
+    checkpoint: str | None = None,
+    log: logging.Logger | None = None,
+) -> tuple[dict, Run]:
+    """validation.json's record (the candidate, its full hyperparameters and its validation
+    metrics: every metric of docs/metrics.md, on the validation users), and the training's Run,
+    whose checkpoint the caller removes once the record is written."""
+    log = log or logging.getLogger("semtail.tuning")
+    model, run = train_model(
+        dataset=dataset,
+        method=method,
+        variant=name,
+        seed=seed,
+        hyperparameters=hyperparameters,
+        inputs=inputs,
+        device=device,
+        environment=environment,
+        code_version=code_version,
+        checkpoint=checkpoint,
+        log=log,
+    )
+    result = evaluate(
+        scorer(model, device),
+        validation_split(inputs),
+        ks=evaluation["ks"],
+        coverage_block_size=int(evaluation["coverage_block_size"]),
+        tail_interaction_share=float(evaluation["tail_interaction_share"]),
+        batch_size=int(evaluation["batch_size"]),
+        device=device,
+    )
+    record = {
+        "format_version": FORMAT_VERSION,
+        "dataset": dataset,
+        "method": name,
+        "trains": method,
+        "candidate": candidate,
+        "settings": settings,
+        "hyperparameters": model["hyperparameters"],
+        "seed": int(seed),
+        "split": "validation",
+        "n_validation_users": result.n_test_users,
+        "n_excluded_users": result.n_excluded_users,
+        "metrics": result.metrics,
+        "best_epoch": model["best_epoch"],
+        "train_seconds": round(model["train_seconds"], 3),
+        "code_version": code_version,
+        "environment": model["environment"],
+    }
+    return record, run
