@@ -117,7 +117,7 @@ def summary_markdown(summary: pd.DataFrame, dataset: str, significance: pd.DataF
         "coverage_unmasked@k does not, as the paper's authors computed it.\n",
     ]
     if significance is not None and not significance.empty:
-        parts.append(f"{SIGNIFICANT_MARK.strip()}: {significance_rule(significance)}\n")
+        parts.append(f"A value marked{SIGNIFICANT_MARK} {significance_rule(significance)}\n")
     grouped = set()
     for title, families in METRIC_GROUPS.items():
         group_keys = [k for k in keys if metric_family(k) in families]
