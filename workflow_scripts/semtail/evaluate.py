@@ -268,6 +268,19 @@ def evaluate(
     )
 
 
+def evaluate_as_configured(score, split: Split, evaluation: dict, device: torch.device) -> Evaluation:
+    """`evaluate` with the config's `evaluation:` settings."""
+    return evaluate(
+        score,
+        split,
+        ks=evaluation["ks"],
+        coverage_block_size=int(evaluation["coverage_block_size"]),
+        tail_interaction_share=float(evaluation["tail_interaction_share"]),
+        batch_size=int(evaluation["batch_size"]),
+        device=device,
+    )
+
+
 def sha256(path: str | Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -294,15 +307,7 @@ def evaluate_model_file(
             raise ValueError(f"{model_path}: the model file says {key}={model.get(key)!r}, expected {value!r}")
     if int(model["n_items"]) != split.n_items:
         raise ValueError(f"{model_path}: the model has {model['n_items']} items, the split has {split.n_items}")
-    result = evaluate(
-        scorer(model, device),
-        split,
-        ks=evaluation["ks"],
-        coverage_block_size=int(evaluation["coverage_block_size"]),
-        tail_interaction_share=float(evaluation["tail_interaction_share"]),
-        batch_size=int(evaluation["batch_size"]),
-        device=device,
-    )
+    result = evaluate_as_configured(scorer(model, device), split, evaluation, device)
     record = {
         "format_version": FORMAT_VERSION,
         "dataset": model["dataset"],

@@ -8,7 +8,7 @@ import logging
 
 import torch
 
-from semtail.evaluate import Split, evaluate
+from semtail.evaluate import Split, evaluate_as_configured
 from semtail.models import Run, read_interactions, scorer, train_model
 
 FORMAT_VERSION = 1
@@ -25,48 +25,18 @@ def validation_split(inputs: dict) -> Split:
 
 
 def train_and_validate(
-    *,
-    dataset: str,
-    name: str,
-    method: str,
-    candidate: str,
-    settings: dict,
-    seed: int,
-    hyperparameters: dict,
-    inputs: dict,
-    evaluation: dict,
-    device: torch.device,
-    environment: dict,
-    code_version: str,
-    checkpoint: str | None = None,
-    log: logging.Logger | None = None,
+    *, name: str, candidate: str, settings: dict, evaluation: dict, log: logging.Logger | None = None, **training
 ) -> tuple[dict, Run]:
     """validation.json's record (the candidate, its full hyperparameters and its validation
     metrics: every metric of docs/metrics.md, on the validation users), and the training's Run,
-    whose checkpoint the caller removes once the record is written."""
-    log = log or logging.getLogger("semtail.tuning")
-    model, run = train_model(
-        dataset=dataset,
-        method=method,
-        variant=name,
-        seed=seed,
-        hyperparameters=hyperparameters,
-        inputs=inputs,
-        device=device,
-        environment=environment,
-        code_version=code_version,
-        checkpoint=checkpoint,
-        log=log,
-    )
-    result = evaluate(
-        scorer(model, device),
-        validation_split(inputs),
-        ks=evaluation["ks"],
-        coverage_block_size=int(evaluation["coverage_block_size"]),
-        tail_interaction_share=float(evaluation["tail_interaction_share"]),
-        batch_size=int(evaluation["batch_size"]),
-        device=device,
-    )
+    whose checkpoint the caller removes once the record is written.
+
+    name: the name in `methods:` (a method or a variant); training: the keyword arguments of
+    semtail.models.train_model (dataset, method, seed, hyperparameters, inputs, ...)."""
+    model, run = train_model(variant=name, log=log or logging.getLogger("semtail.tuning"), **training)
+    dataset, method, seed, inputs, device = (training[k] for k in ("dataset", "method", "seed", "inputs", "device"))
+    code_version = training["code_version"]
+    result = evaluate_as_configured(scorer(model, device), validation_split(inputs), evaluation, device)
     record = {
         "format_version": FORMAT_VERSION,
         "dataset": dataset,

@@ -294,48 +294,14 @@ def read_training_data(inputs: dict) -> TrainingData:
     return data
 
 
-def train_and_save(
-    *,
-    dataset: str,
-    method: str,
-    seed: int,
-    hyperparameters: dict,
-    inputs: dict,
-    output: str | Path,
-    device: torch.device,
-    environment: dict,
-    code_version: str,
-    variant: str | None = None,
-    checkpoint: str | Path | None = None,
-    log: logging.Logger | None = None,
-    progress: bool = False,
-    after_epoch: Callable[[int, torch.Tensor], None] | None = None,
-) -> dict:
-    """Train one (dataset, method, seed) job and write its model file; returns the model dict.
-
-    `environment` is recorded in the model file: software versions and, under "device", the
-    device in words (semtail.provenance.environment() and semtail.device.describe()).
-
-    `variant` is the run's name in the config's `methods:` when it is a variant of `method`.
+def train_and_save(*, output: str | Path, log: logging.Logger | None = None, **training) -> dict:
+    """Train one (dataset, method, seed) job and write its model file to `output`; returns the
+    model dict. `training`: the keyword arguments of `train_model`.
 
     The checkpoint of an SGD method is removed once the model file is written; a failure leaves
     no model file (and the last checkpoint, for a rerun to resume from)."""
     log = log or logging.getLogger("semtail.train")
-    model, run = train_model(
-        dataset=dataset,
-        method=method,
-        seed=seed,
-        hyperparameters=hyperparameters,
-        inputs=inputs,
-        device=device,
-        environment=environment,
-        code_version=code_version,
-        variant=variant,
-        checkpoint=checkpoint,
-        log=log,
-        progress=progress,
-        after_epoch=after_epoch,
-    )
+    model, run = train_model(log=log, **training)
     save_model(output, model)
     run.remove_checkpoint()
     log.info("wrote %s (best epoch %s) after %.1f s", output, model["best_epoch"], model["train_seconds"])
@@ -358,8 +324,13 @@ def train_model(
     progress: bool = False,
     after_epoch: Callable[[int, torch.Tensor], None] | None = None,
 ) -> tuple[dict, Run]:
-    """Train one job in memory: the model file's dict, not yet written, and the Run (whose
-    `remove_checkpoint` the caller calls once the result is safely written)."""
+    """Train one (dataset, method, seed) job in memory: the model file's dict, not yet written,
+    and the Run (whose `remove_checkpoint` the caller calls once the result is safely written).
+
+    `environment` is recorded in the model file: software versions and, under "device", the
+    device in words (semtail.provenance.environment() and semtail.device.describe()).
+
+    `variant` is the run's name in the config's `methods:` when it is a variant of `method`."""
     log = log or logging.getLogger("semtail.train")
     variant = variant or method
     data = read_training_data(inputs)
