@@ -31,41 +31,61 @@ def rank_top_k(scores: torch.Tensor, k: int, exclude: torch.Tensor | None = None
     """
     if not scores.is_floating_point():
         scores = scores.double()
-    excluded = torch.zeros_like(scores, dtype=torch.bool) if exclude is None else exclude.bool()
-    scores = scores.masked_fill(excluded, float("-inf"))
+    excluded = None if exclude is None else exclude.bool()
+    if excluded is not None:
+        scores = scores.masked_fill(excluded, float("-inf"))
     if torch.isnan(scores).any():
         raise ValueError("cannot rank NaN scores")
     n_rows, n_items = scores.shape
     k = min(k, n_items)
     if k == 0 or n_rows == 0:
         return torch.empty(n_rows, k, dtype=torch.long, device=scores.device)
-    kth_value = scores.topk(k, dim=1).values[:, -1:]
-    above = scores > kth_value
-    tied = scores == kth_value
-    # The tied slots go to tied items not excluded first (only at −inf do excluded items tie), each
-    # group in item order.
-    tied_kept, tied_excluded = tied & ~excluded, tied & excluded
-    slots = k - above.sum(dim=1, keepdim=True)
-    slots_excluded = slots - tied_kept.sum(dim=1, keepdim=True)
-    selected = (
-        above
-        | (tied_kept & (tied_kept.cumsum(dim=1) <= slots))
-        | (tied_excluded & (tied_excluded.cumsum(dim=1) <= slots_excluded))
-    )
-    indices = selected.nonzero()[:, 1].view(n_rows, k)  # ascending item index within each row
+    best = scores.topk(k, dim=1)
+    kth_value = best.values[:, -1:]
+    # topk's set is right wherever every item tied with the k-th score made it in; only rows where
+    # a tie crosses the cut need the tie rule, and only they are looked at again.
+    tied_in_top = (best.values == kth_value).sum(dim=1, dtype=torch.int32)
+    tied = (scores == kth_value).sum(dim=1, dtype=torch.int32)  # int32: no int64 copy of the mask
+    indices = best.indices.sort(dim=1).values  # ascending item index within each row
+    cut = (tied > tied_in_top).nonzero().squeeze(1)
+    if len(cut):
+        indices[cut] = _tied_at_the_cut(scores[cut], None if excluded is None else excluded[cut], kth_value[cut], k)
     # Two stable sorts: by score, then excluded items last; equal keys keep item order.
     indices = indices.gather(1, scores.gather(1, indices).sort(dim=1, descending=True, stable=True).indices)
+    if excluded is None:
+        return indices
     return indices.gather(1, excluded.gather(1, indices).byte().sort(dim=1, stable=True).indices)
+
+
+def _tied_at_the_cut(
+    scores: torch.Tensor, excluded: torch.Tensor | None, kth_value: torch.Tensor, k: int
+) -> torch.Tensor:
+    """The k items of `rank_top_k` for rows where more items tie with the k-th score than slots
+    are left, in ascending item order: every item above the k-th score, then the tied slots go to
+    tied items not excluded first (only at −inf do excluded items tie), each group in item order."""
+    above = scores > kth_value
+    tied = scores == kth_value
+    slots = k - above.sum(dim=1, keepdim=True)
+    if excluded is None:
+        selected = above | (tied & (tied.cumsum(dim=1) <= slots))
+    else:
+        tied_kept, tied_excluded = tied & ~excluded, tied & excluded
+        slots_excluded = slots - tied_kept.sum(dim=1, keepdim=True)
+        selected = (
+            above
+            | (tied_kept & (tied_kept.cumsum(dim=1) <= slots))
+            | (tied_excluded & (tied_excluded.cumsum(dim=1) <= slots_excluded))
+        )
+    return selected.nonzero()[:, 1].view(len(scores), k)
 
 
 def ndcg_at_k(top_k: torch.Tensor, heldout: torch.Tensor, k: int) -> torch.Tensor:
     """NDCG@k per user: binary gains, discount 1/log2(rank + 1), ideal DCG over min(k, #held-out)."""
     top_k = top_k[:, :k]
-    heldout = heldout.float()
     discounts = 1.0 / torch.log2(torch.arange(2, k + 2, dtype=torch.float32, device=heldout.device))
-    hits = heldout.gather(1, top_k)
+    hits = heldout.gather(1, top_k).float()  # users × k: no float copy of the whole held-out matrix
     dcg = (hits * discounts[: top_k.shape[1]]).sum(dim=1)
-    n_heldout = heldout.sum(dim=1).clamp(max=k).long()
+    n_heldout = heldout.sum(dim=1, dtype=torch.int32).clamp(max=k).long()
     ideal = torch.cat([torch.zeros(1, device=heldout.device), discounts.cumsum(0)])[n_heldout]
     return torch.where(n_heldout > 0, dcg / ideal.clamp(min=1e-12), torch.full_like(dcg, float("nan")))
 
