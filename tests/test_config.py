@@ -54,6 +54,9 @@ def test_shipped_configs_are_valid(name):
         (lambda c: c.update(variants={"posit_2": {"method": "slim"}}), "slim"),
         (lambda c: c.update(variants={"posit_2": {"ties": "share"}}), "'method' is a required property"),
         (lambda c: c.update(experiment="My run"), "My run"),
+        (lambda c: c["checkpoints"].update(every_epochs=0), "0 is less than the minimum of 1"),
+        (lambda c: c["checkpoints"].update(min_seconds=-5), "-5"),
+        (lambda c: c["checkpoints"].update(every_epoch=2), "every_epoch"),
     ],
 )
 def test_schema_rejects_and_names_the_bad_key_or_value(demo, mutate, named):
