@@ -12,6 +12,9 @@ batch 8192) and a power-law item popularity. In each of `--rounds` rounds, one a
   gradient is already there (PyTorch's fused kernel, and its multi-tensor `foreach` one), the
   memory traffic that any step on U must pay;
 - the current code: `Trainer.step` (exactly what training runs) and `validation_ndcg`;
+- the previous code, as it was before the CPU's product kernel and the ranking's fast path
+  (2026-12-02): the same step with X_b·U by `torch.sparse.mm`, and a validation pass that also
+  sends every row through the tie rule and masks by float copies (`previous_validation_ndcg`);
 - the reference: the same POSIT step written the straightforward way, a dense batch, X_b·U by a
   dense product, autograd through U (its diagonal masked) and `torch.optim.SGD` with its default
   kernel; its validation pass scores dense fold-in rows by a dense product and ranks by `topk`.
@@ -44,11 +47,13 @@ import torch  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "workflow_scripts"))
 
+from semtail import metrics  # noqa: E402
 from semtail.models import Run, TrainingData  # noqa: E402
 from semtail.models.itemitem import PRODUCT_KERNELS, predict  # noqa: E402
 from semtail.models.posit import AdversarialObjective, normalise  # noqa: E402
 from semtail.models.synthetic import fold_in_split, power_law_interactions  # noqa: E402
 from semtail.training import MOMENTUM, VALIDATION_BATCH_ENTRIES, DeviceRows, Trainer, validation_ndcg  # noqa: E402
+from semtail.metrics import ndcg_at_k  # noqa: E402
 
 SHAPES = {
     # training users, items, positives, validation users, and the paper's POSIT settings
@@ -68,6 +73,8 @@ SAMPLE_NAMES = {
     "current_validation": "validation_pass_s",
     "current_product_rows": "product_rows_s",
     "current_product_sparse_mm": "product_sparse_mm_s",
+    "previous_step": "previous_posit_step_s",
+    "previous_validation": "previous_validation_pass_s",
     "reference_step": "reference_posit_step_s",
     "reference_validation": "reference_validation_pass_s",
 }
@@ -222,6 +229,30 @@ class ReferencePosit:
         return total / counted
 
 
+def previous_validation_ndcg(matrix: torch.Tensor, fold_in: DeviceRows, heldout: DeviceRows, k: int = 100) -> float:
+    """`validation_ndcg` as it was before 2026-12-02's changes, for comparison: X·U by
+    torch.sparse.mm, every row through the tie rule (cumulative sums over the tied items) rather
+    than only the rows tied across the cut, and the fold-in and held-out masks as float copies."""
+    rows_per_batch = max(1, VALIDATION_BATCH_ENTRIES // fold_in.n_cols)
+    total = torch.zeros((), dtype=torch.float64, device=matrix.device)
+    counted = torch.zeros((), dtype=torch.long, device=matrix.device)
+    for start in range(0, fold_in.n_rows, rows_per_batch):
+        stop = min(start + rows_per_batch, fold_in.n_rows)
+        rows = fold_in.rows(start, stop)
+        excluded = rows.to_dense().bool()
+        scores = predict(rows, matrix, "sparse_mm").masked_fill(excluded, -math.inf)
+        if torch.isnan(scores).any():
+            raise ValueError("cannot rank NaN scores")
+        indices = metrics._tied_at_the_cut(scores, excluded, scores.topk(k, dim=1).values[:, -1:], k)
+        indices = indices.gather(1, scores.gather(1, indices).sort(dim=1, descending=True, stable=True).indices)
+        top = indices.gather(1, excluded.gather(1, indices).byte().sort(dim=1, stable=True).indices)
+        per_user = ndcg_at_k(top, heldout.rows(start, stop).to_dense(), k)
+        valid = ~per_user.isnan()
+        total += per_user[valid].double().sum()
+        counted += valid.sum()
+    return (total / counted).item()
+
+
 def synthetic_data(shape: dict) -> TrainingData:
     n_users = shape["users"] + shape["validation"]
     per_user = shape["positives"] / shape["users"]
@@ -261,13 +292,35 @@ def time_current(data, hyperparameters, device, repeats, validation_repeats, mem
     return result
 
 
+def time_previous(data, hyperparameters, device, repeats, validation_repeats, memory: PeakMemory) -> dict:
+    kernel = PRODUCT_KERNELS.get(device.type)
+    PRODUCT_KERNELS[device.type] = "sparse_mm"
+    try:
+        memory.reset()
+        trainer = Trainer(data, hyperparameters, Run("benchmark", "posit", 0, device=device), AdversarialObjective(data, hyperparameters, device))
+        batch = batches(trainer.train_rows, hyperparameters["batch_size"], trainer.generator, device)
+        loss_sums: dict = {}
+        nonfinite = torch.zeros((), dtype=torch.bool, device=device)
+        steps = timed(lambda: trainer.step(next(batch), loss_sums, nonfinite), device, repeats, warmup=2)
+        validation = timed(
+            lambda: previous_validation_ndcg(trainer.U, trainer.validation_fold_in, trainer.validation_heldout), device, validation_repeats
+        )
+        current = validation_ndcg(trainer.U, trainer.validation_fold_in, trainer.validation_heldout)
+        previous = previous_validation_ndcg(trainer.U, trainer.validation_fold_in, trainer.validation_heldout)
+        result = {"step": steps, "validation": validation, "validation_agrees": current == previous, **memory.read()}
+        del trainer, batch
+        return result
+    finally:
+        PRODUCT_KERNELS[device.type] = kernel
+
+
 def time_reference(data, hyperparameters, device, repeats, validation_repeats, memory: PeakMemory) -> dict:
     memory.reset()
     reference = ReferencePosit(data, hyperparameters, device)
     train_rows = DeviceRows.from_scipy(data.train, device)
     fold_in, heldout = DeviceRows.from_scipy(data.validation_tr, device), DeviceRows.from_scipy(data.validation_te, device)
     batch = batches(train_rows, hyperparameters["batch_size"], torch.Generator().manual_seed(0), device)
-    steps = timed(lambda: reference.step(next(batch)), device, repeats, warmup=2)
+    steps = timed(lambda: reference.step(next(batch)), device, repeats, warmup=1)
     validation = timed(lambda: reference.validation_ndcg(fold_in, heldout), device, validation_repeats, warmup=0)
     result = {"step": steps, "validation": validation, **memory.read()}
     del reference, batch
@@ -282,6 +335,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="rounds of floors, current code and reference")
     parser.add_argument("--reference-repeats", type=int, default=None, help="timed reference steps (default: --repeats)")
     parser.add_argument("--no-reference", action="store_true", help="leave the reference implementation out")
+    parser.add_argument("--no-previous", action="store_true", help="leave the previous code out")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
@@ -321,6 +375,8 @@ def main() -> None:
             "floor_foreach_sgd": lambda: {"step": floor_step_seconds(n_items, device, args.repeats, fused=False)},
             "current": lambda: time_current(data, hyperparameters, device, args.repeats, validation_repeats, memory),
         }
+        if not args.no_previous:
+            parts["previous"] = lambda: time_previous(data, hyperparameters, device, args.repeats, validation_repeats, memory)
         if not args.no_reference:
             parts["reference"] = lambda: time_reference(
                 data, hyperparameters, device, args.reference_repeats or args.repeats, 1, memory
@@ -343,6 +399,8 @@ def main() -> None:
     for name, peak in peaks.items():  # the current code's peaks keep the names of earlier runs
         results.update({(key if name == "current" else f"{name}_{key}"): value for key, value in peak.items()})
     results["products_identical"] = results.pop("current_products_identical")
+    if "previous_validation_agrees" in results:
+        results["previous_validation_agrees"] = bool(results["previous_validation_agrees"])
     step, floor = results["posit_step_s"], results["floor_fused_sgd_s"]
     results["ratio_to_fused_floor"] = step / floor
     results["ratio_to_foreach_floor"] = step / results["floor_foreach_sgd_s"]
@@ -357,6 +415,14 @@ def main() -> None:
         f"{results['product_sparse_mm_s'] * 1e3:.1f} ms by sparse_mm; bit-identical: {results['products_identical']}; "
         f"this device's kernel: {results['product_kernel']}"
     )
+    if not args.no_previous:
+        results["step_ratio_to_previous"] = step / results["previous_posit_step_s"]
+        results["validation_ratio_to_previous"] = results["validation_pass_s"] / results["previous_validation_pass_s"]
+        print(f"  previous POSIT step:                 {results['previous_posit_step_s'] * 1e3:9.1f} ms; current / previous {results['step_ratio_to_previous']:.3f}")
+        print(
+            f"  previous validation pass:            {results['previous_validation_pass_s'] * 1e3:9.1f} ms; "
+            f"current / previous {results['validation_ratio_to_previous']:.3f}; same NDCG: {results['previous_validation_agrees']}"
+        )
     if not args.no_reference:
         results["step_ratio_to_reference"] = step / results["reference_posit_step_s"]
         results["validation_ratio_to_reference"] = results['validation_pass_s'] / results["reference_validation_pass_s"]
