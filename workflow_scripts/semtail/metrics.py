@@ -28,7 +28,9 @@ from semtail.run_metrics import (  # noqa: F401  (re-exported: a run's metrics b
 )
 
 
-def rank_top_k(scores: torch.Tensor, k: int, exclude: torch.Tensor | None = None) -> torch.Tensor:
+def rank_top_k(
+    scores: torch.Tensor, k: int, exclude: torch.Tensor | None = None, overwrite: bool = False
+) -> torch.Tensor:
     """The k best items per row, best first; ties go to the lower item index.
 
     `exclude` (same shape, bool or 0/1) marks items that may not be recommended, such as a
@@ -36,29 +38,31 @@ def rank_top_k(scores: torch.Tensor, k: int, exclude: torch.Tensor | None = None
     included), so they only fill the slots left when a row has fewer than k other items. k larger
     than the catalog returns every item. Scores are ranked in their own floating dtype; other
     dtypes are ranked as float64. A NaN score of an item not excluded is a ValueError (an excluded
-    item's score is never looked at).
+    item's score is never looked at). `overwrite`: the caller has no further use for `scores`, so
+    excluded items are masked in them rather than in a copy.
     """
     if not scores.is_floating_point():
         scores = scores.double()
     excluded = None if exclude is None else exclude.bool()
     if excluded is not None:
-        scores = scores.masked_fill(excluded, float("-inf"))
-    if torch.isnan(scores).any():
-        raise ValueError("cannot rank NaN scores")
+        scores = scores.masked_fill_(excluded, float("-inf")) if overwrite else scores.masked_fill(excluded, float("-inf"))
     n_rows, n_items = scores.shape
     k = min(k, n_items)
     if k == 0 or n_rows == 0:
         return torch.empty(n_rows, k, dtype=torch.long, device=scores.device)
-    best = scores.topk(k, dim=1)
-    kth_value = best.values[:, -1:]
-    # topk's set is right wherever every item tied with the k-th score made it in; only rows where
-    # a tie crosses the cut need the tie rule, and only they are looked at again.
-    tied_in_top = (best.values == kth_value).sum(dim=1, dtype=torch.int32)
-    tied = (scores == kth_value).sum(dim=1, dtype=torch.int32)  # int32: no int64 copy of the mask
-    indices = best.indices.sort(dim=1).values  # ascending item index within each row
-    cut = (tied > tied_in_top).nonzero().squeeze(1)
-    if len(cut):
-        indices[cut] = _tied_at_the_cut(scores[cut], None if excluded is None else excluded[cut], kth_value[cut], k)
+    # One more than k: a tie crosses the cut exactly where the (k+1)-th best score equals the k-th.
+    best = scores.topk(min(k + 1, n_items), dim=1)
+    # topk ranks NaN above every number, so on the CPU a row's NaN shows among its best; elsewhere
+    # every score is looked at.
+    if torch.isnan(best.values if scores.is_cpu else scores).any():
+        raise ValueError("cannot rank NaN scores")
+    kth_value = best.values[:, k - 1 : k]
+    indices = best.indices[:, :k].sort(dim=1).values  # ascending item index within each row
+    # topk's set is right wherever no tie crosses the cut; only the other rows go through the tie rule.
+    if n_items > k:
+        cut = (best.values[:, k] == best.values[:, k - 1]).nonzero().squeeze(1)
+        if len(cut):
+            indices[cut] = _tied_at_the_cut(scores[cut], None if excluded is None else excluded[cut], kth_value[cut], k)
     # Two stable sorts: by score, then excluded items last; equal keys keep item order.
     indices = indices.gather(1, scores.gather(1, indices).sort(dim=1, descending=True, stable=True).indices)
     if excluded is None:
@@ -88,13 +92,16 @@ def _tied_at_the_cut(
     return selected.nonzero()[:, 1].view(len(scores), k)
 
 
-def ndcg_at_k(top_k: torch.Tensor, heldout: torch.Tensor, k: int) -> torch.Tensor:
-    """NDCG@k per user: binary gains, discount 1/log2(rank + 1), ideal DCG over min(k, #held-out)."""
+def ndcg_at_k(top_k: torch.Tensor, heldout: torch.Tensor, k: int, n_heldout: torch.Tensor | None = None) -> torch.Tensor:
+    """NDCG@k per user: binary gains, discount 1/log2(rank + 1), ideal DCG over min(k, #held-out).
+    `n_heldout`: each user's number of held-out items where the caller has it (else counted)."""
     top_k = top_k[:, :k]
     discounts = 1.0 / torch.log2(torch.arange(2, k + 2, dtype=torch.float32, device=heldout.device))
     hits = heldout.gather(1, top_k).float()  # users × k: no float copy of the whole held-out matrix
     dcg = (hits * discounts[: top_k.shape[1]]).sum(dim=1)
-    n_heldout = heldout.sum(dim=1, dtype=torch.int32).clamp(max=k).long()
+    if n_heldout is None:
+        n_heldout = heldout.sum(dim=1, dtype=torch.int32)
+    n_heldout = n_heldout.clamp(max=k).long()
     ideal = torch.cat([torch.zeros(1, device=heldout.device), discounts.cumsum(0)])[n_heldout]
     return torch.where(n_heldout > 0, dcg / ideal.clamp(min=1e-12), torch.full_like(dcg, float("nan")))
 

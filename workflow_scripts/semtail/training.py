@@ -153,11 +153,14 @@ class DeviceRows:
             check_invariants=False,
         )
 
+    def lengths(self, start: int, stop: int) -> torch.Tensor:
+        """The number of entries of each row."""
+        return self.crow[start + 1 : stop + 1] - self.crow[start:stop]
+
     def mask(self, start: int, stop: int) -> torch.Tensor:
         """The rows as a dense bool tensor: a quarter of a float one, and no conversion to rank by."""
         first, last = int(self.crow_host[start]), int(self.crow_host[stop])
-        lengths = self.crow[start + 1 : stop + 1] - self.crow[start:stop]
-        row = torch.repeat_interleave(torch.arange(stop - start, device=self.col.device), lengths, output_size=last - first)
+        row = torch.arange(stop - start, device=self.col.device).repeat_interleave(self.lengths(start, stop), output_size=last - first)
         dense = torch.zeros(stop - start, self.n_cols, dtype=torch.bool, device=self.col.device)
         dense[row, self.col[first:last]] = True
         return dense
@@ -182,8 +185,8 @@ def validation_ndcg(matrix: torch.Tensor, fold_in: DeviceRows, heldout: DeviceRo
     counted = torch.zeros((), dtype=torch.long, device=matrix.device)
     for start in range(0, fold_in.n_rows, rows_per_batch):
         stop = min(start + rows_per_batch, fold_in.n_rows)
-        top = rank_top_k(predict(fold_in.rows(start, stop), matrix), k, exclude=fold_in.mask(start, stop))
-        per_user = ndcg_at_k(top, heldout.mask(start, stop), k)
+        top = rank_top_k(predict(fold_in.rows(start, stop), matrix), k, exclude=fold_in.mask(start, stop), overwrite=True)
+        per_user = ndcg_at_k(top, heldout.mask(start, stop), k, n_heldout=heldout.lengths(start, stop))
         valid = ~per_user.isnan()
         total += per_user[valid].double().sum()
         counted += valid.sum()
