@@ -63,7 +63,7 @@ def test_an_unknown_kernel_is_refused():
         predict(torch.eye(3), torch.eye(3), "dense")
 
 
-@pytest.mark.parametrize("name", ["ease", "posit", "posit_mlp"])
+@pytest.mark.parametrize("name", ["ease", "ipw", "cvar", "posit", "posit_mlp"])
 def test_training_under_either_kernel_gives_the_same_model_to_the_bit(name, monkeypatch):
     """Every step's predictions, the POSIT signal's ties and the validation NDCG behind early
     stopping are computed by the kernel: equal models mean equal values all along."""
