@@ -153,7 +153,9 @@ def floor_step_seconds(n_items: int, device: torch.device, repeats: int, fused: 
     """One SGD step (momentum 0.9, weight decay) of an n × n matrix with a ready gradient."""
     weights = torch.zeros(n_items, n_items, device=device)
     weights.grad = torch.full_like(weights, 1e-3)
-    optimizer = torch.optim.SGD([weights], lr=1e-3, momentum=0.9, weight_decay=1e-5, **({"fused": True} if fused else {"foreach": True}))
+    optimizer = torch.optim.SGD(
+        [weights], lr=1e-3, momentum=0.9, weight_decay=1e-5, **({"fused": True} if fused else {"foreach": True})
+    )
     try:
         return timed(optimizer.step, device, repeats)
     finally:
@@ -200,7 +202,9 @@ class ReferencePosit:
             hits = interactions.gather(1, slots)
             if h["signal"] == "recall_dist":
                 hits = hits / interactions.sum(dim=1, keepdim=True).clamp(min=1, max=k)
-            recalled = torch.zeros(predictions.shape[1], device=predictions.device).index_add_(0, slots.flatten(), hits.flatten())
+            recalled = torch.zeros(predictions.shape[1], device=predictions.device).index_add_(
+                0, slots.flatten(), hits.flatten()
+            )
             counts = interactions.sum(dim=0) if h["ones_aware"] else torch.full_like(recalled, len(interactions))
             objective.S.mul_(h["signal_momentum"]).sub_(recalled)
             objective.C.mul_(h["signal_momentum"]).add_(counts)
@@ -273,43 +277,46 @@ def batches(rows: DeviceRows, batch: int, generator: torch.Generator, device: to
         yield shuffled.rows(start, start + batch)
 
 
-def time_current(data, hyperparameters, device, repeats, validation_repeats, memory: PeakMemory) -> dict:
+def time_current(
+    data, hyperparameters, device, repeats, validation_repeats, memory: PeakMemory, validation_pass=validation_ndcg
+) -> dict:
+    """`Trainer.step` and a validation pass; with the current pass, also X_b·U by each kernel."""
     memory.reset()
-    trainer = Trainer(data, hyperparameters, Run("benchmark", "posit", 0, device=device), AdversarialObjective(data, hyperparameters, device))
+    trainer = Trainer(
+        data,
+        hyperparameters,
+        Run("benchmark", "posit", 0, device=device),
+        AdversarialObjective(data, hyperparameters, device),
+    )
     batch = batches(trainer.train_rows, hyperparameters["batch_size"], trainer.generator, device)
     loss_sums: dict = {}
     nonfinite = torch.zeros((), dtype=torch.bool, device=device)
     steps = timed(lambda: trainer.step(next(batch), loss_sums, nonfinite), device, repeats, warmup=2)
-    validation = timed(lambda: validation_ndcg(trainer.U, trainer.validation_fold_in, trainer.validation_heldout), device, validation_repeats)
-    products = {}
-    rows = next(batch)
-    for kernel in ("rows", "sparse_mm"):
-        products[kernel] = timed(lambda: predict(rows, trainer.U, kernel), device, repeats)
-    same = torch.equal(predict(rows, trainer.U, "rows"), predict(rows, trainer.U, "sparse_mm"))
-    result = {"step": steps, "validation": validation, "product_rows": products["rows"],
-              "product_sparse_mm": products["sparse_mm"], "products_identical": same, **memory.read()}  # fmt: skip
+    rows = trainer.validation_fold_in, trainer.validation_heldout
+    validation = timed(lambda: validation_pass(trainer.U, *rows), device, validation_repeats)
+    result = {"step": steps, "validation": validation}
+    if validation_pass is validation_ndcg:
+        products = next(batch)
+        for kernel in ("rows", "sparse_mm"):
+            result[f"product_{kernel}"] = timed(lambda: predict(products, trainer.U, kernel), device, repeats)
+        result["products_identical"] = torch.equal(
+            predict(products, trainer.U, "rows"), predict(products, trainer.U, "sparse_mm")
+        )
+    else:
+        result["validation_agrees"] = validation_ndcg(trainer.U, *rows) == validation_pass(trainer.U, *rows)
+    result.update(memory.read())
     del trainer, batch
     return result
 
 
 def time_previous(data, hyperparameters, device, repeats, validation_repeats, memory: PeakMemory) -> dict:
+    """The step with X_b·U by torch.sparse.mm, and `previous_validation_ndcg`."""
     kernel = PRODUCT_KERNELS.get(device.type)
     PRODUCT_KERNELS[device.type] = "sparse_mm"
     try:
-        memory.reset()
-        trainer = Trainer(data, hyperparameters, Run("benchmark", "posit", 0, device=device), AdversarialObjective(data, hyperparameters, device))
-        batch = batches(trainer.train_rows, hyperparameters["batch_size"], trainer.generator, device)
-        loss_sums: dict = {}
-        nonfinite = torch.zeros((), dtype=torch.bool, device=device)
-        steps = timed(lambda: trainer.step(next(batch), loss_sums, nonfinite), device, repeats, warmup=2)
-        validation = timed(
-            lambda: previous_validation_ndcg(trainer.U, trainer.validation_fold_in, trainer.validation_heldout), device, validation_repeats
+        return time_current(
+            data, hyperparameters, device, repeats, validation_repeats, memory, validation_pass=previous_validation_ndcg
         )
-        current = validation_ndcg(trainer.U, trainer.validation_fold_in, trainer.validation_heldout)
-        previous = previous_validation_ndcg(trainer.U, trainer.validation_fold_in, trainer.validation_heldout)
-        result = {"step": steps, "validation": validation, "validation_agrees": current == previous, **memory.read()}
-        del trainer, batch
-        return result
     finally:
         PRODUCT_KERNELS[device.type] = kernel
 
@@ -318,7 +325,9 @@ def time_reference(data, hyperparameters, device, repeats, validation_repeats, m
     memory.reset()
     reference = ReferencePosit(data, hyperparameters, device)
     train_rows = DeviceRows.from_scipy(data.train, device)
-    fold_in, heldout = DeviceRows.from_scipy(data.validation_tr, device), DeviceRows.from_scipy(data.validation_te, device)
+    fold_in, heldout = DeviceRows.from_scipy(data.validation_tr, device), DeviceRows.from_scipy(
+        data.validation_te, device
+    )
     batch = batches(train_rows, hyperparameters["batch_size"], torch.Generator().manual_seed(0), device)
     steps = timed(lambda: reference.step(next(batch)), device, repeats, warmup=1)
     validation = timed(lambda: reference.validation_ndcg(fold_in, heldout), device, validation_repeats, warmup=0)
@@ -333,7 +342,9 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=5, help="timed steps per part and round")
     parser.add_argument("--rounds", type=int, default=2, help="rounds of floors, current code and reference")
-    parser.add_argument("--reference-repeats", type=int, default=None, help="timed reference steps (default: --repeats)")
+    parser.add_argument(
+        "--reference-repeats", type=int, default=None, help="timed reference steps (default: --repeats)"
+    )
     parser.add_argument("--no-reference", action="store_true", help="leave the reference implementation out")
     parser.add_argument("--no-previous", action="store_true", help="leave the previous code out")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
@@ -357,7 +368,9 @@ def main() -> None:
     if device.type == "cuda":
         results["gpu"] = torch.cuda.get_device_name(device)
     n_items = shape["items"]
-    print(f"{args.shape}: {shape['users']:,} users x {n_items:,} items, about {shape['positives']:,} positives, on {device}")
+    print(
+        f"{args.shape}: {shape['users']:,} users x {n_items:,} items, about {shape['positives']:,} positives, on {device}"
+    )
     started = time.perf_counter()
     data = synthetic_data(shape)
     results["positives"] = int(data.train.nnz)
@@ -376,7 +389,9 @@ def main() -> None:
             "current": lambda: time_current(data, hyperparameters, device, args.repeats, validation_repeats, memory),
         }
         if not args.no_previous:
-            parts["previous"] = lambda: time_previous(data, hyperparameters, device, args.repeats, validation_repeats, memory)
+            parts["previous"] = lambda: time_previous(
+                data, hyperparameters, device, args.repeats, validation_repeats, memory
+            )
         if not args.no_reference:
             parts["reference"] = lambda: time_reference(
                 data, hyperparameters, device, args.reference_repeats or args.repeats, 1, memory
@@ -391,7 +406,9 @@ def main() -> None:
                     peaks.setdefault(name, {})[key] = max(value, peaks.get(name, {}).get(key, 0.0))
                 else:
                     results[f"{name}_{key}"] = value
-            times = ", ".join(f"{key} {statistics.median(v) * 1e3:.1f} ms" for key, v in measured.items() if isinstance(v, list))
+            times = ", ".join(
+                f"{key} {statistics.median(v) * 1e3:.1f} ms" for key, v in measured.items() if isinstance(v, list)
+            )
             print(f"  round {round_}, {name}: {times}")
 
     for key, values in samples.items():
@@ -406,10 +423,16 @@ def main() -> None:
     results["ratio_to_foreach_floor"] = step / results["floor_foreach_sgd_s"]
     batch = hyperparameters["batch_size"]
     print(f"medians over {args.rounds} rounds:")
-    print(f"  floor, one SGD step of U:            {floor * 1e3:9.1f} ms fused, {results['floor_foreach_sgd_s'] * 1e3:.1f} ms foreach")
+    print(
+        f"  floor, one SGD step of U:            {floor * 1e3:9.1f} ms fused, {results['floor_foreach_sgd_s'] * 1e3:.1f} ms foreach"
+    )
     print(f"  one POSIT step (batch {batch}), current: {step * 1e3:9.1f} ms")
-    print(f"  ratio POSIT step / floor: {results['ratio_to_fused_floor']:.2f} (fused), {results['ratio_to_foreach_floor']:.2f} (foreach)")
-    print(f"  one validation pass ({shape['validation']:,} users), current: {results['validation_pass_s'] * 1e3:9.1f} ms")
+    print(
+        f"  ratio POSIT step / floor: {results['ratio_to_fused_floor']:.2f} (fused), {results['ratio_to_foreach_floor']:.2f} (foreach)"
+    )
+    print(
+        f"  one validation pass ({shape['validation']:,} users), current: {results['validation_pass_s'] * 1e3:9.1f} ms"
+    )
     print(
         f"  X_b·U on one batch: {results['product_rows_s'] * 1e3:.1f} ms by rows (embedding_bag), "
         f"{results['product_sparse_mm_s'] * 1e3:.1f} ms by sparse_mm; bit-identical: {results['products_identical']}; "
@@ -418,15 +441,19 @@ def main() -> None:
     if not args.no_previous:
         results["step_ratio_to_previous"] = step / results["previous_posit_step_s"]
         results["validation_ratio_to_previous"] = results["validation_pass_s"] / results["previous_validation_pass_s"]
-        print(f"  previous POSIT step:                 {results['previous_posit_step_s'] * 1e3:9.1f} ms; current / previous {results['step_ratio_to_previous']:.3f}")
+        print(
+            f"  previous POSIT step:                 {results['previous_posit_step_s'] * 1e3:9.1f} ms; current / previous {results['step_ratio_to_previous']:.3f}"
+        )
         print(
             f"  previous validation pass:            {results['previous_validation_pass_s'] * 1e3:9.1f} ms; "
             f"current / previous {results['validation_ratio_to_previous']:.3f}; same NDCG: {results['previous_validation_agrees']}"
         )
     if not args.no_reference:
         results["step_ratio_to_reference"] = step / results["reference_posit_step_s"]
-        results["validation_ratio_to_reference"] = results['validation_pass_s'] / results["reference_validation_pass_s"]
-        print(f"  reference POSIT step:                {results['reference_posit_step_s'] * 1e3:9.1f} ms; current / reference {results['step_ratio_to_reference']:.3f}")
+        results["validation_ratio_to_reference"] = results["validation_pass_s"] / results["reference_validation_pass_s"]
+        print(
+            f"  reference POSIT step:                {results['reference_posit_step_s'] * 1e3:9.1f} ms; current / reference {results['step_ratio_to_reference']:.3f}"
+        )
         print(
             f"  reference validation pass:           {results['reference_validation_pass_s'] * 1e3:9.1f} ms; "
             f"current / reference {results['validation_ratio_to_reference']:.3f}"
