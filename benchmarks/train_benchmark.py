@@ -438,25 +438,18 @@ def main() -> None:
         f"{results['product_sparse_mm_s'] * 1e3:.1f} ms by sparse_mm; bit-identical: {results['products_identical']}; "
         f"this device's kernel: {results['product_kernel']}"
     )
-    if not args.no_previous:
-        results["step_ratio_to_previous"] = step / results["previous_posit_step_s"]
-        results["validation_ratio_to_previous"] = results["validation_pass_s"] / results["previous_validation_pass_s"]
+    others = [
+        name for name, left_out in (("previous", args.no_previous), ("reference", args.no_reference)) if not left_out
+    ]
+    for other in others:
+        results[f"step_ratio_to_{other}"] = step / results[f"{other}_posit_step_s"]
+        results[f"validation_ratio_to_{other}"] = results["validation_pass_s"] / results[f"{other}_validation_pass_s"]
+        agrees = f"; same NDCG: {results['previous_validation_agrees']}" if other == "previous" else ""
         print(
-            f"  previous POSIT step:                 {results['previous_posit_step_s'] * 1e3:9.1f} ms; current / previous {results['step_ratio_to_previous']:.3f}"
-        )
-        print(
-            f"  previous validation pass:            {results['previous_validation_pass_s'] * 1e3:9.1f} ms; "
-            f"current / previous {results['validation_ratio_to_previous']:.3f}; same NDCG: {results['previous_validation_agrees']}"
-        )
-    if not args.no_reference:
-        results["step_ratio_to_reference"] = step / results["reference_posit_step_s"]
-        results["validation_ratio_to_reference"] = results["validation_pass_s"] / results["reference_validation_pass_s"]
-        print(
-            f"  reference POSIT step:                {results['reference_posit_step_s'] * 1e3:9.1f} ms; current / reference {results['step_ratio_to_reference']:.3f}"
-        )
-        print(
-            f"  reference validation pass:           {results['reference_validation_pass_s'] * 1e3:9.1f} ms; "
-            f"current / reference {results['validation_ratio_to_reference']:.3f}"
+            f"  {other} POSIT step: {results[f'{other}_posit_step_s'] * 1e3:.1f} ms, "
+            f"current / {other} {results[f'step_ratio_to_{other}']:.3f}; "
+            f"{other} validation pass: {results[f'{other}_validation_pass_s'] * 1e3:.1f} ms, "
+            f"current / {other} {results[f'validation_ratio_to_{other}']:.3f}{agrees}"
         )
     for key in sorted(k for k in results if "peak_" in k):
         print(f"  {key.replace('_', ' ')}: {results[key]:.2f}")
