@@ -2,7 +2,10 @@
 # Run `snakemake --cores all` for the ML-100K demo (config.yaml), or
 # `snakemake --configfile configs/paper.yaml ...` for the paper's datasets.
 
-from snakemake.utils import min_version, validate
+# Also usable as a module of another workflow (docs/running.md, "As a module"): every file of the
+# workflow's own is found from the folder of the file that names it, never from the working directory.
+
+from snakemake.utils import min_version
 
 min_version("9.0")
 
@@ -14,18 +17,19 @@ if not workflow.overwrite_configfiles:
     configfile: "config.yaml"
 
 
-validate(config, "schemas/config.schema.yaml")
+# Checks the config (schemas/config.schema.yaml, then across keys) and binds the planning helpers.
+include: "rules/common.smk"
 
 
 report: "report/workflow.rst"
 
 
-include: "rules/common.smk"
 include: "rules/download.smk"
 include: "rules/preprocess.smk"
 include: "rules/train.smk"
 include: "rules/evaluate.smk"
 include: "rules/report.smk"
+include: "rules/unconfigured.smk"
 
 
 rule all:

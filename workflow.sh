@@ -12,11 +12,16 @@ case "$VENV" in /*) ;; *) VENV="$PWD/$VENV" ;; esac
 
 "$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed, found " + sys.version.split()[0])'
 
-stamp="$VENV/.installed-$(cat pyproject.toml | sha256sum | cut -c1-16)"
+# The exact versions the tests passed with (envs/requirements.lock.txt; docs/running.md, "Pinned
+# environments"); PIN=no installs the newest within pyproject.toml's ranges instead.
+PIN=${PIN:-yes}
+constraints=()
+[ "$PIN" = no ] || constraints=(-c envs/requirements.lock.txt)
+stamp="$VENV/.installed-$(cat pyproject.toml envs/requirements.lock.txt | sha256sum | cut -c1-12)-pin-$PIN"
 if [ ! -f "$stamp" ]; then
     [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
     "$VENV/bin/python" -m pip install --quiet --upgrade pip
-    "$VENV/bin/python" -m pip install --quiet -e ".[workflow,test]"
+    "$VENV/bin/python" -m pip install --quiet ${constraints[@]+"${constraints[@]}"} -e ".[workflow,test]"
     rm -f "$VENV"/.installed-*
     touch "$stamp"
 fi

@@ -48,7 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "workflow_scripts"))
 
 from semtail import metrics  # noqa: E402
-from semtail.models import Run, TrainingData  # noqa: E402
+from semtail.models.base import Run, TrainingData  # noqa: E402
 from semtail.models.itemitem import PRODUCT_KERNELS, predict  # noqa: E402
 from semtail.models.posit import AdversarialObjective, normalise  # noqa: E402
 from semtail.models.synthetic import fold_in_split, power_law_interactions  # noqa: E402

@@ -5,13 +5,36 @@ import re
 import sys
 from pathlib import Path
 
-WORKFLOW_SCRIPTS = str(Path(workflow.basedir) / "workflow_scripts")
-sys.path.insert(0, WORKFLOW_SCRIPTS)
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
 
+# The workflow's scripts folder, from this file's own folder: the same whether this workflow runs
+# as the main Snakefile or as a module of another one, from any working directory.
+WORKFLOW_SCRIPTS = (
+    Path(workflow.current_basedir.get_path_or_uri(secret_free=True)).parent
+    / "workflow_scripts"
+)
+if not WORKFLOW_SCRIPTS.is_dir():
+    raise WorkflowError(
+        f"{WORKFLOW_SCRIPTS} is not a folder: use this workflow from a local checkout "
+        "(a module's snakefile: a path, not github(...)); see docs/running.md"
+    )
+sys.path.insert(0, str(WORKFLOW_SCRIPTS))
+
+from semtail import config_schema, provenance
 from semtail import workflow as plan
 
-plan.put_first_on_pythonpath(WORKFLOW_SCRIPTS)
+plan.put_first_on_pythonpath(str(WORKFLOW_SCRIPTS))
 
+# Text that --config gave where numbers belong is converted, and a problem is named in a few lines,
+# before Snakemake's own validation.
+config_schema.check_against_schema(
+    config,
+    config_schema.load_schema(workflow.source_path("../schemas/config.schema.yaml")),
+)
+
+
+validate(config, "../schemas/config.schema.yaml")
 plan.check_config(config)
 # profiles/slurm ships placeholders for the partition and account: stop before submitting anything.
 plan.check_cluster_resources(
@@ -45,6 +68,11 @@ wildcard_constraints:
 
 def final_targets():
     return plan.final_targets(config)
+
+
+def refuse_unconfigured_dataset(wildcards):
+    path = f"{wildcards.folder}/{wildcards.unconfigured}/{wildcards.path}"
+    return plan.refuse_unconfigured_dataset(config, path, wildcards.unconfigured)
 
 
 def dataset_sources(wildcards):
@@ -89,8 +117,16 @@ def method_of(wildcards):
     return plan.method_of(config, wildcards.method)
 
 
+def resource_version(name):
+    return lambda wildcards: provenance.resource_version(name)
+
+
 def method_code_version(wildcards):
     return plan.code_version(plan.method_of(config, wildcards.method))
+
+
+def figure_styles(wildcards):
+    return plan.figure_styles(config)
 
 
 def run_inputs(wildcards):

@@ -1,7 +1,3 @@
-localrules:
-    download,
-
-
 rule download:
     output:
         provenance="data/raw/{dataset}/provenance.json",
@@ -10,6 +6,7 @@ rule download:
     # Transient network errors are retried inside the job; a checksum mismatch or a missing file
     # would only fail again, whatever --retries the profile sets.
     retries: 0
+    localrule: True
     conda:
         "../envs/data.yaml"
     threads: resource("threads", "download")

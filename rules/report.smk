@@ -1,9 +1,6 @@
 rule aggregate:
     input:
         unpack(run_inputs),
-        # Relative, like every other path here: Snakemake records the input paths, and an
-        # absolute one would rerun the tables whenever the project folder moves.
-        paper_results="workflow_scripts/semtail/resources/paper_results.yaml",
     output:
         summary_csv=report(
             results("{dataset}/summary.csv"),
@@ -31,6 +28,8 @@ rule aggregate:
     params:
         dataset="{dataset}",
         code_version=stage_code_version("aggregate"),
+        # Read from the semtail package; its digest reruns the tables when the reported numbers change.
+        paper_results=resource_version("paper_results.yaml"),
     script:
         "../workflow_scripts/aggregate.py"
 
@@ -83,6 +82,7 @@ rule plot:
     params:
         dataset="{dataset}",
         code_version=stage_code_version("plot"),
+        figure_styles=figure_styles,
     script:
         "../workflow_scripts/plot.py"
 
@@ -145,5 +145,6 @@ rule plot_adversary:
     params:
         dataset="{dataset}",
         code_version=stage_code_version("plot_adversary"),
+        figure_styles=figure_styles,
     script:
         "../workflow_scripts/plot_adversary.py"

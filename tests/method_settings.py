@@ -2,8 +2,8 @@
 
 
 def sgd_methods(batch_size: int, epochs: int = 4) -> dict[str, dict]:
-    """Keyed by method, plus `posit_mlp`: POSIT with the 2bmlp2 adversary and the ones-aware
-    recall signal (`posit` has the linear adversary)."""
+    """Keyed by method (every one that trains by SGD), plus `posit_mlp`: POSIT with the 2bmlp2
+    adversary and the ones-aware recall signal (`posit` has the linear adversary)."""
     sgd = {"lr": 0.002, "wd": 1e-4, "batch_size": batch_size, "epochs": epochs, "patience": epochs, "drop_last": False}
     return {
         "ease": sgd,
@@ -13,6 +13,7 @@ def sgd_methods(batch_size: int, epochs: int = 4) -> dict[str, dict]:
             **sgd, "lam": 1.0, "alr": 0.5, "nstd": 1.0, "awd": 0.0, "adversary": "linear", "signal": "recall_dist",
             "ones_aware": False, "k": 20, "signal_momentum": 0.9, "ties": "share", "adversary_init": "authors",
         },
+        "causal": {**sgd, "gamma": 0.5},
         "posit_mlp": {
             **sgd, "lam": 1.0, "alr": 1.0, "nstd": 1.5, "awd": 1e-5, "adversary": "2bmlp2", "signal": "recall",
             "ones_aware": True, "k": 20, "signal_momentum": 0.9, "ties": "topk", "adversary_init": "authors",

@@ -67,6 +67,24 @@ def write_msd_triplets(frame: pd.DataFrame, path: Path) -> Path:
     return path
 
 
+# A source entry of the generic delimited format, as the README's "Your own dataset" shows one: its
+# columns in another order than user, item, rating, an extra column, and `;` as the separator.
+DELIMITED_SOURCE = {
+    "format": "delimited",
+    "sep": ";",
+    "header": True,
+    "columns": {"user": "customer", "item": "product", "rating": "stars"},
+}
+
+
+def write_delimited(frame: pd.DataFrame, path: Path) -> Path:
+    """The DELIMITED_SOURCE layout: stars;product;channel;customer, ids as they are (strings here)."""
+    lines = ["stars;product;channel;customer"]
+    lines += [f"{r:g};{i};web;{u}" for u, i, r in frame.itertuples(index=False)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def netflix_movie_texts(frame: pd.DataFrame) -> dict[int, str]:
     """Per movie, the text of its block: 'MovieID:' then 'CustomerID,Rating,Date' lines in row order."""
     texts = {}
@@ -148,13 +166,18 @@ RAW_WRITERS = {
     "msd-triplets": lambda frame, directory: [write_msd_triplets(frame, directory / "train_triplets.txt")],
     "netflix-combined": lambda frame, directory: write_netflix_combined(frame, directory / "netflix"),
     "netflix-tar": lambda frame, directory: [write_netflix_tar(frame, directory / "nf_prize_dataset.tar.gz")],
+    "delimited": lambda frame, directory: [write_delimited(frame, directory / "shop.csv")],
 }
+# The source entry each format needs besides its files (only the delimited format reads one).
+SOURCE_OPTIONS = {"delimited": DELIMITED_SOURCE}
 
 
 def synthetic_for_format(raw_format: str, seed: int = 0, **kwargs) -> pd.DataFrame:
     """Synthetic ratings with the id and rating kinds of that format."""
     if raw_format == "msd-triplets":
         return synthetic_ratings(seed, ratings=(1, 1, 1, 2, 3, 5, 12), string_ids=True, **kwargs)
+    if raw_format == "delimited":
+        return synthetic_ratings(seed, string_ids=True, **kwargs)
     if raw_format in ("ml-100k", "recbole-inter") or raw_format.startswith("netflix"):
         return synthetic_ratings(seed, ratings=(1.0, 2.0, 3.0, 4.0, 5.0), **kwargs)
     return synthetic_ratings(seed, **kwargs)

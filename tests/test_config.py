@@ -1,6 +1,7 @@
 """The config: the schema catches typos and wrong types by name; planning resolves what each job gets."""
 
 import copy
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from semtail import registry
 from semtail import workflow as plan
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,8 +38,7 @@ def test_shipped_configs_are_valid(name):
     "mutate, named",
     [
         (lambda c: c.update(seed=[0]), "seed"),
-        (lambda c: c["hyperparameters"]["posit"].update(lrr=0.1), "lrr"),
-        (lambda c: c["hyperparameters"]["posit"].update(lr="fast"), "fast"),
+        (lambda c: c["hyperparameters"].update(Posit={}), "Posit"),
         (lambda c: c["datasets"]["ml-100k"]["preprocess"].update(min_uc=-1), "-1"),
         (lambda c: c["datasets"]["ml-100k"]["preprocess"].update(seed=2**32), "4294967296 is greater than the maximum"),
         (
@@ -51,7 +52,6 @@ def test_shipped_configs_are_valid(name):
         (lambda c: c["datasets"]["ml-100k"]["sources"][0].update(md5="xyz"), "xyz"),
         (lambda c: c["compute"].update(device="tpu"), "tpu"),
         (lambda c: c.update(methods=["posit", "Slim"]), "Slim"),
-        (lambda c: c.update(variants={"posit_2": {"method": "slim"}}), "slim"),
         (lambda c: c.update(variants={"posit_2": {"ties": "share"}}), "'method' is a required property"),
         (lambda c: c.update(experiment="My run"), "My run"),
         (lambda c: c["checkpoints"].update(every_epochs=0), "0 is less than the minimum of 1"),
@@ -65,6 +65,50 @@ def test_schema_rejects_and_names_the_bad_key_or_value(demo, mutate, named):
     with pytest.raises(WorkflowError) as error:
         validate(config, SCHEMA)
     assert named in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda c: c["hyperparameters"]["posit"].update(lrr=0.1), r"hyperparameters\.posit: \['lrr'\] are not hyperparameters of posit"),
+        (lambda c: c["hyperparameters"]["posit"].update(lr="fast"), "hyperparameters.posit.lr: 'fast' is not a finite number"),
+        (lambda c: c["hyperparameters"]["posit"].update(lr=0), "hyperparameters.posit.lr: 0 must be greater than 0"),
+        (lambda c: c["hyperparameters"]["posit"].update(k=1.5), "hyperparameters.posit.k: 1.5 is not an integer"),
+        (lambda c: c["hyperparameters"]["posit"].update(ones_aware="no"), "hyperparameters.posit.ones_aware: 'no' is not a boolean"),
+        (lambda c: c["hyperparameters"]["posit"].update(adversary="3mlp"), "hyperparameters.posit.adversary: '3mlp' does not match"),
+        (lambda c: c["hyperparameters"]["cvar"].update(beta=1.5), "hyperparameters.cvar.beta: 1.5 must be at most 1"),
+        (lambda c: c["hyperparameters"].update(slim={}), "hyperparameters: 'slim' is not a method"),
+        (lambda c: c.update(variants={"posit_2": {"method": "slim"}}), "variants.posit_2.method: 'slim' is not a method"),
+        (
+            lambda c: c.update(variants={"posit_x": {"method": "posit", "ties": "shared"}}, methods=["posit_x"]),
+            "variants.posit_x.ties: 'shared' is not one of topk, share",
+        ),
+        (lambda c: c.update(overrides={"ml-100k": {"ease": {"wd": -1.0}}}), "overrides.ml-100k.ease.wd: -1.0 must be at least 0"),
+        (lambda c: c["hyperparameters"]["ipw"].pop("alpha"), r"ipw for ml-100k: missing \['alpha'\]"),
+        (lambda c: c["hyperparameters"]["post"].update(gamma=-0.1), "hyperparameters.post.gamma: -0.1 must be at least 0"),
+        (lambda c: c["hyperparameters"]["post"].update(base="mostpop"), "post for ml-100k: its base 'mostpop' is a mostpop run"),
+        (lambda c: c["hyperparameters"]["rerank"].update(base="mostpop"), "rerank for ml-100k: its base 'mostpop' is a mostpop run"),
+    ],
+)
+def test_method_keys_are_checked_against_the_declarations_naming_the_key(demo, mutate, message):
+    config = copy.deepcopy(demo)
+    mutate(config)
+    validate(config, SCHEMA)  # the schema leaves the methods' keys to the declarations
+    with pytest.raises(plan.ConfigError, match=message):
+        plan.check_config(config)
+
+
+def test_declared_defaults_fill_what_a_config_leaves_out(demo):
+    config = copy.deepcopy(demo)
+    for key in ("epochs", "patience", "drop_last", "k", "signal_momentum", "ties", "adversary_init", "lam", "awd", "ones_aware"):
+        config["hyperparameters"]["posit"].pop(key)
+    del config["hyperparameters"]["mostpop"]
+    validate(config, SCHEMA)
+    plan.check_config(config)
+    posit = plan.resolve_hyperparameters(config, "ml-100k", "posit")
+    assert posit == demo["hyperparameters"]["posit"]  # the demo's values are the declared defaults
+    assert list(posit) == list(registry.declaration("posit").hyperparameters)
+    assert plan.resolve_hyperparameters(config, "ml-100k", "mostpop") == {}
 
 
 def test_schema_takes_an_approximate_interaction_count(demo):
@@ -190,10 +234,12 @@ def test_variant_errors_name_the_key(demo):
         with pytest.raises(plan.ConfigError, match=message):
             plan.check_config(config)
 
-    check({"ease": {"method": "posit"}}, ["ease"], "variants: 'ease' is also a method under hyperparameters")
+    check({"ease": {"method": "posit"}}, ["ease"], "variants: 'ease' is also the name of a method")
     check({"posit_x": {"method": "posit", "tie": "share"}}, ["posit_x"], r"variants.posit_x: \['tie'\] are not hyperparameters of posit")
-    check({}, ["posit", "slim"], "methods: 'slim' is neither a method under hyperparameters nor a variant")
+    check({}, ["posit", "slim"], "methods: 'slim' is neither a method .* nor a variant")
     check({"rerank_x": {"method": "rerank", "base": "ease_fast"}}, ["ease", "rerank_x"], "rerank_x for ml-100k: its base 'ease_fast'")
+    check({"post_x": {"method": "post", "gamma": 0.1}}, ["post_x"], "post_x for ml-100k: its base 'ease' must also be in methods")
+    check({"rerank_x": {"method": "rerank", "low": 0.3}}, ["ease", "rerank_x"], r"rerank_x for ml-100k: high \(0.2\) must be greater than low \(0.3\)")
 
 
 def test_a_variant_trains_and_is_resourced_as_its_method(demo):
@@ -221,3 +267,154 @@ def test_an_experiment_has_results_and_logs_of_its_own(demo):
     assert plan.run_dir(config, "ml-100k", "ease", 0) == "results/ablation/ml-100k/ease/seed0"
     assert plan.train_inputs(config, "ml-100k", "ease", 0)["train"] == "data/processed/ml-100k/train.npz"
     assert plan.results_root(demo) == "results"
+
+# ------------------------------------------------------------------ checks when the workflow starts
+
+from semtail import config_schema  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def schema():
+    return config_schema.load_schema(SCHEMA)
+
+
+def test_text_from_the_command_line_becomes_numbers_where_the_schema_wants_them(demo, schema):
+    """`--config seeds=[5]` gives ['5'] (YAML's base loader), `seeds=5` gives 5."""
+    config = copy.deepcopy(demo)
+    config.update(seeds=["5", "07"], evaluation={**demo["evaluation"], "ks": ["10", "20"], "tail_interaction_share": "0.3"})
+    config["datasets"]["ml-100k"]["preprocess"].update(threshold="null", n_heldout="50")
+    config["hyperparameters"]["posit"].update(lr="0.5", ones_aware="true", adversary="2mlp50")
+    config["compute"] = {"device": "cpu", "gpus_per_job": "0"}  # --config 'compute={device: cpu, gpus_per_job: 0}'
+    config_schema.check_against_schema(config, schema)
+    assert config["compute"] == {"device": "cpu", "gpus_per_job": 0}
+    assert config["seeds"] == [5, 7] and config["evaluation"]["ks"] == [10, 20]
+    assert config["evaluation"]["tail_interaction_share"] == 0.3
+    assert config["datasets"]["ml-100k"]["preprocess"]["threshold"] is None
+    assert config["datasets"]["ml-100k"]["preprocess"]["n_heldout"] == 50
+    assert (config["hyperparameters"]["posit"]["lr"], config["hyperparameters"]["posit"]["ones_aware"]) == (0.5, True)
+    assert config["hyperparameters"]["posit"]["adversary"] == "2mlp50"
+    validate(config, SCHEMA)
+    one = dict(copy.deepcopy(demo), seeds=5, methods="ease")
+    config_schema.check_against_schema(one, schema)
+    assert one["seeds"] == [5] and one["methods"] == ["ease"]
+    bad = dict(copy.deepcopy(demo), seeds=["x"])
+    with pytest.raises(plan.ConfigError, match=r"^config: seeds\[0\]: 'x' is not of type 'integer'"):
+        config_schema.check_against_schema(bad, schema)
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (
+            lambda c: c.update(seed=[0]),
+            "config: unknown key 'seed'; did you mean 'seeds'?\n"
+            "  keys allowed at the top level: compute, datasets, evaluation, experiment, hyperparameters, methods, overrides, seeds, variants",
+        ),
+        (
+            lambda c: c["datasets"]["ml-100k"]["sources"][0].update(sep=";"),
+            "config: datasets.ml-100k.sources[0].sep: not allowed here; see the description of 'sep'",
+        ),
+        (lambda c: c["datasets"]["ml-100k"]["preprocess"].update(min_uc=-1), "config: datasets.ml-100k.preprocess.min_uc: -1 is less than the minimum of 0"),
+    ],
+)
+def test_a_schema_problem_is_said_in_a_few_lines(demo, schema, mutate, message):
+    config = copy.deepcopy(demo)
+    mutate(config)
+    with pytest.raises(plan.ConfigError) as error:
+        config_schema.check_against_schema(config, schema)
+    text = str(error.value)
+    assert text.startswith(message) and len(text.splitlines()) <= 4, text
+
+
+def test_coverage_blocks_larger_than_the_test_users_are_refused(demo):
+    config = copy.deepcopy(demo)
+    config["evaluation"]["coverage_block_size"] = 120
+    with pytest.raises(plan.ConfigError) as error:
+        plan.check_config(config)
+    assert str(error.value) == (
+        "evaluation.coverage_block_size (120) is larger than datasets.ml-100k.preprocess.n_heldout (100), the number "
+        "of test users: coverage@k averages over full blocks of test users, and there would be none. Make it at most 100."
+    )
+    config["evaluation"]["coverage_block_size"] = 100
+    plan.check_config(config)
+
+
+def test_a_threshold_on_a_source_without_ratings_is_refused(demo):
+    config = copy.deepcopy(demo)
+    config["datasets"]["ml-100k"]["sources"].append(
+        {"path": "/data/clicks.csv", "format": "delimited", "sep": ",", "columns": {"user": "who", "item": "what"}}
+    )
+    validate(config, SCHEMA)
+    with pytest.raises(plan.ConfigError) as error:
+        plan.check_config(config)
+    assert str(error.value) == (
+        "datasets.ml-100k.preprocess.threshold is 3.5, but sources[2] (format delimited) has no rating column, so "
+        "every row is a positive: set the threshold to null or leave it out"
+    )
+    del config["datasets"]["ml-100k"]["preprocess"]["threshold"]
+    validate(config, SCHEMA)
+    plan.check_config(config)
+
+
+def test_every_run_is_a_target_of_its_own(demo):
+    targets = plan.final_targets(demo)
+    runs = [f"results/ml-100k/{m}/seed{s}/metrics.json" for m in demo["methods"] for s in demo["seeds"]]
+    assert [t for t in targets if t.endswith("metrics.json")] == runs
+
+
+def test_a_dataset_that_is_not_configured_is_a_pattern_of_its_own():
+    import re
+
+    pattern = re.compile(rf"results/(?P<d>{plan.unconfigured_dataset_pattern(['ml-100k', 'ml-20m'])})/summary.md")
+    assert pattern.fullmatch("results/netflix/summary.md").group("d") == "netflix"
+    assert pattern.fullmatch("results/ml-100k-min50/summary.md").group("d") == "ml-100k-min50"
+    assert pattern.fullmatch("results/ml-100k/summary.md") is None and pattern.fullmatch("results/ml-20m/summary.md") is None
+
+
+def dry_run(tmp_path, *args, config=None):
+    configfile = tmp_path / "config.yaml"
+    configfile.write_text(yaml.safe_dump(config or load("config.yaml")))
+    snakemake = Path(sys.executable).parent / "snakemake"
+    return subprocess.run(
+        [str(snakemake), "-n", "--configfile", str(configfile), "--directory", str(tmp_path), "-s", str(ROOT / "Snakefile"), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_snakemake_says_what_is_wrong_in_a_few_lines(tmp_path, demo):
+    config = copy.deepcopy(demo)
+    config["seed"] = config.pop("seeds")
+    done = dry_run(tmp_path, config=config)
+    output = done.stdout + done.stderr
+    assert done.returncode != 0
+    assert "config: unknown key 'seed'; did you mean 'seeds'?" in output
+    assert len(output.splitlines()) < 20, output
+
+    config = copy.deepcopy(demo)
+    config["evaluation"]["coverage_block_size"] = 500
+    done = dry_run(tmp_path, config=config)
+    assert done.returncode != 0 and "evaluation.coverage_block_size (500) is larger than" in done.stdout + done.stderr
+
+
+def test_a_target_of_a_dataset_not_in_the_config_says_so(tmp_path):
+    done = dry_run(tmp_path, "results/ml-20m/summary.md")
+    output = done.stdout + done.stderr
+    assert done.returncode != 0
+    assert "results/ml-20m/summary.md: 'ml-20m' is not in datasets: of the config (configured: ml-100k)" in output
+    assert "No rule to produce" not in output
+
+
+def test_seeds_from_the_command_line(tmp_path):
+    done = dry_run(tmp_path, "--config", "seeds=[5]")
+    assert done.returncode == 0, done.stdout + done.stderr
+    models = set(re.findall(r"results/ml-100k/\w+/seed(\d+)/model.pt", done.stdout))
+    assert models == {"5"}
+
+
+def test_a_typo_in_a_hyperparameter_is_named_with_the_nearest_known_one(demo):
+    config = copy.deepcopy(demo)
+    config["hyperparameters"]["ease"]["epochs_"] = 3
+    with pytest.raises(plan.ConfigError, match=r"^hyperparameters.ease: \['epochs_'\] are not hyperparameters of ease; did you mean 'epochs'\?"):
+        plan.check_config(config)

@@ -19,7 +19,8 @@ import torch
 
 from method_settings import method_of, sgd_methods
 from semtail import evaluate as ev
-from semtail.models import Run, method_module
+from semtail.registry import method_module
+from semtail.models.base import Run
 from semtail.models.synthetic import training_data
 from semtail.training import DeviceRows, validation_ndcg
 
@@ -36,7 +37,7 @@ def fit_on(device: torch.device, name: str):
     return method_module(method).fit(DATA, HYPERPARAMETERS[name], Run("toy", method, 0, device=device))
 
 
-@pytest.mark.parametrize("name", ["ease", "ipw", "cvar", "posit", "posit_mlp"])
+@pytest.mark.parametrize("name", list(sgd_methods(batch_size=64)))
 def test_sgd_training_on_cuda_matches_the_cpu(name):
     on_cpu, on_gpu = fit_on(CPU, name), fit_on(CUDA, name)
     assert on_gpu.state["U"].device == CPU  # model files always hold host tensors

@@ -1,5 +1,7 @@
-"""The conda environments in envs/ agree with the Python requirements in pyproject.toml."""
+"""The conda environments in envs/ agree with the Python requirements in pyproject.toml, and the exact
+pins beside them (envs/requirements.lock.txt, envs/*.lock.yaml) with both and with what is installed."""
 
+import importlib.metadata
 import re
 import tomllib
 from pathlib import Path
@@ -7,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[1]
 CONDA_TO_PIP = {"pytorch": "torch"}
@@ -36,7 +39,8 @@ def env_requirements(env_file: Path) -> dict[str, Requirement]:
     return found
 
 
-ENV_FILES = sorted((ROOT / "envs").glob("*.yaml"))
+ENV_FILES = sorted(p for p in (ROOT / "envs").glob("*.yaml") if not p.name.endswith(".lock.yaml"))
+PIP_LOCK = ROOT / "envs/requirements.lock.txt"
 
 
 def test_there_are_environments():
@@ -68,3 +72,65 @@ def test_every_rule_names_an_existing_environment():
     assert len(conda_files) == len(rule_names), "every rule declares a conda environment"
     for env in conda_files:
         assert (ROOT / env).is_file(), f"rules refer to missing {env}"
+
+
+# ---------------------------------------------------------------------------------------- the pins
+
+
+def pip_pins() -> dict[str, str]:
+    pins = {}
+    for line in PIP_LOCK.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            requirement = Requirement(line)
+            [specifier] = requirement.specifier
+            assert specifier.operator == "==", line
+            pins[canonicalize_name(requirement.name)] = specifier.version
+    return pins
+
+
+def all_requirements() -> list[Requirement]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    lines = project["dependencies"] + [r for extra in project["optional-dependencies"].values() for r in extra]
+    return [Requirement(line) for line in lines]
+
+
+def test_every_requirement_is_pinned_within_its_range():
+    pins = pip_pins()
+    for requirement in all_requirements():
+        name = canonicalize_name(requirement.name)
+        assert name in pins, f"{requirement} is not pinned in {PIP_LOCK.name}: run tools/pin_environments.py"
+        assert requirement.specifier.contains(pins[name], prereleases=True), f"{name}=={pins[name]} is outside {requirement}"
+
+
+@pytest.mark.parametrize("env_file", ENV_FILES, ids=lambda p: p.name)
+def test_each_environment_has_exact_pins_of_the_same_packages(env_file):
+    lock_file = env_file.with_name(f"{env_file.stem}.lock.yaml")
+    assert lock_file.is_file(), f"{lock_file.name} is missing: run tools/pin_environments.py"
+    loose, locked = env_requirements(env_file), env_requirements(lock_file)
+    assert set(locked) == set(loose), f"{lock_file.name} pins {sorted(locked)}, {env_file.name} lists {sorted(loose)}"
+    pins = pip_pins()
+    for name, requirement in locked.items():
+        [specifier] = requirement.specifier
+        assert specifier.operator == "==", f"{lock_file.name}: {requirement} is not an exact pin"
+        assert loose[name].specifier.contains(specifier.version, prereleases=True), f"{lock_file.name}: {requirement} is outside {loose[name]}"
+        assert specifier.version == pins[canonicalize_name(name)], f"{lock_file.name}: {requirement}, {PIP_LOCK.name}: {pins[canonicalize_name(name)]}"
+    python = [d for d in yaml.safe_load(lock_file.read_text())["dependencies"] if isinstance(d, str) and d.startswith("python")]
+    assert python and re.fullmatch(r"python==3\.\d+\.\d+", python[0]), python
+
+
+def test_the_installed_packages_are_the_pinned_ones():
+    """What the tests run with is what the pins say (workflow.sh installs with them as constraints)."""
+    pins = pip_pins()
+    differ = []
+    for requirement in all_requirements():
+        name = canonicalize_name(requirement.name)
+        try:
+            installed = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue  # an extra that this environment does without
+        if installed != pins[name]:
+            differ.append(f"{name} {installed} installed, {pins[name]} pinned")
+    assert not differ, (
+        f"{'; '.join(differ)}. Install the pins (pip install -c envs/requirements.lock.txt -e \".[workflow,test]\"), "
+        "or, having tested the installed versions, refresh the pins: python tools/pin_environments.py"
+    )

@@ -194,7 +194,7 @@ def test_load_split_rejects_mismatched_and_overlapping_files(tmp_path):
 
 
 def hand_made_model(path: Path, weights: np.ndarray, method="ease_closed", seed=0):
-    """A model file as the methods' contract describes it (semtail.models)."""
+    """A model file as the methods' contract describes it (semtail.modelfile)."""
     model = {
         "format_version": 2,
         "dataset": "tiny",
@@ -216,6 +216,22 @@ def hand_made_model(path: Path, weights: np.ndarray, method="ease_closed", seed=
     return model
 
 
+def run_evaluate_script(model: Path, split_folder: Path, out: Path, work: Path) -> subprocess.CompletedProcess:
+    """workflow_scripts/evaluate.py run by hand, with work/params.yaml, logging to work/evaluate.log."""
+    command = [
+        sys.executable, str(ROOT / "workflow_scripts/evaluate.py"),
+        "--input", f"model={model}",
+        *[arg for name in ("train", "test_tr", "test_te") for arg in ("--input", f"{name}={split_folder / (name + '.npz')}")],
+        "--output", f"metrics={out / 'metrics.json'}",
+        "--output", f"topk={out / 'topk.npz'}",
+        "--output", f"item_stats={out / 'items.npz'}",
+        "--params", str(work / "params.yaml"),
+        "--resource", "gpu=0",
+        "--log", str(work / "evaluate.log"),
+    ]  # fmt: skip
+    return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=120)
+
+
 def test_evaluate_script_end_to_end(tmp_path):
     train, fold_in, heldout = tiny_split()
     folder = write_split(tmp_path / "data", train, fold_in, heldout)
@@ -227,18 +243,7 @@ def test_evaluate_script_end_to_end(tmp_path):
         "device: cpu\n"
     )
     out = tmp_path / "results"
-    command = [
-        sys.executable, str(ROOT / "workflow_scripts/evaluate.py"),
-        "--input", f"model={tmp_path / 'model.pt'}",
-        *[arg for name in ("train", "test_tr", "test_te") for arg in ("--input", f"{name}={folder / (name + '.npz')}")],
-        "--output", f"metrics={out / 'metrics.json'}",
-        "--output", f"topk={out / 'topk.npz'}",
-        "--output", f"item_stats={out / 'items.npz'}",
-        "--params", str(tmp_path / "params.yaml"),
-        "--resource", "gpu=0",
-        "--log", str(tmp_path / "evaluate.log"),
-    ]
-    completed = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=120)
+    completed = run_evaluate_script(tmp_path / "model.pt", folder, out, tmp_path)
     assert completed.returncode == 0, completed.stderr
     record = json.loads((out / "metrics.json").read_text())
     assert (record["dataset"], record["method"], record["seed"]) == ("tiny", "ease_closed", 0)
@@ -265,3 +270,22 @@ def test_evaluate_script_end_to_end(tmp_path):
         hits = [sum(i in masked[u][:10] and heldout[u, i] > 0 for u in range(230)) for i in range(25)]
         np.testing.assert_array_equal(items["hits_at_10"], hits)
     assert not list(out.glob(".*partial*"))
+
+
+def test_ks_beyond_the_catalog_fail_the_job_at_its_start(tmp_path):
+    """Checked before the model is even read: here there is no model file at all."""
+    train, fold_in, heldout = tiny_split()
+    folder = write_split(tmp_path / "data", train, fold_in, heldout)
+    (tmp_path / "params.yaml").write_text(
+        "evaluation: {ks: [5, 30, 40], coverage_block_size: 100, tail_interaction_share: 0.2, batch_size: 50}\ndevice: cpu\n"
+    )
+    completed = run_evaluate_script(tmp_path / "no-model.pt", folder, tmp_path, tmp_path)
+    assert completed.returncode != 0
+    message = (
+        "evaluation.ks: [30, 40] are larger than the 25 items of the dataset (its preprocessed split): lists cannot "
+        "hold more items than the catalog; give ks of at most 25"
+    )
+    assert message in (tmp_path / "evaluate.log").read_text()
+    assert not (tmp_path / "metrics.json").exists()
+    with pytest.raises(ValueError, match=r"evaluation.ks: \[26\] is larger than the 25 items of ml-tiny"):
+        ev.evaluate_model_file(tmp_path / "no-model.pt", as_split(train, fold_in, heldout), {"ks": [25, 26]}, "cpu", {"dataset": "ml-tiny"})

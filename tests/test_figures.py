@@ -3,6 +3,7 @@ checked to give decodable, non-blank PNGs and real PDFs."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import scipy.sparse as sp
 import torch
 
 from semtail import evaluate as ev
-from semtail import figures
+from semtail import figures, registry
 
 ROOT = Path(__file__).resolve().parents[1]
 FIGURES = ("coverage_at_k", "item_recall_by_popularity", "accuracy_coverage_tradeoff", "lorenz")
@@ -65,11 +66,24 @@ def tiny_results(tmp_path_factory):
     return folder, paths
 
 
-def test_every_method_keeps_its_colour_and_unknown_methods_get_distinct_ones():
+def test_every_method_keeps_its_declared_colour_and_unknown_names_get_distinct_ones():
     colours = figures.method_colours(["mostpop", "new_a", "posit", "new_b"])
-    assert colours["posit"] == figures.METHOD_COLOURS["posit"] == figures.method_colours(["posit"])["posit"]
+    assert colours["posit"] == registry.declaration("posit").figures["colour"] == figures.method_colours(["posit"])["posit"]
     assert len(set(colours.values())) == 4
-    assert len(set(figures.METHOD_COLOURS.values())) == len(figures.METHOD_COLOURS)
+    declared = [method.figures["colour"] for method in registry.methods().values()]
+    assert len(set(declared)) == len(declared)
+    assert figures.styles(["new_a"])["new_a"].label == "new_a"
+
+
+def test_a_copied_declaration_gets_a_label_and_colour_of_its_own(monkeypatch):
+    declared = registry.methods()
+    copy = dataclasses.replace(declared["ease"], name="ease_copy")
+    monkeypatch.setattr(registry, "methods", lambda: {**declared, "ease_copy": copy})
+    drawn = figures.styles(["ease", "ease_copy", "mostpop"])
+    assert (drawn["ease"].label, drawn["ease_copy"].label) == ("EASE", "EASE (ease_copy)")
+    assert drawn["ease"].colour == declared["ease"].figures["colour"] != drawn["ease_copy"].colour
+    assert drawn["ease_copy"].marker == drawn["ease"].marker
+    assert drawn["mostpop"].outlier and not drawn["ease"].outlier
 
 
 def test_popularity_groups_cut_sorted_items_into_equal_groups():

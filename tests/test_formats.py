@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from semtail.datasets.formats import FORMATS, RawFormatError, read_interactions
-from synthetic_data import add_bytes, netflix_movie_texts, synthetic_for_format, write_netflix_tar
+from synthetic_data import SOURCE_OPTIONS, add_bytes, netflix_movie_texts, synthetic_for_format, write_netflix_tar
 
 
 def rows(frame: pd.DataFrame) -> list[tuple]:
@@ -30,11 +30,11 @@ def expected_order(raw_format: str, frame: pd.DataFrame) -> pd.DataFrame:
 @pytest.mark.parametrize("raw_format", FORMATS)
 def test_each_format_reads_back_what_was_written(raw_format, raw_files):
     frame = synthetic_for_format(raw_format, seed=3)
-    got = read_interactions(raw_format, raw_files(raw_format, frame))
+    got = read_interactions(raw_format, raw_files(raw_format, frame), SOURCE_OPTIONS.get(raw_format))
     assert list(got.columns) == ["user", "item", "rating"]
     assert rows(got) == rows(expected_order(raw_format, frame))
     assert got["rating"].dtype == np.float32 and not got["rating"].isna().any()
-    if raw_format == "msd-triplets":
+    if raw_format in ("msd-triplets", "delimited"):
         assert all(isinstance(u, str) for u in got["user"].astype(object).head())
     else:
         assert np.issubdtype(got["user"].dtype, np.integer) and np.issubdtype(got["item"].dtype, np.integer)
@@ -92,14 +92,14 @@ def replace_line(path, number, text):
         ("ml-20m", 1, "user,movie,rating,timestamp\n", "expected the header"),
         ("ml-20m", 7, "12,34,4.0\n", "expected 4 fields"),
         ("ml-20m", 9, "12,34,four,5\n", "bad rating value"),
-        ("ml-20m", 9, "12,34,nan,5\n", "bad rating value"),
+        ("ml-20m", 9, "12,34,NA,5\n", "bad rating value"),
         ("ml-20m", 11, "12,,4.0,5\n", "bad item value"),
         ("ml-100k", 5, "196\t24\n", "expected 4 fields"),
         ("recbole-inter", 1, "user_id:token\titem_id:token\trating:float\n", "expected the header"),
         ("msd-triplets", 8, "b80344d063b5ccb3212f76538f3d9e43d87dca9e\tSOAKIMP12A8C130995\n", "expected 3 fields"),
         ("netflix-combined", 1, "1488844,3,2005-09-06\n", "expected a 'MovieID:' line first"),
-        ("netflix-combined", 6, "1488844,7,2005-09-06\n", "rating of 1-5"),
-        ("netflix-combined", 6, "1488844,3\n", "rating of 1-5"),
+        ("netflix-combined", 6, "1488844,3\n", "with an integer rating"),
+        ("netflix-combined", 6, "1488844,4.5,2005-09-06\n", "with an integer rating"),
         ("netflix-combined", 6, "abc:\n", "expected 'MovieID:'"),
     ],
 )
@@ -276,3 +276,104 @@ def test_netflix_combined_needs_all_four_files(raw_files):
     for given in (files[:1], files[:3], [*files[:3], files[0].with_name("combined_data_5.txt")]):
         with pytest.raises(RawFormatError, match=r"netflix-combined reads all four files combined_data_1.txt, .*_4.txt"):
             read_interactions("netflix-combined", given)
+
+
+# ---------------------------------------------------------------------------------------- delimited
+
+
+def delimited(tmp_path, text: str, **options) -> tuple[list, dict]:
+    path = tmp_path / "mine.txt"
+    path.write_text(text)
+    return [path], {"format": "delimited", **options}
+
+
+def test_delimited_by_position_without_header_or_rating(tmp_path):
+    files, source = delimited(
+        tmp_path, "2024-01-02\tb 7\tu10\n2024-01-03\ta\tu9\n2024-01-04\ta\tu10\n",
+        sep="\t", header=False, columns={"user": 2, "item": 1, "timestamp": 0},
+    )  # fmt: skip
+    got = read_interactions("delimited", files, source)
+    assert list(got.columns) == ["user", "item"]
+    assert list(zip(got["user"].astype(object), got["item"].astype(object))) == [("u10", "b 7"), ("u9", "a"), ("u10", "a")]
+
+
+def test_delimited_quoted_fields_keep_the_separator(tmp_path):
+    files, source = delimited(
+        tmp_path, 'who,what,score\n"Smith, J.",x,4\n"Doe, A.","y,z",5\n', sep=",", columns={"user": "who", "item": "what", "rating": "score"}
+    )
+    assert rows(read_interactions("delimited", files, source)) == [("Smith, J.", "x", 4.0), ("Doe, A.", "y,z", 5.0)]
+
+
+@pytest.mark.parametrize(
+    "text, options, problem",
+    [
+        ("u;i;r\n", {"columns": {"user": "u", "item": "product"}}, "line 1: the header has no column 'product' (columns.item)"),
+        ("1;2\n3;4\n", {"header": False, "columns": {"user": 0, "item": 2}}, "line 1: columns.item is position 2, but the line has 2 fields"),
+        ("u;i;r\na;b;5\nc;d\n", {"columns": {"user": "u", "item": "i", "rating": "r"}}, "line 3: expected 3 fields separated by ';', found 2"),
+        ("u;i;r\na;b;5\n;d;4\n", {"columns": {"user": "u", "item": "i", "rating": "r"}}, "line 3: bad user value"),
+        ("u;i;r\na;b;5\nc;d;many\n", {"columns": {"user": "u", "item": "i", "rating": "r"}}, "line 3: bad rating value b'many'"),
+        ("u;i;r\na;b;5\nc;d;4", {"columns": {"user": "u", "item": "i", "rating": "r"}}, "line 3: the file does not end with a newline"),
+    ],
+)
+def test_delimited_bad_lines_are_named(tmp_path, text, options, problem):
+    files, source = delimited(tmp_path, text, sep=";", **options)
+    with pytest.raises(RawFormatError) as error:
+        read_interactions("delimited", files, source)
+    assert str(error.value).startswith(f"{files[0]}, {problem}"), str(error.value)
+
+
+@pytest.mark.parametrize(
+    "options, problem",
+    [
+        ({"sep": ";;", "columns": {"user": 0, "item": 1}}, r"here\.sep: the delimited format needs one separator character"),
+        ({"sep": '"', "columns": {"user": 0, "item": 1}}, r"here\.sep: .* not a quote"),
+        ({"sep": ";", "header": False, "columns": {"user": "who", "item": 1}}, r"here\.columns\.user: 'who' is a column name, but header is false"),
+        ({"sep": ";", "columns": {"user": 0}}, r"here\.columns: needs user and item, .* missing \['item'\]"),
+        ({"sep": ";", "columns": {"user": 0, "item": 1, "when": 2}}, r"here\.columns: .* unknown \['when'\]"),
+        ({"sep": ";", "columns": {"user": 0, "item": 0}}, r"here\.columns: \['0'\] given for more than one"),
+        ({"sep": ";", "columns": {"user": -1, "item": 0}}, r"here\.columns\.user: a position counts from 0, got -1"),
+        ({"sep": ";", "header": "yes", "columns": {"user": 0, "item": 1}}, r"here\.header: must be true or false"),
+    ],
+)
+def test_delimited_options_are_checked_by_name(options, problem):
+    from semtail.datasets.formats import DelimitedOptions
+
+    with pytest.raises(RawFormatError, match=problem):
+        DelimitedOptions.from_source(options, "here")
+
+
+# ---------------------------------------------------------------------------------------- anomalies
+
+
+def test_blank_lines_and_non_finite_ratings_are_counted(raw_files):
+    from semtail.datasets.formats import Anomalies
+
+    frame = synthetic_for_format("ml-20m", seed=14)
+    [path] = raw_files("ml-20m", frame)
+    lines = path.read_text().splitlines(keepends=True)
+    lines[5] = "12,34,nan,5\n"  # line 6
+    lines[9] = "12,35,inf,5\n"  # line 10
+    lines[20:20] = ["\n", "\r\n"]  # lines 21 and 22
+    path.write_text("".join(lines))
+    anomalies = Anomalies()
+    got = read_interactions("ml-20m", [path], anomalies=anomalies)
+    kept = frame.drop(index=frame.index[[4, 8]])  # data lines 5 and 9, after the header
+    assert rows(got) == rows(kept)
+    found = anomalies.as_dict()
+    assert found["blank_lines"] == {"count": 2, "first": f"{path}, line 21", "action": "skipped"}
+    assert found["non_finite_ratings"]["count"] == 2 and found["non_finite_ratings"]["action"] == "dropped"
+    assert found["non_finite_ratings"]["first"].startswith(f"{path}, line 6: bad rating value b'nan'")
+
+
+def test_netflix_blank_lines_are_skipped_and_counted(tmp_path):
+    from semtail.datasets.formats import Anomalies
+
+    folder = tmp_path / "netflix"
+    folder.mkdir()
+    texts = ["\n3:\n10,4,2005-01-01\n\n11,7,2005-01-02\n", "4:\n12,1,2005-01-01\n\n\n", "5:\n", "6:\n10,0,2005-02-02\n"]
+    for index, text in enumerate(texts):
+        (folder / f"combined_data_{index + 1}.txt").write_text(text)
+    anomalies = Anomalies()
+    got = read_interactions("netflix-combined", sorted(folder.iterdir()), anomalies=anomalies)
+    assert rows(got) == [(10, 3, 4.0), (11, 3, 7.0), (12, 4, 1.0), (10, 6, 0.0)]  # out of 1-5: kept here
+    assert anomalies.as_dict()["blank_lines"] == {"count": 4, "first": f"{folder / 'combined_data_1.txt'}, line 1", "action": "skipped"}

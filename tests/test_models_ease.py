@@ -5,7 +5,8 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from semtail.models import Run, TrainingData, ease, ease_closed
+from semtail.models import ease, ease_closed
+from semtail.models.base import Run, TrainingData
 from semtail.models.itemitem import reconstruction_loss_per_item
 from semtail.models.synthetic import power_law_interactions
 from semtail.training import Trainer

@@ -8,17 +8,14 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from semtail.models import (
-    FORMAT_VERSION,
-    METHODS,
-    ModelFileError,
-    load_model,
-    read_interactions,
-    rerank,
-    scorer,
-    train_and_save,
-)
+from semtail import registry
+from semtail.modelfile import FORMAT_VERSION, ModelFileError, load_model, scorer
+from semtail.models import rerank
+from semtail.models.base import read_interactions
 from semtail.models.synthetic import training_data
+from semtail.train_job import train_and_save
+
+METHODS = registry.names()
 
 HYPERPARAMETERS = {
     "mostpop": {},
@@ -32,7 +29,14 @@ HYPERPARAMETERS = {
         "signal_momentum": 0.9, "ties": "topk", "adversary_init": "authors",
     },
     "rerank": {"base": "ease", "high": 0.3, "low": 0.05},
+    "causal": {"lr": 0.002, "wd": 1e-4, "batch_size": 32, "epochs": 3, "patience": 3, "drop_last": False, "gamma": 0.1},
+    "post": {"base": "ease", "gamma": 0.05},
 }  # fmt: skip
+
+
+def test_every_method_is_trained_here():
+    assert set(HYPERPARAMETERS) == set(METHODS)
+
 
 
 @pytest.fixture(scope="module")
@@ -49,9 +53,9 @@ def model_files(split_files, tmp_path_factory):
     out = tmp_path_factory.mktemp("models")
     inputs = {name: str(split_files / f"{name}.npz") for name in ("train", "validation_tr", "validation_te")}
     paths = {}
-    for method in METHODS:
+    for method in sorted(METHODS, key=lambda name: registry.declaration(name).training == "on_base"):
         paths[method] = out / f"{method}.pt"
-        extra = {"base_model": str(paths["ease"])} if method == "rerank" else {}
+        extra = {"base_model": str(paths["ease"])} if registry.declaration(method).training == "on_base" else {}
         train_and_save(
             dataset="toy",
             method=method,
@@ -80,14 +84,16 @@ def test_model_file_contract(model_files, split_files, method):
     assert model["code_version"] == "test" and model["train_seconds"] >= 0
     for tensor in model["state"].values():
         assert tensor.dtype == torch.float32 and tensor.device.type == "cpu"
-    if method in ("ease", "ipw", "cvar", "posit"):
+    declared = registry.declaration(method)
+    assert model["state"].keys() == declared.state.keys()
+    if declared.training == "sgd":
         assert torch.all(model["state"]["U"].diagonal() == 0)
         assert len(model["history"]) == 3 and 1 <= model["best_epoch"] <= 3
         assert {"epoch", "loss", "val_ndcg@100", "lr", "seconds"} <= model["history"][0].keys()
         assert not list(model_files[method].parent.glob(f"{method}.checkpoint.pt*"))  # best-epoch files too
     else:
         assert model["history"] == [] and model["best_epoch"] is None
-    if method == "posit":
+    if declared.item_weights:
         assert model["item_weights"].shape == (30,)
         assert model["item_weights"].mean().item() == pytest.approx(1.0, rel=1e-5)
         assert "adversary_loss" in model["history"][0] and "weight_std" in model["history"][0]
@@ -108,8 +114,12 @@ def test_scorer_against_an_independent_computation(model_files, split_files, met
         base = fold_in.astype(np.float64) @ load_model(model_files["ease"])["state"]["U"].double().numpy()
         expected = rerank.ranking_key(torch.from_numpy(base).float(), torch.from_numpy(popularity).float(), 0.3, 0.05)
         assert torch.equal(scores, expected)
+    elif method == "post":
+        base = fold_in.astype(np.float64) @ load_model(model_files["ease"])["state"]["U"].double().numpy()
+        expected = base - 0.05 * np.log(1 + popularity)
+        np.testing.assert_allclose(scores.numpy(), expected, rtol=1e-5, atol=1e-6)
     else:
-        matrix = model["state"]["B" if method == "ease_closed" else "U"].double().numpy()
+        matrix = model["state"][registry.declaration(method).item_item].double().numpy()
         np.testing.assert_allclose(scores.numpy(), fold_in.astype(np.float64) @ matrix, rtol=1e-5, atol=1e-6)
 
 
@@ -139,6 +149,33 @@ def test_load_model_errors_name_the_file(tmp_path, model_files):
     torch.save({**model, "state": {"U": torch.zeros(3, 3)}}, bad_shape)
     with pytest.raises(ModelFileError, match=r"shape.pt: state\['U'\] has shape"):
         load_model(bad_shape)
+
+
+def test_item_weights_are_there_exactly_for_methods_that_declare_them(tmp_path, model_files):
+    ease, posit = load_model(model_files["ease"]), load_model(model_files["posit"])
+    torch.save({**ease, "item_weights": torch.ones(30)}, tmp_path / "ease.pt")
+    with pytest.raises(ModelFileError, match="ease.pt: ease learns no item weights"):
+        load_model(tmp_path / "ease.pt")
+    torch.save({**posit, "item_weights": None}, tmp_path / "posit.pt")
+    with pytest.raises(ModelFileError, match="posit.pt: posit learns item weights"):
+        load_model(tmp_path / "posit.pt")
+    torch.save({**ease, "method": "slim"}, tmp_path / "slim.pt")
+    with pytest.raises(ModelFileError, match="slim.pt: 'slim' is not a method"):
+        load_model(tmp_path / "slim.pt")
+
+
+def test_declared_defaults_are_recorded_and_wrong_values_named(split_files, tmp_path):
+    inputs = {name: str(split_files / f"{name}.npz") for name in ("train", "validation_tr", "validation_te")}
+    job = dict(dataset="toy", method="ipw", seed=0, inputs=inputs, device=torch.device("cpu"),
+               environment={"device": "cpu"}, code_version="test", variant="ipw_default")  # fmt: skip
+    without_lam = {k: v for k, v in HYPERPARAMETERS["ipw"].items() if k != "lam"}
+    model = train_and_save(hyperparameters=without_lam, output=tmp_path / "ipw.pt", **job)
+    assert model["hyperparameters"] == {**without_lam, "lam": 1.0} == load_model(tmp_path / "ipw.pt")["hyperparameters"]
+    with pytest.raises(ValueError, match="hyperparameters.ipw_default.alpha: -1 must be at least 0"):
+        train_and_save(hyperparameters={**without_lam, "alpha": -1}, output=tmp_path / "bad.pt", **job)
+    with pytest.raises(ValueError, match=r"hyperparameters.ipw_default: missing \['alpha'\]"):
+        train_and_save(hyperparameters={k: v for k, v in without_lam.items() if k != "alpha"}, output=tmp_path / "bad.pt", **job)
+    assert not (tmp_path / "bad.pt").exists()
 
 
 def test_read_interactions_rejects_non_binary_and_wrong_width(tmp_path):

@@ -5,7 +5,8 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from semtail.models import Run, TrainingData, posit
+from semtail.models import posit
+from semtail.models.base import Run, TrainingData
 from semtail.models.synthetic import power_law_interactions
 
 HYPERPARAMETERS = {

@@ -10,7 +10,8 @@ import torch
 import yaml
 
 from semtail.metrics import rank_top_k
-from semtail.models import Run, TrainingData, rerank
+from semtail.models import rerank
+from semtail.models.base import Run, TrainingData
 from semtail.workflow import ConfigError, check_config
 
 SCORES = torch.tensor([[0.9, 0.3, 0.05, 0.6, 0.2, 0.3]])

@@ -4,6 +4,7 @@ raw data, the loud warning on a size mismatch, and that a failure writes nothing
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -229,3 +230,71 @@ def test_a_float_where_an_integer_belongs_is_named(raw_files, tmp_path):
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "datasets.synthetic.preprocess.n_heldout: must be an integer, got 12.0" in result.stderr
     assert not outputs["stats"].parent.exists()
+
+
+def test_odd_ratings_and_blank_lines_are_warned_about_and_recorded(raw_files, tmp_path):
+    """Ratings outside ML-20M's 0.5-5 are kept and counted, non-finite ones dropped, blank lines
+    skipped: each said in the log and written into stats.json's data_warnings."""
+    frame = synthetic_for_format("ml-20m", seed=26, n_users=150)
+    frame.loc[[3, 40], "rating"] = [0.0, 7.5]
+    [path] = raw_files("ml-20m", frame)
+    lines = path.read_text().splitlines(keepends=True)
+    lines[11] = lines[11].replace(lines[11].split(",")[2], "nan")  # line 12
+    lines[30:30] = ["\n"]  # line 31
+    path.write_text("".join(lines))
+    provenance = tmp_path / "data/raw/synthetic/provenance.json"
+    fetch_dataset("synthetic", [{"path": str(path), "format": "ml-20m"}], provenance)
+    outputs = output_paths(tmp_path / "out")
+    result = run_preprocess(tmp_path, provenance, {"dataset": "synthetic", "preprocess": SETTINGS["ml-20m"]}, outputs)
+    assert result.returncode == 0, result.stderr
+
+    warnings = json.loads(outputs["stats"].read_text())["data_warnings"]
+    assert warnings["ratings_outside_scale"] == {
+        "count": 2, "first": None, "action": "kept (the threshold still applies)",
+        "scale": [0.5, 5.0], "lowest": 0.0, "highest": 7.5,
+    }  # fmt: skip
+    assert warnings["blank_lines"] == {"count": 1, "first": f"{path}, line 31", "action": "skipped"}
+    assert warnings["non_finite_ratings"]["count"] == 1 and warnings["non_finite_ratings"]["action"] == "dropped"
+    log = (tmp_path / "preprocess.log").read_text()
+    for line in (
+        "synthetic: 2 ratings outside the ml-20m scale (0.5 to 5; seen 0 to 7.5), kept (the threshold still "
+        "applies); see stats.json, data_warnings",
+        f"synthetic: 1 blank line(s), skipped (first: {path}, line 31)",
+        f"synthetic: 1 non-finite rating(s) (NaN or infinite), dropped (first: {path}, line 12: bad rating value b'nan'",
+    ):
+        assert line in log, (line, log)
+
+
+def test_a_path_source_changed_in_place_is_refused(raw_files, tmp_path):
+    """The same size but other content: the sha256 recorded when it was first read tells."""
+    frame = synthetic_for_format("ml-20m", seed=27, n_users=150)
+    provenance = downloaded("ml-20m", frame, raw_files, tmp_path)
+    recorded = json.loads(provenance.read_text())
+    raw = Path(recorded["files"][0])
+    assert recorded["verified"] == [] and recorded["file_checksums"][str(raw)]["sha256"] == hashlib.sha256(raw.read_bytes()).hexdigest()
+    text = raw.read_text()
+    assert ",4.0," in text
+    raw.write_text(text.replace(",4.0,", ",5.0,", 1))
+    assert raw.stat().st_size == recorded["file_checksums"][str(raw)]["bytes"]
+    outputs = output_paths(tmp_path / "out")
+    result = run_preprocess(tmp_path, provenance, {"dataset": "synthetic", "preprocess": SETTINGS["ml-20m"]}, outputs)
+    assert result.returncode == 1
+    assert f"{raw}: its sha256 is {hashlib.sha256(raw.read_bytes()).hexdigest()} now" in result.stderr
+    assert "it changed since, rerun the download stage to use it as it is now (snakemake --forcerun download)" in result.stderr
+
+
+def test_a_threshold_on_data_without_ratings_is_refused(tmp_path):
+    path = tmp_path / "clicks.csv"
+    path.write_text("".join(f"u{u},i{(u * 7 + k) % 40}\n" for u in range(60) for k in range(8)))
+    provenance = tmp_path / "raw/provenance.json"
+    fetch_dataset("clicks", [{"path": str(path), "format": "delimited", "sep": ",", "header": False, "columns": {"user": 0, "item": 1}}], provenance)
+    outputs = output_paths(tmp_path / "out")
+    settings = {**SETTINGS["ml-20m"], "n_heldout": 5}
+    result = run_preprocess(tmp_path, provenance, {"dataset": "clicks", "preprocess": settings}, outputs)
+    assert result.returncode == 1
+    assert "datasets.clicks.preprocess.threshold is 3.5, but the data has no ratings (every row is a positive): set it to null or leave it out" in result.stderr
+    del settings["threshold"]
+    result = run_preprocess(tmp_path, provenance, {"dataset": "clicks", "preprocess": settings}, outputs)
+    assert result.returncode == 0, result.stderr
+    stats = json.loads(outputs["stats"].read_text())
+    assert stats["interactions_after_filtering"] == 60 * 8 and stats["users"] == 60

@@ -9,7 +9,9 @@ import torch
 
 from method_settings import method_of, sgd_methods
 from semtail import training
-from semtail.models import Run, itemitem, method_module
+from semtail.models import itemitem
+from semtail.models.base import Run
+from semtail.registry import method_module
 from semtail.models.itemitem import predict, to_torch_csr
 from semtail.models.synthetic import power_law_interactions, training_data
 

@@ -4,7 +4,7 @@ import textwrap
 
 import pytest
 
-from semtail import provenance
+from semtail import provenance, registry
 
 
 @pytest.fixture
@@ -106,6 +106,17 @@ def test_comments_and_formatting_do_not_change_the_version(package_copy):
     assert provenance.code_version("posit") == before
 
 
+def test_a_declaration_is_left_out_of_the_version(package_copy):
+    """What in a DECLARATION changes results reaches jobs as params; a label or colour reruns nothing."""
+    module = package_copy / "models/posit.py"
+    edit(module, 'DECLARATION = {"figures": {"colour": "#d55e00"}}\n' + module.read_text())
+    before = provenance.code_version("posit")
+    edit(module, module.read_text().replace("#d55e00", "#000000"))
+    assert provenance.code_version("posit") == before
+    edit(module, module.read_text() + "\nNOT_A_DECLARATION = 1\n")
+    assert provenance.code_version("posit") != before
+
+
 def test_a_missing_module_is_a_clear_error(package_copy):
     with pytest.raises(FileNotFoundError, match="semtail.models.nosuch"):
         provenance.code_version("nosuch")
@@ -130,8 +141,7 @@ def test_the_canonical_tree_ignores_positions_and_empty_fields():
 
 # The real package: which shared modules each job's code version covers. Snakemake cannot see
 # these imports; if one is missing here, editing that module would not rerun the jobs it changes.
-SGD_METHODS = ("ease", "ipw", "cvar", "posit")
-OTHER_METHODS = ("mostpop", "ease_closed", "rerank")
+METHODS = registry.methods()
 
 
 def real_modules(name: str) -> set[str]:
@@ -139,24 +149,31 @@ def real_modules(name: str) -> set[str]:
     return {module.removeprefix("semtail.") for module in provenance.code_files(name)[1]}
 
 
-@pytest.mark.parametrize("method", SGD_METHODS + OTHER_METHODS)
+@pytest.mark.parametrize("method", list(METHODS))
 def test_the_real_training_jobs_cover_their_imports(method):
     modules = real_modules(method)
-    assert {f"models.{method}", "models", "script_io", "device", "provenance", "files"} <= modules
-    assert ("training" in modules) == (method in SGD_METHODS)
+    assert {f"models.{method}", "models", "models.base", "train_job", "registry", "modelfile", "script_io", "device"} <= modules
+    assert ("training" in modules) == (METHODS[method].training == "sgd")
+    assert ("models.on_base" in modules) == (METHODS[method].training == "on_base")
     assert ("models.itemitem" in modules) == (method != "mostpop")
-    assert not {f"models.{other}" for other in SGD_METHODS + OTHER_METHODS if other != method} & modules
+    assert not {f"models.{other}" for other in METHODS if other != method} & modules
+
+
+def test_the_training_loop_does_not_reach_the_registry():
+    """Imports run one way: methods use the loop, the loop never the package that lists methods."""
+    for module in ("training", "models.base", "models.itemitem"):
+        assert "registry" not in {m.removeprefix("semtail.") for m in provenance.module_closure(f"semtail.{module}")}
 
 
 def test_the_real_stages_cover_their_imports():
     expected = {
         "download": {"datasets.sources", "datasets.formats", "script_io"},
         "preprocess": {"datasets.preprocess", "datasets.split", "datasets.formats", "script_io"},
-        "evaluate": {"evaluate", "metrics", "models", "device", "script_io"},
+        "evaluate": {"evaluate", "metrics", "modelfile", "registry", "models.base", "device", "script_io"},
         "aggregate": {"tables", "script_io"},
-        "plot": {"figures", "run_metrics", "script_io"},
-        "plot_weight_landscape": {"figures", "models", "script_io"},  # imported inside a function
-        "plot_adversary": {"figures", "tables", "models", "script_io"},
+        "plot": {"figures", "run_metrics", "registry", "script_io"},
+        "plot_weight_landscape": {"figures", "modelfile", "script_io"},  # imported inside a function
+        "plot_adversary": {"figures", "tables", "modelfile", "registry", "script_io"},
     }
     assert set(expected) == set(provenance.STAGE_SCRIPTS)
     for stage, modules in expected.items():

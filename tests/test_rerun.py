@@ -4,8 +4,9 @@ that depend on it, and running them rewrites exactly their files.
 Every test works in its own copy of one completed run (the session's `completed_demo`), so the
 changes it makes, to configs and even to source files, never touch the repository. The expected
 jobs are built here from the config, the DAG as the issue states it: a method's training feeds its
-evaluation, and rerank's training reads ease's model; the evaluations feed each dataset's tables and
-figures; POSIT's models also feed the weight landscape.
+evaluation, and the training of rerank and post reads ease's model; the evaluations feed each
+dataset's tables and figures; POSIT's models also feed the weight landscape and the adversary's
+table and figure.
 """
 
 from __future__ import annotations
@@ -22,8 +23,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from semtail import registry
+from semtail import workflow as plan
 from workflow_runs import (
     SECOND_DATASET,
+    SGD_METHODS,
     dependents,
     job,
     kill_group,
@@ -51,10 +55,10 @@ def owner(path: str):
         rule = "train" if parts[4] == "model.pt" else "evaluate"
         return job(rule, dataset=dataset, method=method, seed=seed)
     if len(parts) == 4 and parts[2] == "figures":
-        rule = "plot_weight_landscape" if parts[3].startswith("weight_landscape") else "plot"
+        rule = {"weight_landscape": "plot_weight_landscape", "adversary": "plot_adversary"}.get(parts[3].split(".")[0], "plot")
         return job(rule, dataset=dataset)
     if len(parts) == 3:
-        return job("aggregate", dataset=dataset)
+        return job("plot_adversary" if parts[2].startswith("adversary.") else "aggregate", dataset=dataset)
     raise AssertionError(f"no job writes {path}")
 
 
@@ -65,7 +69,7 @@ def rewritten_by(workdir: Path, before: dict[str, int]) -> set:
     return {owner(path) for path, mtime in after.items() if before.get(path) != mtime}
 
 
-FIGURE_RULES = ("plot", "plot_weight_landscape")
+FIGURE_RULES = ("plot", "plot_weight_landscape", "plot_adversary")
 
 
 def assert_reruns_exactly(workdir: Path, expected: set, reason: str | None = None, figures: bool = False) -> dict:
@@ -105,7 +109,7 @@ def test_hyperparameter_change_reruns_that_method_and_its_dependents(demo_copy):
     config["hyperparameters"]["ease"]["lr"] *= 2
     write_config(demo_copy, config)
     methods = dependents(config, "ease")
-    assert methods == ["ease", "rerank"]
+    assert methods == ["ease", "rerank", "post"]
     expected = run_jobs(config, methods=methods) | report_jobs(config, weight_landscape=False)
     planned = assert_reruns_exactly(demo_copy, expected)
     for dataset in config["datasets"]:
@@ -196,17 +200,20 @@ def test_model_code_change_reruns_that_method_only(demo_copy):
 
 
 def test_shared_module_change_reruns_every_method_that_imports_it(demo_copy):
-    """Planned only: training.py is behind the SGD methods (and, through ease's model, rerank),
-    not behind mostpop or the closed-form EASE, whose jobs stay as they are."""
+    """Planned only: training.py is behind the SGD methods (and, through ease's model, rerank and
+    post), not behind mostpop or the closed-form EASE, whose jobs stay as they are."""
     config = read_config(demo_copy)
     module = demo_copy / "workflow_scripts/semtail/training.py"
     module.write_text(module.read_text() + "\n\nADDED_BY_THE_RERUN_TEST = 1\n")
-    methods = sorted({m for sgd in ("ease", "ipw", "cvar", "posit") for m in dependents(config, sgd)})
-    assert methods == ["cvar", "ease", "ipw", "posit", "rerank"]
+    methods = sorted({m for sgd in SGD_METHODS if sgd in config["methods"] for m in dependents(config, sgd)})
+    assert methods == ["causal", "cvar", "ease", "ipw", "posit", "post", "rerank"]
     planned = planned_jobs(demo_copy)
     assert set(planned) == run_jobs(config, methods=methods) | report_jobs(config)
-    trained = {j: why for j, why in planned.items() if j.rule == "train" and dict(j.wildcards)["method"] != "rerank"}
-    assert trained and all("Params have changed" in why for why in trained.values())
+    sgd_trained = {
+        j: why for j, why in planned.items()
+        if j.rule == "train" and registry.declaration(plan.method_of(config, dict(j.wildcards)["method"])).training == "sgd"
+    }  # fmt: skip
+    assert sgd_trained and all("Params have changed" in why for why in sgd_trained.values())
 
 
 def test_comment_docstring_and_formatting_changes_rerun_nothing(demo_copy):
@@ -322,3 +329,23 @@ def test_killed_training_resumes_from_its_checkpoint(demo_copy):
     resumed = torch.load(demo_copy / run / "model.pt", weights_only=True)
     assert torch.equal(resumed["state"]["U"], reference["state"]["U"])
     assert resumed["best_epoch"] == reference["best_epoch"]
+
+
+def test_a_variant_runs_beside_its_method_and_reruns_alone(demo_copy):
+    """A variant of POSIT added to the config trains into a folder of its own; changing its
+    settings reruns its jobs and the tables, nothing of posit."""
+    config = read_config(demo_copy)
+    config["methods"].append("posit_share")
+    config["variants"] = {"posit_share": {"method": "posit", "ties": "share"}}
+    write_config(demo_copy, config)
+    expected = run_jobs(config, methods=["posit_share"]) | report_jobs(config, weight_landscape=False)
+    assert_reruns_exactly(demo_copy, expected)
+    posit_before = metrics_of(demo_copy, "ml-100k", "posit", 0)
+    variant = torch.load(demo_copy / "results/ml-100k/posit_share/seed0/model.pt", weights_only=True)
+    assert (variant["method"], variant["variant"], variant["hyperparameters"]["ties"]) == ("posit", "posit_share", "share")
+
+    config["variants"]["posit_share"]["nstd"] = 0.5
+    write_config(demo_copy, config)
+    planned = assert_reruns_exactly(demo_copy, expected)
+    assert "Params have changed" in planned[job("train", dataset="ml-100k", method="posit_share", seed=0)]
+    assert metrics_of(demo_copy, "ml-100k", "posit", 0) == posit_before

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from semtail import registry
 from semtail import workflow as plan
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,7 +25,7 @@ PAPER = {
     "netflix": (463_435, 17_769, 56_880_037, 1024, 40_000),
     "msd": (571_355, 41_140, 33_633_450, 8192, 50_000),
 }
-SGD = ("ease", "ipw", "cvar", "posit")
+SGD = tuple(name for name, method in registry.methods().items() if method.training == "sgd")
 
 
 @pytest.fixture
@@ -174,3 +175,11 @@ def test_slurm_placeholders_are_refused_by_name():
     assert "--default-resources slurm_partition=" in str(error.value)
     plan.check_cluster_resources({"slurm_partition": "gpu", "slurm_account": "proj42"})
     plan.check_cluster_resources({})
+
+
+def test_causal_and_post_ask_like_the_methods_they_resemble(paper):
+    """Causal trains like ease (same loop, a vector more); post copies its base like rerank."""
+    for dataset in PAPER:
+        assert request(paper, "train", dataset, "causal") == request(paper, "train", dataset, "ease")
+        assert request(paper, "train", dataset, "post") == request(paper, "train", dataset, "rerank")
+    assert plan.training_gpus(paper, "post") == 0 and plan.training_gpus(paper, "causal") == 1

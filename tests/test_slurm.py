@@ -21,6 +21,7 @@ import pytest
 import torch
 from snakemake.profiles import ProfileConfigFileParser
 
+from semtail import registry
 from semtail import workflow as plan
 from slurm_cluster import SlurmCluster, SlurmUnavailable
 from workflow_runs import (
@@ -101,7 +102,7 @@ def test_default_profile_limits_gpu_jobs_to_the_gpu_count(monkeypatch, tmp_path,
 
 def test_local_gpu_limit_reaches_the_scheduler(tmp_path):
     """With three GPUs visible, Snakemake schedules with gpu=3 and every training job takes one,
-    except those of the methods whose training needs no GPU."""
+    except those of the methods whose training needs no GPU (their declarations say which)."""
     workdir = copy_repo(tmp_path / "repo", raw_cache=False)
     config = reduced_config()
     config["compute"]["device"] = "auto"
@@ -113,7 +114,7 @@ def test_local_gpu_limit_reaches_the_scheduler(tmp_path):
     assert len(train_blocks) == len(config["methods"]) * len(config["seeds"])
     for block in train_blocks:
         method = re.search(r"wildcards: .*\bmethod=(\w+)", block).group(1)
-        gpus = 0 if method in ("mostpop", "rerank") else 1
+        gpus = 1 if registry.declaration(plan.method_of(config, method)).gpu else 0
         assert re.search(rf"resources: .*\bgpu={gpus}\b", block), block
     # The limit shows when the scheduler starts: touch one (placeholder) output to start it.
     target = "data/raw/ml-100k/provenance.json"

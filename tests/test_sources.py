@@ -407,12 +407,17 @@ def test_all_failed_says_how_to_set_a_local_source(tmp_path):
         ({"url": "http://x/a.zip", "format": "ml-20m", "md55": "0"}, "unknown keys ['md55']"),
         ({"url": "http://x/a.zip", "format": "ml-20m", "md5": "XYZ"}, "md5 'XYZ' is not 32 lowercase hex digits"),
         ({"pypi": "recbole", "member": "a", "format": "ml-20m"}, "pypi: name==version"),
+        ({"path": "/a.csv", "format": "ml-20m", "sep": ","}, "['sep'] only go with format: delimited"),
+        ({"path": "/a.csv", "format": "delimited", "columns": {"user": 0, "item": 1}}, ".sep: the delimited format needs one separator"),
+        ({"path": "/a.csv", "format": "delimited", "sep": ",", "columns": {"user": 0}}, ".columns: needs user and item"),
     ],
 )
 def test_bad_source_entries_are_named(entry, problem):
     with pytest.raises(DataError) as error:
         Source.from_config(entry, "datasets.x.sources[0]")
-    assert str(error.value).startswith("datasets.x.sources[0]: ") and problem in str(error.value)
+    message = str(error.value)
+    assert message.startswith("datasets.x.sources[0]") and problem in message
+    assert message.startswith("datasets.x.sources[0]: ") or message.startswith(f"datasets.x.sources[0]{problem}")
 
 
 def test_schema_formats_and_shipped_sources_agree_with_the_code():
@@ -479,6 +484,43 @@ def test_damaged_archive_is_named(tmp_path, udata_zip):
         extract_member(archive, "ml-100k/u.data", tmp_path / "target")
 
 
+@pytest.mark.parametrize("member", ["ml-100k/u.data", None])
+def test_truncated_zip_is_said_to_be_damaged_or_truncated(tmp_path, udata_zip, member):
+    """A zip cut short has no central directory, so zipfile does not take it for a zip at all."""
+    archive = tmp_path / "ml-100k.zip"
+    archive.write_bytes(udata_zip[0][: len(udata_zip[0]) // 2])
+    source = {"path": str(archive), "format": "ml-100k", **({"member": member} if member else {})}
+    with pytest.raises(AllSourcesFailed) as error:
+        fetch_dataset("ml-100k", [source], tmp_path / "raw" / "provenance.json")
+    message = str(error.value)
+    assert f"{archive}" in message and "damaged or truncated" in message, message
+    assert "not a zip or tar archive" not in message
+
+
+@pytest.mark.parametrize("kept_bytes", [30, 5000])
+def test_truncated_tar_gz_is_said_to_be_damaged_or_truncated(tmp_path, raw_files, kept_bytes):
+    [archive] = raw_files("netflix-tar", synthetic_for_format("netflix-tar", seed=3))
+    archive.write_bytes(archive.read_bytes()[:kept_bytes])
+    with pytest.raises(DataError, match=rf"{archive}: .*the archive is damaged or truncated"):
+        extract_member(archive, "download/training_set.tar", tmp_path / "target")
+
+
+def test_a_path_without_checksums_is_warned_about_and_recorded(tmp_path, caplog):
+    path = write_udata(synthetic_for_format("ml-100k", seed=4), tmp_path / "u.data")
+    with caplog.at_level("WARNING", logger="semtail.datasets.sources"):
+        provenance = fetch_dataset("ml-100k", [{"path": str(path), "format": "ml-100k"}], tmp_path / "raw" / "provenance.json")
+    digest = sha256(path.read_bytes())
+    assert provenance["verified"] == [] and provenance["file_checksums"][str(path)]["sha256"] == digest
+    [warning] = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warning.startswith(f"path {path}: no md5 or sha256 to check it against, so it cannot be verified.")
+    assert f"to pin it, add sha256: {digest} to the source" in warning
+
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="semtail.datasets.sources"):
+        fetch_dataset("ml-100k", [{"path": str(path), "format": "ml-100k", "sha256": digest}], tmp_path / "raw" / "provenance.json")
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
 # ---------------------------------------------------------------------------------------- the script
 
 
@@ -500,3 +542,20 @@ def test_download_script_standalone(http_root, udata_zip, tmp_path):
     assert result.returncode == 1 and not provenance.exists()
     assert "md5 mismatch" in result.stderr and "Traceback" not in result.stderr
     assert "md5 mismatch" in (tmp_path / "download.log").read_text()
+
+
+def test_a_compressed_file_given_as_the_text_file_is_named(tmp_path):
+    import gzip
+
+    single = tmp_path / "ratings.csv.gz"
+    single.write_bytes(gzip.compress(b"userId,movieId,rating,timestamp\n1,2,3.0,4\n"))
+    bundle = tmp_path / "ratings.tar.gz"
+    with tarfile.open(bundle, "w:gz") as archive:
+        add_bytes(archive, "ratings.csv", b"userId,movieId,rating,timestamp\n1,2,3.0,4\n")
+    for path, problem in (
+        (single, "is gzip-compressed but holds no tar archive: damaged or truncated (fetch it again), or a single compressed file"),
+        (bundle, "is a tar archive; name the file to read with member:"),
+    ):
+        with pytest.raises(AllSourcesFailed) as error:
+            fetch_dataset("d", [{"path": str(path), "format": "ml-20m"}], tmp_path / "raw" / "provenance.json")
+        assert f"{path}" in str(error.value) and problem in str(error.value)

@@ -14,8 +14,10 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from method_settings import method_of, sgd_methods
-from semtail.models import Run, itemitem, method_module
+from semtail.models import itemitem
+from semtail.models.base import Run
 from semtail.models.synthetic import training_data
+from semtail.registry import method_module
 from semtail.training import Trainer, validation_ndcg
 
 N_ITEMS = 240
@@ -80,7 +82,7 @@ def one_step(trainer: Trainer, start: int) -> None:
 
 @pytest.mark.parametrize("kernel", ["device's", *PRODUCT_OPERATORS])
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("name", ["ease", "ipw", "cvar", "posit", "posit_mlp"])
+@pytest.mark.parametrize("name", list(HYPERPARAMETERS))
 def test_a_step_reads_U_once_writes_its_gradient_once_and_updates_in_the_fused_sgd(name, device, kernel, monkeypatch):
     """With the device's product kernel, and with each kernel the device could be given."""
     if kernel != "device's":

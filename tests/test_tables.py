@@ -116,6 +116,36 @@ def test_reported_file_matches_the_papers_table():
     assert posit["metrics"]["Coverage@50"] == "coverage_unmasked@50"
 
 
+def test_reported_rows_of_causal_and_post_and_their_flags():
+    posit = tables.load_reported()["posit"]
+    columns = list(posit["metrics"])
+    netflix = {row: dict(zip(columns, values)) for row, values in posit["datasets"]["netflix"]["results"].items()}
+    assert netflix["Causal"]["Item Recall@50"] > netflix["Causal"]["Item Recall@100"]  # why it is flagged
+    assert "Causal" not in posit["datasets"]["msd"]["results"] and posit["methods"]["Post"] == "post"
+    ml20m_post = dict(zip(columns, posit["datasets"]["ml-20m"]["results"]["Post"]))
+    netflix_post = netflix["Post"]
+    copied = [c for c in columns if ml20m_post[c] == netflix_post[c]]
+    assert copied == ["NDCG@100", "Recall@100", "Recall@50"]
+    flagged = {(flag["row"], m) for flag in posit["datasets"]["ml-20m"]["flags"] for m in flag["metrics"]}
+    assert {("Post", c) for c in copied} <= flagged
+
+
+def test_flagged_reported_values_are_marked_in_the_comparison(tmp_path):
+    paths = [write_run(tmp_path, "netflix", name, 0, metrics_with()) for name in ("causal", "post", "ease")]
+    summary = tables.summarise(tables.load_runs(paths))
+    reported = tables.load_reported()
+    comparison, notes = tables.paper_comparison(summary, "netflix", reported)
+    rows = comparison.set_index(["method", "metric"])
+    assert "above Causal's own Item Recall@100" in rows.loc[("causal", "Item Recall@50"), "flag"]
+    assert "ML-20M Post" in rows.loc[("post", "NDCG@100"), "flag"]
+    assert rows.loc[("causal", "NDCG@100"), "flag"] == "" and rows.loc[("ease", "Recall@50"), "flag"] == ""
+    text = tables.comparison_markdown(comparison, "netflix", reported, notes)
+    assert "| causal | Item Recall@50 | 0.5000 (1) | 0.0468 ± 0.0004 [1] |" in text
+    assert "| post | NDCG@100 | 0.5000 (1) | 0.3927 ± 0.0009 [2] |" in text
+    assert "1. Equal to Netflix Post's Item Recall@50" in text and "2. Equal to ML-20M Post's values" in text
+    assert text.count("[1]") == 2 and text.count("[2]") == 3  # one note per reason, numbered in table order
+
+
 def test_bad_inputs_are_named(tmp_path):
     a = write_run(tmp_path, "ml-20m", "posit", 0, metrics_with())
     with pytest.raises(ValueError, match="both posit seed 0"):
@@ -132,6 +162,12 @@ def test_bad_inputs_are_named(tmp_path):
     broken = tmp_path / "paper.yaml"
     broken.write_text("x:\n  metrics: {A: a, B: b}\n  methods: {M: m}\n  datasets: {d: {results: {M: [1]}}}\n")
     with pytest.raises(ValueError, match="must have 2 values"):
+        tables.load_reported(broken)
+    broken.write_text(
+        "x:\n  metrics: {A: a}\n  methods: {M: m}\n"
+        "  datasets: {d: {results: {M: [1]}, flags: [{row: M, metrics: [B], reason: r}]}}\n"
+    )
+    with pytest.raises(ValueError, match=r"x.datasets.d.flags: M \['B'\] are not reported"):
         tables.load_reported(broken)
 
 

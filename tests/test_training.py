@@ -11,8 +11,11 @@ import scipy.sparse as sp
 import torch
 
 from semtail import training
-from semtail.models import Run, check_checkpoint_cadence, fingerprint, method_module, train_and_save
+from semtail.models.base import Run, check_checkpoint_cadence
 from semtail.models.synthetic import training_data
+from semtail import registry
+from semtail.registry import method_module
+from semtail.train_job import fingerprint, train_and_save
 from semtail.training import DeviceRows, TrainingDiverged, validation_ndcg
 
 DATA = training_data(150, 30, 6, 40, seed=0)
@@ -311,8 +314,11 @@ def test_learning_rate_follows_a_cosine_over_the_epochs():
 
 
 def test_hyperparameter_errors_name_the_key():
-    with pytest.raises(ValueError, match=r"hyperparameters.ease: missing \['patience'\]; unknown \['lam'\]"):
-        method_module("ease").fit(DATA, {**{k: v for k, v in SGD.items() if k != "patience"}, "lam": 1.0}, Run("t", "ease", 0))
+    ease = registry.declaration("ease")
+    with pytest.raises(ValueError, match=r"hyperparameters.ease: \['lam'\] are not hyperparameters of ease"):
+        ease.complete({**SGD, "lam": 1.0}, "hyperparameters.ease")
+    with pytest.raises(ValueError, match=r"hyperparameters.ease: missing \['lr'\]"):
+        ease.complete({k: v for k, v in SGD.items() if k != "lr"}, "hyperparameters.ease")
     with pytest.raises(ValueError, match="batch_size must be at least 1"):
         fit("ease", changes={"batch_size": 0})
     with pytest.raises(ValueError, match="hyperparameters.ease.drop_last: 'no' is not true or false"):

@@ -10,7 +10,7 @@ import scipy.sparse as sp
 import torch
 import yaml
 
-from semtail.models import load_model
+from semtail.modelfile import load_model
 from semtail.models.synthetic import training_data
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -22,10 +22,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from semtail import registry
+from semtail import workflow as plan
+
 REPO = Path(__file__).resolve().parents[1]
 TEST_CONFIG = "test-config.yaml"
 SECOND_DATASET = "ml-100k-min50"
-SGD_METHODS = ("ease", "ipw", "cvar", "posit")
+SGD_METHODS = tuple(name for name, method in registry.methods().items() if method.training == "sgd")
 SNAKEMAKE_TIMEOUT_S = 900  # hangs are silent: every snakemake call is bounded
 
 
@@ -163,10 +166,10 @@ def dry_run_blocks(output: str) -> list[tuple[str, dict[str, str]]]:
     return blocks
 
 
-def planned_jobs(workdir: Path, *args: str) -> dict[Job, str]:
+def planned_jobs(workdir: Path, *args: str, configfile: str | None = TEST_CONFIG) -> dict[Job, str]:
     """The jobs `snakemake --dry-run` would run, each with Snakemake's reason for it."""
     jobs: dict[Job, str] = {}
-    for rule, fields in dry_run_blocks(snakemake(workdir, "--dry-run", *args).stdout):
+    for rule, fields in dry_run_blocks(snakemake(workdir, "--dry-run", *args, configfile=configfile).stdout):
         if rule == "all":
             continue
         wildcards = {}
@@ -190,17 +193,25 @@ def run_jobs(config: dict, datasets=None, methods=None, seeds=None) -> set[Job]:
 
 
 def report_jobs(config: dict, datasets=None, weight_landscape: bool = True) -> set[Job]:
-    """The tables and figures of the given datasets."""
-    rules = ["aggregate", "plot"] + (["plot_weight_landscape"] if weight_landscape and "posit" in config["methods"] else [])
+    """The tables and figures of the given datasets: with a weighted run (POSIT), also the
+    adversary's table and figure, which read every run's metrics, and with `weight_landscape` the
+    weight landscape, which reads only the weighted runs' models."""
+    weighted = bool(plan.weighted_runs(config))
+    rules = ["aggregate", "plot"] + (["plot_adversary"] if weighted else [])
+    rules += ["plot_weight_landscape"] if weight_landscape and weighted else []
     return {job(rule, dataset=d) for d in datasets or config["datasets"] for rule in rules}
 
 
 def dependents(config: dict, method: str) -> list[str]:
-    """`method` and the methods whose training reads its model (rerank reads its base's)."""
-    methods = [method]
-    if "rerank" in config["methods"] and config["hyperparameters"]["rerank"].get("base") == method:
-        methods.append("rerank")
-    return methods
+    """`method` and the names in `methods:` whose training reads its model (rerank and post read
+    their base's), on any dataset."""
+    reading = [
+        name
+        for name in config["methods"]
+        if registry.declaration(plan.method_of(config, name)).training == "on_base"
+        and any(plan.resolve_hyperparameters(config, dataset, name)["base"] == method for dataset in config["datasets"])
+    ]
+    return [method, *reading]
 
 
 def output_times(workdir: Path, pattern: str = "results/**/*") -> dict[str, int]:

@@ -2,14 +2,18 @@
 
     .venv/bin/python tools/tune_demo.py                 # every method, seed 0
     .venv/bin/python tools/tune_demo.py --methods ease posit --seeds 0 1 2
+    .venv/bin/python tools/tune_demo.py --methods causal post   # ease as config.yaml sets it
 
 For each candidate it trains in-process (no model files), scores the validation users' fold-in
 rows with the restored best epoch, and prints validation NDCG@100 and coverage@100 (distinct items
 in the validation users' top-100 lists). The SGD learners are tuned in order: `ease` first, then
-IPW, CVaR and POSIT start from ease's learning rate and weight decay. Rerank re-ranks the best
-`ease` model; its thresholds are chosen for the largest coverage@100 among candidates within 1%
-(relative) of ease's NDCG@100, since NDCG alone would always pick "no re-ranking".
-The results and choices are recorded in docs/hyperparameters.md.
+IPW, CVaR and POSIT start from ease's learning rate and weight decay (without `ease` among
+--methods: config.yaml's ease); Causal's ELU′ needs larger steps, so its learning rate and weight
+decay are searched with γ.
+Rerank and Post work on the best `ease` model; Rerank's thresholds and Post's γ are chosen for the
+largest coverage@100 among candidates within 1% (relative) of ease's NDCG@100, since NDCG alone
+would pick "no re-ranking" and γ = 0. The results and choices are recorded in
+docs/hyperparameters.md.
 """
 
 from __future__ import annotations
@@ -26,8 +30,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "workflow_scripts"))
 
+import yaml  # noqa: E402
+
 from semtail.metrics import ndcg_at_k, rank_top_k  # noqa: E402
-from semtail.models import Run, TrainingData, method_module, read_training_data  # noqa: E402
+from semtail.models.base import Run, TrainingData  # noqa: E402
+from semtail.registry import method_module  # noqa: E402
+from semtail.train_job import read_training_data  # noqa: E402
 
 K = 100
 SGD = {"batch_size": 64, "epochs": 50, "patience": 10, "drop_last": False}
@@ -54,7 +62,7 @@ def evaluate(data: TrainingData, method: str, hyperparameters: dict, seeds: list
     started = time.perf_counter()
     for seed in seeds:
         if base is not None:
-            data.base_model = {"dataset": "ml-100k", "method": "ease", "seed": seed, "n_items": data.n_items,
+            data.base_model = {"dataset": "ml-100k", "method": "ease", "variant": "ease", "seed": seed, "n_items": data.n_items,
                                "state": {"U": base[seed]}}  # fmt: skip
         fitted = method_module(method).fit(data, hyperparameters, Run("ml-100k", method, seed))
         results.append({**validation_scores(data, method, fitted.state, hyperparameters), "best_epoch": fitted.best_epoch,
@@ -87,7 +95,7 @@ def tune(data: TrainingData, method: str, candidates: list[dict], seeds: list[in
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--split", default=str(ROOT / "data/processed/ml-100k"))
-    parser.add_argument("--methods", nargs="+", default=["ease_closed", "ease", "ipw", "cvar", "posit", "rerank"])
+    parser.add_argument("--methods", nargs="+", default=["ease_closed", "ease", "ipw", "cvar", "posit", "causal", "rerank", "post"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
@@ -100,9 +108,22 @@ def main() -> None:
     chosen = {}
     if "ease_closed" in args.methods:
         chosen["ease_closed"] = tune(data, "ease_closed", grid(l2=[25.0, 50.0, 100.0, 200.0, 400.0, 800.0]), [0])
-    ease_candidates = grid(lr=[0.0005, 0.001, 0.002, 0.005, 0.01], wd=[1e-3, 0.1, 0.3, 1.0], **SGD)
-    ease_best, ease_result = chosen["ease"] = tune(data, "ease", ease_candidates, args.seeds)
-    learner = {"lr": ease_best["lr"], "wd": ease_best["wd"], **SGD}
+    if "ease" in args.methods:
+        ease_candidates = grid(lr=[0.0005, 0.001, 0.002, 0.005, 0.01], wd=[1e-3, 0.1, 0.3, 1.0], **SGD)
+        ease_best, ease_result = chosen["ease"] = tune(data, "ease", ease_candidates, args.seeds)
+        learner = {"lr": ease_best["lr"], "wd": ease_best["wd"], **SGD}
+    else:
+        learner = yaml.safe_load((ROOT / "config.yaml").read_text())["hyperparameters"]["ease"]
+        ease_best, ease_result = tune(data, "ease", [learner], args.seeds)
+    floor = 0.99 * ease_result["ndcg@100"]
+    base = dict(zip(args.seeds, ease_result["U"]))
+
+    def most_coverage(items):
+        eligible = [item for item in items if item[1]["ndcg@100"] >= floor]
+        if not eligible:  # none close enough to ease: the least harmful
+            return max(items, key=lambda item: item[1]["ndcg@100"])
+        return max(eligible, key=lambda item: (item[1]["coverage@100"], item[1]["ndcg@100"]))
+
     if "ipw" in args.methods:
         candidates = grid(**learner, lam=1.0, alpha=[0.001, 0.002, 0.003, 0.005, 0.01])
         chosen["ipw"] = tune(data, "ipw", candidates, args.seeds)
@@ -116,16 +137,13 @@ def main() -> None:
             signal_momentum=0.9, ties="share", adversary_init="authors",
         )  # fmt: skip
         chosen["posit"] = tune(data, "posit", candidates, args.seeds)
+    if "causal" in args.methods:
+        candidates = grid(**{**learner, "lr": [0.002, 0.005, 0.01, 0.02, 0.05, 0.1], "wd": [0.01, 0.1, 0.3]}, gamma=[0.0, 0.02, 0.05, 0.1])
+        chosen["causal"] = tune(data, "causal", candidates, args.seeds)
+    if "post" in args.methods:
+        candidates = grid(base="ease", gamma=[0.0, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1])
+        chosen["post"] = tune(data, "post", candidates, args.seeds, base=base, choose=most_coverage)
     if "rerank" in args.methods:
-        floor = 0.99 * ease_result["ndcg@100"]
-        base = dict(zip(args.seeds, ease_result["U"]))
-
-        def most_coverage(items):
-            eligible = [item for item in items if item[1]["ndcg@100"] >= floor]
-            if not eligible:  # none close enough to ease: the least harmful
-                return max(items, key=lambda item: item[1]["ndcg@100"])
-            return max(eligible, key=lambda item: (item[1]["coverage@100"], item[1]["ndcg@100"]))
-
         thresholds = grid(base="ease", high=[0.2, 0.3, 0.4, 0.5, 0.7], low=[0.05, 0.1, 0.15, 0.2, 0.25, 0.3])
         candidates = [c for c in thresholds if c["high"] > c["low"]]
         chosen["rerank"] = tune(data, "rerank", candidates, args.seeds, base=base, choose=most_coverage)

@@ -10,7 +10,7 @@ log = setup_logging(run, "aggregate")
 dataset = run.params.dataset
 runs = tables.load_runs(run.input.metrics, dataset)
 summary = tables.summarise(runs)
-reported = tables.load_reported(run.input.get("paper_results"))
+reported = tables.load_reported(run.input.get("paper_results"))  # by default the package's own
 comparison, notes = tables.paper_comparison(summary, dataset, reported)
 
 with atomic_path(run.output.summary_csv) as tmp:

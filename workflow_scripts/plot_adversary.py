@@ -2,7 +2,7 @@
 
 from semtail import figures, tables
 from semtail.files import atomic_path, write_text
-from semtail.models import load_model
+from semtail.modelfile import load_model
 from semtail.script_io import script_run, setup_logging
 
 run = script_run(globals(), "Tabulate and plot what POSIT's adversary did, beside every method's NDCG and coverage.")

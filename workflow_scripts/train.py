@@ -23,7 +23,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402  (after the OpenMP setting, which is read when torch loads it)
 
 from semtail.device import describe, select_device  # noqa: E402
-from semtail.models import train_and_save  # noqa: E402
+from semtail.train_job import train_and_save  # noqa: E402
 from semtail.provenance import code_version, environment  # noqa: E402
 from semtail.script_io import plain, script_run, setup_logging  # noqa: E402
 

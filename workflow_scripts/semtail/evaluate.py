@@ -18,7 +18,8 @@ import torch
 from semtail import metrics
 from semtail.device import describe
 from semtail.files import atomic_path, write_json
-from semtail.models import load_model, read_interactions, scorer
+from semtail.modelfile import load_model, scorer
+from semtail.models.base import read_interactions
 from semtail.provenance import code_version, environment
 
 log = logging.getLogger(__name__)
@@ -122,6 +123,18 @@ def _dense_rows(matrix: sp.csr_matrix, start: int, stop: int, device: torch.devi
     dense = torch.zeros(rows.shape, dtype=torch.float32, device=device)
     dense[torch.from_numpy(row_of_entry).to(device), torch.from_numpy(rows.indices.astype(np.int64)).to(device)] = 1.0
     return dense
+
+
+def check_ks(ks, n_items: int, dataset: str | None = None) -> None:
+    """The configured ks against the catalog, before anything is loaded: a top-k list longer than the
+    catalog would only be padded with empty slots."""
+    too_large = sorted(int(k) for k in ks if int(k) > n_items)
+    if too_large:
+        raise ValueError(
+            f"evaluation.ks: {too_large} {'is' if len(too_large) == 1 else 'are'} larger than the {n_items} items of "
+            f"{dataset or 'the dataset'} (its preprocessed split): lists cannot hold more items than the catalog; "
+            f"give ks of at most {n_items}"
+        )
 
 
 def metric_ks(ks) -> list[int]:
@@ -279,6 +292,7 @@ def evaluate_model_file(
     params), else computed here.
     """
     started = time.perf_counter()
+    check_ks(evaluation["ks"], split.n_items, (expected or {}).get("dataset"))
     model = load_model(model_path)
     for key, value in (expected or {}).items():
         if str(model.get(key)) != str(value):

@@ -1,5 +1,5 @@
 """The figures of a dataset's results. Every function that draws returns a matplotlib Figure; `save`
-writes it as PNG and PDF. One colour per method throughout (METHOD_COLOURS); where a method has
+writes it as PNG and PDF. One colour per method throughout (its declaration's, `styles`); where a method has
 several seeds, their spread is drawn (bands, error bars or one line per seed)."""
 
 from __future__ import annotations
@@ -21,33 +21,15 @@ from matplotlib.colors import ListedColormap, LogNorm, Normalize  # noqa: E402
 from matplotlib.ticker import PercentFormatter  # noqa: E402
 from scipy.sparse.linalg import svds  # noqa: E402
 
-from semtail import run_metrics  # noqa: E402  (not semtail.metrics: no torch for the plot jobs)
+from semtail import registry, run_metrics  # noqa: E402  (not semtail.metrics: no torch for the plot jobs)
 from semtail.files import atomic_path, read_json  # noqa: E402
 
-METHOD_LABELS = {
-    "posit": "POSIT",
-    "ipw": "IPW",
-    "cvar": "CVaR",
-    "rerank": "Rerank",
-    "ease": "EASE",
-    "ease_closed": "EASE (closed form)",
-    "mostpop": "MostPop",
-}
-# Colour-blind-safe (seaborn "colorblind"); POSIT in the strongest colour, the EASE family in blues.
-METHOD_COLOURS = {
-    "posit": "#d55e00",
-    "ipw": "#029e73",
-    "cvar": "#cc78bc",
-    "rerank": "#de8f05",
-    "ease": "#0173b2",
-    "ease_closed": "#56b4e9",
-    "mostpop": "#949494",
-}
-# For variants and methods without a colour of their own: tab20 without its greys, then black.
-SPARE_COLOURS = [matplotlib.colors.to_hex(c) for i, c in enumerate(plt.get_cmap("tab20").colors) if i not in (14, 15)]
-SPARE_COLOURS.append("#000000")
-# Markers tell apart methods whose points may overlap (and the two blues of the EASE family).
-METHOD_MARKERS = {"posit": "*", "ipw": "s", "cvar": "D", "rerank": "^", "ease": "o", "ease_closed": "P", "mostpop": "X"}
+# For variants, and for methods whose declared colour an earlier one already has; each far from
+# the methods' declared colours.
+SPARE_COLOURS = [
+    "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#8c564b", "#17becf", "#000080", "#bcbd22",
+    "#ff9896", "#9467bd", "#98df8a", "#c49c94", "#f7b6d2", "#dbdb8d", "#9edae5", "#000000",
+]  # fmt: skip
 N_POPULARITY_GROUPS = 10
 LANDSCAPE_SEED = 0
 logging.getLogger("matplotlib.category").setLevel(logging.WARNING)  # seaborn's categorical axes, at INFO
@@ -56,16 +38,41 @@ logging.getLogger("matplotlib.category").setLevel(logging.WARNING)  # seaborn's 
 POPULARITY_CMAP = ListedColormap(plt.get_cmap("magma_r")(np.linspace(0.3, 1.0, 256)))
 
 
-def method_label(method: str) -> str:
-    return METHOD_LABELS.get(method, method)
+@dataclass(frozen=True)
+class Style:
+    """How a name in `methods:` is drawn."""
+
+    label: str
+    colour: str
+    marker: str
+    marker_size: float
+    outlier: bool  # left out of zoomed accuracy panels, where its distant point would squash the others
 
 
-def method_colours(methods) -> dict[str, str]:
-    """The fixed colour of every known method; methods not in METHOD_COLOURS get spare colours in order."""
-    colours, spare = {}, iter(SPARE_COLOURS)
-    for method in dict.fromkeys(methods):
-        colours[method] = METHOD_COLOURS.get(method) or next(spare, "#000000")
-    return colours
+def styles(names) -> dict[str, Style]:
+    """One style per name, in order of first appearance. A method is drawn as its declaration's
+    `figures` block says (semtail.registry); a variant gets its name as label, the marker "o" and a
+    spare colour. A label or colour an earlier name already has is not repeated: the label gets the
+    name in brackets, the colour is replaced by a spare one."""
+    declared = registry.methods()
+    names = list(dict.fromkeys(names))
+    taken_colours = {declared[name].figures["colour"].lower() for name in names if name in declared}
+    spare = iter([c for c in SPARE_COLOURS if c not in taken_colours])
+    result, labels, colours = {}, set(), set()
+    for name in names:
+        figure = declared[name].figures if name in declared else {"label": name, "marker": "o", "marker_size": 8, "outlier": False}
+        label = figure["label"] if figure["label"] not in labels else f"{figure['label']} ({name})"
+        colour = figure.get("colour", "").lower()
+        if not colour or colour in colours:
+            colour = next(spare, "#000000")
+        labels.add(label)
+        colours.add(colour)
+        result[name] = Style(label, colour, figure["marker"], figure["marker_size"], figure["outlier"])
+    return result
+
+
+def method_colours(names) -> dict[str, str]:
+    return {name: style.colour for name, style in styles(names).items()}
 
 
 def _style() -> None:
@@ -154,8 +161,9 @@ def coverage_at_k_figure(runs: list[Run], dataset: str) -> plt.Figure:
     _style()
     frame = coverage_frame(runs)
     block_size = int(runs[0].record["evaluation"]["coverage_block_size"])
-    frame["label"] = frame["method"].map(method_label)
-    colours = {method_label(m): c for m, c in method_colours(_methods(runs)).items()}
+    drawn = styles(_methods(runs))
+    frame["label"] = frame["method"].map(lambda name: drawn[name].label)
+    colours = {style.label: style.colour for style in drawn.values()}
     figure, axes = plt.subplots(figsize=(7.5, 4.8))
     sns.lineplot(data=frame, x="k", y="coverage", hue="label", palette=colours, errorbar="sd", ax=axes, linewidth=1.8)
     axes.set_xlabel("k (length of the recommendation list)")
@@ -196,12 +204,13 @@ def item_recall_by_group(items: dict[str, np.ndarray], k: int, n_groups: int = N
 
 def item_recall_by_popularity_figure(runs: list[Run], dataset: str, k: int = 100) -> plt.Figure:
     _style()
+    drawn = styles(_methods(runs))
     frames = []
     for run in runs:
         frame = item_recall_by_group(run.items(), k)
-        frames.append(frame.assign(method=method_label(run.method), seed=run.seed))
+        frames.append(frame.assign(method=drawn[run.method].label, seed=run.seed))
     frame = pd.concat(frames, ignore_index=True)
-    colours = {method_label(m): c for m, c in method_colours(_methods(runs)).items()}
+    colours = {style.label: style.colour for style in drawn.values()}
     figure, axes = plt.subplots(figsize=(9, 4.8))
     sns.barplot(data=frame, x="group", y="item_recall", hue="method", palette=colours, errorbar="sd", ax=axes, capsize=0.1, err_kws={"linewidth": 1})
     counts = item_recall_by_group(runs[0].items(), k)["n_items"]  # the same test split for every run
@@ -230,13 +239,14 @@ def tradeoff_frame(runs: list[Run], accuracy: str = "ndcg@100", coverage: str = 
 
 
 def tradeoff_figure(runs: list[Run], dataset: str) -> plt.Figure:
-    """NDCG@100 against Coverage@100 per method; with MostPop and at least two other methods, a
-    second panel zooms in on the others, which MostPop's distant point would squash together."""
+    """NDCG@100 against Coverage@100 per method; with an outlier (MostPop: its declaration says
+    so) and at least two other methods, a second panel zooms in on the others, which the outlier's
+    distant point would squash together."""
     _style()
     summary = tradeoff_frame(runs)
-    colours = method_colours(summary["method"])
+    drawn = styles(summary["method"])
     block_size = int(runs[0].record["evaluation"]["coverage_block_size"])
-    others = summary[summary["method"] != "mostpop"]
+    others = summary[[not drawn[name].outlier for name in summary["method"]]]
     panels = [summary] + ([others] if len(others) >= 2 and len(others) < len(summary) else [])
     figure, axes_list = plt.subplots(1, len(panels), figsize=(6.2 * len(panels) + 1.8, 4.8), squeeze=False)
     for axes, panel in zip(axes_list[0], panels):
@@ -244,15 +254,16 @@ def tradeoff_figure(runs: list[Run], dataset: str) -> plt.Figure:
             axes.errorbar(
                 row.coverage_mean, row.accuracy_mean,
                 xerr=np.nan_to_num(row.coverage_std), yerr=np.nan_to_num(row.accuracy_std),
-                fmt=METHOD_MARKERS.get(row.method, "o"), markersize=11 if row.method == "posit" else 8,
-                capsize=4, color=colours[row.method], label=method_label(row.method),
+                fmt=drawn[row.method].marker, markersize=drawn[row.method].marker_size,
+                capsize=4, color=drawn[row.method].colour, label=drawn[row.method].label,
             )  # fmt: skip
         axes.set_xlabel(f"Coverage@100 (distinct items per {block_size} test users, fold-in masked)")
         axes.set_ylabel("NDCG@100")
         axes.margins(0.15)
     axes_list[0][0].set_title("all methods")
     if len(panels) > 1:
-        axes_list[0][1].set_title("without MostPop (zoomed)")
+        left_out = ", ".join(style.label for style in drawn.values() if style.outlier)
+        axes_list[0][1].set_title(f"without {left_out} (zoomed)")
     figure.suptitle(f"{dataset}: accuracy against coverage; mean over seeds, error bars ±1 SD ({_seed_note(runs)})")
     handles, labels = axes_list[0][0].get_legend_handles_labels()
     figure.legend(handles, labels, title="method", loc="upper left", bbox_to_anchor=(1.0, 0.9), frameon=False)
@@ -287,7 +298,7 @@ def item_coordinates(train: sp.spmatrix, seed: int = LANDSCAPE_SEED) -> np.ndarr
 
 def load_item_weights(model_paths) -> np.ndarray:
     """(seeds × items): the final normalised item weights w̄ of each POSIT model file."""
-    from semtail.models import load_model  # torch, which only this figure's job needs
+    from semtail.modelfile import load_model  # torch, which only this figure's job needs
 
     weights = []
     model_paths = as_path_list(model_paths)
@@ -348,18 +359,18 @@ def weight_landscape_figure(train: sp.spmatrix, weights: np.ndarray, dataset: st
 
 def lorenz_figure(runs: list[Run], dataset: str, k: int = 100, max_points: int = 1000) -> plt.Figure:
     _style()
-    colours = method_colours(_methods(runs))
+    drawn = styles(_methods(runs))
     figure, axes = plt.subplots(figsize=(6.8, 5.6))
     axes.plot([0, 1], [0, 1], linestyle="--", color="black", linewidth=1, label="equal exposure (Gini 0)")
     for method in _methods(runs):
         method_runs = [r for r in runs if r.method == method]
         ginis = [r.record["metrics"][f"gini@{k}"] for r in method_runs]
         spread = f" ± {np.std(ginis, ddof=1):.3f}" if len(ginis) > 1 else ""
-        label = f"{method_label(method)} (Gini {np.mean(ginis):.3f}{spread})"
+        label = f"{drawn[method].label} (Gini {np.mean(ginis):.3f}{spread})"
         for index, run in enumerate(method_runs):
             item_share, exposure_share = run_metrics.lorenz_curve(run.items()[f"exposure_at_{k}"])
             keep = np.unique(np.linspace(0, item_share.size - 1, min(max_points, item_share.size)).round().astype(int))
-            axes.plot(item_share[keep], exposure_share[keep], color=colours[method], linewidth=1.4, alpha=0.85, label=label if index == 0 else None)
+            axes.plot(item_share[keep], exposure_share[keep], color=drawn[method].colour, linewidth=1.4, alpha=0.85, label=label if index == 0 else None)
     axes.set_xlim(0, 1)
     axes.set_ylim(0, 1)
     axes.xaxis.set_major_formatter(PercentFormatter(1.0))
@@ -376,29 +387,28 @@ def lorenz_figure(runs: list[Run], dataset: str, k: int = 100, max_points: int =
 
 def adversary_figure(table: pd.DataFrame, history: pd.DataFrame, dataset: str) -> plt.Figure:
     """Three panels: NDCG@100 against Coverage@100 (mean, ±1 SD over seeds) for every method; for
-    each POSIT run, the weights' share on the least popular half of the items after each epoch, and
-    how much the weights moved in each epoch (log scale). Epoch curves: mean over the seeds that
-    trained that epoch, band from the lowest to the highest seed."""
+    each POSIT run, one line per seed: the weights' share on the least popular half of the items
+    after each epoch, and how much the weights moved in each epoch (log scale; a change of exactly
+    0 is left out). Seeds are drawn apart rather than averaged: an adversary can settle on the head
+    with one seed and on the tail with another."""
     _style()
-    colours = method_colours(table["method"])
+    drawn = styles(table["method"])
+    colours = {name: style.colour for name, style in drawn.items()}
     figure, (tradeoff, share, change) = plt.subplots(1, 3, figsize=(17, 4.8))
     for _, row in table.iterrows():
         tradeoff.errorbar(
             row["coverage@100_mean"], row["ndcg@100_mean"],
             xerr=np.nan_to_num(row["coverage@100_std"]), yerr=np.nan_to_num(row["ndcg@100_std"]),
-            fmt=METHOD_MARKERS.get(row["method"], "o"), markersize=8, capsize=4, color=colours[row["method"]],
-            label=method_label(row["method"]),
+            fmt=drawn[row["method"]].marker, markersize=8, capsize=4, color=colours[row["method"]],
+            label=drawn[row["method"]].label,
         )  # fmt: skip
     tradeoff.set_xlabel("Coverage@100 (fold-in masked)")
     tradeoff.set_ylabel("NDCG@100")
     tradeoff.set_title("accuracy and coverage")
     tradeoff.margins(0.15)
-    for method, runs in history.groupby("method", sort=False):
-        per_epoch = runs.groupby("epoch")
-        for axes, key in ((share, "tail_share"), (change, "weight_change")):
-            values = per_epoch[key]
-            axes.plot(values.mean().index, values.mean().values, color=colours[method], linewidth=1.6)
-            axes.fill_between(values.min().index, values.min().values, values.max().values, color=colours[method], alpha=0.2, linewidth=0)
+    for (method, _), run in history.groupby(["method", "seed"], sort=False):
+        share.plot(run["epoch"], run["tail_share"], color=colours[method], linewidth=1.1, alpha=0.8)
+        change.plot(run["epoch"], run["weight_change"].where(run["weight_change"] > 0), color=colours[method], linewidth=1.1, alpha=0.8)
     share.axhline(0.5, color="#949494", linewidth=0.8, linestyle="--")
     share.set_xlabel("epoch")
     share.set_ylabel("share of the weights on the least popular half")

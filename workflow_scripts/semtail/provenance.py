@@ -25,6 +25,10 @@ STAGE_SCRIPTS = {
     "plot_adversary": "plot_adversary.py",
 }
 TRAIN_SCRIPT = "train.py"
+# A method module's declaration of itself (semtail.registry), and the training loop's. It is left
+# out of code versions: what in it changes a result (hyperparameter defaults) reaches the jobs as
+# params, and the rest (labels, colours, resources, descriptions) changes none.
+DECLARATION_NAME = "DECLARATION"
 
 
 def module_path(module: str) -> Path:
@@ -123,11 +127,21 @@ def code_version(stage_or_method: str) -> str:
     return digest.hexdigest()[:16]
 
 
+def resource_version(name: str) -> str:
+    """A short hash of a data file the package ships in semtail/resources/ (paper_results.yaml), for
+    a `params:` value: the file is read from the package, not named as a rule's input, so that the
+    workflow finds it wherever it is used from."""
+    return hashlib.sha256((PACKAGE_ROOT / "resources" / name).read_bytes()).hexdigest()[:16]
+
+
 @cache  # as above
 def canonical_code(source: str) -> str:
-    """The syntax tree of `source` as text, without positions, docstrings and empty fields (which
-    newer Pythons add to some nodes, such as type_params=[]), so that only code changes show."""
-    return _canonical(ast.parse(source))
+    """The syntax tree of `source` as text, without positions, docstrings, empty fields (which
+    newer Pythons add to some nodes, such as type_params=[]) and a top-level DECLARATION, so that
+    only code changes show."""
+    tree = ast.parse(source)
+    tree.body = [statement for statement in tree.body if not is_declaration(statement)]
+    return _canonical(tree)
 
 
 _DOCUMENTED = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
@@ -146,6 +160,11 @@ def _canonical(node) -> str:
             continue
         fields.append(f"{name}={_canonical(value)}")
     return f"{type(node).__name__}({','.join(fields)})"
+
+
+def is_declaration(statement: ast.stmt) -> bool:
+    targets = statement.targets if isinstance(statement, ast.Assign) else [statement.target] if isinstance(statement, ast.AnnAssign) else []
+    return any(isinstance(target, ast.Name) and target.id == DECLARATION_NAME for target in targets)
 
 
 def _is_docstring(statement: ast.stmt) -> bool:

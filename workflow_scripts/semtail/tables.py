@@ -25,7 +25,7 @@ METRIC_GROUPS = {
 DECIMALS = {"coverage": 1, "coverage_unmasked": 1, "arp": 1}
 COMPARISON_COLUMNS = [
     "dataset", "method", "reported_as", "metric", "our_metric", "ours_mean", "ours_std", "n_seeds",
-    "reported", "reported_std", "difference", "difference_in_reported_std", "source",
+    "reported", "reported_std", "difference", "difference_in_reported_std", "flag", "source",
 ]  # fmt: skip
 
 
@@ -153,12 +153,18 @@ def load_reported(path: str | Path | None = None) -> dict:
             unknown = set(block["results"]) - set(source["methods"])
             if unknown:
                 raise ValueError(f"{path}: {name}.datasets.{dataset}: rows {sorted(unknown)} are not in {name}.methods")
+            for flag in block.get("flags", []):
+                if flag["row"] not in block["results"] or not set(flag["metrics"]) <= set(source["metrics"]):
+                    raise ValueError(
+                        f"{path}: {name}.datasets.{dataset}.flags: {flag['row']} {flag['metrics']} are not reported"
+                    )
     return reported
 
 
 def paper_comparison(summary: pd.DataFrame, dataset: str, reported: dict) -> tuple[pd.DataFrame, list[str]]:
     """Long table: per reported (method, metric) of this dataset, our mean ± std beside the reported
-    value and std, with the difference (ours − reported) also in units of the reported std. Also
+    value and std, with the difference (ours − reported) also in units of the reported std, and
+    `flag`: why the reported value is doubtful, where paper_results.yaml says (else empty). Also
     returns notes on reported rows that have no counterpart among our runs."""
     rows, notes = [], []
     ours = summary.set_index("method")
@@ -168,6 +174,11 @@ def paper_comparison(summary: pd.DataFrame, dataset: str, reported: dict) -> tup
         if block is None:
             continue
         stds = block.get("std")
+        flags = {
+            (flag["row"], metric): " ".join(flag["reason"].split())
+            for flag in block.get("flags", [])
+            for metric in flag["metrics"]
+        }
         for reported_method, values in block["results"].items():
             method = source["methods"][reported_method]
             if method not in ours.index:
@@ -194,6 +205,7 @@ def paper_comparison(summary: pd.DataFrame, dataset: str, reported: dict) -> tup
                     "reported_std": reported_std,
                     "difference": difference,
                     "difference_in_reported_std": difference / reported_std if stds else math.nan,
+                    "flag": flags.get((reported_method, reported_metric), ""),
                     "source": source["source"]["url"],
                 })  # fmt: skip
     return pd.DataFrame(rows, columns=COMPARISON_COLUMNS), list(dict.fromkeys(notes))
@@ -215,12 +227,15 @@ def comparison_markdown(comparison: pd.DataFrame, dataset: str, reported: dict, 
         "compared as our **coverage_unmasked@k** (fold-in items not masked), which is how the "
         "authors computed it; our masked coverage@k is in summary.md.\n",
     ]
-    rows = []
+    rows, flags = [], {}
     for _, row in comparison.iterrows():
         decimals = DECIMALS.get(metric_family(row["our_metric"]), 4)
         reported_text = format_value(row["reported"], decimals)
         if not math.isnan(row["reported_std"]):
             reported_text += f" ± {format_value(row['reported_std'], decimals)}"
+        if isinstance(row["flag"], str) and row["flag"]:
+            number = flags.setdefault(row["flag"], len(flags) + 1)
+            reported_text += f" [{number}]"
         rows.append([
             row["method"],
             row["metric"],
@@ -231,6 +246,12 @@ def comparison_markdown(comparison: pd.DataFrame, dataset: str, reported: dict, 
         ])  # fmt: skip
     if rows:
         parts.append(markdown_table(["method", "metric", "ours (n)", "reported", "difference", "in reported SDs"], rows))
+    if flags:
+        parts.append(
+            "Doubtful reported values, marked [n] above (transcribed as published):\n\n"
+            + "\n".join(f"{number}. {flag}" for flag, number in flags.items())
+            + "\n"
+        )
     if notes:
         parts.append("Not compared:\n\n" + "\n".join(f"- {note}" for note in notes) + "\n")
     sources = [

@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from semtail.files import atomic_path
 from semtail.metrics import ndcg_at_k, rank_top_k
-from semtail.models import Fitted, Run, TrainingData
+from semtail.models.base import Fitted, Run, TrainingData
 from semtail.models.itemitem import predict, to_torch_csr
 
 MOMENTUM = 0.9
@@ -39,7 +39,19 @@ VALIDATION_METRIC = f"val_ndcg@{VALIDATION_K}"
 # Validation users are scored in batches of about this many score entries (float32).
 VALIDATION_BATCH_ENTRIES = 2**25
 CHECKPOINT_VERSION = 2
-SGD_KEYS = ("lr", "wd", "batch_size", "epochs", "patience", "drop_last")
+# The hyperparameters this loop adds to every method whose declaration says training: sgd, declared
+# as a method declares its own (semtail.registry reads this without importing the module).
+DECLARATION = {
+    "hyperparameters": {
+        "lr": {"type": "number", "exclusiveMinimum": 0, "description": "learning rate of U (SGD, momentum 0.9, cosine annealing over the epochs)"},
+        "wd": {"type": "number", "minimum": 0, "description": "weight decay of U; with the 1000·mean loss it equals an L2 penalty λ = wd·users·items/2000"},
+        "batch_size": {"type": "integer", "minimum": 1, "description": "training users per minibatch"},
+        "epochs": {"type": "integer", "minimum": 1, "default": 50, "description": "at most this many epochs (also the period of the cosine annealing)"},
+        "patience": {"type": "integer", "minimum": 1, "default": 10, "description": "stop after this many epochs without a better validation NDCG@100"},
+        "drop_last": {"type": "boolean", "default": True, "description": "true: leave out the last partial batch of each epoch, as the authors' loader does (⌊users / batch_size⌋ batches); false: every training user every epoch"},
+    }
+}  # fmt: skip
+SGD_KEYS = tuple(DECLARATION["hyperparameters"])
 checkpoint_clock = time.monotonic  # the seconds of the checkpoint cadence (tests replace it)
 
 
@@ -79,15 +91,6 @@ class SGDSettings:
     def batches(self, n_users: int) -> int:
         """Minibatches per epoch: every user, or with drop_last only full batches."""
         return n_users // self.batch_size if self.drop_last else -(-n_users // self.batch_size)
-
-
-def check_hyperparameters(method: str, hyperparameters: dict, keys: tuple[str, ...]) -> None:
-    """Exactly the method's keys: a missing or unknown key is an error that names it."""
-    missing = [key for key in keys if key not in hyperparameters]
-    unknown = sorted(set(hyperparameters) - set(keys))
-    problems = ([f"missing {missing}"] if missing else []) + ([f"unknown {unknown}"] if unknown else [])
-    if problems:
-        raise ValueError(f"hyperparameters.{method}: {'; '.join(problems)}")
 
 
 class Objective(torch.nn.Module):

@@ -6,15 +6,16 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 from pathlib import Path
 
+from semtail import registry
 from semtail.datasets.split import SplitParameters
 from semtail.provenance import code_version  # noqa: F401  (re-exported for rules/common.smk)
 
 FIGURES = ("coverage_at_k", "item_recall_by_popularity", "accuracy_coverage_tradeoff", "lorenz")
 TABLES = ("summary.csv", "summary.md", "paper_comparison.csv", "paper_comparison.md")
 ADVERSARY_TABLES = ("adversary.csv", "adversary.md")
-WEIGHTED_METHOD = "posit"
 
 
 def put_first_on_pythonpath(folder: str) -> None:
@@ -33,47 +34,95 @@ class ConfigError(ValueError):
 
 
 def check_config(config: dict) -> None:
-    """Checks across keys that a JSON schema cannot express, naming the offending key."""
+    """Checks that the schema leaves to Python, naming the offending key: the methods and their
+    hyperparameters against the methods' declarations (semtail.registry), in every section and
+    then as each (dataset, name) job resolves them, and what spans several keys."""
     for dataset, settings in config["datasets"].items():
         SplitParameters.from_config(settings["preprocess"], f"datasets.{dataset}.preprocess")
+        check_dataset_against_evaluation(dataset, settings, config["evaluation"])
+    known = registry.names()
+    for method, values in config["hyperparameters"].items():
+        declared = declared_method(method, f"hyperparameters: {method!r}")
+        checked(declared.check, values, f"hyperparameters.{method}")
     variants = config.get("variants", {})
     for name, variant in variants.items():
-        method = variant["method"]
-        if name in config["hyperparameters"]:
-            raise ConfigError(f"variants: {name!r} is also a method under hyperparameters; give the variant another name")
-        if method not in config["hyperparameters"]:
-            raise ConfigError(f"variants.{name}.method: {method!r} has no entry under hyperparameters")
-        check_known_keys(config, f"variants.{name}", method, set(variant) - {"method"})
+        if name in known:
+            raise ConfigError(f"variants: {name!r} is also the name of a method; give the variant another name")
+        declared = declared_method(variant["method"], f"variants.{name}.method: {variant['method']!r}")
+        checked(declared.check, {k: v for k, v in variant.items() if k != "method"}, f"variants.{name}")
     for name in config["methods"]:
-        if name not in config["hyperparameters"] and name not in variants:
-            raise ConfigError(f"methods: {name!r} is neither a method under hyperparameters nor a variant under variants")
-    for dataset, per_method in config.get("overrides", {}).items():
+        if name not in known and name not in variants:
+            raise ConfigError(
+                f"methods: {name!r} is neither a method ({', '.join(known)}) nor a variant under variants"
+            )
+    for dataset, per_name in config.get("overrides", {}).items():
         if dataset not in config["datasets"]:
             raise ConfigError(f"overrides: {dataset!r} is not a configured dataset")
-        for name, values in per_method.items():
-            if name not in config["hyperparameters"] and name not in variants:
-                raise ConfigError(f"overrides.{dataset}: {name!r} is not a configured method or variant")
-            check_known_keys(config, f"overrides.{dataset}.{name}", method_of(config, name), set(values))
+        for name, values in per_name.items():
+            if name not in known and name not in variants:
+                raise ConfigError(f"overrides.{dataset}: {name!r} is not a method or a configured variant")
+            checked(registry.declaration(method_of(config, name)).check, values, f"overrides.{dataset}.{name}")
     for name in config["methods"]:
-        if method_of(config, name) != "rerank":
-            continue
+        declared = registry.declaration(method_of(config, name))
         for dataset in config["datasets"]:
-            rerank = resolve_hyperparameters(config, dataset, name)
-            if rerank["base"] not in config["methods"]:
-                raise ConfigError(f"{name} for {dataset}: its base {rerank['base']!r} must also be in methods")
-            if not rerank["high"] > rerank["low"]:
-                raise ConfigError(
-                    f"{name} for {dataset}: high ({rerank['high']}) must be greater than low ({rerank['low']})"
-                )
+            resolved = resolve_hyperparameters(config, dataset, name)
+            if declared.training == "on_base":
+                check_base(config, name, dataset, resolved["base"])
 
 
-def check_known_keys(config: dict, where: str, method: str, keys: set[str]) -> None:
-    unknown = keys - set(config["hyperparameters"][method])
-    if unknown:
+def declared_method(method: str, where: str) -> registry.Method:
+    if method not in registry.names():
+        raise ConfigError(f"{where} is not a method (known: {', '.join(registry.names())})")
+    return registry.declaration(method)
+
+
+def checked(check, *args):
+    """Run a registry check, its error as a ConfigError."""
+    try:
+        return check(*args)
+    except registry.HyperparameterError as error:
+        raise ConfigError(str(error)) from None
+
+
+def check_base(config: dict, name: str, dataset: str, base: str) -> None:
+    if base not in config["methods"]:
+        raise ConfigError(f"{name} for {dataset}: its base {base!r} must also be in methods")
+    base_method = method_of(config, base)
+    if registry.declaration(base_method).item_item is None:
         raise ConfigError(
-            f"{where}: {sorted(unknown)} are not hyperparameters of {method} "
-            f"(known: {sorted(config['hyperparameters'][method])})"
+            f"{name} for {dataset}: its base {base!r} is a {base_method} run, which does not score by an "
+            "item–item matrix (its declaration has no item_item)"
         )
+
+
+def check_dataset_against_evaluation(dataset: str, settings: dict, evaluation: dict) -> None:
+    """A threshold on data without ratings, and coverage blocks larger than the test users."""
+    threshold = settings["preprocess"].get("threshold")
+    for index, source in enumerate(settings["sources"]):
+        if threshold is not None and source.get("format") == "delimited" and "rating" not in source.get("columns", {}):
+            raise ConfigError(
+                f"datasets.{dataset}.preprocess.threshold is {threshold}, but sources[{index}] (format delimited) "
+                "has no rating column, so every row is a positive: set the threshold to null or leave it out"
+            )
+    block, test_users = evaluation["coverage_block_size"], settings["preprocess"]["n_heldout"]
+    if block > test_users:
+        raise ConfigError(
+            f"evaluation.coverage_block_size ({block}) is larger than datasets.{dataset}.preprocess.n_heldout "
+            f"({test_users}), the number of test users: coverage@k averages over full blocks of test users, and "
+            f"there would be none. Make it at most {test_users}."
+        )
+
+
+def unconfigured_dataset_pattern(datasets) -> str:
+    """A wildcard regex for a path part that is none of `datasets` (followed by '/')."""
+    return rf"(?!(?:{'|'.join(map(re.escape, datasets))})/)[^/]+"
+
+
+def refuse_unconfigured_dataset(config: dict, path: str, dataset: str):
+    raise ConfigError(
+        f"{path}: {dataset!r} is not in datasets: of the config (configured: {', '.join(config['datasets'])}). "
+        "Add it there (with its sources and preprocess settings), or pass the config that has it with --configfile."
+    )
 
 
 def dataset_config(config: dict, dataset: str) -> dict:
@@ -91,16 +140,18 @@ def method_of(config: dict, name: str) -> str:
 
 def resolve_hyperparameters(config: dict, dataset: str, name: str) -> dict:
     """Exactly what the job of a method or variant uses, each step overriding the one before: the
-    method's defaults, the dataset's overrides of the method, the variant's settings, the
-    dataset's overrides of the variant."""
+    defaults the method declares, the config's `hyperparameters` of the method, the dataset's
+    overrides of the method, the variant's settings, the dataset's overrides of the variant. Every
+    declared key ends up in it, in the declaration's order; a missing one is an error naming the
+    job."""
     method = method_of(config, name)
     overrides = config.get("overrides", {}).get(dataset, {})
-    resolved = copy.deepcopy(config["hyperparameters"][method])
+    resolved = copy.deepcopy(config["hyperparameters"].get(method, {}))
     resolved.update(overrides.get(method, {}))
     if name != method:
         resolved.update({key: value for key, value in config["variants"][name].items() if key != "method"})
         resolved.update(overrides.get(name, {}))
-    return resolved
+    return checked(registry.declaration(method).complete, resolved, f"{name} for {dataset}")
 
 
 def processed_dir(dataset: str) -> str:
@@ -128,7 +179,7 @@ def train_inputs(config: dict, dataset: str, name: str, seed) -> dict:
         "validation_te": f"{split}/validation_te.npz",
         "stats": f"{split}/stats.json",
     }
-    if method_of(config, name) == "rerank":
+    if registry.declaration(method_of(config, name)).training == "on_base":
         base = resolve_hyperparameters(config, dataset, name)["base"]
         inputs["base_model"] = f"{run_dir(config, dataset, base, seed)}/model.pt"
     return inputs
@@ -146,15 +197,15 @@ def run_files(config: dict, dataset: str) -> dict[str, list[str]]:
 
 
 def weighted_runs(config: dict) -> list[str]:
-    """The names in `methods:` that train POSIT's item weights (posit and its variants)."""
-    return [name for name in config["methods"] if method_of(config, name) == WEIGHTED_METHOD]
+    """The names in `methods:` whose method learns item weights (POSIT and its variants)."""
+    return [name for name in config["methods"] if registry.declaration(method_of(config, name)).item_weights]
 
 
 def weight_landscape_models(config: dict, dataset: str) -> list[str]:
-    """The model files of the run drawn in the weight landscape: `posit` itself if it is in
-    `methods:`, else the first variant of it."""
+    """The model files of the run drawn in the weight landscape: the first weighted run that is a
+    method itself, else the first variant of one."""
     runs = weighted_runs(config)
-    name = WEIGHTED_METHOD if WEIGHTED_METHOD in runs else runs[0]
+    name = next((name for name in runs if name == method_of(config, name)), runs[0])
     return [f"{run_dir(config, dataset, name, s)}/model.pt" for s in config["seeds"]]
 
 
@@ -163,7 +214,16 @@ def adversary_models(config: dict, dataset: str) -> list[str]:
     return [f"{run_dir(config, dataset, name, s)}/model.pt" for name in weighted_runs(config) for s in config["seeds"]]
 
 
+def figure_styles(config: dict) -> dict[str, dict]:
+    """The figures block of the declaration of the method behind each name in `methods:`: a params
+    value of the rules that draw, so that a changed label or colour redraws the figures (the
+    declarations are left out of code versions)."""
+    return {name: registry.declaration(method_of(config, name)).figures for name in config["methods"]}
+
+
 def final_targets(config: dict) -> list[str]:
+    """Every dataset's tables and figures, and every run's metric JSON: a target of its own, so that
+    a run whose files went missing is made again even where the tables after it are up to date."""
     targets = []
     for dataset in config["datasets"]:
         results = f"{results_root(config)}/{dataset}"
@@ -171,13 +231,10 @@ def final_targets(config: dict) -> list[str]:
         if weighted_runs(config):
             tables += list(ADVERSARY_TABLES)
             figures += ["weight_landscape", "adversary"]
+        targets += run_files(config, dataset)["metrics"]
         targets += [f"{results}/{name}" for name in tables]
         targets += [f"{results}/figures/{f}.{ext}" for f in figures for ext in ("png", "pdf")]
     return targets
-
-
-# Methods whose training only counts or copies (the scoring of all of them still uses the GPU).
-CPU_TRAINED_METHODS = ("mostpop", "rerank")
 
 
 def gpus_per_job(config: dict) -> int:
@@ -185,8 +242,9 @@ def gpus_per_job(config: dict) -> int:
 
 
 def training_gpus(config: dict, name: str) -> int:
-    """The `gpu` resource of a method's train job: none for what needs no GPU."""
-    return 0 if method_of(config, name) in CPU_TRAINED_METHODS else gpus_per_job(config)
+    """The `gpu` resource of a method's train job: none where its declaration says it needs none
+    (training that only counts or copies; the scoring of every method still uses the GPU)."""
+    return gpus_per_job(config) if registry.declaration(method_of(config, name)).gpu else 0
 
 
 def dataset_size(config: dict, dataset: str, stats_file: str | os.PathLike | None = None) -> dict:
@@ -218,7 +276,6 @@ DISK_BYTES_PER_S = 200e6  # writing checkpoints and model files to a shared file
 CPU_FLOPS_FLOAT64 = 20e9  # dense float64 solves (closed-form EASE) on the CPU
 RUNTIME_SAFETY = 2.0  # estimates are multiplied by this before the job's own start-up minutes
 MIB = 2**20
-SGD_METHODS = ("ease", "ipw", "cvar", "posit")
 LARGE_CATALOG = 10_000  # items from which a job gets more CPU threads (ML-20M: 20,108; ML-100K: 1,682)
 # Items below which a job gets one thread: on such data each operation is too small to gain from a
 # second (a demo training job takes as long on one as on two), so two jobs share two cores instead.
@@ -282,14 +339,14 @@ def resources(
             raise ValueError("resources for the train stage need the method")
         threads = threads_for(n, large=8)
         hyper = resolve_hyperparameters(config, dataset, method)
-        method = method_of(config, method)
-        if method in SGD_METHODS:
-            batch = int(hyper.get("batch_size", 1024))
-            epochs = int(hyper.get("epochs", 50))
+        declared = registry.declaration(method_of(config, method))
+        memory, seconds = declared.resources["memory"], 0.0
+        mem = base
+        if declared.training == "sgd":
+            batch = int(hyper["batch_size"])
+            epochs = int(hyper["epochs"])
             batch_dense = 4.0 * batch * n
-            mem = base + 5 * dense + 4 * batch_dense + 3 * sparse
-            if method == "posit":
-                mem += 3 * 4.0 * 50 * train_users  # adversary: up to 50 hidden units per training user
+            mem += 5 * dense + 4 * batch_dense + 3 * sparse
             # Per step: X_b U and X_b^T G read a row of U (or G) per entry of the batch; the
             # optimiser reads and writes U, its gradient and momentum.
             step_bytes = 2 * batch * per_user * n * 4 + 6 * dense
@@ -300,18 +357,17 @@ def resources(
             # most every other checkpoint.
             every = int(config.get("checkpoints", {}).get("every_epochs", 1))
             epoch_s += 2.5 * dense / DISK_BYTES_PER_S / every
-            runtime = minutes(epochs * epoch_s + dense / DISK_BYTES_PER_S)
-        elif method == "ease_closed":
-            # The Gram matrix and its inverse in float64, and the solver's workspace.
-            mem = base + 3 * 2 * dense + 2 * sparse
-            solve_s = 2.0 * n**3 / (CPU_FLOPS_FLOAT64 * (50 if on_gpu else 1))
-            runtime = minutes(solve_s + 2 * dense / DISK_BYTES_PER_S)
-        elif method == "rerank":
-            mem = base + 2 * dense + 2 * sparse  # the base model's U, read and rewritten
-            runtime = minutes(3 * dense / DISK_BYTES_PER_S)
-        else:  # mostpop, and any method without a model of its own here
-            mem = base + 2 * sparse
-            runtime = minutes(2 * sparse / bandwidth)
+            seconds = epochs * epoch_s + dense / DISK_BYTES_PER_S
+        # What the method declares on top: item x item matrices, copies of X, bytes per training
+        # user; passes of a matrix through the disk or of X through memory, and n^3 float64 flops
+        # (a solve, about 50 times faster on a GPU).
+        mem += memory.get("dense", 0) * dense + memory.get("sparse", 0) * sparse
+        mem += memory.get("bytes_per_training_user", 0) * train_users
+        runtime_terms = declared.resources["runtime"]
+        seconds += runtime_terms.get("cubic_flops", 0) * n**3 / (CPU_FLOPS_FLOAT64 * (50 if on_gpu else 1))
+        seconds += runtime_terms.get("dense_file_passes", 0) * dense / DISK_BYTES_PER_S
+        seconds += runtime_terms.get("sparse_passes", 0) * sparse / bandwidth
+        runtime = minutes(seconds)
     elif stage == "evaluate":
         threads = threads_for(n, large=8)
         batch = int(config["evaluation"].get("batch_size", 1024))

@@ -1,7 +1,12 @@
 """Readers of the raw dataset formats. Each returns a DataFrame with columns user, item, rating in
 the order of the raw file(s), raw ids kept as they are: integers for MovieLens and Netflix, strings
-(as a pandas Categorical) for the Million Song Dataset. `rating` is float32 and never NaN; for MSD it
-is the play count.
+(as a pandas Categorical) for the Million Song Dataset and the generic `delimited` format. `rating`
+is float32 and never NaN; for MSD it is the play count. A `delimited` file without a rating column
+gives a frame without one: every row is a positive.
+
+What a reader skips or drops (blank lines, non-finite ratings) it counts in `Anomalies`, which the
+preprocess stage logs and writes into stats.json together with the ratings outside the format's
+scale (RATING_SCALES), which are kept.
 
 Row order matters: the split draws held-out items by position within each user's interactions, and
 orders the item columns by first appearance. Delimited files keep their line order. Netflix rows are
@@ -17,15 +22,16 @@ with one, so there a last line without a newline must be a complete `CustomerID,
 
 from __future__ import annotations
 
+import csv
 import io
 import logging
 import re
 import tarfile
 import zipfile
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -47,14 +53,45 @@ class RawFormatError(DataError):
     pass
 
 
+# The scale of each format's ratings: ratings outside it are counted and warned about, and kept (the
+# split's threshold still decides). MSD's "ratings" are play counts, at least 1.
+RATING_SCALES: dict[str, tuple[float, float | None]] = {
+    "ml-100k": (0.5, 5.0),
+    "recbole-inter": (0.5, 5.0),
+    "ml-20m": (0.5, 5.0),
+    "netflix-tar": (1.0, 5.0),
+    "netflix-combined": (1.0, 5.0),
+    "msd-triplets": (1.0, None),
+}
+
+
+@dataclass
+class Anomalies:
+    """What reading skipped, dropped or found odd, by kind: how many, the first place, and what
+    became of those rows. Filled by the readers and the preprocess stage, written into stats.json."""
+
+    found: dict[str, dict] = field(default_factory=dict)
+
+    def add(self, kind: str, count: int, first: str | None, action: str, **details) -> None:
+        if count <= 0:
+            return
+        entry = self.found.setdefault(kind, {"count": 0, "first": first, "action": action})
+        entry["count"] += int(count)
+        entry.update(details)
+
+    def as_dict(self) -> dict:
+        return {kind: dict(entry) for kind, entry in self.found.items()}
+
+
 @dataclass(frozen=True)
 class Delimited:
     """A delimited text format: its separator, header line (if any) and columns."""
 
     delimiter: str
-    columns: tuple[str, ...]  # all columns, in file order; user, item and rating among them
+    columns: tuple[str, ...]  # all columns, in file order; user and item (and rating) among them
     header: tuple[str, ...] | None = None  # the exact header fields, when the file has a header line
     id_type: str = "int"  # "int", or "token" for string ids
+    quoted: bool = False  # fields may be enclosed in double quotes
 
 
 ML_100K = Delimited("\t", ("user", "item", "rating", "timestamp"))
@@ -67,29 +104,31 @@ ML_20M = Delimited(",", ("user", "item", "rating", "timestamp"), header=("userId
 MSD_TRIPLETS = Delimited("\t", ("user", "item", "rating"), id_type="token")
 
 
-def read_delimited(path: Path, spec: Delimited) -> pd.DataFrame:
+def read_delimited(path: Path, spec: Delimited, anomalies: Anomalies | None = None) -> pd.DataFrame:
     path = Path(path)
+    anomalies = anomalies if anomalies is not None else Anomalies()
     if not path.is_file():
         raise RawFormatError(f"{path}: file not found")
     skip = 0
     if spec.header is not None:
-        with open(path, "rb") as handle:
-            first = handle.readline().decode("utf-8", "replace").rstrip("\r\n").lstrip("\ufeff")
-        if first.split(spec.delimiter) != list(spec.header):
+        first = _first_line(path)
+        if _split_line(first, spec) != list(spec.header):
             raise RawFormatError(
                 f"{path}, line 1: expected the header {spec.delimiter.join(spec.header)!r}, found {first[:200]!r}"
             )
         skip = 1
     _check_final_newline(path)
     id_type = pa.dictionary(pa.int32(), pa.string()) if spec.id_type == "token" else pa.int64()
+    used = [name for name in ("user", "item", "rating") if name in spec.columns]
     try:
         table = pacsv.read_csv(
             path,
             read_options=pacsv.ReadOptions(column_names=list(spec.columns), skip_rows=skip, block_size=CSV_BLOCK_BYTES),
-            parse_options=pacsv.ParseOptions(delimiter=spec.delimiter, quote_char=False),
+            parse_options=pacsv.ParseOptions(delimiter=spec.delimiter, quote_char='"' if spec.quoted else False),
             convert_options=pacsv.ConvertOptions(
                 column_types={"user": id_type, "item": id_type, "rating": pa.float64()},
-                include_columns=["user", "item", "rating"],
+                include_columns=used,
+                null_values=[""],  # only an empty field is missing; "nan" is a (non-finite) rating
                 strings_can_be_null=True,
             ),
         )
@@ -97,17 +136,54 @@ def read_delimited(path: Path, spec: Delimited) -> pd.DataFrame:
         raise _locate_delimited(path, spec, skip, str(error)) from None
     if table.num_rows == 0:
         raise RawFormatError(f"{path}: no interactions in the file")
-    if any(table.column(c).null_count for c in ("user", "item", "rating")):
+    if any(table.column(c).null_count for c in used):
         raise _locate_delimited(path, spec, skip, "empty values")
-    rating = table.column("rating").to_numpy()
-    if not np.isfinite(rating).all():
-        raise _locate_delimited(path, spec, skip, "non-finite ratings")
-    columns = {"user": _ids(table.column("user")), "item": _ids(table.column("item")), "rating": rating.astype(np.float32)}
-    del table, rating
+    blank = _count_lines(path) - skip - table.num_rows
+    if blank:
+        anomalies.add("blank_lines", blank, _first_blank_line(path), "skipped")
+    columns = {"user": _ids(table.column("user")), "item": _ids(table.column("item"))}
+    if "rating" in used:
+        rating = table.column("rating").to_numpy()
+        finite = np.isfinite(rating)
+        if not finite.all():
+            first = _locate_delimited(path, spec, skip, "", finite_ratings=True)
+            anomalies.add("non_finite_ratings", int((~finite).sum()), str(first), "dropped")
+            columns = {name: values[finite] for name, values in columns.items()}
+            rating = rating[finite]
+        columns["rating"] = rating.astype(np.float32)
+        del rating
+    del table
     pa.default_memory_pool().release_unused()
     frame = pd.DataFrame(columns, copy=False)
+    if frame.empty:
+        raise RawFormatError(f"{path}: no interactions with a finite rating in the file")
     log.info("read %d interactions from %s", len(frame), path)
     return frame
+
+
+def _first_line(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return handle.readline().decode("utf-8", "replace").rstrip("\r\n").lstrip("\ufeff")
+
+
+def _split_line(line: str, spec: Delimited) -> list[str]:
+    if not spec.quoted:
+        return line.split(spec.delimiter)
+    return next(csv.reader([line], delimiter=spec.delimiter, quotechar='"'), [])
+
+
+def _count_lines(path: Path) -> int:
+    """Lines of a file that ends with a newline (which _check_final_newline made sure of)."""
+    with open(path, "rb") as handle:
+        return sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(CSV_BLOCK_BYTES), b""))
+
+
+def _first_blank_line(path: Path) -> str:
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if not raw.rstrip(b"\r\n"):
+                return f"{path}, line {number}"
+    return str(path)
 
 
 def _check_final_newline(path: Path) -> None:
@@ -139,21 +215,26 @@ def _ids(column: pa.ChunkedArray) -> np.ndarray | pd.Categorical:
     return values
 
 
-def _locate_delimited(path: Path, spec: Delimited, skip: int, message: str) -> RawFormatError:
-    """The first line of a file that fails to parse, as an error naming the file and the line."""
+def _locate_delimited(
+    path: Path, spec: Delimited, skip: int, message: str, finite_ratings: bool = False
+) -> RawFormatError:
+    """The first line of a file that fails to parse, as an error naming the file and the line. With
+    `finite_ratings`, the first line whose rating is not a finite number."""
     columns = list(spec.columns)
-    checks: dict[int, Callable[[bytes], object]] = {
-        columns.index("rating"): _finite_float,
-        columns.index("user"): _token if spec.id_type == "token" else int,
-        columns.index("item"): _token if spec.id_type == "token" else int,
-    }
+    ids = _token if spec.id_type == "token" else int
+    checks: dict[int, Callable[[bytes], object]] = {columns.index("user"): ids, columns.index("item"): ids}
+    if "rating" in columns:
+        checks[columns.index("rating")] = _finite_float
     delimiter = spec.delimiter.encode()
     with open(path, "rb") as handle:
         for number, raw in enumerate(handle, start=1):
             line = raw.rstrip(b"\r\n")
             if number <= skip or not line:
                 continue
-            fields = line.split(delimiter)
+            if spec.quoted:
+                fields = [f.encode() for f in _split_line(line.decode("utf-8", "replace"), spec)]
+            else:
+                fields = line.split(delimiter)
             if len(fields) != len(columns):
                 return RawFormatError(
                     f"{path}, line {number}: expected {len(columns)} fields separated by {spec.delimiter!r}, "
@@ -163,6 +244,8 @@ def _locate_delimited(path: Path, spec: Delimited, skip: int, message: str) -> R
                 try:
                     check(fields[index])
                 except ValueError:
+                    if finite_ratings and columns[index] != "rating":
+                        continue
                     return RawFormatError(
                         f"{path}, line {number}: bad {columns[index]} value {fields[index][:100]!r} in {line[:200]!r}"
                     )
@@ -179,6 +262,7 @@ def _finite_float(value: bytes) -> float:
 def _token(value: bytes) -> bytes:
     if not value.strip():
         raise ValueError(value)
+    value.decode("utf-8")  # a UnicodeDecodeError is a ValueError
     return value
 
 
@@ -196,7 +280,8 @@ class MovieBlocks:
 
 
 HEADER = re.compile(rb"\s*(\d+):\s*")
-RATING_LINE = re.compile(rb"\d+,[1-5],\d{4}-\d\d-\d\d")
+RATING_LINE = re.compile(rb"\d+,-?\d+,\d{4}-\d\d-\d\d")
+BLANK_LINE = re.compile(rb"(?:^|(?<=\n))\r?\n")
 
 
 def check_last_line(data: bytes, origin: str) -> None:
@@ -214,10 +299,17 @@ def check_last_line(data: bytes, origin: str) -> None:
         )
 
 
-def parse_movie_blocks(data: bytes, origin: str) -> MovieBlocks:
+def parse_movie_blocks(data: bytes, origin: str, anomalies: Anomalies | None = None) -> MovieBlocks:
     """Parses text of 'MovieID:' lines each followed by 'CustomerID,Rating,Date' lines, the layout of
-    both combined_data_*.txt and training_set/mv_*.txt. `origin` names the text in errors."""
+    both combined_data_*.txt and training_set/mv_*.txt. `origin` names the text in errors. Blank
+    lines are skipped and counted in `anomalies`."""
     check_last_line(data, origin)
+    blank_starts = []
+    if data.startswith((b"\n", b"\r\n")) or b"\n\n" in data or b"\n\r\n" in data:
+        blank_starts = [match.start() for match in BLANK_LINE.finditer(data)]
+        if anomalies is not None and blank_starts:
+            first = f"{origin}, line {_line_number(data, blank_starts[0])}"
+            anomalies.add("blank_lines", len(blank_starts), first, "skipped")
     if not data.endswith(b"\n") or data[-2:-1].isspace():  # no final newline, or blank lines at the end
         data = data.rstrip() + b"\n"
     colons = []
@@ -242,6 +334,9 @@ def parse_movie_blocks(data: bytes, origin: str) -> MovieBlocks:
         bodies.append([end + 1, len(data)])
     view = memoryview(data)
     counts = np.array([data.count(b"\n", s, e) for s, e in bodies], dtype=np.int64)
+    if blank_starts:  # pyarrow skips blank lines: they are no rows of their block
+        starts = np.asarray(blank_starts)
+        counts -= np.array([np.count_nonzero((starts >= s) & (starts < e)) for s, e in bodies], dtype=np.int64)
     if counts.sum() == 0:
         return MovieBlocks(np.array(movies, dtype=np.int64), counts, np.empty(0, np.int32), np.empty(0, np.int8))
     body = b"".join(view[s:e] for s, e in bodies)
@@ -259,30 +354,31 @@ def parse_movie_blocks(data: bytes, origin: str) -> MovieBlocks:
     if table.num_rows != counts.sum() or table.column("user").null_count or table.column("rating").null_count:
         raise _locate_movie_blocks(data, origin, "blank lines or empty values")
     users, ratings = table.column("user").to_numpy(), table.column("rating").to_numpy()
-    if ratings.min() < 1 or ratings.max() > 5:
-        raise _locate_movie_blocks(data, origin, "ratings outside 1-5")
     return MovieBlocks(np.array(movies, dtype=np.int64), counts, users, ratings)
 
 
+def _line_number(data: bytes, position: int) -> int:
+    return data.count(b"\n", 0, position) + 1
+
+
 def _line_error(data: bytes, position: int, origin: str, problem: str) -> RawFormatError:
-    number = data.count(b"\n", 0, position) + 1
     end = data.find(b"\n", position)
-    return RawFormatError(f"{origin}, line {number}: {problem}, found {data[position:end][:200]!r}")
+    return RawFormatError(f"{origin}, line {_line_number(data, position)}: {problem}, found {data[position:end][:200]!r}")
 
 
 def _locate_movie_blocks(data: bytes, origin: str, message: str) -> RawFormatError:
     for number, raw in enumerate(io.BytesIO(data), start=1):
         line = raw.rstrip(b"\r\n")
-        if HEADER.fullmatch(line):
+        if HEADER.fullmatch(line) or not line:
             continue
         fields = line.split(b",")
         try:
-            if len(fields) != 3 or not 1 <= int(fields[1]) <= 5:
+            if len(fields) != 3 or not -128 <= int(fields[1]) <= 127:
                 raise ValueError
             int(fields[0])
         except ValueError:
             return RawFormatError(
-                f"{origin}, line {number}: expected 'CustomerID,Rating,Date' with a rating of 1-5, "
+                f"{origin}, line {number}: expected 'CustomerID,Rating,Date' with an integer rating, "
                 f"found {line[:200]!r} (truncated or malformed file?)"
             )
     return RawFormatError(f"{origin}: cannot be parsed ({message})")
@@ -325,7 +421,7 @@ def check_netflix_combined_files(files: Sequence[Path], where: str = "netflix-co
         )
 
 
-def read_netflix_combined(files: Sequence[Path]) -> pd.DataFrame:
+def read_netflix_combined(files: Sequence[Path], anomalies: Anomalies | None = None) -> pd.DataFrame:
     """combined_data_1.txt ... combined_data_4.txt, given as the files or as a zip holding them."""
     check_netflix_combined_files(files)
     parts = []
@@ -337,10 +433,11 @@ def read_netflix_combined(files: Sequence[Path]) -> pd.DataFrame:
                 raise RawFormatError(f"{files[0]}: the zip archive lacks {missing}")
             for name in NETFLIX_COMBINED_FILES:
                 origin = f"{files[0]}:{names[name]}"
-                parts.append((parse_movie_blocks(_read_zip_member(bundle, names[name], origin), origin), origin))
+                data = _read_zip_member(bundle, names[name], origin)
+                parts.append((parse_movie_blocks(data, origin, anomalies), origin))
     else:
         for path in files:
-            parts.append((parse_movie_blocks(Path(path).read_bytes(), str(path)), str(path)))
+            parts.append((parse_movie_blocks(Path(path).read_bytes(), str(path), anomalies), str(path)))
     frame = assemble_movie_blocks(parts)
     log.info("read %d ratings of %d movies from %s", len(frame), sum(len(b.movies) for b, _ in parts), list(files))
     return frame
@@ -353,7 +450,7 @@ def _read_zip_member(bundle: zipfile.ZipFile, name: str, origin: str) -> bytes:
         raise RawFormatError(f"{origin}: cannot be read, the archive is damaged or truncated ({error})") from None
 
 
-def read_netflix_tar(files: Sequence[Path]) -> pd.DataFrame:
+def read_netflix_tar(files: Sequence[Path], anomalies: Anomalies | None = None) -> pd.DataFrame:
     """The Netflix Prize archive (nf_prize_dataset.tar.gz, holding download/training_set.tar) or
     training_set.tar itself, streamed: the 17,770 mv_*.txt files are never written to disk."""
     if len(files) != 1:
@@ -366,7 +463,7 @@ def read_netflix_tar(files: Sequence[Path]) -> pd.DataFrame:
     def flush(origin: str) -> None:
         nonlocal pending_bytes
         if pending:
-            parts.append((parse_movie_blocks(b"".join(pending), origin), origin))
+            parts.append((parse_movie_blocks(b"".join(pending), origin, anomalies), origin))
             pending.clear()
             pending_bytes = 0
 
@@ -413,18 +510,129 @@ def read_netflix_tar(files: Sequence[Path]) -> pd.DataFrame:
     return frame
 
 
+# ---------------------------------------------------------------------------------------- your own data
+
+DELIMITED_ROLES = ("user", "item", "rating", "timestamp")
+DELIMITED_KEYS = ("sep", "header", "columns")
+FORBIDDEN_SEPARATORS = ('"', "\n", "\r")
+
+
+@dataclass(frozen=True)
+class DelimitedOptions:
+    """The `delimited` format of a source entry: `sep` (one character), `header` (whether the first
+    line names the columns; default true) and `columns`, which maps user and item (required), rating
+    and timestamp (optional) to a header name or a 0-based position. Ids are read as text. Without a
+    rating every row is a positive. The timestamp is checked to exist, not read: the split ignores time."""
+
+    sep: str
+    header: bool
+    columns: tuple[tuple[str, str | int], ...]  # (role, name or position), in DELIMITED_ROLES order
+
+    @classmethod
+    def from_source(cls, entry: Mapping, where: str) -> DelimitedOptions:
+        sep = entry.get("sep")
+        if not isinstance(sep, str) or len(sep) != 1 or sep in FORBIDDEN_SEPARATORS:
+            raise RawFormatError(
+                f"{where}.sep: the delimited format needs one separator character (write \"\\t\" in double "
+                f"quotes for a tab; not a quote or a line break), got {sep!r}"
+            )
+        header = entry.get("header", True)
+        if not isinstance(header, bool):
+            raise RawFormatError(f"{where}.header: must be true or false, got {header!r}")
+        columns = entry.get("columns")
+        if not isinstance(columns, Mapping):
+            raise RawFormatError(
+                f"{where}.columns: the delimited format needs columns, e.g. {{user: customer, item: product}} "
+                f"(header names) or {{user: 0, item: 1}} (0-based positions), got {columns!r}"
+            )
+        unknown = sorted(set(columns) - set(DELIMITED_ROLES))
+        missing = [role for role in ("user", "item") if role not in columns]
+        if unknown or missing:
+            raise RawFormatError(
+                f"{where}.columns: needs user and item, may have rating and timestamp; "
+                + ", ".join(filter(None, [f"missing {missing}" if missing else "", f"unknown {unknown}" if unknown else ""]))
+            )
+        for role, value in columns.items():
+            if isinstance(value, bool) or not isinstance(value, (str, int)) or value in ("", None):
+                raise RawFormatError(f"{where}.columns.{role}: a header name or a 0-based position, got {value!r}")
+            if isinstance(value, int) and value < 0:
+                raise RawFormatError(f"{where}.columns.{role}: a position counts from 0, got {value}")
+            if isinstance(value, str) and not header:
+                raise RawFormatError(
+                    f"{where}.columns.{role}: {value!r} is a column name, but header is false: give 0-based positions"
+                )
+        values = list(columns.values())
+        repeated = sorted({str(v) for v in values if values.count(v) > 1})
+        if repeated:
+            raise RawFormatError(f"{where}.columns: {repeated} given for more than one of {sorted(columns)}")
+        return cls(sep, header, tuple((role, columns[role]) for role in DELIMITED_ROLES if role in columns))
+
+    @property
+    def has_rating(self) -> bool:
+        return any(role == "rating" for role, _ in self.columns)
+
+    def spec(self, path: Path) -> Delimited:
+        """The file's layout: its header (if any) and each field's role, from the header line or,
+        without one, the first line's number of fields."""
+        path = Path(path)
+        if not path.is_file():
+            raise RawFormatError(f"{path}: file not found")
+        probe = Delimited(self.sep, (), quoted=True)
+        if self.header:
+            line, number = _first_line(path), 1
+        else:
+            line, number = next(
+                ((text, n) for n, text in enumerate(_lines(path), start=1) if text.strip()), ("", 1)
+            )
+        fields = _split_line(line, probe)
+        names = fields if self.header else None
+        roles = [f"_column{index}" for index in range(len(fields))]
+        for role, value in self.columns:
+            if isinstance(value, str):
+                if value not in fields:
+                    raise RawFormatError(
+                        f"{path}, line 1: the header has no column {value!r} (columns.{role}); it has {fields[:20]} "
+                        f"separated by {self.sep!r}"
+                    )
+                roles[fields.index(value)] = role
+            elif value >= len(fields):
+                raise RawFormatError(
+                    f"{path}, line {number}: columns.{role} is position {value}, but the line has {len(fields)} "
+                    f"fields separated by {self.sep!r}: {line[:200]!r}"
+                )
+            else:
+                roles[value] = role
+        return Delimited(self.sep, tuple(roles), tuple(names) if names is not None else None, "token", quoted=True)
+
+
+def _lines(path: Path):
+    with open(path, "rb") as handle:
+        for raw in handle:
+            yield raw.decode("utf-8", "replace").rstrip("\r\n").lstrip("\ufeff")
+
+
+def read_delimited_source(files: Sequence[Path], source: Mapping | None, anomalies: Anomalies | None = None) -> pd.DataFrame:
+    """A file in the `delimited` format, laid out as the source entry's sep, header and columns say."""
+    if source is None:
+        raise RawFormatError("the delimited format needs its source entry (sep, header, columns) to be read")
+    path = _single(files, "delimited")
+    return read_delimited(path, DelimitedOptions.from_source(source, "source").spec(path), anomalies)
+
+
 # ---------------------------------------------------------------------------------------- dispatch
 
-READERS: dict[str, Callable[[Sequence[Path]], pd.DataFrame]] = {
-    "ml-100k": lambda files: read_delimited(_single(files, "ml-100k"), ML_100K),
-    "recbole-inter": lambda files: read_delimited(_single(files, "recbole-inter"), RECBOLE_INTER),
-    "ml-20m": lambda files: read_delimited(_single(files, "ml-20m"), ML_20M),
-    "msd-triplets": lambda files: read_delimited(_single(files, "msd-triplets"), MSD_TRIPLETS),
-    "netflix-tar": read_netflix_tar,
-    "netflix-combined": read_netflix_combined,
+Reader = Callable[[Sequence[Path], "Mapping | None", "Anomalies | None"], pd.DataFrame]
+READERS: dict[str, Reader] = {
+    "ml-100k": lambda files, source, anomalies: read_delimited(_single(files, "ml-100k"), ML_100K, anomalies),
+    "recbole-inter": lambda files, source, anomalies: read_delimited(_single(files, "recbole-inter"), RECBOLE_INTER, anomalies),
+    "ml-20m": lambda files, source, anomalies: read_delimited(_single(files, "ml-20m"), ML_20M, anomalies),
+    "msd-triplets": lambda files, source, anomalies: read_delimited(_single(files, "msd-triplets"), MSD_TRIPLETS, anomalies),
+    "netflix-tar": lambda files, source, anomalies: read_netflix_tar(files, anomalies),
+    "netflix-combined": lambda files, source, anomalies: read_netflix_combined(files, anomalies),
+    "delimited": read_delimited_source,
 }
 FORMATS = tuple(READERS)
-SINGLE_FILE_FORMATS = ("ml-100k", "recbole-inter", "ml-20m", "msd-triplets")
+SINGLE_FILE_FORMATS = ("ml-100k", "recbole-inter", "ml-20m", "msd-triplets", "delimited")
 
 
 def _single(files: Sequence[Path], format: str) -> Path:
@@ -433,8 +641,12 @@ def _single(files: Sequence[Path], format: str) -> Path:
     return Path(files[0])
 
 
-def read_interactions(format: str, files: Sequence[str | Path]) -> pd.DataFrame:
-    """The raw interactions in `files`, parsed as `format` (one of FORMATS)."""
+def read_interactions(
+    format: str, files: Sequence[str | Path], source: Mapping | None = None, anomalies: Anomalies | None = None
+) -> pd.DataFrame:
+    """The raw interactions in `files`, parsed as `format` (one of FORMATS). `source`: the source
+    entry of the config, which the delimited format reads its layout from. What was skipped or
+    dropped is counted in `anomalies`."""
     if format not in READERS:
         raise RawFormatError(f"unknown raw format {format!r} (known: {', '.join(FORMATS)})")
-    return READERS[format]([Path(f) for f in files])
+    return READERS[format]([Path(f) for f in files], source, anomalies)

@@ -5,6 +5,7 @@ so a failure leaves none of them behind."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -16,7 +17,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from semtail.datasets import DataError
-from semtail.datasets.formats import FORMATS, read_interactions
+from semtail.datasets.formats import FORMATS, RATING_SCALES, Anomalies, read_interactions
 from semtail.datasets.split import MATRICES, PARTS, Split, SplitParameters, liang_split
 from semtail.files import atomic_path, read_json
 from semtail.provenance import environment
@@ -29,7 +30,8 @@ OUTPUT_NAMES = (*MATRICES, *ID_LISTS, "stats")
 
 def read_provenance(provenance_file: str | os.PathLike) -> tuple[str, list[Path], dict]:
     """The format and paths of the raw files that provenance.json names (checked to be there, with
-    the size they had when fetched), and the provenance record itself."""
+    the size and sha256 they had when fetched: a `path:` source is read where it is, and may have
+    been changed since), and the provenance record itself."""
     provenance_file = Path(provenance_file)
     provenance = read_json(provenance_file)
     for key in ("format", "files"):
@@ -46,9 +48,55 @@ def read_provenance(provenance_file: str | os.PathLike) -> tuple[str, list[Path]
         if expected_bytes is not None and path.stat().st_size != expected_bytes:
             raise DataError(
                 f"{path}: {path.stat().st_size} bytes now, {expected_bytes} when fetched ({provenance_file}); "
-                "it changed since, rerun the download stage"
+                f"it changed since, {RERUN_DOWNLOAD}"
             )
+        expected_sha256 = recorded.get(name, {}).get("sha256")
+        if expected_sha256 is not None:
+            with open(path, "rb") as handle:
+                actual = hashlib.file_digest(handle, "sha256").hexdigest()
+            if actual != expected_sha256:
+                raise DataError(
+                    f"{path}: its sha256 is {actual} now, {expected_sha256} when fetched ({provenance_file}); "
+                    f"it changed since, {RERUN_DOWNLOAD}"
+                )
     return provenance["format"], files, provenance
+
+
+RERUN_DOWNLOAD = "rerun the download stage to use it as it is now (snakemake --forcerun download)"
+
+
+def count_outside_scale(frame, raw_format: str, anomalies: Anomalies) -> None:
+    """Ratings outside the format's scale (RATING_SCALES), counted with the lowest and highest seen."""
+    scale = RATING_SCALES.get(raw_format)
+    if scale is None or "rating" not in frame:
+        return
+    low, high = scale
+    rating = frame["rating"].to_numpy()
+    outside = rating < low
+    if high is not None:
+        outside |= rating > high
+    count = int(np.count_nonzero(outside))
+    if count:
+        odd = rating[outside]
+        anomalies.add(
+            "ratings_outside_scale", count, None, "kept (the threshold still applies)",
+            scale=[low, high], lowest=float(odd.min()), highest=float(odd.max()),
+        )  # fmt: skip
+
+
+ANOMALY_LABELS = {"blank_lines": "blank line(s)", "non_finite_ratings": "non-finite rating(s) (NaN or infinite)"}
+
+
+def log_anomalies(dataset: str, raw_format: str, anomalies: dict) -> None:
+    for kind, entry in anomalies.items():
+        where = f" (first: {entry['first']})" if entry.get("first") else ""
+        if kind == "ratings_outside_scale":
+            low, high = entry["scale"]
+            scale = f"{low:g} to {high:g}" if high is not None else f"at least {low:g}"
+            what = f"ratings outside the {raw_format} scale ({scale}; seen {entry['lowest']:g} to {entry['highest']:g})"
+        else:
+            what = ANOMALY_LABELS.get(kind, kind.replace("_", " "))
+        log.warning("%s: %d %s, %s%s; see stats.json, data_warnings", dataset, entry["count"], what, entry["action"], where)
 
 
 def split_statistics(split: Split) -> dict:
@@ -129,9 +177,16 @@ def preprocess(
         Path(outputs[name]).unlink(missing_ok=True)  # a failed run must not leave an older result behind
     split_parameters = SplitParameters.from_config(dict(parameters), f"datasets.{dataset}.preprocess")
     raw_format, files, provenance = read_provenance(provenance_file)
+    if raw_format == "delimited" and not isinstance(provenance.get("source"), dict):
+        raise DataError(f"{provenance_file}: the delimited format needs the source entry recorded; rerun the download stage")
     log.info("%s: reading %s (%s)", dataset, [str(f) for f in files], raw_format)
-    split = liang_split(read_interactions(raw_format, files), split_parameters, dataset)
-    stats = {"dataset": dataset, **split_statistics(split)}
+    anomalies = Anomalies()
+    # Held in a list so that liang_split gets the only reference and can free the frame early.
+    frames = [read_interactions(raw_format, files, provenance.get("source"), anomalies)]
+    count_outside_scale(frames[0], raw_format, anomalies)
+    split = liang_split(frames.pop(), split_parameters, dataset)
+    stats = {"dataset": dataset, **split_statistics(split), "data_warnings": anomalies.as_dict()}
+    log_anomalies(dataset, raw_format, stats["data_warnings"])
     for step in split.filtering:
         log.info("%s: after %s: %s", dataset, step["step"], {k: v for k, v in step.items() if k != "step"})
     log.info(

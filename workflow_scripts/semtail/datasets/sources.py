@@ -37,7 +37,14 @@ import yaml
 
 from semtail import __version__
 from semtail.datasets import DataError
-from semtail.datasets.formats import FORMATS, NETFLIX_COMBINED_FILES, SINGLE_FILE_FORMATS, check_netflix_combined_files
+from semtail.datasets.formats import (
+    DELIMITED_KEYS,
+    FORMATS,
+    NETFLIX_COMBINED_FILES,
+    SINGLE_FILE_FORMATS,
+    DelimitedOptions,
+    check_netflix_combined_files,
+)
 from semtail.files import atomic_path, read_json, write_json
 from semtail.provenance import code_version, environment
 
@@ -49,7 +56,7 @@ PROGRESS_LOG_SECONDS = 10.0
 RETRY_DELAYS = (2.0, 8.0)  # seconds to wait before each retry of a download after a transient failure
 KINDS = ("url", "path", "pypi")
 CHECKSUMS = {"md5": 32, "sha256": 64}
-SOURCE_KEYS = {*KINDS, "member", "format", *CHECKSUMS, *(f"member_{c}" for c in CHECKSUMS)}
+SOURCE_KEYS = {*KINDS, "member", "format", *CHECKSUMS, *(f"member_{c}" for c in CHECKSUMS), *DELIMITED_KEYS}
 # The temporary files of semtail.files.atomic_path: .{stem}.{8 random characters}.partial{suffix}
 PARTIAL_FILE = re.compile(r"\..*\.[a-z0-9_]{8}\.partial(\.[^.]*)?")
 
@@ -97,6 +104,10 @@ class Source:
             raise DataError(f"{where}: give exactly one of url, path or pypi, got {kinds or 'none'}")
         if entry.get("format") not in FORMATS:
             raise DataError(f"{where}: format {entry.get('format')!r} is not one of {sorted(FORMATS)}")
+        if entry["format"] == "delimited":
+            DelimitedOptions.from_source(entry, where)
+        elif set(entry) & set(DELIMITED_KEYS):
+            raise DataError(f"{where}: {sorted(set(entry) & set(DELIMITED_KEYS))} only go with format: delimited")
         if kinds[0] == "url" and not str(entry["url"]).startswith(("http://", "https://", "file://")):
             raise DataError(f"{where}: url {entry['url']!r} must start with http://, https:// or file://")
         if kinds[0] == "pypi" and ("member" not in entry or "==" not in str(entry["pypi"])):
@@ -265,11 +276,42 @@ def extract_member(archive: Path, member: str, target_dir: Path) -> Path:
                 if not info.isfile():
                     raise DataError(f"{archive}: member {member!r} is not a regular file")
                 _copy_to(bundle.extractfile(info), destination, info.size, f"extract {member}")
+        elif starts_as(archive):
+            raise DataError(f"{unreadable_archive(archive)}; cannot extract {member!r}")
         else:
             raise DataError(f"{archive}: not a zip or tar archive, so it has no member {member!r}")
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, OSError) as error:
         raise DataError(f"{archive}: cannot extract {member!r}, the archive is damaged or truncated ({error})") from None
     return destination
+
+
+# The first bytes of the archives and compressed files that sources come as.
+MAGIC_BYTES = {
+    b"PK\x03\x04": "zip",
+    b"PK\x05\x06": "zip",
+    b"\x1f\x8b": "gzip",
+    b"BZh": "bzip2",
+    b"\xfd7zXZ\x00": "xz",
+}
+
+
+def starts_as(path: Path) -> str | None:
+    """What kind of archive or compressed file `path` starts as, by its first bytes, or None. A zip
+    cut short has lost its central directory at the end, so zipfile does not recognise it at all."""
+    with open(path, "rb") as handle:
+        start = handle.read(8)
+    return next((kind for magic, kind in MAGIC_BYTES.items() if start.startswith(magic)), None)
+
+
+def unreadable_archive(path: Path) -> str:
+    """Why a file that starts as an archive or compressed file (starts_as) could not be opened."""
+    kind = starts_as(path)
+    if kind == "zip":
+        return f"{path}: starts as a zip archive but cannot be opened as one: it is damaged or truncated (fetch it again)"
+    return (
+        f"{path}: is {kind}-compressed but holds no tar archive: damaged or truncated (fetch it again), or a single "
+        "compressed file (decompress it and give the result as the source's path)"
+    )
 
 
 def _zip_member(bundle: zipfile.ZipFile, member: str, archive: Path) -> zipfile.ZipInfo:
@@ -431,6 +473,14 @@ def acquire_one(source: Source, raw_dir: Path, pip_options: list[str], timeout: 
         else:
             digests = file_digests(fetched_path)
             verified = verify(digests, source.checksums(), fetched_path, source)
+        if not source.checksums() and not source.checksums("member_"):
+            pin = f"add sha256: {digests.sha256} to the source" if digests else "give its files' checksums"
+            log.warning(
+                "%s: no md5 or sha256 to check it against, so it cannot be verified. The sha256 of what is read is "
+                "recorded in provenance.json (file_checksums), and preprocessing refuses the data if it changes "
+                "later; to pin it, %s",
+                source, pin,
+            )  # fmt: skip
     fetched = {"name": fetched_path.name, **(digests.as_dict() if digests else {"folder": True})}
     all_digests: dict[Path, Digests] = {}
     if source.member:
@@ -505,6 +555,14 @@ def _format_files(path: Path, source: Source) -> list[Path]:
         with zipfile.ZipFile(path) as bundle:
             names = [n for n in bundle.namelist() if not n.endswith("/")][:10]
         raise DataError(f"{source}: {path} is a zip archive; name the file to read with member: (it holds {names})")
+    if source.format in SINGLE_FILE_FORMATS and starts_as(path):
+        try:
+            is_tar = tarfile.is_tarfile(path)
+        except (EOFError, zlib.error, OSError):
+            is_tar = False
+        if is_tar:
+            raise DataError(f"{source}: {path} is a tar archive; name the file to read with member:")
+        raise DataError(f"{source}: {unreadable_archive(path)}")
     return [path]
 
 

@@ -1,7 +1,8 @@
 """The strong-generalisation split of Liang, Krishnan, Hoffman and Jebara (2018, "Variational
 Autoencoders for Collaborative Filtering"), followed to the letter, random draws included:
 
-1. keep interactions with rating > threshold (no filter when threshold is None);
+1. keep interactions with rating > threshold (no filter when threshold is None, as it must be for
+   data without ratings, where every row is a positive);
 2. keep items with >= min_sc interactions (if min_sc > 0), then users with >= min_uc (if min_uc > 0);
 3. order users by id (as a groupby does), seed the legacy generator, permute them; the last
    2·n_heldout become validation users, then test users; the rest are training users;
@@ -51,7 +52,9 @@ class SplitParameters:
 
     @classmethod
     def from_config(cls, values: dict, where: str = "preprocess") -> SplitParameters:
+        """`threshold` may be left out (no threshold); every other key is required."""
         names = set(cls.__dataclass_fields__)
+        values = {"threshold": None, **values}
         missing, unknown = sorted(names - set(values)), sorted(set(values) - names)
         if missing or unknown:
             raise DataError(f"{where}: missing keys {missing}, unknown keys {unknown}")
@@ -114,10 +117,11 @@ def sorted_codes(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
 
 
 def filter_interactions(
-    user: np.ndarray, item: np.ndarray, rating: np.ndarray, parameters: SplitParameters, dataset: str
+    user: np.ndarray, item: np.ndarray, rating: np.ndarray | None, parameters: SplitParameters, dataset: str
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict]]:
     """Steps 1-2 on codes from sorted_codes: the kept rows' users and items (in raw order), the
-    interactions per user after filtering, and the sizes after each step. Raises when nothing is left."""
+    interactions per user after filtering, and the sizes after each step. Raises when nothing is left.
+    `rating` is None for data without ratings, which takes no threshold."""
     n_users, n_items = int(user.max()) + 1, int(item.max()) + 1
     user_counts = item_counts = None
     steps = [{"step": "raw", "interactions": len(user), "users": n_users, "items": n_items}]
@@ -139,6 +143,11 @@ def filter_interactions(
             )
 
     if parameters.threshold is not None:
+        if rating is None:
+            raise DataError(
+                f"datasets.{dataset}.preprocess.threshold is {parameters.threshold}, but the data has no ratings "
+                "(every row is a positive): set it to null or leave it out"
+            )
         apply(rating > parameters.threshold, f"rating > {parameters.threshold}")
     if parameters.min_sc > 0:
         item_counts = np.bincount(item, minlength=n_items) if item_counts is None else item_counts
@@ -176,13 +185,14 @@ def binary_matrix(rows: np.ndarray, columns: np.ndarray, shape: tuple[int, int])
 
 
 def liang_split(frame: pd.DataFrame, parameters: SplitParameters, dataset: str) -> Split:
-    """Steps 1-5 on raw interactions (columns user, item, rating, in raw order). The frame is not
-    needed after its ids are coded: pass it without keeping a reference, and its memory is freed early."""
+    """Steps 1-5 on raw interactions (columns user, item and, unless every row is a positive,
+    rating, in raw order). The frame is not needed after its ids are coded: pass it without keeping a
+    reference, and its memory is freed early."""
     if len(frame) == 0:
         raise EmptySplitError(f"{dataset}: the raw data has no interactions")
     user, user_ids = sorted_codes(frame["user"])
     item, item_ids = sorted_codes(frame["item"])
-    rating = frame["rating"].to_numpy()
+    rating = frame["rating"].to_numpy() if "rating" in frame else None
     del frame
     user, item, user_counts, steps = filter_interactions(user, item, rating, parameters, dataset)
     del rating

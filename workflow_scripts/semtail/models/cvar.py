@@ -11,11 +11,22 @@ from __future__ import annotations
 
 import torch
 
-from semtail.models import Fitted, Run, TrainingData
+from semtail.models.base import Fitted, Run, TrainingData
 from semtail.models.itemitem import RECONSTRUCTION_SCALE, matrix_scorer
-from semtail.training import SGD_KEYS, Objective, check_hyperparameters, train
+from semtail.training import Objective, train
 
-HYPERPARAMETERS = SGD_KEYS + ("lam", "beta", "alr")
+DECLARATION = {
+    "training": "sgd",
+    "hyperparameters": {
+        "lam": {"type": "number", "exclusiveMinimum": 0, "description": "λ, the factor of the learner loss"},
+        "beta": {"type": "number", "exclusiveMinimum": 0, "maximum": 1, "description": "β, the tail fraction of the entry losses"},
+        "alr": {"type": "number", "exclusiveMinimum": 0, "description": "learning rate of the threshold a (no momentum)"},
+    },
+    "state": {"U": ["items", "items"]},
+    "item_item": "U",
+    "resources": {"gpu": True},
+    "figures": {"label": "CVaR", "colour": "#cc78bc", "marker": "D"},
+}  # fmt: skip
 
 
 class TailObjective(Objective):
@@ -38,7 +49,6 @@ class TailObjective(Objective):
 
 
 def fit(data: TrainingData, hyperparameters: dict, run: Run) -> Fitted:
-    check_hyperparameters("cvar", hyperparameters, HYPERPARAMETERS)
     beta = float(hyperparameters["beta"])
     if not 0 < beta <= 1:
         raise ValueError(f"hyperparameters.cvar.beta must be in (0, 1], got {beta}")

@@ -10,11 +10,18 @@ from __future__ import annotations
 
 import torch
 
-from semtail.models import Fitted, Run, TrainingData
+from semtail.models.base import Fitted, Run, TrainingData
 from semtail.models.itemitem import matrix_scorer, reconstruction_loss_per_item
-from semtail.training import SGD_KEYS, Objective, check_hyperparameters, train
+from semtail.training import Objective, train
 
-HYPERPARAMETERS = SGD_KEYS
+DECLARATION = {
+    "training": "sgd",
+    "hyperparameters": {},
+    "state": {"U": ["items", "items"]},
+    "item_item": "U",
+    "resources": {"gpu": True},
+    "figures": {"label": "EASE", "colour": "#0173b2", "marker": "o"},
+}
 
 
 class ReconstructionObjective(Objective):
@@ -23,7 +30,6 @@ class ReconstructionObjective(Objective):
 
 
 def fit(data: TrainingData, hyperparameters: dict, run: Run) -> Fitted:
-    check_hyperparameters("ease", hyperparameters, HYPERPARAMETERS)
     return train(data, hyperparameters, run, ReconstructionObjective())
 
 

@@ -12,8 +12,20 @@ from __future__ import annotations
 import scipy.sparse as sp
 import torch
 
-from semtail.models import Fitted, Run, TrainingData
+from semtail.models.base import Fitted, Run, TrainingData
 from semtail.models.itemitem import matrix_scorer, to_torch_csr, zero_diagonal_
+
+DECLARATION = {
+    "training": "closed_form",
+    "hyperparameters": {
+        "l2": {"type": "number", "exclusiveMinimum": 0, "description": "λ of Steck's closed form, B = I − P·diag(1/diag(P)), P = (XᵀX + λI)⁻¹"},
+    },
+    "state": {"B": ["items", "items"]},
+    "item_item": "B",
+    # The Gram matrix and its inverse in float64, and the solver's workspace; a Cholesky solve.
+    "resources": {"gpu": True, "memory": {"dense": 6, "sparse": 2}, "runtime": {"cubic_flops": 2, "dense_file_passes": 2}},
+    "figures": {"label": "EASE (closed form)", "colour": "#56b4e9", "marker": "P"},
+}  # fmt: skip
 
 # Dense column blocks of X used to build XᵀX hold at most this many entries (float32).
 GRAM_BLOCK_ENTRIES = 2**26

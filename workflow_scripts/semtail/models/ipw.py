@@ -10,11 +10,21 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from semtail.models import Fitted, Run, TrainingData
+from semtail.models.base import Fitted, Run, TrainingData
 from semtail.models.itemitem import matrix_scorer, reconstruction_loss_per_item
-from semtail.training import SGD_KEYS, Objective, check_hyperparameters, train
+from semtail.training import Objective, train
 
-HYPERPARAMETERS = SGD_KEYS + ("lam", "alpha")
+DECLARATION = {
+    "training": "sgd",
+    "hyperparameters": {
+        "lam": {"type": "number", "exclusiveMinimum": 0, "default": 1.0, "description": "λ, the factor of the weighted learner loss"},
+        "alpha": {"type": "number", "minimum": 0, "description": "w_i = exp(−α·n_i) / mean_j exp(−α·n_j), n_i the item's training count"},
+    },
+    "state": {"U": ["items", "items"]},
+    "item_item": "U",
+    "resources": {"gpu": True},
+    "figures": {"label": "IPW", "colour": "#029e73", "marker": "s"},
+}  # fmt: skip
 
 
 def inverse_popularity_weights(popularity: np.ndarray, alpha: float) -> torch.Tensor:
@@ -37,7 +47,6 @@ class InversePopularityObjective(Objective):
 
 
 def fit(data: TrainingData, hyperparameters: dict, run: Run) -> Fitted:
-    check_hyperparameters("ipw", hyperparameters, HYPERPARAMETERS)
     alpha = float(hyperparameters["alpha"])
     if alpha < 0:
         raise ValueError(f"hyperparameters.ipw.alpha must not be negative, got {alpha}")

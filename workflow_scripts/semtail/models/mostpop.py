@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import torch
 
-from semtail.models import Fitted, Run, TrainingData
+from semtail.models.base import Fitted, Run, TrainingData
+
+DECLARATION = {
+    "training": "closed_form",
+    "hyperparameters": {},
+    "state": {"popularity": ["items"]},
+    "resources": {"gpu": False, "memory": {"sparse": 2}, "runtime": {"sparse_passes": 2}},
+    "figures": {"label": "MostPop", "colour": "#949494", "marker": "X", "outlier": True},
+}
 
 
 def fit(data: TrainingData, hyperparameters: dict, run: Run) -> Fitted:
-    if hyperparameters:
-        raise ValueError(f"hyperparameters.mostpop: takes none, got {sorted(hyperparameters)}")
     return Fitted(state={"popularity": torch.from_numpy(data.popularity()).float()})
 
 

@@ -59,26 +59,35 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
-from semtail.models import Fitted, Run, TrainingData
+from semtail.models.base import Fitted, Run, TrainingData
 from semtail.models.itemitem import matrix_scorer, reconstruction_loss_per_item, to_torch_csr
-from semtail.training import SGD_KEYS, Objective, check_hyperparameters, train
+from semtail.training import Objective, train
 
-HYPERPARAMETERS = SGD_KEYS + (
-    "lam",
-    "alr",
-    "nstd",
-    "awd",
-    "adversary",
-    "signal",
-    "ones_aware",
-    "k",
-    "signal_momentum",
-    "ties",
-    "adversary_init",
-)
-SIGNALS = ("recall", "recall_dist")
-TIE_RULES = ("topk", "share")
-INITIALISATIONS = ("authors", "random")
+DECLARATION = {
+    "training": "sgd",
+    "hyperparameters": {
+        "lam": {"type": "number", "exclusiveMinimum": 0, "default": 1.0, "description": "λ, the factor of the weighted learner loss"},
+        "alr": {"type": "number", "exclusiveMinimum": 0, "description": "adversary learning rate (no momentum)"},
+        "nstd": {"type": "number", "exclusiveMinimum": 0, "description": "scale of the adversary output before the sigmoid (and, for 2bmlpN, of the hidden layer)"},
+        "awd": {"type": "number", "minimum": 0, "default": 0.0, "description": "adversary weight decay"},
+        "adversary": {"type": "string", "pattern": "^(linear|2b?mlp[1-9][0-9]*)$", "description": "linear, 2mlpN or 2bmlpN (N hidden units)"},
+        "signal": {"type": "string", "enum": ["recall", "recall_dist"], "description": "the per-item advantage signal: recall@k, or recall@k divided by min(k, |x_u|)"},
+        "ones_aware": {"type": "boolean", "default": False, "description": "count an item's positives in a batch (true) or the batch's users (false) in C"},
+        "k": {"type": "integer", "minimum": 1, "default": 100, "description": "cut-off of the recall signal (100 in the paper)"},
+        "signal_momentum": {"type": "number", "minimum": 0, "exclusiveMaximum": 1, "default": 0.9, "description": "momentum m of the accumulators S and C (0.9 in the paper)"},
+        "ties": {"type": "string", "enum": ["topk", "share"], "default": "topk", "description": "which items fill the signal's top-k when scores tie at the cut (every score ties on the first minibatch, where U = 0). topk: the authors' rule, the indices torch.topk returns (its tie order depends on the device and torch version), with their 1e-8 in recall_dist. share: tied items share the slots left equally"},
+        "adversary_init": {"type": "string", "enum": ["authors", "random"], "default": "authors", "description": "authors: the first layer at 0, as the authors' code (the MLP adversaries' weights are then fixed by the first minibatch); random: torch's Linear default for every layer, with which the MLP adversaries keep learning"},
+    },
+    "state": {"U": ["items", "items"]},
+    "item_item": "U",
+    "item_weights": True,
+    # The adversary: up to 50 hidden units per training user, with their gradient and a copy.
+    "resources": {"gpu": True, "memory": {"bytes_per_training_user": 600}},
+    "figures": {"label": "POSIT", "colour": "#d55e00", "marker": "*", "marker_size": 11},
+}  # fmt: skip
+SIGNALS = tuple(DECLARATION["hyperparameters"]["signal"]["enum"])
+TIE_RULES = tuple(DECLARATION["hyperparameters"]["ties"]["enum"])
+INITIALISATIONS = tuple(DECLARATION["hyperparameters"]["adversary_init"]["enum"])
 AUTHORS_EPSILON = 1e-8  # in the authors' recall_dist, added to the hit and to min(k, |x_u|)
 C_START = 1e-15  # the authors' starting C (S/C of an item never counted is then 0, not NaN)
 ARCHITECTURE = re.compile(r"^(linear|2(b?)mlp([1-9][0-9]*))$")
@@ -335,7 +344,6 @@ class AdversarialObjective(Objective):
 
 
 def fit(data: TrainingData, hyperparameters: dict, run: Run) -> Fitted:
-    check_hyperparameters("posit", hyperparameters, HYPERPARAMETERS)
     return train(data, hyperparameters, run, AdversarialObjective(data, hyperparameters, run.device))
 
 

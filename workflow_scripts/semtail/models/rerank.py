@@ -15,8 +15,22 @@ from __future__ import annotations
 
 import torch
 
-from semtail.models import STATE_KEYS, Fitted, Run, TrainingData
+from semtail.models.base import Fitted, Run, TrainingData
 from semtail.models.itemitem import predict
+from semtail.models.on_base import base_matrix
+
+DECLARATION = {
+    "training": "on_base",
+    "hyperparameters": {
+        "high": {"type": "number", "description": "items scoring above this stay on top, by score"},
+        "low": {"type": "number", "description": "items scoring in (low, high] follow, least popular first; the rest after them, by score"},
+    },
+    "constraints": [["high", ">", "low"]],
+    "state": {"base": ["items", "items"], "popularity": ["items"]},
+    # The base model's matrix, read and written again.
+    "resources": {"gpu": False, "memory": {"dense": 2, "sparse": 2}, "runtime": {"dense_file_passes": 3}},
+    "figures": {"label": "Rerank", "colour": "#de8f05", "marker": "^"},
+}  # fmt: skip
 
 TOP, MIDDLE, REST = 2, 1, 0
 
@@ -44,19 +58,8 @@ def check_thresholds(hyperparameters: dict) -> tuple[float, float]:
 
 def fit(data: TrainingData, hyperparameters: dict, run: Run) -> Fitted:
     check_thresholds(hyperparameters)
-    base = data.base_model
-    if base is None:
-        raise ValueError("rerank needs the model file of its base method (input base_model)")
-    expected = (run.dataset, hyperparameters["base"], run.seed, data.n_items)
-    found = (base["dataset"], base["variant"], base["seed"], base["n_items"])
-    if found != expected:
-        raise ValueError(
-            f"rerank of {run.describe()}: the base model is (dataset, variant, seed, items) = {found}, "
-            f"expected {expected}"
-        )
-    (matrix_key,) = STATE_KEYS[base["method"]]
     popularity = torch.from_numpy(data.popularity()).float()
-    return Fitted(state={"base": base["state"][matrix_key], "popularity": popularity})
+    return Fitted(state={"base": base_matrix(data, hyperparameters, run), "popularity": popularity})
 
 
 def scorer(state: dict, hyperparameters: dict, device: torch.device):

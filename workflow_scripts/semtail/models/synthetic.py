@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from semtail.models import TrainingData
+from semtail.models.base import TrainingData
 
 
 def power_law_interactions(

@@ -1,0 +1,129 @@
+"""What every method shares: what it is trained from (TrainingData), who trains it and where (Run),
+and what its `fit` returns (Fitted). The training loop and the methods import these; this module
+imports no method and does not list them (semtail.registry does)."""
+
+from __future__ import annotations
+
+import glob
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+Scorer = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class TrainingData:
+    """What a method is trained from: binary user × item matrices (float32 CSR, one row per user)."""
+
+    train: sp.csr_matrix
+    validation_tr: sp.csr_matrix
+    validation_te: sp.csr_matrix
+    base_model: dict | None = None  # rerank: the loaded model file of its base method
+
+    @property
+    def n_items(self) -> int:
+        return self.train.shape[1]
+
+    @property
+    def n_train_users(self) -> int:
+        return self.train.shape[0]
+
+    def popularity(self) -> np.ndarray:
+        """Training interactions per item."""
+        return np.asarray(self.train.sum(axis=0)).ravel().astype(np.int64)
+
+
+# The config's `checkpoints` block, as the defaults that apply where it is left out.
+CHECKPOINT_CADENCE = {"every_epochs": 1, "min_seconds": 0.0}
+
+
+def check_checkpoint_cadence(cadence: dict, where: str = "checkpoints") -> dict:
+    """The checkpoint cadence with its defaults filled in; a wrong key or value is an error naming it."""
+    unknown = sorted(set(cadence) - set(CHECKPOINT_CADENCE))
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {unknown} (known: {sorted(CHECKPOINT_CADENCE)})")
+    resolved = {**CHECKPOINT_CADENCE, **cadence}
+    every, seconds = resolved["every_epochs"], resolved["min_seconds"]
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        raise ValueError(f"{where}.every_epochs must be an integer of at least 1, got {every!r}")
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds >= 0:
+        raise ValueError(f"{where}.min_seconds must be a number of at least 0, got {seconds!r}")
+    return {"every_epochs": every, "min_seconds": float(seconds)}
+
+
+@dataclass
+class Run:
+    """Who is training and where: everything a method needs besides data and hyperparameters."""
+
+    dataset: str
+    method: str
+    seed: int
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    checkpoint: Path | None = None  # SGD methods: where to keep the checkpoint
+    fingerprint: str = ""  # identifies the job; a checkpoint is resumed only when it matches
+    log: logging.Logger = field(default_factory=lambda: logging.getLogger("semtail.train"))
+    progress: bool = False  # show a tqdm bar over the batches of an epoch
+    # Called with (epoch, U) at the end of every epoch, after its checkpoint if one was due (tests
+    # use it to interrupt a run).
+    after_epoch: Callable[[int, torch.Tensor], None] | None = None
+    # A checkpoint is written after an epoch once this many epochs and this many seconds have
+    # passed since the last one (or since training started); see CHECKPOINT_CADENCE.
+    checkpoint_every_epochs: int = 1
+    checkpoint_min_seconds: float = 0.0
+    variant: str | None = None  # the name in the config's `methods:` when it is a variant of `method`
+
+    def __post_init__(self) -> None:
+        check_checkpoint_cadence({"every_epochs": self.checkpoint_every_epochs, "min_seconds": self.checkpoint_min_seconds})
+
+    def describe(self) -> str:
+        return f"{self.dataset}/{self.variant or self.method} seed {self.seed}"
+
+    def best_weights_file(self, epoch: int) -> Path:
+        """Beside the checkpoint: the best epoch's U, written once each time the best epoch is left
+        behind, rather than into every epoch's checkpoint."""
+        return self.checkpoint.with_name(f"{self.checkpoint.name}.best-epoch{epoch}")
+
+    def best_weights_files(self) -> list[Path]:
+        return sorted(self.checkpoint.parent.glob(f"{glob.escape(self.checkpoint.name)}.best-epoch*"))
+
+    def remove_checkpoint(self) -> None:
+        if self.checkpoint is None:
+            return
+        self.checkpoint.unlink(missing_ok=True)
+        for path in self.best_weights_files():
+            path.unlink(missing_ok=True)
+
+
+@dataclass
+class Fitted:
+    """What `fit` returns: the model file's method-specific part."""
+
+    state: dict[str, torch.Tensor]
+    item_weights: torch.Tensor | None = None
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int | None = None
+
+
+def read_interactions(path: str | Path, n_items: int | None = None) -> sp.csr_matrix:
+    """A binary user × item matrix from a scipy .npz file, as float32 CSR with sorted indices."""
+    path = Path(path)
+    try:
+        matrix = sp.load_npz(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: file not found") from None
+    except Exception as error:  # a corrupt or foreign file: say which one
+        raise ValueError(f"{path}: not a scipy sparse .npz matrix ({error})") from None
+    matrix = sp.csr_matrix(matrix, dtype=np.float32)
+    matrix.sum_duplicates()
+    matrix.sort_indices()
+    if matrix.nnz and not np.all(matrix.data == 1.0):
+        raise ValueError(f"{path}: expected a binary (0/1) interaction matrix, found values {np.unique(matrix.data)[:5]}")
+    if n_items is not None and matrix.shape[1] != n_items:
+        raise ValueError(f"{path}: has {matrix.shape[1]} item columns, the training matrix has {n_items}")
+    return matrix

@@ -1,0 +1,31 @@
+"""What the methods trained on top of a base run share (their declaration's training: on_base): the
+base run's model file, checked to be of the same dataset, seed and catalog, and its item–item
+matrix M, whose X·M are the base's scores."""
+
+from __future__ import annotations
+
+import torch
+
+from semtail import registry
+from semtail.models.base import Run, TrainingData
+
+
+def base_matrix(data: TrainingData, hyperparameters: dict, run: Run) -> torch.Tensor:
+    """The base run's scoring matrix, from the loaded model file in `data.base_model`."""
+    base = data.base_model
+    if base is None:
+        raise ValueError(f"{run.describe()}: {run.method} needs the model file of its base run (input base_model)")
+    expected = (run.dataset, hyperparameters["base"], run.seed, data.n_items)
+    found = (base["dataset"], base["variant"], base["seed"], base["n_items"])
+    if found != expected:
+        raise ValueError(
+            f"{run.method} of {run.describe()}: the base model is (dataset, variant, seed, items) = {found}, "
+            f"expected {expected}"
+        )
+    key = registry.declaration(base["method"]).item_item
+    if key is None:
+        raise ValueError(
+            f"{run.describe()}: its base {base['variant']!r} is a {base['method']} run, which does not score "
+            "by an item–item matrix (its declaration has no item_item)"
+        )
+    return base["state"][key]

@@ -1,0 +1,147 @@
+"""One training job: read the split (and a base run's model file), complete and check the
+hyperparameters against the method's declaration, fit, and write the model file."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from semtail import registry
+from semtail.modelfile import FORMAT_VERSION, load_model, model_file, save_model
+from semtail.models.base import Run, TrainingData, check_checkpoint_cadence, read_interactions
+
+
+def fingerprint(
+    *, dataset: str, method: str, variant: str, seed: int, hyperparameters: dict, code_version: str, inputs: dict
+) -> str:
+    """What a checkpoint must match to be resumed: the job's identity, its hyperparameters and
+    code, and the size and modification time of every input file."""
+    files = {}
+    for name, path in sorted(inputs.items()):
+        stat = Path(path).stat()
+        files[name] = [str(path), stat.st_size, stat.st_mtime_ns]
+    identity = {
+        "format_version": FORMAT_VERSION,
+        "dataset": dataset,
+        "method": method,
+        "variant": variant,
+        "seed": int(seed),
+        "hyperparameters": hyperparameters,
+        "code_version": code_version,
+        "inputs": files,
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def read_training_data(inputs: dict) -> TrainingData:
+    """The split (and, for a method trained on a base run, that run's model) from the train rule's
+    input files."""
+    train = read_interactions(inputs["train"])
+    data = TrainingData(
+        train=train,
+        validation_tr=read_interactions(inputs["validation_tr"], n_items=train.shape[1]),
+        validation_te=read_interactions(inputs["validation_te"], n_items=train.shape[1]),
+    )
+    if data.validation_tr.shape[0] != data.validation_te.shape[0]:
+        raise ValueError(
+            f"{inputs['validation_tr']} has {data.validation_tr.shape[0]} users, "
+            f"{inputs['validation_te']} has {data.validation_te.shape[0]}"
+        )
+    if inputs.get("base_model"):
+        data.base_model = load_model(inputs["base_model"])
+    return data
+
+
+def train_and_save(
+    *,
+    dataset: str,
+    method: str,
+    seed: int,
+    hyperparameters: dict,
+    inputs: dict,
+    output: str | Path,
+    device: torch.device,
+    environment: dict,
+    code_version: str,
+    variant: str | None = None,
+    checkpoint: str | Path | None = None,
+    log: logging.Logger | None = None,
+    progress: bool = False,
+    after_epoch: Callable[[int, torch.Tensor], None] | None = None,
+    checkpoint_cadence: dict | None = None,
+) -> dict:
+    """Train one (dataset, method, seed) job and write its model file; returns the model dict.
+
+    `environment` is recorded in the model file: software versions and, under "device", the
+    device in words (semtail.provenance.environment() and semtail.device.describe()).
+
+    `variant` is the run's name in the config's `methods:` when it is a variant of `method`.
+
+    `hyperparameters` may leave out what the method declares a default for; the model file records
+    them all. A missing, unknown or wrongly typed one is an error naming it.
+
+    The checkpoint of an SGD method is written on `checkpoint_cadence` (the config's `checkpoints`
+    block) and removed once the model file is written; a failure leaves no model file (and the last
+    checkpoint, for a rerun to resume from)."""
+    log = log or logging.getLogger("semtail.train")
+    variant = variant or method
+    cadence = check_checkpoint_cadence(checkpoint_cadence or {})
+    declared = registry.declaration(method)
+    hyperparameters = declared.complete(hyperparameters, f"hyperparameters.{variant}")
+    data = read_training_data(inputs)
+    run = Run(
+        dataset=dataset,
+        method=method,
+        variant=variant,
+        seed=int(seed),
+        device=device,
+        checkpoint=None if checkpoint is None else Path(checkpoint),
+        fingerprint=fingerprint(
+            dataset=dataset,
+            method=method,
+            variant=variant,
+            seed=seed,
+            hyperparameters=hyperparameters,
+            code_version=code_version,
+            inputs=inputs,
+        ),
+        log=log,
+        progress=progress,
+        after_epoch=after_epoch,
+        checkpoint_every_epochs=cadence["every_epochs"],
+        checkpoint_min_seconds=cadence["min_seconds"],
+    )
+    log.info(
+        "training %s on %d users x %d items (%d interactions), %d validation users, on %s",
+        run.describe(),
+        data.n_train_users,
+        data.n_items,
+        data.train.nnz,
+        data.validation_tr.shape[0],
+        environment.get("device", device),
+    )
+    started = time.perf_counter()
+    fitted = declared.module().fit(data, hyperparameters, run)
+    seconds = time.perf_counter() - started
+    model = model_file(
+        dataset=dataset,
+        method=method,
+        variant=variant,
+        seed=seed,
+        hyperparameters=hyperparameters,
+        data=data,
+        fitted=fitted,
+        code_version=code_version,
+        environment=environment,
+        train_seconds=seconds,
+    )
+    save_model(output, model)
+    run.remove_checkpoint()
+    log.info("wrote %s (best epoch %s) after %.1f s", output, fitted.best_epoch, seconds)
+    return model
