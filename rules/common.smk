@@ -22,6 +22,7 @@ if not WORKFLOW_SCRIPTS.is_dir():
 sys.path.insert(0, str(WORKFLOW_SCRIPTS))
 
 from semtail import config_schema, provenance
+from semtail import tuning as search
 from semtail import workflow as plan
 
 plan.put_first_on_pythonpath(str(WORKFLOW_SCRIPTS))
@@ -36,6 +37,8 @@ config_schema.check_against_schema(
 
 validate(config, "../schemas/config.schema.yaml")
 plan.check_config(config)
+plan.check_compare(config)
+search.check_tuning(config)
 # profiles/slurm ships placeholders for the partition and account: stop before submitting anything.
 plan.check_cluster_resources(
     {
@@ -64,10 +67,11 @@ wildcard_constraints:
     dataset="|".join(map(re.escape, DATASETS)),
     method="|".join(map(re.escape, METHODS)),
     seed=r"\d+",
+    candidate=f"[0-9a-f]{{{search.NAME_LENGTH}}}",
 
 
 def final_targets():
-    return plan.final_targets(config)
+    return plan.final_targets(config) + search.tuning_targets(config)
 
 
 def refuse_unconfigured_dataset(wildcards):
@@ -88,13 +92,116 @@ def expected_sizes(wildcards):
 
 
 def method_hyperparameters(wildcards):
+    """A searched method's train jobs read the choice from selected.yaml, the others the config."""
+    if search.is_tuned(config, wildcards.dataset, wildcards.method):
+        return search.read_selected(
+            selected_hyperparameters(wildcards), wildcards.dataset, wildcards.method
+        )["hyperparameters"]
     return plan.resolve_hyperparameters(config, wildcards.dataset, wildcards.method)
 
 
+def selected_hyperparameters(wildcards):
+    """selected.yaml of a searched method, once its selection ran: asking for it makes the job
+    wait for the selection, and be planned anew after it."""
+    return checkpoints.select_hyperparameters.get(
+        dataset=wildcards.dataset, method=wildcards.method
+    ).output.selected
+
+
+def follow_selections(dataset, names, candidate=False):
+    """Make a job wait for the selections it follows from (its own method's, its rerank base's,
+    a dataset's every one for the tables), and be planned anew once they ran. selected.yaml is
+    deliberately no input: rewritten with the same choice (a new candidate that lost), it must
+    rerun nothing. Without this, Snakemake would keep the reason to run that it gave a job
+    before the selection ran ("input updated by another job"), even when the train job before
+    it turned out not to need a rerun."""
+    for name in search.selections_behind(config, dataset, names, candidate):
+        checkpoints.select_hyperparameters.get(dataset=dataset, method=name)
+
+
 def train_inputs(wildcards):
+    """The split, and rerank's base model; see follow_selections. The train job of a searched
+    method reruns when its choice changes, through its hyperparameters param."""
+    follow_selections(wildcards.dataset, [wildcards.method])
     return plan.train_inputs(
         config, wildcards.dataset, wildcards.method, wildcards.seed
     )
+
+
+def candidate(wildcards):
+    return search.find_candidate(
+        config, wildcards.dataset, wildcards.method, wildcards.candidate
+    )
+
+
+def candidate_inputs(wildcards):
+    follow_selections(wildcards.dataset, [wildcards.method], candidate=True)
+    return search.candidate_inputs(config, wildcards.dataset, wildcards.method)
+
+
+def selections_of_run(wildcards):
+    """No files: the evaluation of a run follows its train job's selections (follow_selections)."""
+    follow_selections(wildcards.dataset, [wildcards.method])
+    return {}
+
+
+def candidate_settings(wildcards):
+    return candidate(wildcards).settings
+
+
+def candidate_hyperparameters(wildcards):
+    return search.candidate_hyperparameters(
+        config, wildcards.dataset, wildcards.method, candidate(wildcards)
+    )
+
+
+def candidate_code_version(wildcards):
+    return plan.code_version(
+        plan.method_of(config, wildcards.method), script="tune_candidate.py"
+    )
+
+
+def candidate_files(wildcards):
+    return search.candidate_files(config, wildcards.dataset, wildcards.method)
+
+
+def search_seed(wildcards):
+    return search.search_seed(config)
+
+
+def selection_metric(wildcards):
+    return search.selection_rule(config, wildcards.method)["metric"]
+
+
+def selection_guards(wildcards):
+    return search.selection_rule(config, wildcards.method)["within"]
+
+
+def searched_selected_files(wildcards):
+    return search.selected_files(config, wildcards.dataset)
+
+
+def candidate_resource(kind):
+    """A candidate's threads, mem_mb or runtime: those of a train job with its values."""
+
+    def value(wildcards, input, attempt):
+        trial = search.with_candidate(
+            config, wildcards.dataset, wildcards.method, candidate(wildcards)
+        )
+        return plan.resources(
+            trial,
+            "train",
+            wildcards.dataset,
+            attempt,
+            method=wildcards.method,
+            stats_file=input.stats,
+        )[kind]
+
+    return value
+
+
+def compare_settings(wildcards):
+    return plan.compare_settings(config)
 
 
 def compute_device(wildcards):
@@ -130,6 +237,7 @@ def figure_styles(wildcards):
 
 
 def run_inputs(wildcards):
+    follow_selections(wildcards.dataset, config["methods"])
     return plan.run_files(config, wildcards.dataset)
 
 
@@ -164,8 +272,10 @@ def cpus_per_gpu(wildcards, threads):
 
 
 def weight_landscape_models(wildcards):
+    follow_selections(wildcards.dataset, config["methods"])
     return plan.weight_landscape_models(config, wildcards.dataset)
 
 
 def adversary_models(wildcards):
+    follow_selections(wildcards.dataset, config["methods"])
     return plan.adversary_models(config, wildcards.dataset)

@@ -1,13 +1,16 @@
 rule evaluate:
     input:
+        unpack(selections_of_run),
         model=results("{dataset}/{method}/seed{seed}/model.pt"),
         train="data/processed/{dataset}/train.npz",
         test_tr="data/processed/{dataset}/test_tr.npz",
         test_te="data/processed/{dataset}/test_te.npz",
+        test_users="data/processed/{dataset}/test_users.txt",
     output:
         metrics=results("{dataset}/{method}/seed{seed}/metrics.json"),
         topk=results("{dataset}/{method}/seed{seed}/topk.npz"),
         item_stats=results("{dataset}/{method}/seed{seed}/items.npz"),
+        per_user=results("{dataset}/{method}/seed{seed}/per_user.csv"),
     log:
         logs("evaluate/{dataset}/{method}/seed{seed}.log"),
     conda:

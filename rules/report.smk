@@ -9,6 +9,7 @@ rule aggregate:
             subcategory="{dataset}",
         ),
         summary_md=results("{dataset}/summary.md"),
+        summary_tex=results("{dataset}/summary.tex"),
         comparison_csv=report(
             results("{dataset}/paper_comparison.csv"),
             caption="../report/paper_comparison.rst",
@@ -16,6 +17,13 @@ rule aggregate:
             subcategory="{dataset}",
         ),
         comparison_md=results("{dataset}/paper_comparison.md"),
+        comparison_tex=results("{dataset}/paper_comparison.tex"),
+        significance_csv=report(
+            results("{dataset}/significance.csv"),
+            caption="../report/significance.rst",
+            category="Tables",
+            subcategory="{dataset}",
+        ),
     log:
         logs("aggregate/{dataset}.log"),
     localrule: True
@@ -27,6 +35,7 @@ rule aggregate:
         runtime=resource("runtime", "report"),
     params:
         dataset="{dataset}",
+        compare=compare_settings,
         code_version=stage_code_version("aggregate"),
         # Read from the semtail package; its digest reruns the tables when the reported numbers change.
         paper_results=resource_version("paper_results.yaml"),

@@ -308,7 +308,7 @@ def test_text_from_the_command_line_becomes_numbers_where_the_schema_wants_them(
         (
             lambda c: c.update(seed=[0]),
             "config: unknown key 'seed'; did you mean 'seeds'?\n"
-            "  keys allowed at the top level: checkpoints, compute, datasets, evaluation, experiment, hyperparameters, methods, overrides, seeds, variants",
+            "  keys allowed at the top level: checkpoints, compare, compute, datasets, evaluation, experiment, hyperparameters, methods, overrides, seeds, tuning, variants",
         ),
         (
             lambda c: c["datasets"]["ml-100k"]["sources"][0].update(sep=";"),

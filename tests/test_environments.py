@@ -67,7 +67,7 @@ def test_every_requirement_is_in_some_environment():
 
 def test_every_rule_names_an_existing_environment():
     rules_text = "\n".join(p.read_text() for p in sorted((ROOT / "rules").glob("*.smk")))
-    rule_names = re.findall(r"^rule (\w+):", rules_text, flags=re.M)
+    rule_names = re.findall(r"^(?:rule|checkpoint) (\w+):", rules_text, flags=re.M)
     conda_files = re.findall(r'conda:\n\s+"\.\./(envs/[\w.-]+)"', rules_text)
     assert len(conda_files) == len(rule_names), "every rule declares a conda environment"
     for env in conda_files:

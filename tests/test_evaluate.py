@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 import torch
@@ -216,15 +217,21 @@ def hand_made_model(path: Path, weights: np.ndarray, method="ease_closed", seed=
     return model
 
 
-def run_evaluate_script(model: Path, split_folder: Path, out: Path, work: Path) -> subprocess.CompletedProcess:
-    """workflow_scripts/evaluate.py run by hand, with work/params.yaml, logging to work/evaluate.log."""
+def run_evaluate_script(model: Path, split_folder: Path, out: Path, work: Path, user_ids=None) -> subprocess.CompletedProcess:
+    """workflow_scripts/evaluate.py run by hand, with work/params.yaml, logging to work/evaluate.log;
+    the test users' raw ids (`user_ids`, default their row numbers) in split_folder/test_users.txt."""
+    n_users = sp.load_npz(split_folder / "test_tr.npz").shape[0]
+    ids = user_ids if user_ids is not None else [str(u) for u in range(n_users)]
+    (split_folder / "test_users.txt").write_text("\n".join(ids) + "\n")
     command = [
         sys.executable, str(ROOT / "workflow_scripts/evaluate.py"),
         "--input", f"model={model}",
         *[arg for name in ("train", "test_tr", "test_te") for arg in ("--input", f"{name}={split_folder / (name + '.npz')}")],
+        "--input", f"test_users={split_folder / 'test_users.txt'}",
         "--output", f"metrics={out / 'metrics.json'}",
         "--output", f"topk={out / 'topk.npz'}",
         "--output", f"item_stats={out / 'items.npz'}",
+        "--output", f"per_user={out / 'per_user.csv'}",
         "--params", str(work / "params.yaml"),
         "--resource", "gpu=0",
         "--log", str(work / "evaluate.log"),
@@ -243,7 +250,8 @@ def test_evaluate_script_end_to_end(tmp_path):
         "device: cpu\n"
     )
     out = tmp_path / "results"
-    completed = run_evaluate_script(tmp_path / "model.pt", folder, out, tmp_path)
+    user_ids = [str(1000 + 7 * u) for u in range(230)]  # raw ids, not row numbers
+    completed = run_evaluate_script(tmp_path / "model.pt", folder, out, tmp_path, user_ids)
     assert completed.returncode == 0, completed.stderr
     record = json.loads((out / "metrics.json").read_text())
     assert (record["dataset"], record["method"], record["seed"]) == ("tiny", "ease_closed", 0)
@@ -269,6 +277,24 @@ def test_evaluate_script_end_to_end(tmp_path):
             np.testing.assert_array_equal(items[f"exposure_at_{k}"], exposure)
         hits = [sum(i in masked[u][:10] and heldout[u, i] > 0 for u in range(230)) for i in range(25)]
         np.testing.assert_array_equal(items["hits_at_10"], hits)
+
+    per_user = pd.read_csv(out / "per_user.csv", dtype={"user": str})
+    user_metrics = [f"{name}@{k}" for name in ("ndcg", "recall", "hit_rate", "arp") for k in (5, 10, 100)]
+    assert list(per_user.columns) == ["user", "n_heldout", *user_metrics]
+    assert per_user["user"].tolist() == user_ids
+    np.testing.assert_array_equal(per_user["n_heldout"], heldout.sum(axis=1))
+    excluded = heldout.sum(axis=1) == 0
+    assert per_user.loc[excluded, user_metrics].isna().all().all()
+    assert per_user.loc[~excluded, user_metrics].notna().all().all()
+    for key in user_metrics:  # the column means are the metric JSON's values
+        assert per_user[key].mean() == pytest.approx(record["metrics"][key], rel=1e-12), key
+    for u in np.flatnonzero(~excluded)[:40]:  # and each user's values are that user's, by brute force
+        held = set(np.flatnonzero(heldout[u]))
+        top = masked[u][:10]
+        dcg = sum(1 / math.log2(r + 2) for r, i in enumerate(top) if i in held)
+        ideal = sum(1 / math.log2(r + 2) for r in range(min(10, len(held))))
+        assert per_user.loc[u, "ndcg@10"] == pytest.approx(dcg / ideal, rel=1e-6)
+        assert per_user.loc[u, "recall@10"] == pytest.approx(sum(i in held for i in top) / min(10, len(held)), rel=1e-6)
     assert not list(out.glob(".*partial*"))
 
 
@@ -289,3 +315,9 @@ def test_ks_beyond_the_catalog_fail_the_job_at_its_start(tmp_path):
     assert not (tmp_path / "metrics.json").exists()
     with pytest.raises(ValueError, match=r"evaluation.ks: \[26\] is larger than the 25 items of ml-tiny"):
         ev.evaluate_model_file(tmp_path / "no-model.pt", as_split(train, fold_in, heldout), {"ks": [25, 26]}, "cpu", {"dataset": "ml-tiny"})
+
+
+def test_per_user_file_needs_one_id_per_test_user(tmp_path):
+    (tmp_path / "test_users.txt").write_text("a\nb\n")
+    with pytest.raises(ValueError, match=r"test_users\.txt: 2 user ids, but the split has 3 users"):
+        ev.read_user_ids(tmp_path / "test_users.txt", 3)

@@ -24,7 +24,7 @@ MODELS = "workflow_scripts/semtail/models"
 def test_a_copied_method_module_runs_and_matches_its_original(tmp_path, raw_files):
     workdir = copy_repo(tmp_path / "repo", raw_cache=False)
     shutil.copy2(workdir / MODELS / "ease.py", workdir / MODELS / "ease_copy.py")
-    (raw,) = raw_files("ml-100k", synthetic_ratings(seed=3, n_users=300, n_items=80, mean_per_user=25))
+    (raw,) = raw_files("ml-100k", synthetic_ratings(seed=3, n_users=300, n_items=120, mean_per_user=25))
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     config["datasets"] = {"toy": {
         "sources": [{"path": str(raw), "format": "ml-100k"}],

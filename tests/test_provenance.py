@@ -170,16 +170,26 @@ def test_the_real_stages_cover_their_imports():
         "download": {"datasets.sources", "datasets.formats", "script_io"},
         "preprocess": {"datasets.preprocess", "datasets.split", "datasets.formats", "script_io"},
         "evaluate": {"evaluate", "metrics", "modelfile", "registry", "models.base", "device", "script_io"},
-        "aggregate": {"tables", "script_io"},
+        "aggregate": {"tables", "significance", "script_io"},
         "plot": {"figures", "run_metrics", "registry", "script_io"},
         "plot_weight_landscape": {"figures", "modelfile", "script_io"},  # imported inside a function
         "plot_adversary": {"figures", "tables", "modelfile", "registry", "script_io"},
+        "select_hyperparameters": {"tuning", "workflow", "files", "script_io"},
+        "tuning_table": {"tuning", "script_io"},
     }
     assert set(expected) == set(provenance.STAGE_SCRIPTS)
     for stage, modules in expected.items():
         assert modules <= real_modules(stage), stage
         assert "training" not in real_modules(stage), stage
         assert len(provenance.code_version(stage)) == 16
+
+
+def test_a_search_candidate_covers_its_method_and_the_validation_scoring():
+    _, modules = provenance.code_files("posit", provenance.CANDIDATE_SCRIPT)
+    names = {m.removeprefix("semtail.") for m in modules}
+    assert {"models.posit", "training", "validation", "evaluate", "metrics"} <= names
+    assert "models.ipw" not in names
+    assert provenance.code_version("posit", provenance.CANDIDATE_SCRIPT) != provenance.code_version("posit")
 
 
 def test_environment_names_versions():

@@ -20,7 +20,7 @@ def test_report_embeds_every_figure_and_table_with_its_caption(demo_copy):
         png = base64.b64decode(embedded.group(1))
         assert png.startswith(b"\x89PNG\r\n\x1a\n"), f"{figure}.png is not a PNG"
         assert png == (demo_copy / "results/ml-100k/figures" / f"{figure}.png").read_bytes()
-    for table in ("summary.csv", "paper_comparison.csv"):
+    for table in ("summary.csv", "paper_comparison.csv", "significance.csv"):
         assert table in html
     # captions are rendered with the dataset and config values, not left as templates
     assert "Catalog coverage against list length on" in html

@@ -173,11 +173,19 @@ def test_bad_inputs_are_named(tmp_path):
 
 def test_aggregate_script_end_to_end(tmp_path, ml20m_runs):
     out = tmp_path / "out"
+    per_user = []
+    for path in ml20m_runs:  # mostpop's users score 0.1 below posit's
+        ndcg = [0.3, 0.5, 0.7, 0.4] if "posit" in str(path) else [0.2, 0.4, 0.6, 0.3]
+        per_user.append(path.with_name("per_user.csv"))
+        pd.DataFrame({"user": ["7", "8", "9", "10"], "n_heldout": 3, "ndcg@100": ndcg}).to_csv(per_user[-1], index=False)
     command = [
         sys.executable, str(ROOT / "workflow_scripts/aggregate.py"),
         "--input", "metrics=" + ",".join(map(str, ml20m_runs)),
+        "--input", "per_user=" + ",".join(map(str, per_user)),
         "--param", "dataset=ml-20m",
-        *[arg for name in ("summary_csv", "summary_md", "comparison_csv", "comparison_md")
+        "--param", "compare={reference: posit, alpha: 0.05, bootstrap_samples: 100, bootstrap_seed: 0}",
+        *[arg for name in ("summary_csv", "summary_md", "summary_tex", "comparison_csv", "comparison_md",
+                           "comparison_tex", "significance_csv")
           for arg in ("--output", f"{name}={out / name}")],
     ]  # fmt: skip
     completed = subprocess.run(command, capture_output=True, text=True, timeout=120)
@@ -187,3 +195,8 @@ def test_aggregate_script_end_to_end(tmp_path, ml20m_runs):
     comparison = pd.read_csv(out / "comparison_csv")
     assert set(comparison["method"]) == {"posit", "mostpop"}
     assert (out / "comparison_md").read_text().startswith("# ml-20m")
+    assert r"\begin{tabular}" in (out / "comparison_tex").read_text()
+    significance = pd.read_csv(out / "significance_csv")
+    assert significance[["method", "reference", "metric", "n_users"]].values.tolist() == [["mostpop", "posit", "ndcg@100", 4]]
+    assert significance["mean_difference"].item() == pytest.approx(-0.1)
+    assert "## Significance against posit" in (out / "summary_md").read_text()

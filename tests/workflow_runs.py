@@ -146,7 +146,7 @@ def job(rule: str, **wildcards) -> Job:
     return Job(rule, tuple(sorted((k, str(v)) for k, v in wildcards.items())))
 
 
-_RULE_LINE = re.compile(r"^(?:local)?rule (\w+):$")
+_RULE_LINE = re.compile(r"^(?:local)?(?:rule|checkpoint) (\w+):$")
 
 
 def dry_run_blocks(output: str) -> list[tuple[str, dict[str, str]]]:

@@ -1,9 +1,9 @@
-"""Evaluate one trained model on the test users: metrics.json, topk.npz and items.npz."""
+"""Evaluate one trained model on the test users: metrics.json, topk.npz, items.npz and per_user.csv."""
 
 import torch
 
 from semtail.device import select_device
-from semtail.evaluate import evaluate_model_file, load_split, write_outputs
+from semtail.evaluate import evaluate_model_file, load_split, read_user_ids, write_outputs, write_per_user
 from semtail.script_io import plain, script_run, setup_logging
 
 run = script_run(globals(), "Evaluate a model file on the test split (see docs/metrics.md).")
@@ -18,6 +18,7 @@ expected = {key: run.wildcards.get(name) for key, name in names.items() if run.w
 record, result = evaluate_model_file(
     run.input.model, split, plain(run.params.evaluation), device, expected, run.params.get("code_version")
 )
+write_per_user(run.output.per_user, result, read_user_ids(run.input.test_users, result.n_test_users))
 write_outputs(record, result, run.output.metrics, run.output.topk, run.output.item_stats)
 at_100 = {key: round(value, 4) for key, value in record["metrics"].items() if key.endswith("@100")}
 log.info("%s %s seed %s: %s", record["dataset"], record["variant"], record["seed"], at_100)

@@ -3,6 +3,7 @@ docs/metrics.md, and the per-user lists and per-item counts that the tables and 
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import logging
 import math
@@ -24,6 +25,9 @@ from semtail.provenance import code_version, environment
 
 log = logging.getLogger(__name__)
 
+# The metrics with a value per test user (metrics.json holds their means over the users with
+# held-out items); the others (coverage, item recall, Gini, tail share) describe the set of lists.
+USER_METRICS = ("ndcg", "recall", "hit_rate", "arp")
 LIST_LENGTH = 100  # the lists kept in topk.npz; NDCG@100 and the paper's k all fit
 FORMAT_VERSION = 1
 
@@ -115,6 +119,9 @@ class Evaluation:
     long_tail: dict
     lists: dict[str, np.ndarray] = field(repr=False)  # topk.npz
     item_stats: dict[str, np.ndarray] = field(repr=False)  # items.npz
+    # per_user.csv: each user-level metric per test user, in row order; NaN for a user without
+    # held-out items, whom the means in `metrics` leave out.
+    per_user: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
 
 def _dense_rows(matrix: sp.csr_matrix, start: int, stop: int, device: torch.device) -> torch.Tensor:
@@ -266,6 +273,24 @@ def evaluate(
             "n_fold_in": np.diff(split.fold_in.indptr).astype(np.int32),
         },
         item_stats=item_stats,
+        per_user={
+            key: np.where(n_heldout > 0, per_user[key], np.nan)
+            for family in USER_METRICS
+            for key in (f"{family}@{k}" for k in ks)
+        },
+    )
+
+
+def evaluate_as_configured(score, split: Split, evaluation: dict, device: torch.device) -> Evaluation:
+    """`evaluate` with the config's `evaluation:` settings."""
+    return evaluate(
+        score,
+        split,
+        ks=evaluation["ks"],
+        coverage_block_size=int(evaluation["coverage_block_size"]),
+        tail_interaction_share=float(evaluation["tail_interaction_share"]),
+        batch_size=int(evaluation["batch_size"]),
+        device=device,
     )
 
 
@@ -299,15 +324,7 @@ def evaluate_model_file(
             raise ValueError(f"{model_path}: the model file says {key}={model.get(key)!r}, expected {value!r}")
     if int(model["n_items"]) != split.n_items:
         raise ValueError(f"{model_path}: the model has {model['n_items']} items, the split has {split.n_items}")
-    result = evaluate(
-        scorer(model, device),
-        split,
-        ks=evaluation["ks"],
-        coverage_block_size=int(evaluation["coverage_block_size"]),
-        tail_interaction_share=float(evaluation["tail_interaction_share"]),
-        batch_size=int(evaluation["batch_size"]),
-        device=device,
-    )
+    result = evaluate_as_configured(scorer(model, device), split, evaluation, device)
     record = {
         "format_version": FORMAT_VERSION,
         "dataset": model["dataset"],
@@ -345,3 +362,28 @@ def write_outputs(record: dict, result: Evaluation, metrics_path, topk_path, ite
     with atomic_path(item_stats_path) as tmp:
         np.savez_compressed(tmp, **result.item_stats)
     write_json(metrics_path, record)
+
+
+def read_user_ids(path: str | Path, n_users: int) -> list[str]:
+    """The raw ids of a split's users, one a line in row order (data/processed/{d}/test_users.txt)."""
+    ids = Path(path).read_text().splitlines()
+    if len(ids) != n_users:
+        raise ValueError(f"{path}: {len(ids)} user ids, but the split has {n_users} users")
+    return ids
+
+
+def write_per_user(path: str | Path, result: Evaluation, users: list[str]) -> None:
+    """per_user.csv: one row per test user in row order, its raw id (`user`), its number of
+    held-out items and each user-level metric; empty where a user has no held-out item. The
+    column means over the non-empty cells are the values in metrics.json. Floats are written
+    in Python's shortest exact form, so reading them back gives the same doubles."""
+    if len(users) != result.n_test_users:
+        raise ValueError(f"{len(users)} user ids for {result.n_test_users} test users")
+    keys = list(result.per_user)
+    n_heldout = result.lists["n_heldout"]
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["user", "n_heldout", *keys])
+        for row, user in enumerate(users):
+            values = (result.per_user[key][row] for key in keys)
+            writer.writerow([user, int(n_heldout[row]), *("" if math.isnan(v) else repr(float(v)) for v in values)])

@@ -23,12 +23,16 @@ STAGE_SCRIPTS = {
     "plot": "plot.py",
     "plot_weight_landscape": "plot_weight_landscape.py",
     "plot_adversary": "plot_adversary.py",
+    "select_hyperparameters": "select_hyperparameters.py",
+    "tuning_table": "tuning_table.py",
 }
 TRAIN_SCRIPT = "train.py"
 # A method module's declaration of itself (semtail.registry), and the training loop's. It is left
 # out of code versions: what in it changes a result (hyperparameter defaults) reaches the jobs as
 # params, and the rest (labels, colours, resources, descriptions) changes none.
 DECLARATION_NAME = "DECLARATION"
+# A hyperparameter search's candidate: a method's training, then scoring of the validation users.
+CANDIDATE_SCRIPT = "tune_candidate.py"
 
 
 def module_path(module: str) -> Path:
@@ -100,18 +104,19 @@ def module_closure(entry: str) -> tuple[str, ...]:
     return tuple(sorted(seen))
 
 
-def code_files(stage_or_method: str) -> tuple[Path, tuple[str, ...]]:
-    """The script a stage (or a method's training) runs, and every semtail module behind it."""
+def code_files(stage_or_method: str, script: str = TRAIN_SCRIPT) -> tuple[Path, tuple[str, ...]]:
+    """The script a stage (or a method's training) runs, and every semtail module behind it.
+    `script`: the script that runs a method (train.py, or tune_candidate.py for a search's candidate)."""
     if stage_or_method in STAGE_SCRIPTS:
         script, entries = script_path(STAGE_SCRIPTS[stage_or_method]), set()
     else:
-        script, entries = script_path(TRAIN_SCRIPT), {f"{PACKAGE_NAME}.models.{stage_or_method}"}
+        script, entries = script_path(script), {f"{PACKAGE_NAME}.models.{stage_or_method}"}
     entries |= _imported_modules(script, [])
     modules = sorted({module for entry in entries for module in module_closure(entry)})
     return script, tuple(modules)
 
 
-def code_version(stage_or_method: str) -> str:
+def code_version(stage_or_method: str, script: str = TRAIN_SCRIPT) -> str:
     """A short hash of the code behind a stage or a method's training, for a Snakemake `params:` value.
 
     Snakemake's `code` trigger sees only the script a rule runs, not what it imports. Hashing the
@@ -119,7 +124,7 @@ def code_version(stage_or_method: str) -> str:
     models/posit.py rerun POSIT's jobs and nothing else, while edits to comments, docstrings or
     formatting rerun nothing. The hash is the same under every Python version this project supports.
     """
-    script, modules = code_files(stage_or_method)
+    script, modules = code_files(stage_or_method, script)
     digest = hashlib.sha256()
     for name, path in [(script.name, script), *((module, module_path(module)) for module in modules)]:
         digest.update(name.encode() + b"\0")

@@ -103,9 +103,12 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def summary_markdown(summary: pd.DataFrame, dataset: str) -> str:
+def summary_markdown(summary: pd.DataFrame, dataset: str, significance: pd.DataFrame | None = None) -> str:
+    """summary.md; with `significance` (semtail.significance.compare), a significant difference
+    from the reference is marked in the tables, and a section gives every test."""
     keys = metric_keys_of(summary)
     n_seeds = sorted(set(summary["n_seeds"]))
+    marked = set() if significance is None else significant_pairs(significance)
     parts = [
         f"# {dataset}: mean ± standard deviation over seeds\n",
         f"Seeds per method: {', '.join(map(str, n_seeds))}. The standard deviation is the sample one "
@@ -113,27 +116,176 @@ def summary_markdown(summary: pd.DataFrame, dataset: str) -> str:
         "the `definitions` block of every metrics.json. coverage@k masks each user's fold-in items; "
         "coverage_unmasked@k does not, as the paper's authors computed it.\n",
     ]
+    if significance is not None and not significance.empty:
+        parts.append(f"A value marked{SIGNIFICANT_MARK} {significance_rule(significance)}\n")
     grouped = set()
     for title, families in METRIC_GROUPS.items():
         group_keys = [k for k in keys if metric_family(k) in families]
         grouped.update(group_keys)
         if group_keys:
-            parts.append(_summary_group(summary, title, group_keys))
+            parts.append(_summary_group(summary, title, group_keys, marked))
     rest = [k for k in keys if k not in grouped]
     if rest:
-        parts.append(_summary_group(summary, "Other", rest))
+        parts.append(_summary_group(summary, "Other", rest, marked))
+    if significance is not None:
+        parts.append(significance_markdown(significance))
     return "\n".join(parts)
 
 
-def _summary_group(summary: pd.DataFrame, title: str, keys: list[str]) -> str:
+def _summary_group(summary: pd.DataFrame, title: str, keys: list[str], marked: set = frozenset()) -> str:
     rows = []
     for _, row in summary.iterrows():
         cells = [str(row["method"]), str(row["n_seeds"])]
         for key in keys:
             decimals = DECIMALS.get(metric_family(key), 4)
-            cells.append(mean_std(row[f"{key}_mean"], row[f"{key}_std"], decimals))
+            mark = SIGNIFICANT_MARK if (row["method"], key) in marked else ""
+            cells.append(mean_std(row[f"{key}_mean"], row[f"{key}_std"], decimals) + mark)
         rows.append(cells)
     return f"## {title}\n\n" + markdown_table(["method", "seeds", *keys], rows)
+
+
+# ---- significance against a reference method (semtail.significance) ----
+
+SIGNIFICANT_MARK = " *"
+LIST_LEVEL_NOTE = (
+    "Coverage, coverage_unmasked, item recall, Gini and the long-tail share describe the set of "
+    "lists given to all test users, not one user: they have no per-user values and no test here; "
+    "their spread over seeds (±) is all the tables give."
+)
+
+
+def significant_pairs(significance: pd.DataFrame) -> set[tuple[str, str]]:
+    """The (method, metric) pairs whose difference from the reference is significant."""
+    if significance.empty:
+        return set()
+    marked = significance[significance["significant"].astype(bool)]
+    return set(zip(marked["method"], marked["metric"]))
+
+
+def significance_rule(significance: pd.DataFrame) -> str:
+    first = significance.iloc[0]
+    return (
+        f"differs from {first['reference']} at Holm-corrected p < {first['alpha']:g} (two-sided paired "
+        "Wilcoxon signed-rank test over the test users, each user's value averaged over seeds; Holm's "
+        "correction over the methods compared for each metric)."
+    )
+
+
+def significance_markdown(significance: pd.DataFrame) -> str:
+    if significance.empty:
+        return "## Significance\n\nNo method besides the reference: nothing to compare.\n\n" + LIST_LEVEL_NOTE + "\n"
+    first = significance.iloc[0]
+    reference = first["reference"]
+    rows = []
+    for _, row in significance.iterrows():
+        decimals = DECIMALS.get(metric_family(row["metric"]), 4)
+        rows.append([
+            str(row["method"]), str(row["metric"]), str(row["n_users"]),
+            f"{row['mean_difference']:+.{decimals}f} [{row['ci_low']:+.{decimals}f}, {row['ci_high']:+.{decimals}f}]",
+            format_p(row["p_wilcoxon"]), format_p(row["p_ttest"]), format_p(row["p_holm"]),
+            "yes" if row["significant"] else "no",
+        ])  # fmt: skip
+    significant = significance[significance["significant"].astype(bool)]
+    if significant.empty:
+        verdict = f"No difference from {reference} is significant."
+    else:
+        listed = "; ".join(
+            f"{method}: {', '.join(group['metric'])}" for method, group in significant.groupby("method", sort=False)
+        )
+        verdict = f"Significant differences from {reference}: {listed}."
+    return (
+        f"## Significance against {reference}\n\n"
+        f"Per user-level metric and method: the mean over the test users of (method − {reference}), "
+        f"each user's value averaged over the seeds, with its {int(100 * 0.95)}% bootstrap interval "
+        f"({int(first['n_bootstrap'])} resamplings of the users, seed {int(first['bootstrap_seed'])}); "
+        "two-sided p-values of the paired Wilcoxon signed-rank test and the paired t-test; and the "
+        "Wilcoxon p-value after Holm's correction over the methods compared for that metric "
+        f"(significant: below {first['alpha']:g}). Users without held-out items are left out "
+        "(n users). When every difference is zero, both p-values are 1.\n\n"
+        f"{verdict}\n\n{LIST_LEVEL_NOTE}\n\n"
+        + markdown_table(["method", "metric", "n users", "difference [95% CI]", "p Wilcoxon", "p t-test", "p Holm", "significant"], rows)
+    )
+
+
+def format_p(p: float) -> str:
+    if p is None or math.isnan(p):
+        return "–"
+    return f"{p:.2e}" if p < 1e-3 else f"{p:.3f}"
+
+
+# ---- LaTeX, for a paper (pandas' to_latex: booktabs rules; needs jinja2) ----
+
+LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                 "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}  # fmt: skip
+
+
+def latex_escape(text: str) -> str:
+    return "".join(LATEX_SPECIAL.get(char, char) for char in str(text))
+
+
+def latex_mean_std(mean: float, std: float, decimals: int) -> str:
+    if mean is None or math.isnan(mean):
+        return "--"
+    if std is None or math.isnan(std):
+        return f"${mean:.{decimals}f}$"
+    return f"${mean:.{decimals}f} \\pm {std:.{decimals}f}$"
+
+
+def summary_latex(summary: pd.DataFrame, dataset: str, significance: pd.DataFrame | None = None) -> str:
+    """summary.tex: one booktabs table per metric group of summary.md, mean ± SD over seeds, a
+    significant difference from the reference marked $^{*}$."""
+    keys = metric_keys_of(summary)
+    marked = set() if significance is None else significant_pairs(significance)
+    note = ""
+    if significance is not None and not significance.empty:
+        note = f" $^{{*}}$: {latex_escape(significance_rule(significance))}"
+    parts = [f"% {dataset}: written by the aggregate rule (semtail/tables.py); needs \\usepackage{{booktabs}}.\n"]
+    groups = [(title, [k for k in keys if metric_family(k) in families]) for title, families in METRIC_GROUPS.items()]
+    grouped = {k for _, group in groups for k in group}
+    groups.append(("Other", [k for k in keys if k not in grouped]))
+    for title, group_keys in groups:
+        if not group_keys:
+            continue
+        table = pd.DataFrame({
+            "method": [latex_escape(m) for m in summary["method"]],
+            "seeds": [str(n) for n in summary["n_seeds"]],
+            **{
+                latex_escape(key): [
+                    latex_mean_std(row[f"{key}_mean"], row[f"{key}_std"], DECIMALS.get(metric_family(key), 4))
+                    + ("$^{*}$" if (row["method"], key) in marked else "")
+                    for _, row in summary.iterrows()
+                ]
+                for key in group_keys
+            },
+        })  # fmt: skip
+        caption = f"{latex_escape(dataset)}, {latex_escape(title.lower())}: mean $\\pm$ sample SD over seeds.{note}"
+        label = f"tab:{dataset}-{metric_family(group_keys[0])}"
+        parts.append(table.to_latex(index=False, escape=False, column_format="l" + "r" * (len(table.columns) - 1),
+                                    caption=caption, label=label, position="t"))  # fmt: skip
+    return "\n".join(parts)
+
+
+def comparison_latex(comparison: pd.DataFrame, dataset: str) -> str:
+    """paper_comparison.tex: our mean ± SD beside the reported value, per reported (method, metric)."""
+    header = f"% {dataset}: written by the aggregate rule (semtail/tables.py); needs \\usepackage{{booktabs}}.\n"
+    if comparison.empty:
+        return header + f"% The reported results include nothing for {dataset}: no table.\n"
+    rows = []
+    for _, row in comparison.iterrows():
+        decimals = DECIMALS.get(metric_family(row["our_metric"]), 4)
+        reported = latex_mean_std(row["reported"], row["reported_std"], decimals)
+        rows.append({
+            "method": latex_escape(row["method"]),
+            "metric": latex_escape(row["metric"]),
+            "ours": latex_mean_std(row["ours_mean"], row["ours_std"], decimals) + f" ({row['n_seeds']})",
+            "reported": reported,
+            "difference": f"${row['difference']:+.{decimals}f}$",
+        })  # fmt: skip
+    caption = (f"{latex_escape(dataset)}: ours (mean $\\pm$ sample SD over seeds, their number in parentheses) "
+               "beside the reported results; difference: ours $-$ reported.")  # fmt: skip
+    table = pd.DataFrame(rows)
+    return header + table.to_latex(index=False, escape=False, column_format="llrrr", caption=caption,
+                                   label=f"tab:{dataset}-paper-comparison", position="t")  # fmt: skip
 
 
 def load_reported(path: str | Path | None = None) -> dict:

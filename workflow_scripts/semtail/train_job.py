@@ -58,14 +58,27 @@ def read_training_data(inputs: dict) -> TrainingData:
     return data
 
 
-def train_and_save(
+def train_and_save(*, output: str | Path, log: logging.Logger | None = None, **training) -> dict:
+    """Train one (dataset, method, seed) job and write its model file to `output`; returns the
+    model dict. `training`: the keyword arguments of `train_model`.
+
+    The checkpoint of an SGD method is removed once the model file is written; a failure leaves
+    no model file (and the last checkpoint, for a rerun to resume from)."""
+    log = log or logging.getLogger("semtail.train")
+    model, run = train_model(log=log, **training)
+    save_model(output, model)
+    run.remove_checkpoint()
+    log.info("wrote %s (best epoch %s) after %.1f s", output, model["best_epoch"], model["train_seconds"])
+    return model
+
+
+def train_model(
     *,
     dataset: str,
     method: str,
     seed: int,
     hyperparameters: dict,
     inputs: dict,
-    output: str | Path,
     device: torch.device,
     environment: dict,
     code_version: str,
@@ -75,8 +88,9 @@ def train_and_save(
     progress: bool = False,
     after_epoch: Callable[[int, torch.Tensor], None] | None = None,
     checkpoint_cadence: dict | None = None,
-) -> dict:
-    """Train one (dataset, method, seed) job and write its model file; returns the model dict.
+) -> tuple[dict, Run]:
+    """Train one (dataset, method, seed) job in memory: the model file's dict, not yet written,
+    and the Run (whose `remove_checkpoint` the caller calls once the result is safely written).
 
     `environment` is recorded in the model file: software versions and, under "device", the
     device in words (semtail.provenance.environment() and semtail.device.describe()).
@@ -87,8 +101,7 @@ def train_and_save(
     them all. A missing, unknown or wrongly typed one is an error naming it.
 
     The checkpoint of an SGD method is written on `checkpoint_cadence` (the config's `checkpoints`
-    block) and removed once the model file is written; a failure leaves no model file (and the last
-    checkpoint, for a rerun to resume from)."""
+    block)."""
     log = log or logging.getLogger("semtail.train")
     variant = variant or method
     cadence = check_checkpoint_cadence(checkpoint_cadence or {})
@@ -141,7 +154,4 @@ def train_and_save(
         environment=environment,
         train_seconds=seconds,
     )
-    save_model(output, model)
-    run.remove_checkpoint()
-    log.info("wrote %s (best epoch %s) after %.1f s", output, fitted.best_epoch, seconds)
-    return model
+    return model, run

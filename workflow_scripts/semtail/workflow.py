@@ -14,7 +14,10 @@ from semtail.datasets.split import SplitParameters
 from semtail.provenance import code_version  # noqa: F401  (re-exported for rules/common.smk)
 
 FIGURES = ("coverage_at_k", "item_recall_by_popularity", "accuracy_coverage_tradeoff", "lorenz")
-TABLES = ("summary.csv", "summary.md", "paper_comparison.csv", "paper_comparison.md")
+TABLES = (
+    "summary.csv", "summary.md", "summary.tex", "paper_comparison.csv", "paper_comparison.md",
+    "paper_comparison.tex", "significance.csv",
+)  # fmt: skip
 ADVERSARY_TABLES = ("adversary.csv", "adversary.md")
 
 
@@ -192,8 +195,35 @@ def run_files(config: dict, dataset: str) -> dict[str, list[str]]:
         "metrics": [f"{r}/metrics.json" for r in runs],
         "topk": [f"{r}/topk.npz" for r in runs],
         "item_stats": [f"{r}/items.npz" for r in runs],
+        "per_user": [f"{r}/per_user.csv" for r in runs],
         "train": f"{processed_dir(dataset)}/train.npz",
     }
+
+
+# The significance tests of the aggregate rule (semtail/significance.py), unless `compare:` says otherwise.
+DEFAULT_REFERENCE = "ease"
+DEFAULT_ALPHA = 0.05
+DEFAULT_BOOTSTRAP = {"samples": 10_000, "seed": 0}
+
+
+def compare_settings(config: dict) -> dict:
+    """reference, alpha and the bootstrap's samples and seed. The reference defaults to ease, or
+    to the first name in `methods:` when ease is not run."""
+    compare = config.get("compare") or {}
+    fallback = DEFAULT_REFERENCE if DEFAULT_REFERENCE in config["methods"] else config["methods"][0]
+    bootstrap = {**DEFAULT_BOOTSTRAP, **compare.get("bootstrap", {})}
+    return {
+        "reference": compare.get("reference", fallback),
+        "alpha": float(compare.get("alpha", DEFAULT_ALPHA)),
+        "bootstrap_samples": int(bootstrap["samples"]),
+        "bootstrap_seed": int(bootstrap["seed"]),
+    }
+
+
+def check_compare(config: dict) -> None:
+    reference = compare_settings(config)["reference"]
+    if reference not in config["methods"]:
+        raise ConfigError(f"compare.reference: {reference!r} is not in methods ({', '.join(config['methods'])})")
 
 
 def weighted_runs(config: dict) -> list[str]:

@@ -1,0 +1,82 @@
+# The hyperparameter search (config `tuning:`, semtail/tuning.py): one job per candidate of a searched
+# method, trained on the training users and scored on the validation users, then a selection per
+# (dataset, method). The selection is a checkpoint: train jobs of a searched method read their
+# hyperparameters from selected.yaml once it exists (rules/common.smk: method_hyperparameters).
+
+
+rule tune_candidate:
+    input:
+        unpack(candidate_inputs),
+    output:
+        validation=results("{dataset}/{method}/tuning/{candidate}/validation.json"),
+    log:
+        logs("tune_candidate/{dataset}/{method}/{candidate}.log"),
+    conda:
+        "../envs/torch.yaml"
+    threads: candidate_resource("threads")
+    resources:
+        gpu=training_gpus,
+        cpus_per_gpu=cpus_per_gpu,
+        mem_mb=candidate_resource("mem_mb"),
+        runtime=candidate_resource("runtime"),
+    params:
+        dataset="{dataset}",
+        method=method_of,
+        variant="{method}",
+        candidate="{candidate}",
+        settings=candidate_settings,
+        seed=search_seed,
+        hyperparameters=candidate_hyperparameters,
+        evaluation=config["evaluation"],
+        device=compute_device,
+        code_version=candidate_code_version,
+        checkpoint=results("{dataset}/{method}/tuning/{candidate}/checkpoint.pt"),
+    script:
+        "../workflow_scripts/tune_candidate.py"
+
+
+checkpoint select_hyperparameters:
+    input:
+        candidates=candidate_files,
+    output:
+        selected=results("{dataset}/{method}/selected.yaml"),
+    log:
+        logs("select_hyperparameters/{dataset}/{method}.log"),
+    localrule: True
+    conda:
+        "../envs/data.yaml"
+    threads: 1
+    params:
+        dataset="{dataset}",
+        method="{method}",
+        trains=method_of,
+        metric=selection_metric,
+        within=selection_guards,
+        seed=search_seed,
+        code_version=stage_code_version("select_hyperparameters"),
+    script:
+        "../workflow_scripts/select_hyperparameters.py"
+
+
+rule tuning_table:
+    input:
+        selected=searched_selected_files,
+    output:
+        table_csv=report(
+            results("{dataset}/tuning.csv"),
+            caption="../report/tuning.rst",
+            category="Hyperparameter search",
+            subcategory="{dataset}",
+        ),
+        table_md=results("{dataset}/tuning.md"),
+    log:
+        logs("tuning_table/{dataset}.log"),
+    localrule: True
+    conda:
+        "../envs/plot.yaml"
+    threads: 1
+    params:
+        dataset="{dataset}",
+        code_version=stage_code_version("tuning_table"),
+    script:
+        "../workflow_scripts/tuning_table.py"

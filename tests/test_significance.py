@@ -1,0 +1,153 @@
+"""Paired tests between methods over the test users (semtail/significance.py) against brute force,
+hand-computed values and scipy, and how the tables show them."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from semtail import significance as sig
+from semtail import tables
+
+
+def exact_wilcoxon_p(differences) -> float:
+    """Two-sided exact signed-rank p-value by enumerating every sign pattern (no ties, no zeros)."""
+    d = np.asarray(differences, dtype=float)
+    ranks = stats.rankdata(np.abs(d))
+    observed = ranks[d > 0].sum()
+    centre = ranks.sum() / 2
+    totals = np.array([sum(r for r, s in zip(ranks, signs) if s) for signs in itertools.product([0, 1], repeat=len(d))])
+    return float(np.mean(np.abs(totals - centre) >= abs(observed - centre) - 1e-12))
+
+
+def test_wilcoxon_matches_the_exact_distribution_and_scipy():
+    d = np.array([0.8, -0.1, 1.3, 0.45, 2.2, -0.6, 0.9, 1.7, 0.05, -0.3, 1.1, 0.7])  # no ties, no zeros
+    assert sig.wilcoxon_p(d) == pytest.approx(exact_wilcoxon_p(d), rel=1e-12)
+    assert sig.wilcoxon_p(-d) == pytest.approx(sig.wilcoxon_p(d), rel=1e-12)  # two-sided
+    rng = np.random.default_rng(1)
+    many = np.round(rng.normal(0.02, 0.1, 200), 2)  # ties and zeros: the normal approximation
+    assert (many == 0).any()
+    assert sig.wilcoxon_p(many) == stats.wilcoxon(many, zero_method="wilcox", alternative="two-sided").pvalue
+
+
+def test_paired_t_test_matches_the_formula():
+    rng = np.random.default_rng(2)
+    reference = rng.random(40)
+    values = reference + rng.normal(0.03, 0.1, 40)
+    d = values - reference
+    t = d.mean() / (d.std(ddof=1) / math.sqrt(d.size))
+    assert sig.ttest_p(values, reference) == pytest.approx(2 * stats.t.sf(abs(t), d.size - 1), rel=1e-10)
+
+
+def test_all_differences_zero_give_p_one_without_error():
+    same = np.array([0.3, 0.5, 0.0, 1.0, 0.25])
+    assert sig.wilcoxon_p(same - same) == 1.0
+    assert sig.ttest_p(same, same) == 1.0
+    assert sig.bootstrap_interval(same - same, 500, 0) == (0.0, 0.0)
+    assert math.isnan(sig.wilcoxon_p([])) and math.isnan(sig.ttest_p([0.1], [0.2]))
+
+
+def test_holm_by_hand():
+    # sorted: 0.005·4 = 0.02, 0.01·3 = 0.03, 0.03·2 = 0.06, 0.04·1 = 0.04 → kept monotone: 0.06
+    np.testing.assert_allclose(sig.holm([0.01, 0.04, 0.03, 0.005]), [0.03, 0.06, 0.06, 0.02])
+    np.testing.assert_allclose(sig.holm([0.5, 0.4]), [0.8, 0.8])
+    np.testing.assert_allclose(sig.holm([0.3, math.nan, 0.2]), [0.4, math.nan, 0.4])  # NaN not counted
+    np.testing.assert_allclose(sig.holm([0.6, 0.7, 0.9]), [1.0, 1.0, 1.0])  # capped at 1
+    assert sig.holm([]).size == 0
+
+
+def test_bootstrap_interval_is_seeded_and_near_the_normal_one():
+    rng = np.random.default_rng(3)
+    d = rng.normal(0.01, 0.05, 2000)
+    first = sig.bootstrap_interval(d, 4000, seed=7)
+    assert first == sig.bootstrap_interval(d, 4000, seed=7)
+    assert first != sig.bootstrap_interval(d, 4000, seed=8)
+    half_width = 1.96 * d.std(ddof=1) / math.sqrt(d.size)
+    assert first[0] == pytest.approx(d.mean() - half_width, abs=0.15 * half_width)
+    assert first[1] == pytest.approx(d.mean() + half_width, abs=0.15 * half_width)
+
+
+def write_run(folder, method, seed, users, values: dict[str, list[float]]):
+    run = folder / method / f"seed{seed}"
+    run.mkdir(parents=True)
+    (run / "metrics.json").write_text(json.dumps({"variant": method, "seed": seed}))
+    pd.DataFrame({"user": users, "n_heldout": 1, **values}).to_csv(run / "per_user.csv", index=False)
+    return run / "metrics.json", run / "per_user.csv"
+
+
+def test_compare_averages_over_seeds_pairs_users_and_corrects_over_methods(tmp_path):
+    rng = np.random.default_rng(4)
+    users = [f"u{i}" for i in range(30)]
+    base = rng.random(30)
+    base_seeds = [base + rng.normal(0, 0.01, 30), base + rng.normal(0, 0.01, 30)]
+    better_seeds = [s + 0.05 + rng.normal(0, 0.02, 30) for s in base_seeds]
+    runs = {("ease", 0): base_seeds[0], ("ease", 1): base_seeds[1], ("posit", 0): better_seeds[0],
+            ("posit", 1): better_seeds[1], ("same", 0): base_seeds[0], ("same", 1): base_seeds[1]}  # fmt: skip
+    metric_files, per_user_files = [], []
+    for (method, seed), ndcg in runs.items():
+        ndcg = ndcg.copy()
+        ndcg[3] = math.nan  # user u3 holds nothing out
+        files = write_run(tmp_path, method, seed, users, {"ndcg@100": ndcg, "arp@20": 100 * ndcg})
+        metric_files.append(files[0])
+        per_user_files.append(files[1])
+    means, n_seeds = sig.user_means(metric_files, per_user_files)
+    assert n_seeds == {"ease": 2, "posit": 2, "same": 2}
+    table = sig.compare(means, n_seeds, dataset="toy", reference="ease", samples=2000, seed=0, alpha=0.05)
+    assert list(table.columns) == sig.COLUMNS
+    assert table[["method", "metric"]].values.tolist() == [
+        ["posit", "ndcg@100"], ["same", "ndcg@100"], ["posit", "arp@20"], ["same", "arp@20"],
+    ]  # fmt: skip
+    keep = np.arange(30) != 3
+    d = ((better_seeds[0] + better_seeds[1]) / 2 - (base_seeds[0] + base_seeds[1]) / 2)[keep]
+    posit = table.iloc[0]
+    assert posit["n_users"] == 29
+    assert posit["mean_difference"] == pytest.approx(d.mean(), rel=1e-12)
+    assert posit["p_wilcoxon"] == pytest.approx(stats.wilcoxon(d).pvalue, rel=1e-12)
+    assert posit["ci_low"] < d.mean() < posit["ci_high"]
+    same = table.iloc[1]
+    assert (same["mean_difference"], same["ci_low"], same["ci_high"], same["p_wilcoxon"], same["p_ttest"]) == (0, 0, 0, 1, 1)
+    # Holm over the two methods of this metric: min(1, 2 p) for the smaller, then the max so far
+    assert posit["p_holm"] == pytest.approx(min(1.0, 2 * posit["p_wilcoxon"]))
+    assert same["p_holm"] == 1.0
+    assert table["significant"].tolist() == [True, False, True, False]
+    with pytest.raises(ValueError, match="compare.reference: 'mostpop' has no runs on toy"):
+        sig.compare(means, n_seeds, dataset="toy", reference="mostpop", samples=10, seed=0, alpha=0.05)
+
+    summary = pd.DataFrame([
+        {"dataset": "toy", "method": m, "n_seeds": 2, "seeds": "0 1", "ndcg@100_mean": 0.5, "ndcg@100_std": 0.01,
+         "coverage@100_mean": 300.0, "coverage@100_std": 2.0, "arp@20_mean": 50.0, "arp@20_std": 1.0}
+        for m in ("ease", "posit", "same")
+    ])  # fmt: skip
+    markdown = tables.summary_markdown(summary, "toy", table)
+    assert "| posit | 2 | 0.5000 ± 0.0100 * |" in markdown and "| same | 2 | 0.5000 ± 0.0100 |" in markdown
+    assert "## Significance against ease" in markdown and "Significant differences from ease: posit: ndcg@100, arp@20." in markdown
+    assert "no per-user values" in markdown  # coverage and the other list-level metrics
+    latex = tables.summary_latex(summary, "toy", table)
+    assert r"$0.5000 \pm 0.0100$$^{*}$" in latex and r"\toprule" in latex and r"ndcg@100" in latex
+    assert latex.count(r"\begin{table}") == 3  # accuracy, coverage, exposure
+
+
+def test_per_user_files_must_hold_the_same_users(tmp_path):
+    a = write_run(tmp_path, "ease", 0, ["1", "2"], {"ndcg@100": [0.1, 0.2]})
+    b = write_run(tmp_path, "posit", 0, ["1", "3"], {"ndcg@100": [0.1, 0.2]})
+    with pytest.raises(ValueError, match="hold different test users"):
+        sig.user_means([a[0], b[0]], [a[1], b[1]])
+    with pytest.raises(ValueError, match="is not beside"):
+        sig.user_means([a[0]], [b[1]])
+
+
+def test_latex_escapes_names():
+    assert tables.latex_escape("ease_closed 50% & #1") == r"ease\_closed 50\% \& \#1"
+    comparison = pd.DataFrame([{
+        "dataset": "ml-20m", "method": "ease_closed", "reported_as": "EASE", "metric": "NDCG@100", "our_metric": "ndcg@100",
+        "ours_mean": 0.42, "ours_std": 0.001, "n_seeds": 3, "reported": 0.41, "reported_std": math.nan,
+        "difference": 0.01, "difference_in_reported_std": math.nan, "source": "x",
+    }])  # fmt: skip
+    latex = tables.comparison_latex(comparison, "ml-20m")
+    assert r"ease\_closed & NDCG@100 & $0.4200 \pm 0.0010$ (3) & $0.4100$ & $+0.0100$ \\" in latex

@@ -1,0 +1,222 @@
+"""The hyperparameter search's planning and selection (semtail/tuning.py), and a candidate's
+validation scores against the evaluation of a train job's model file on the validation users."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import scipy.sparse as sp
+import torch
+import yaml
+from snakemake.utils import validate
+
+from semtail import tuning
+from semtail.evaluate import evaluate_model_file, load_split
+from semtail.models.synthetic import training_data
+from semtail.validation import train_and_validate
+from semtail.workflow import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMA = ROOT / "schemas/config.schema.yaml"
+EVALUATION = {"ks": [5, 20], "coverage_block_size": 20, "tail_interaction_share": 0.2, "batch_size": 16}
+
+
+def demo() -> dict:
+    return yaml.safe_load((ROOT / "config.yaml").read_text())
+
+
+def with_tuning(**tuning_block) -> dict:
+    config = demo()
+    config["tuning"] = tuning_block
+    return config
+
+
+# ---- candidates and their names ----------------------------------------------------------------
+
+
+def test_grid_order_and_stable_names():
+    config = with_tuning(grids={"ease": {"lr": [0.001, 0.01], "wd": [0.1, 1.0]}})
+    found = tuning.candidates(config, "ml-100k", "ease")
+    assert [c.settings for c in found] == [
+        {"lr": 0.001, "wd": 0.1}, {"lr": 0.001, "wd": 1.0}, {"lr": 0.01, "wd": 0.1}, {"lr": 0.01, "wd": 1.0},
+    ]  # fmt: skip
+    names = [c.name for c in found]
+    assert len(set(names)) == 4 and all(len(n) == tuning.NAME_LENGTH for n in names)
+    # the name is the settings', whatever their order; 1 and 1.0 differ
+    assert tuning.candidate_name({"wd": 0.1, "lr": 0.001}) == names[0]
+    assert tuning.candidate_name({"l2": 1}) != tuning.candidate_name({"l2": 1.0})
+    # a third value adds two candidates and keeps the others' names
+    config["tuning"]["grids"]["ease"]["lr"].insert(1, 0.003)
+    grown = tuning.candidates(config, "ml-100k", "ease")
+    assert len(grown) == 6 and set(names) <= {c.name for c in grown}
+    assert tuning.candidate_files(config, "ml-100k", "ease")[0] == f"results/ml-100k/ease/tuning/{names[0]}/validation.json"
+
+
+def test_a_list_of_grids_is_their_union_and_dataset_overrides_replace_axes():
+    config = with_tuning(
+        grids={"rerank": [{"high": [0.2], "low": [0.1, 0.15]}, {"high": [0.4], "low": [0.1]}, {"high": [0.2], "low": [0.1]}]},
+        overrides={"ml-100k": {"ease": {"lr": [0.5]}}},
+    )
+    assert [c.settings for c in tuning.candidates(config, "ml-100k", "rerank")] == [
+        {"high": 0.2, "low": 0.1}, {"high": 0.2, "low": 0.15}, {"high": 0.4, "low": 0.1},
+    ]  # fmt: skip  (the repeated {0.2, 0.1} counts once)
+    assert tuning.tuned_names(config, "ml-100k") == ["ease", "rerank"]
+    assert [c.settings for c in tuning.candidates(config, "ml-100k", "ease")] == [{"lr": 0.5}]
+    config["tuning"]["grids"]["ease"] = {"lr": [0.1, 0.2], "wd": [0.3]}
+    assert [c.settings for c in tuning.candidates(config, "ml-100k", "ease")] == [{"lr": 0.5, "wd": 0.3}]
+    assert tuning.candidates(config, "ml-100k", "posit") == [] and not tuning.is_tuned(config, "ml-100k", "posit")
+
+
+def test_candidate_hyperparameters_put_the_grid_on_the_resolved_ones_of_a_variant():
+    config = with_tuning(grids={"posit_share": {"nstd": [0.5, 1.5]}})
+    config["variants"] = {"posit_share": {"method": "posit", "ties": "share"}}
+    config["methods"].append("posit_share")
+    config["overrides"] = {"ml-100k": {"posit": {"lr": 0.002}}}
+    candidate = tuning.candidates(config, "ml-100k", "posit_share")[1]
+    resolved = tuning.candidate_hyperparameters(config, "ml-100k", "posit_share", candidate)
+    assert resolved == {**config["hyperparameters"]["posit"], "lr": 0.002, "ties": "share", "nstd": 1.5}
+
+
+def test_rerank_follows_the_selection_of_its_base():
+    config = with_tuning(grids={"ease": {"lr": [0.001, 0.002]}, "rerank": {"low": [0.1]}})
+    assert tuning.selections_behind(config, "ml-100k", ["rerank"]) == ["rerank", "ease"]
+    assert tuning.selections_behind(config, "ml-100k", ["rerank"], candidate=True) == ["ease"]
+    assert tuning.selections_behind(config, "ml-100k", ["mostpop", "ipw"]) == []
+    assert tuning.candidate_inputs(config, "ml-100k", "rerank")["base_model"] == "results/ml-100k/ease/seed0/model.pt"
+    config["experiment"] = "search"
+    config["tuning"]["seed"] = 4
+    assert tuning.candidate_inputs(config, "ml-100k", "rerank")["base_model"] == "results/search/ml-100k/ease/seed4/model.pt"
+    assert tuning.tuning_targets(config) == [
+        "results/search/ml-100k/ease/selected.yaml", "results/search/ml-100k/rerank/selected.yaml",
+        "results/search/ml-100k/tuning.csv", "results/search/ml-100k/tuning.md",
+    ]  # fmt: skip
+    assert tuning.tuning_targets(demo()) == []
+
+
+# ---- config checks -----------------------------------------------------------------------------
+
+
+def test_shipped_search_config_is_valid():
+    config = yaml.safe_load((ROOT / "configs/demo_search.yaml").read_text())
+    validate(config, str(SCHEMA))
+    tuning.check_tuning(config)
+    counts = {name: len(tuning.candidates(config, "ml-100k", name)) for name in tuning.tuned_names(config, "ml-100k")}
+    # the grids of docs/hyperparameters.md
+    assert counts == {"ease_closed": 6, "ease": 20, "ipw": 5, "cvar": 12, "posit": 48, "causal": 32, "rerank": 26, "post": 8}
+    rerank = tuning.candidates(config, "ml-100k", "rerank")
+    assert all(c.settings["high"] > c.settings["low"] for c in rerank)
+
+
+@pytest.mark.parametrize(
+    "block, named",
+    [
+        ({"grids": {"slim": {"l2": [1.0]}}}, r"tuning\.grids: 'slim' is not in methods"),
+        ({"grids": {"ease": {"lrr": [0.1]}}}, r"tuning\.grids\.ease: \['lrr'\] are not hyperparameters of ease"),
+        ({"grids": {"ease": {"lr": ["fast"]}}}, r"tuning\.grids\.ease: the candidate \{'lr': 'fast'\}: .*lr.*'fast'"),
+        ({"grids": {"rerank": {"high": [0.1, 0.3], "low": [0.2]}}}, r"tuning\.grids\.rerank: the candidate \{'high': 0\.1, 'low': 0\.2\}: .*high"),
+        ({"grids": {"rerank": {"base": ["ease_closed"]}}}, r"rerank's base is not searched"),
+        ({"metric": "gini@100"}, r"tuning\.metric: 'gini@100' is not a metric a search can maximise"),
+        ({"metric": "ndcg@7"}, r"tuning\.metric: 'ndcg@7'.*\[20, 50, 100\]"),
+        ({"selection": {"rerank": {"within": {"arp@20": 0.1}}}}, r"tuning\.selection\.rerank\.within: 'arp@20'"),
+        ({"overrides": {"ml-20m": {"ease": {"lr": [1.0]}}}}, r"tuning\.overrides: 'ml-20m' is not a configured dataset"),
+        ({"overrides": {"ml-100k": {"ease": {"lr": [-1.0]}}}}, r"tuning\.overrides\.ml-100k\.ease: the candidate \{'lr': -1\.0\}"),
+    ],
+)
+def test_bad_search_settings_are_named(block, named):
+    with pytest.raises(ConfigError, match=named):
+        tuning.check_tuning(with_tuning(**block))
+
+
+# ---- the selection rule ------------------------------------------------------------------------
+
+
+def test_the_highest_metric_wins_and_a_tie_goes_to_the_first_in_grid_order():
+    scores = [("a", {"ndcg@100": 0.50}), ("b", {"ndcg@100": 0.52}), ("c", {"ndcg@100": 0.52}), ("d", {"ndcg@100": 0.51})]
+    assert tuning.choose(scores, "ndcg@100") == ("b", [True] * 4)
+    assert tuning.choose(scores[::-1], "ndcg@100")[0] == "c"  # the same tie in the other order
+    assert tuning.choose([("only", {"ndcg@100": 0.0})], "ndcg@100")[0] == "only"
+    with pytest.raises(ValueError, match="candidate a: no finite 'recall@20'"):
+        tuning.choose(scores, "recall@20")
+    with pytest.raises(ValueError, match="no candidates"):
+        tuning.choose([], "ndcg@100")
+
+
+def test_a_guard_keeps_only_candidates_close_to_the_best():
+    # best NDCG 0.500: the floor at 1% is 0.495, so c (0.494) is out, though it covers most
+    scores = [
+        ("a", {"ndcg@100": 0.500, "coverage@100": 600.0}),
+        ("b", {"ndcg@100": 0.496, "coverage@100": 650.0}),
+        ("c", {"ndcg@100": 0.494, "coverage@100": 900.0}),
+        ("d", {"ndcg@100": 0.495, "coverage@100": 650.0}),
+    ]
+    chosen, eligible = tuning.choose(scores, "coverage@100", {"ndcg@100": 0.01})
+    assert (chosen, eligible) == ("b", [True, True, False, True])  # b and d tie: b comes first
+
+
+def record(name, settings, ndcg, coverage=500.0):
+    return {
+        "dataset": "ml-100k", "method": "ease", "candidate": name, "settings": settings,
+        "hyperparameters": {"lr": settings["lr"], "wd": 0.1}, "best_epoch": 3,
+        "metrics": {"ndcg@100": ndcg, "coverage@100": coverage, "recall@20": 0.1},
+    }  # fmt: skip
+
+
+def test_selected_yaml_holds_the_choice_the_rule_and_every_candidate(tmp_path):
+    records = [record("aaa", {"lr": 0.001}, 0.53), record("bbb", {"lr": 0.002}, 0.54), record("ccc", {"lr": 0.004}, 0.54)]
+    document = tuning.selected_document(
+        dataset="ml-100k", name="ease", method="ease", records=records, metric="ndcg@100", within={}, seed=0
+    )
+    path = tmp_path / "selected.yaml"
+    tuning.write_selected(path, document)
+    assert "&id" not in path.read_text()  # no YAML aliases
+    read = tuning.read_selected(path, "ml-100k", "ease")
+    assert read["chosen"] == "bbb" and read["hyperparameters"] == {"lr": 0.002, "wd": 0.1}
+    assert read["metric"] == "ndcg@100" and read["seed"] == 0 and read["split"] == "validation"
+    assert [(c["name"], c["chosen"], c["metrics"]["ndcg@100"]) for c in read["candidates"]] == [
+        ("aaa", False, 0.53), ("bbb", True, 0.54), ("ccc", False, 0.54),
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match=r"selected\.yaml: method is 'ease', expected 'ipw'"):
+        tuning.read_selected(path, "ml-100k", "ipw")
+    table = tuning.tuning_table([read])
+    assert table["chosen"].tolist() == [False, True, False] and table["settings"].tolist()[0] == "lr=0.001"
+    markdown = tuning.tuning_markdown([read], "ml-100k")
+    assert "| **bbb** | **lr=0.002** | **0.5400** |" in markdown
+
+
+# ---- a candidate's validation scores -----------------------------------------------------------
+
+
+def test_a_candidate_scores_what_the_evaluation_of_its_model_file_gives_on_the_validation_users(tmp_path):
+    """train_and_validate against an independent route: the train job's model file (train_and_save),
+    evaluated as the evaluate rule does, with the validation rows as its test users."""
+    from semtail.train_job import train_and_save
+
+    data = training_data(150, 30, 6, 40, seed=3)
+    inputs = {}
+    for name in ("train", "validation_tr", "validation_te"):
+        inputs[name] = str(tmp_path / f"{name}.npz")
+        sp.save_npz(inputs[name], getattr(data, name))
+    hyperparameters = {"lr": 0.003, "wd": 1e-4, "batch_size": 32, "epochs": 3, "patience": 3, "drop_last": False}
+    common = dict(dataset="toy", method="ease", seed=2, hyperparameters=hyperparameters, inputs=inputs,
+                  device=torch.device("cpu"), environment={"device": "cpu"}, code_version="x")  # fmt: skip
+    record, run = train_and_validate(
+        name="ease", candidate="abc", settings={"lr": 0.003}, evaluation=EVALUATION,
+        checkpoint=str(tmp_path / "candidate.checkpoint.pt"), **common,
+    )  # fmt: skip
+    run.remove_checkpoint()
+    train_and_save(output=tmp_path / "model.pt", **common)
+    split = load_split(inputs["train"], inputs["validation_tr"], inputs["validation_te"])
+    expected, _ = evaluate_model_file(tmp_path / "model.pt", split, EVALUATION, torch.device("cpu"))
+    assert record["metrics"] == expected["metrics"]
+    assert record["hyperparameters"] == hyperparameters and record["settings"] == {"lr": 0.003}
+    assert record["n_validation_users"] == 40 and record["best_epoch"] == expected["model"]["best_epoch"]
+    assert not list(tmp_path.glob("candidate.checkpoint.pt*"))
+
+
+def test_with_candidate_leaves_the_config_alone():
+    config = with_tuning(grids={"ease": {"lr": [0.5]}})
+    before = copy.deepcopy(config)
+    trial = tuning.with_candidate(config, "ml-100k", "ease", tuning.candidates(config, "ml-100k", "ease")[0])
+    assert trial["overrides"]["ml-100k"]["ease"] == {"lr": 0.5} and config == before

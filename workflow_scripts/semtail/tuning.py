@@ -1,0 +1,418 @@
+"""Hyperparameter search as a stage of the workflow: the candidates of a method's grid, their stable
+names and paths, the config checks, the selection rule, and selected.yaml.
+
+The config's `tuning:` block (schemas/config.schema.yaml):
+
+    tuning:
+      metric: ndcg@100            # maximised on the validation users, never the test users
+      seed: 0                     # the seed every candidate trains with
+      grids:                      # per name in `methods:`; a name without a grid is not tuned
+        ease: {lr: [0.001, 0.003], wd: [0.01, 0.1]}
+        rerank:                   # a list of grids: their union
+          - {high: [0.2], low: [0.05, 0.1]}
+          - {high: [0.4], low: [0.1, 0.3]}
+      overrides:                  # per dataset: axes that replace the grid's, or grids of their own
+        ml-20m: {posit: {lr: [1.0, 2.0]}}
+      selection:                  # per name: another metric, among candidates close to the best
+        rerank: {metric: coverage@100, within: {ndcg@100: 0.01}}
+
+A candidate is the method's (or variant's) resolved hyperparameters with one combination of the
+grid's values on top. Its name is a hash of that combination alone, so adding a value to a grid
+adds candidates and leaves the others' names, files and jobs as they were.
+
+Nothing here imports torch: the Snakefile plans with it (rules/common.smk).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from semtail import registry
+from semtail.workflow import (
+    ConfigError,
+    check_config,
+    method_of,
+    resolve_hyperparameters,
+    results_root,
+    train_inputs,
+)
+
+DEFAULT_METRIC = "ndcg@100"
+DEFAULT_SEED = 0
+# Metric families that a search may maximise; gini and arp are better when lower.
+MAXIMISED_FAMILIES = ("ndcg", "recall", "hit_rate", "coverage", "coverage_unmasked", "item_recall", "tail_share")
+NAME_LENGTH = 10  # hex digits of a candidate's name
+TUNING_TABLES = ("tuning.csv", "tuning.md")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    name: str
+    settings: dict  # the grid's values: {hyperparameter: value}
+
+
+def candidate_name(settings: dict) -> str:
+    """A short hash of a candidate's grid values: the same values give the same name, in any order.
+    Values are hashed as JSON, so 1 and 1.0 are different candidates."""
+    canonical = json.dumps(settings, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:NAME_LENGTH]
+
+
+def tuning_settings(config: dict) -> dict:
+    return config.get("tuning") or {}
+
+
+def grid_of(config: dict, dataset: str, name: str) -> list[dict] | None:
+    """A name's grid on a dataset as a list of {axis: [values]} products, or None when untuned.
+    A dataset's override replaces the axes it names in each product of the name's grid."""
+    tuning = tuning_settings(config)
+    grid = tuning.get("grids", {}).get(name)
+    override = tuning.get("overrides", {}).get(dataset, {}).get(name)
+    if grid is None and override is None:
+        return None
+    products = [grid] if isinstance(grid, dict) else list(grid or [{}])
+    if override is not None:
+        if isinstance(override, list):
+            products = list(override)
+        else:
+            products = [{**product, **override} for product in products]
+    return [dict(product) for product in products]
+
+
+def candidates(config: dict, dataset: str, name: str) -> list[Candidate]:
+    """A name's candidates on a dataset in grid order: the products in turn, each the Cartesian
+    product of its axes, later axes varying fastest, values in their listed order. A combination
+    listed twice counts once, where it comes first. Empty when the name is not tuned."""
+    found: dict[str, Candidate] = {}
+    for product in grid_of(config, dataset, name) or []:
+        axes = list(product)
+        for values in itertools.product(*(product[axis] for axis in axes)):
+            settings = dict(zip(axes, values))
+            found.setdefault(candidate_name(settings), Candidate(candidate_name(settings), settings))
+    return list(found.values())
+
+
+def tuned_names(config: dict, dataset: str) -> list[str]:
+    """The names in `methods:` that are searched on a dataset, in `methods:` order."""
+    return [name for name in config["methods"] if grid_of(config, dataset, name) is not None]
+
+
+def is_tuned(config: dict, dataset: str, name: str) -> bool:
+    return grid_of(config, dataset, name) is not None
+
+
+def upstream_names(config: dict, dataset: str, name: str) -> list[str]:
+    """The names whose models a job of `name` reads: a base (rerank's, post's), and its base in turn."""
+    found = []
+    while registry.declaration(method_of(config, name)).training == "on_base":
+        name = resolve_hyperparameters(config, dataset, name)[registry.BASE]
+        if name in found:
+            break
+        found.append(name)
+    return found
+
+
+def selections_behind(config: dict, dataset: str, names, candidate: bool = False) -> list[str]:
+    """The searched names whose selection the jobs of `names` follow from: each name itself
+    (unless `candidate`: a candidate comes before its own selection) and the names upstream of it."""
+    behind = []
+    for name in names:
+        for upstream in ([] if candidate else [name]) + upstream_names(config, dataset, name):
+            if upstream not in behind and is_tuned(config, dataset, upstream):
+                behind.append(upstream)
+    return behind
+
+
+def candidate_hyperparameters(config: dict, dataset: str, name: str, candidate: Candidate) -> dict:
+    """What the candidate trains with: the resolved hyperparameters with the grid's values on top."""
+    return {**resolve_hyperparameters(config, dataset, name), **candidate.settings}
+
+
+def find_candidate(config: dict, dataset: str, name: str, candidate_name_: str) -> Candidate:
+    for candidate in candidates(config, dataset, name):
+        if candidate.name == candidate_name_:
+            return candidate
+    raise ConfigError(f"tuning: {dataset}/{name} has no candidate named {candidate_name_!r} in its grid")
+
+
+def search_seed(config: dict) -> int:
+    return int(tuning_settings(config).get("seed", DEFAULT_SEED))
+
+
+def selection_rule(config: dict, name: str) -> dict:
+    """{metric, within}: the metric to maximise, and the guards {metric: relative tolerance}."""
+    tuning = tuning_settings(config)
+    rule = tuning.get("selection", {}).get(name, {})
+    return {"metric": rule.get("metric", tuning.get("metric", DEFAULT_METRIC)), "within": dict(rule.get("within", {}))}
+
+
+# ---- paths -------------------------------------------------------------------------------------
+
+
+def search_dir(config: dict, dataset: str, name: str) -> str:
+    return f"{results_root(config)}/{dataset}/{name}"
+
+
+def candidate_file(config: dict, dataset: str, name: str, candidate: str) -> str:
+    return f"{search_dir(config, dataset, name)}/tuning/{candidate}/validation.json"
+
+
+def selected_file(config: dict, dataset: str, name: str) -> str:
+    return f"{search_dir(config, dataset, name)}/selected.yaml"
+
+
+def candidate_files(config: dict, dataset: str, name: str) -> list[str]:
+    """The validation.json of every candidate of a name, in grid order."""
+    return [candidate_file(config, dataset, name, c.name) for c in candidates(config, dataset, name)]
+
+
+def candidate_inputs(config: dict, dataset: str, name: str) -> dict:
+    """A candidate job's inputs: the split, and for rerank its base's model of the search seed."""
+    return train_inputs(config, dataset, name, search_seed(config))
+
+
+def selected_files(config: dict, dataset: str) -> list[str]:
+    return [selected_file(config, dataset, name) for name in tuned_names(config, dataset)]
+
+
+def tuning_targets(config: dict) -> list[str]:
+    """Beyond workflow.final_targets: each searched name's selected.yaml and, per dataset with a
+    search, the table of every candidate."""
+    targets = []
+    for dataset in config["datasets"]:
+        selected = selected_files(config, dataset)
+        if selected:
+            targets += selected + [f"{results_root(config)}/{dataset}/{table}" for table in TUNING_TABLES]
+    return targets
+
+
+def with_candidate(config: dict, dataset: str, name: str, candidate: Candidate) -> dict:
+    """A copy of the config in which the candidate's values are the dataset's overrides of the
+    name: what the rest of the planning (resources, checks) sees of one candidate."""
+    trial = copy.deepcopy(config)
+    overrides = trial.setdefault("overrides", {}).setdefault(dataset, {})
+    overrides[name] = {**overrides.get(name, {}), **candidate.settings}
+    return trial
+
+
+# ---- checks ------------------------------------------------------------------------------------
+
+
+def metric_ks(config: dict) -> list[int]:
+    """The ks every evaluation records (semtail.evaluate.metric_ks: the configured ones and 100)."""
+    return sorted({int(k) for k in config["evaluation"]["ks"]} | {100})
+
+
+def check_metric(config: dict, where: str, metric: str) -> None:
+    family, _, k = metric.partition("@")
+    ks = metric_ks(config)
+    if family not in MAXIMISED_FAMILIES or not k.isdigit() or int(k) not in ks:
+        raise ConfigError(
+            f"{where}: {metric!r} is not a metric a search can maximise; use one of "
+            f"{', '.join(MAXIMISED_FAMILIES)} at k in {ks} (evaluation.ks and 100), e.g. ndcg@100"
+        )
+
+
+def check_tuning(config: dict) -> None:
+    """The `tuning:` block against the rest of the config, naming the offending key: grids only
+    for names in `methods:`, axes only over the method's declared hyperparameters (never a base),
+    metrics that exist and are better when higher, and every candidate a valid config of its own
+    (names, types and ranges as the method declares them)."""
+    tuning = tuning_settings(config)
+    if not tuning:
+        return
+    check_metric(config, "tuning.metric", tuning.get("metric", DEFAULT_METRIC))
+    for name, rule in tuning.get("selection", {}).items():
+        if name not in config["methods"]:
+            raise ConfigError(f"tuning.selection: {name!r} is not in methods")
+        check_metric(config, f"tuning.selection.{name}.metric", selection_rule(config, name)["metric"])
+        for guard in rule.get("within", {}):
+            check_metric(config, f"tuning.selection.{name}.within", guard)
+    for name in tuning.get("grids", {}):
+        if name not in config["methods"]:
+            raise ConfigError(f"tuning.grids: {name!r} is not in methods (a method or a variant)")
+    for dataset, per_name in tuning.get("overrides", {}).items():
+        if dataset not in config["datasets"]:
+            raise ConfigError(f"tuning.overrides: {dataset!r} is not a configured dataset")
+        for name in per_name:
+            if name not in config["methods"]:
+                raise ConfigError(f"tuning.overrides.{dataset}: {name!r} is not in methods")
+    for dataset in config["datasets"]:
+        for name in tuned_names(config, dataset):
+            where = _grid_key(config, dataset, name)
+            method = method_of(config, name)
+            known = set(registry.declaration(method).hyperparameters)
+            for product in grid_of(config, dataset, name):
+                unknown = set(product) - known
+                if unknown:
+                    raise ConfigError(f"{where}: {sorted(unknown)} are not hyperparameters of {method} (known: {sorted(known)})")
+                if registry.declaration(method).training == "on_base" and registry.BASE in product:
+                    raise ConfigError(f"{where}: {method}'s base is not searched; give each base a variant of its own")
+            for candidate in candidates(config, dataset, name):
+                trial = with_candidate(config, dataset, name, candidate)
+                try:
+                    check_config(trial)
+                except (ConfigError, ValueError) as error:
+                    raise ConfigError(f"{where}: the candidate {candidate.settings}: {error}") from None
+
+
+def _grid_key(config: dict, dataset: str, name: str) -> str:
+    if name in tuning_settings(config).get("overrides", {}).get(dataset, {}):
+        return f"tuning.overrides.{dataset}.{name}"
+    return f"tuning.grids.{name}"
+
+
+# ---- selection ---------------------------------------------------------------------------------
+
+
+def choose(scores: list[tuple[str, dict]], metric: str, within: dict | None = None) -> tuple[str, list[bool]]:
+    """The chosen candidate's name, and which candidates were eligible.
+
+    scores: (name, {metric: validation value}) in grid order. Eligible: every candidate, or with
+    `within` ({guard metric: tolerance}), those whose guard is at least (1 − tolerance) times the
+    best candidate's guard, for every guard. Chosen: the eligible candidate with the highest
+    `metric`; a tie goes to the one earliest in grid order."""
+    if not scores:
+        raise ValueError("no candidates to choose from")
+    for name, values in scores:
+        for key in [metric, *(within or {})]:
+            if key not in values or not math.isfinite(values[key]):
+                raise ValueError(f"candidate {name}: no finite {key!r} among its validation metrics")
+    eligible = [True] * len(scores)
+    for guard, tolerance in (within or {}).items():
+        floor = (1 - float(tolerance)) * max(values[guard] for _, values in scores)
+        eligible = [ok and values[guard] >= floor for ok, (_, values) in zip(eligible, scores)]
+    best = None
+    for (name, values), ok in zip(scores, eligible):
+        if ok and (best is None or values[metric] > best[1]):
+            best = (name, values[metric])
+    return best[0], eligible
+
+
+def selected_document(
+    *, dataset: str, name: str, method: str, records: list[dict], metric: str, within: dict, seed: int
+) -> dict:
+    """selected.yaml: the chosen hyperparameters, the rule, and every candidate's validation
+    metrics. records: the candidates' validation.json contents in grid order."""
+    scores = [(record["candidate"], record["metrics"]) for record in records]
+    chosen, eligible = choose(scores, metric, within)
+    by_name = {record["candidate"]: record for record in records}
+    rule = f"the highest validation {metric}"
+    if within:
+        guards = ", ".join(f"{guard} at least {1 - float(t):g} times the best candidate's" for guard, t in within.items())
+        rule += f" among the candidates with {guards}"
+    rule += "; a tie goes to the candidate listed first in the grid"
+    return {
+        "dataset": dataset,
+        "method": name,
+        "trains": method,
+        "metric": metric,
+        "within": {guard: float(t) for guard, t in within.items()},
+        "rule": rule,
+        "split": "validation",
+        "seed": int(seed),
+        "chosen": chosen,
+        "settings": by_name[chosen]["settings"],
+        "hyperparameters": by_name[chosen]["hyperparameters"],
+        "candidates": [
+            {
+                "name": record["candidate"],
+                "settings": record["settings"],
+                "eligible": ok,
+                "chosen": record["candidate"] == chosen,
+                "best_epoch": record.get("best_epoch"),
+                "metrics": {key: record["metrics"][key] for key in dict.fromkeys([metric, *within, DEFAULT_METRIC])
+                            if key in record["metrics"]},
+            }
+            for record, ok in zip(records, eligible)
+        ],  # fmt: skip
+    }
+
+
+def write_selected(path: str | Path, document: dict) -> None:
+    from semtail.files import write_text
+
+    header = (
+        f"# Chosen on the validation users of {document['dataset']} by the workflow's search "
+        "(rules/tuning.smk); the train jobs of this method read `hyperparameters`.\n"
+    )
+    write_text(path, header + yaml.dump(document, Dumper=_PlainDumper, sort_keys=False, allow_unicode=True))
+
+
+class _PlainDumper(yaml.SafeDumper):
+    """Writes a value that appears twice (the chosen candidate's settings) twice, not as a YAML alias."""
+
+    def ignore_aliases(self, data):
+        return True
+
+
+def read_selected(path: str | Path, dataset: str | None = None, name: str | None = None) -> dict:
+    """selected.yaml, checked to be the one of (dataset, name) when they are given."""
+    path = Path(path)
+    try:
+        document = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: file not found") from None
+    if not isinstance(document, dict) or not isinstance(document.get("hyperparameters"), dict):
+        raise ValueError(f"{path}: not a selected.yaml (no `hyperparameters` mapping)")
+    for key, expected in (("dataset", dataset), ("method", name)):
+        if expected is not None and document.get(key) != expected:
+            raise ValueError(f"{path}: {key} is {document.get(key)!r}, expected {expected!r}")
+    return document
+
+
+def tuning_table(documents: list[dict]):
+    """One row per candidate of every searched name: dataset, method, candidate, its grid values
+    (as `name=value` text), its eligibility, whether it was chosen, and its validation metrics."""
+    import pandas as pd
+
+    rows = []
+    for document in documents:
+        for candidate in document["candidates"]:
+            rows.append({
+                "dataset": document["dataset"],
+                "method": document["method"],
+                "candidate": candidate["name"],
+                "settings": ", ".join(f"{key}={value}" for key, value in candidate["settings"].items()),
+                "chosen": candidate["chosen"],
+                "eligible": candidate["eligible"],
+                "selection_metric": document["metric"],
+                **{key: value for key, value in candidate["metrics"].items()},
+            })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def tuning_markdown(documents: list[dict], dataset: str) -> str:
+    from semtail.tables import DECIMALS, format_value, markdown_table, metric_family
+
+    parts = [
+        f"# {dataset}: hyperparameter search on the validation users\n",
+        "Each searched method's candidates in grid order, with their validation metrics; the chosen "
+        "one in bold. The train jobs of every seed use the chosen hyperparameters.\n",
+    ]
+    for document in documents:
+        keys = list(dict.fromkeys(key for c in document["candidates"] for key in c["metrics"]))
+        rows = []
+        for candidate in document["candidates"]:
+            settings = ", ".join(f"{key}={value}" for key, value in candidate["settings"].items()) or "(defaults)"
+            cells = [candidate["name"], settings, *(format_value(candidate["metrics"].get(k, math.nan),
+                                                                 DECIMALS.get(metric_family(k), 4)) for k in keys)]  # fmt: skip
+            if document["within"]:
+                cells.append("yes" if candidate["eligible"] else "no")
+            if candidate["chosen"]:
+                cells = [f"**{cell}**" for cell in cells]
+            rows.append(cells)
+        header = ["candidate", "settings", *keys, *(["eligible"] if document["within"] else [])]
+        parts.append(
+            f"## {document['method']}\n\nChosen: `{document['chosen']}` ({document['rule']}), seed "
+            f"{document['seed']}.\n\n" + markdown_table(header, rows)
+        )
+    return "\n".join(parts)
