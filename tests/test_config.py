@@ -54,6 +54,9 @@ def test_shipped_configs_are_valid(name):
         (lambda c: c.update(methods=["posit", "Slim"]), "Slim"),
         (lambda c: c.update(variants={"posit_2": {"ties": "share"}}), "'method' is a required property"),
         (lambda c: c.update(experiment="My run"), "My run"),
+        (lambda c: c["checkpoints"].update(every_epochs=0), "0 is less than the minimum of 1"),
+        (lambda c: c["checkpoints"].update(min_seconds=-5), "-5"),
+        (lambda c: c["checkpoints"].update(every_epoch=2), "every_epoch"),
     ],
 )
 def test_schema_rejects_and_names_the_bad_key_or_value(demo, mutate, named):
@@ -305,7 +308,7 @@ def test_text_from_the_command_line_becomes_numbers_where_the_schema_wants_them(
         (
             lambda c: c.update(seed=[0]),
             "config: unknown key 'seed'; did you mean 'seeds'?\n"
-            "  keys allowed at the top level: compare, compute, datasets, evaluation, experiment, hyperparameters, methods, overrides, seeds, tuning, variants",
+            "  keys allowed at the top level: checkpoints, compare, compute, datasets, evaluation, experiment, hyperparameters, methods, overrides, seeds, tuning, variants",
         ),
         (
             lambda c: c["datasets"]["ml-100k"]["sources"][0].update(sep=";"),

@@ -4,6 +4,7 @@ checked to give decodable, non-blank PNGs and real PDFs."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -222,3 +223,12 @@ def test_weight_landscape_script_on_model_files(tiny_results, tmp_path):
     completed = subprocess.run(command, capture_output=True, text=True, timeout=180)
     assert completed.returncode == 0, completed.stderr
     assert_real_image(tmp_path / "w.png", tmp_path / "w.pdf")
+
+
+def test_the_plot_and_table_jobs_do_not_import_torch():
+    """Importing torch takes a second or more of each job that does it; the figures and tables of
+    evaluation results need none of it (only the model files of the weight landscape do)."""
+    code = "import sys, semtail.figures, semtail.tables, semtail.run_metrics; print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch')[:3])"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT / "workflow_scripts")})  # fmt: skip
+    assert done.stdout.strip() == "[]"

@@ -137,6 +137,40 @@ def test_ranking_with_infinite_scores_and_exclusions_matches_brute_force(case, d
         assert listed[u] == brute_list(row, k, out)
 
 
+def test_the_tie_rule_runs_on_the_rows_tied_across_the_cut_only(monkeypatch):
+    """Continuous scores, where topk's set is the answer, beside rows where more items tie with the
+    k-th score than slots are left (at a finite score, and at −inf among excluded items): all
+    ranked as by brute force, and only the tied rows passed to the tie rule."""
+    generator = torch.Generator().manual_seed(7)
+    n_rows, n_items, k = 40, 300, 20
+    scores = torch.randn(n_rows, n_items, generator=generator)
+    exclude = torch.rand(n_rows, n_items, generator=generator) < 0.1
+    tied_rows = [2, 11, 12, 30]
+    for row in tied_rows[:3]:  # 15 items share the 14th best score of the row's others
+        kept = (~exclude[row]).nonzero().squeeze(1)
+        tied = kept[torch.randperm(len(kept), generator=generator)[:15]]
+        scores[row, tied] = scores[row, kept].sort(descending=True).values[13]
+    exclude[30] = True  # every item excluded: all tie at −inf
+    scores[31, :] = scores[31, 0]  # all tied, but nothing excluded and k slots among n_items
+    tied_rows.append(31)
+    seen = []
+    original = metrics._tied_at_the_cut
+
+    def recording(scores, excluded, kth_value, k):
+        seen.append(len(scores))
+        return original(scores, excluded, kth_value, k)
+
+    monkeypatch.setattr(metrics, "_tied_at_the_cut", recording)
+    ranked = metrics.rank_top_k(scores, k, exclude=exclude).tolist()
+    unmasked = metrics.rank_top_k(scores, k).tolist()
+    for u in range(n_rows):
+        out = exclude[u].nonzero().squeeze(1).tolist()
+        assert ranked[u] == brute_ranking(scores[u].tolist(), out)[:k], u
+        assert unmasked[u] == brute_ranking(scores[u].tolist())[:k], u
+    # Masked: rows 2, 11, 12 (finite ties), 30 (−inf), 31; unmasked: 2, 11, 12 and 31.
+    assert seen == [len(tied_rows), len(tied_rows) - 1]
+
+
 @settings(max_examples=40, deadline=None)
 @given(st.lists(st.lists(st.integers(0, 4), min_size=6, max_size=6), min_size=1, max_size=4))
 def test_float64_scores_are_ranked_without_rounding_to_float32(steps):

@@ -280,6 +280,7 @@ def test_killed_training_resumes_from_its_checkpoint(demo_copy):
     config = read_config(demo_copy)
     dataset, method, seed, epochs = "ml-100k", "posit", 0, 10
     config["overrides"] = {dataset: {method: {"epochs": epochs, "patience": epochs}}}  # no early stop
+    config["checkpoints"] = {"every_epochs": 2, "min_seconds": 0}  # the job reads its cadence from the config
     write_config(demo_copy, config)
     run = f"results/{dataset}/{method}/seed{seed}"
     shutil.rmtree(demo_copy / run)  # never trained with these settings, never evaluated
@@ -321,6 +322,8 @@ def test_killed_training_resumes_from_its_checkpoint(demo_copy):
     assert resumed_at and int(resumed_at.group(1)) >= second, final_log
     assert f"epoch 1/{epochs}" not in final_log, "the restarted job began again at epoch 1"
     assert not checkpoint.exists(), "the checkpoint outlived the finished model"
+    written = [int(e) for log in (first_log, final_log) for e in re.findall(r"checkpoint after epoch (\d+) written", log)]
+    assert written and all(epoch % 2 == 0 for epoch in written), written
     assert metrics_of(demo_copy, dataset, method, seed) == metrics_of(uninterrupted, dataset, method, seed)
     reference = torch.load(uninterrupted / run / "model.pt", weights_only=True)
     resumed = torch.load(demo_copy / run / "model.pt", weights_only=True)

@@ -122,6 +122,21 @@ def test_threads_follow_the_catalog_size(paper):
     assert request(paper, "train", "ml-20m", "posit")["threads"] > request(demo, "train", "ml-100k", "posit")["threads"]
 
 
+def test_a_demo_sized_job_gets_one_thread_so_that_two_share_two_cores(tmp_path):
+    demo = yaml.safe_load((ROOT / "config.yaml").read_text())
+    stats = tmp_path / "stats.json"
+    for items, expected in [(1_415, 1), (4_999, 1), (5_000, 2), (9_999, 2), (20_108, None)]:
+        stats.write_text(json.dumps({"users": 943, "items": items, "interactions": 50_000}))
+        threads = {
+            stage: request(demo, stage, "ml-100k", "posit" if stage == "train" else None, stats_file=stats)["threads"]
+            for stage in ("preprocess", "train", "evaluate", "weight_landscape")
+        }
+        if expected is None:  # the large catalogs of the paper
+            assert threads == {"preprocess": 4, "train": 8, "evaluate": 8, "weight_landscape": 4}
+        else:
+            assert set(threads.values()) == {expected}, (items, threads)
+
+
 def test_measured_sizes_replace_expected_ones(paper, tmp_path):
     stats = tmp_path / "stats.json"
     stats.write_text(json.dumps({"users": 1000, "items": 40_000, "interactions": 50_000, "train": {"users": 800}}))

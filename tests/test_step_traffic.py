@@ -5,7 +5,8 @@ the fused SGD update of U, which reads U, its gradient and its momentum and writ
 momentum. Besides that, a step should only read U in X_b·U and write U's gradient once in X_bᵀ·G.
 A U-sized temporary (autograd through U, `U - lr * grad`, a dense X_bᵀ) would add a pass and,
 on ML-20M, 1.6 GB of device memory against the 8 GiB budget. These tests record every operator
-a step dispatches and check which U-sized storages each one touches."""
+a step dispatches and check which U-sized storages each one touches, and that X_b·U is the
+device's kernel of semtail.models.itemitem.PRODUCT_KERNELS, whichever it is."""
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from method_settings import method_of, sgd_methods
+from semtail.models import itemitem
 from semtail.models.base import Run
 from semtail.models.synthetic import training_data
 from semtail.registry import method_module
@@ -26,6 +28,8 @@ DEVICES = [
     pytest.param(torch.device("cuda"), marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")),
 ]
 HYPERPARAMETERS = sgd_methods(batch_size=BATCH, epochs=2)
+# The operator that reads U in X·U, per product kernel (under no_grad, as training and scoring run it).
+PRODUCT_OPERATORS = {"rows": "_embedding_bag_forward_only", "sparse_mm": "_sparse_addmm"}
 
 
 class UTraffic(TorchDispatchMode):
@@ -76,9 +80,13 @@ def one_step(trainer: Trainer, start: int) -> None:
     trainer.step(trainer.train_rows.rows(start, start + BATCH), {}, nonfinite)
 
 
+@pytest.mark.parametrize("kernel", ["device's", *PRODUCT_OPERATORS])
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", list(HYPERPARAMETERS))
-def test_a_step_reads_U_once_writes_its_gradient_once_and_updates_in_the_fused_sgd(name, device, monkeypatch):
+def test_a_step_reads_U_once_writes_its_gradient_once_and_updates_in_the_fused_sgd(name, device, kernel, monkeypatch):
+    """With the device's product kernel, and with each kernel the device could be given."""
+    if kernel != "device's":
+        monkeypatch.setitem(itemitem.PRODUCT_KERNELS, device.type, kernel)
     trainer = trainer_for(name, monkeypatch, device)
     one_step(trainer, 0)  # the first step creates the momentum buffer
     with UTraffic(storages(trainer)) as traffic:
@@ -87,11 +95,15 @@ def test_a_step_reads_U_once_writes_its_gradient_once_and_updates_in_the_fused_s
     assert not any(new for _, _, new in traffic.calls), traffic.calls
     passes = [touched for name, touched, _ in traffic.calls if name != "diagonal"]  # a view: no traffic
     assert passes == [{"U"}, {"gradient"}, {"U", "gradient", "momentum"}], traffic.calls
+    assert traffic.calls[0][0] == PRODUCT_OPERATORS[itemitem.PRODUCT_KERNELS[device.type]]
     assert traffic.calls[-1][0] == "_fused_sgd_"
 
 
+@pytest.mark.parametrize("kernel", ["device's", *PRODUCT_OPERATORS])
 @pytest.mark.parametrize("device", DEVICES)
-def test_a_validation_pass_reads_U_and_allocates_nothing_of_its_size(device, monkeypatch):
+def test_a_validation_pass_reads_U_and_allocates_nothing_of_its_size(device, kernel, monkeypatch):
+    if kernel != "device's":
+        monkeypatch.setitem(itemitem.PRODUCT_KERNELS, device.type, kernel)
     trainer = trainer_for("posit_mlp", monkeypatch, device)
     one_step(trainer, 0)
     with UTraffic(storages(trainer)) as traffic:
@@ -99,6 +111,7 @@ def test_a_validation_pass_reads_U_and_allocates_nothing_of_its_size(device, mon
 
     assert traffic.calls, "the validation pass should read U"
     assert all(touched == {"U"} and not new for _, touched, new in traffic.calls), traffic.calls
+    assert {name for name, _, _ in traffic.calls} == {PRODUCT_OPERATORS[itemitem.PRODUCT_KERNELS[device.type]]}
 
 
 def test_the_recorder_sees_a_U_sized_temporary(monkeypatch):

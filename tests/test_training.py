@@ -11,7 +11,7 @@ import scipy.sparse as sp
 import torch
 
 from semtail import training
-from semtail.models.base import Run
+from semtail.models.base import Run, check_checkpoint_cadence
 from semtail.models.synthetic import training_data
 from semtail import registry
 from semtail.registry import method_module
@@ -121,17 +121,83 @@ def test_resume_after_an_interruption_gives_the_uninterrupted_model(method, tmp_
     same_model(uninterrupted, resumed)
 
 
+def checkpointed_epochs(checkpoint):
+    """An after_epoch hook that notes, per epoch, the epoch of the checkpoint on disk (None: none yet)."""
+    seen = {}
+
+    def look(epoch, U):
+        seen[epoch] = torch.load(checkpoint, weights_only=True)["epoch"] if checkpoint.exists() else None
+
+    return seen, look
+
+
+def test_checkpoints_every_n_epochs_and_never_after_the_last(tmp_path):
+    checkpoint = tmp_path / "checkpoint.pt"
+    seen, look = checkpointed_epochs(checkpoint)
+    fit("ease", changes={"epochs": 7, "patience": 7}, checkpoint=checkpoint, fingerprint="job", after_epoch=look,
+        checkpoint_every_epochs=3)  # fmt: skip
+    assert seen == {1: None, 2: None, 3: 3, 4: 3, 5: 3, 6: 6, 7: 6}
+
+
+def test_checkpoints_at_most_every_m_seconds(monkeypatch, tmp_path):
+    """A scripted clock moves on 25 s at the end of each epoch, so the check after epoch e sees
+    25·(e − 1) s. At least 60 s apart, checkpoints follow epochs 4 (75 s) and 7 (150 s); at least 60 s
+    and 4 epochs apart, epochs 4 and 8."""
+    now = [0.0]
+    monkeypatch.setattr(training, "checkpoint_clock", lambda: now[0])
+    for every_epochs, expected in [(1, [4, 7]), (4, [4, 8])]:
+        now[0] = 0.0
+        checkpoint = tmp_path / f"every{every_epochs}.pt"
+        seen, look = checkpointed_epochs(checkpoint)
+
+        def tick(epoch, U, look=look):
+            now[0] += 25.0
+            look(epoch, U)
+
+        fit("ease", changes={"epochs": 9, "patience": 9}, checkpoint=checkpoint, fingerprint="job", after_epoch=tick,
+            checkpoint_every_epochs=every_epochs, checkpoint_min_seconds=60)  # fmt: skip
+        assert sorted({e for e in seen.values() if e is not None}) == expected
+        assert all(seen[e] == max([c for c in expected if c <= e], default=None) for e in seen)
+
+
+@pytest.mark.parametrize("method", ["posit", "cvar"])
+def test_resume_from_a_checkpoint_epochs_before_the_interruption_gives_the_uninterrupted_model(method, tmp_path, caplog):
+    """Every 3 epochs: a job killed after epoch 5 has the checkpoint of epoch 3, and repeats 4 and 5."""
+    changes = {"epochs": 6, "patience": 6}
+    uninterrupted = fit(method, changes=changes)
+    checkpoint = tmp_path / "checkpoint.pt"
+    Interrupted, hook = interrupt_after(5)
+    with pytest.raises(Interrupted):
+        fit(method, changes=changes, checkpoint=checkpoint, fingerprint="job", after_epoch=hook, checkpoint_every_epochs=3)
+    assert torch.load(checkpoint, weights_only=True)["epoch"] == 3
+    with caplog.at_level(logging.INFO):
+        resumed = fit(method, changes=changes, checkpoint=checkpoint, fingerprint="job", checkpoint_every_epochs=3)
+    assert "after epoch 3" in caplog.text
+    same_model(uninterrupted, resumed)
+
+
+def test_a_wrong_checkpoint_cadence_names_the_key():
+    with pytest.raises(ValueError, match=r"checkpoints.every_epochs must be an integer of at least 1, got 0"):
+        Run("toy", "ease", 0, checkpoint_every_epochs=0)
+    with pytest.raises(ValueError, match=r"checkpoints.min_seconds must be a number of at least 0, got -1"):
+        Run("toy", "ease", 0, checkpoint_min_seconds=-1)
+    with pytest.raises(ValueError, match=r"checkpoints: unknown keys \['every_epoch'\]"):
+        check_checkpoint_cadence({"every_epoch": 2})
+    assert check_checkpoint_cadence({"min_seconds": 5}) == {"every_epochs": 1, "min_seconds": 5.0}
+
+
 def scripted_validation(monkeypatch, values):
     scripted = iter(values)
     monkeypatch.setattr(training, "validation_ndcg", lambda *args, **kwargs: next(scripted))
 
 
 def test_the_best_epoch_is_written_beside_the_checkpoint_only_when_it_changes(monkeypatch, tmp_path):
-    """Epoch:       1    2    3    4    5    6
-    validation:  0.1  0.3  0.2  0.15 0.4  0.35   (best: 1, 2, 2, 2, 5, 5)
+    """Epoch:       1    2    3    4    5    6    7
+    validation:  0.1  0.3  0.2  0.15 0.4  0.35 0.2   (best: 1, 2, 2, 2, 5, 5, 5)
     The checkpoint never holds a copy of U beside U; the best epoch's U is written once, after the
-    first epoch that moves past it, and removed when a later epoch becomes the best."""
-    scripted_validation(monkeypatch, [0.1, 0.3, 0.2, 0.15, 0.4, 0.35])
+    first epoch that moves past it, and removed when a later epoch becomes the best. No checkpoint
+    follows the last epoch: the model file does."""
+    scripted_validation(monkeypatch, [0.1, 0.3, 0.2, 0.15, 0.4, 0.35, 0.2])
     checkpoint = tmp_path / "checkpoint.pt"
     seen = {}
 
@@ -139,9 +205,10 @@ def test_the_best_epoch_is_written_beside_the_checkpoint_only_when_it_changes(mo
         files = {p.name: p.stat().st_mtime_ns for p in tmp_path.glob("checkpoint.pt.best-epoch*")}
         saved = torch.load(checkpoint, weights_only=True)
         assert "best_U" not in saved
-        seen[epoch] = (files, saved["best_U_file"], U.clone())
+        seen[epoch] = (files, saved["best_U_file"], U.clone(), saved["epoch"])
 
-    fitted = fit("ease", changes={"epochs": 6, "patience": 6}, checkpoint=checkpoint, fingerprint="job", after_epoch=look)
+    fitted = fit("ease", changes={"epochs": 7, "patience": 7}, checkpoint=checkpoint, fingerprint="job", after_epoch=look)
+    assert [seen[e][3] for e in range(1, 8)] == [1, 2, 3, 4, 5, 6, 6]
     assert [set(seen[e][0]) for e in range(1, 7)] == [set(), set(), {"checkpoint.pt.best-epoch2"},
                                                       {"checkpoint.pt.best-epoch2"}, set(), {"checkpoint.pt.best-epoch5"}]  # fmt: skip
     assert [seen[e][1] for e in range(1, 7)] == [None, None, "checkpoint.pt.best-epoch2",

@@ -1,6 +1,7 @@
 """workflow_scripts/train.py end to end through its command line (script_run), on a tiny split."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ from semtail.models.synthetic import training_data
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_script(tmp_path, method, hyperparameters, extra_inputs=()):
+def run_script(tmp_path, method, hyperparameters, extra_inputs=(), extra_args=()):
     params = tmp_path / f"{method}.yaml"
     params.write_text(yaml.safe_dump({"hyperparameters": hyperparameters}))
     command = [sys.executable, str(ROOT / "workflow_scripts" / "train.py")]
@@ -29,6 +30,7 @@ def run_script(tmp_path, method, hyperparameters, extra_inputs=()):
         "--param", "dataset=toy", "--param", f"method={method}", "--param", "seed=1", "--param", "device=cpu",
         "--param", f"checkpoint={tmp_path / f'{method}.checkpoint.pt'}",
         "--log", str(tmp_path / f"{method}.log"),
+        *extra_args,
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT / "workflow_scripts")}
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
@@ -62,3 +64,20 @@ def test_train_script_reports_bad_input(tmp_path):
     assert done.returncode != 0
     assert "validation_te.npz: file not found" in done.stderr
     assert not (tmp_path / "mostpop.pt").exists()
+
+
+def test_train_script_takes_the_checkpoint_cadence_from_a_workflow_config(tmp_path):
+    data = training_data(120, 25, 5, 30, seed=2)
+    for name in ("train", "validation_tr", "validation_te"):
+        sp.save_npz(tmp_path / f"{name}.npz", getattr(data, name))
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"checkpoints": {"every_epochs": 2, "min_seconds": 0}}))
+    hyperparameters = {"lr": 0.002, "wd": 1e-4, "batch_size": 40, "epochs": 5, "patience": 5, "drop_last": False}
+    done = run_script(tmp_path, "ease", hyperparameters, extra_args=["--configfile", str(config)])
+    assert done.returncode == 0, done.stderr
+    log = (tmp_path / "ease.log").read_text()
+    assert [int(e) for e in re.findall(r"checkpoint after epoch (\d+) written", log)] == [2, 4]
+
+    config.write_text(yaml.safe_dump({"checkpoints": {"every_epochs": 0}}))
+    done = run_script(tmp_path, "ease", hyperparameters, extra_args=["--configfile", str(config)])
+    assert done.returncode != 0 and "checkpoints.every_epochs must be an integer of at least 1, got 0" in done.stderr

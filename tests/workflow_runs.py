@@ -102,7 +102,7 @@ def snakemake(
 ) -> subprocess.CompletedProcess:
     """Run snakemake in `workdir` with the test config; raise with its output when it fails.
 
-    Four cores on the two of CI: two 2-thread jobs at a time, since most of a job on this small
+    Four cores on the two of CI: four 1-thread jobs at a time, since most of a job on this small
     data is starting Python. A job's threads (and so its results) do not depend on `cores`."""
     command = [sys.executable, "-m", "snakemake", "--cores", str(cores)]
     command += [f"--configfile={configfile}"] if configfile else []

@@ -15,7 +15,9 @@ split = load_split(run.input.train, run.input.test_tr, run.input.test_te)
 # The rule's `method` wildcard is the name in the config's `methods:`, which the model file calls its variant.
 names = {"dataset": "dataset", "variant": "method", "seed": "seed"}
 expected = {key: run.wildcards.get(name) for key, name in names.items() if run.wildcards.get(name) is not None}
-record, result = evaluate_model_file(run.input.model, split, plain(run.params.evaluation), device, expected)
+record, result = evaluate_model_file(
+    run.input.model, split, plain(run.params.evaluation), device, expected, run.params.get("code_version")
+)
 write_per_user(run.output.per_user, result, read_user_ids(run.input.test_users, result.n_test_users))
 write_outputs(record, result, run.output.metrics, run.output.topk, run.output.item_stats)
 at_100 = {key: round(value, 4) for key, value in record["metrics"].items() if key.endswith("@100")}

@@ -8,7 +8,9 @@ Snakemake runs it from rules/train.smk. By hand, for example:
         --output model=/tmp/model.pt --param dataset=ml-100k --param method=ease --param seed=0 \\
         --params hyperparameters.yaml --param device=cpu --log /tmp/train.log
 
-where hyperparameters.yaml holds `hyperparameters: {lr: ..., ...}`.
+where hyperparameters.yaml holds `hyperparameters: {lr: ..., ...}`. The checkpoint cadence comes
+from the workflow config's `checkpoints` block (by hand: `--configfile config.yaml`), not from the
+params: it does not change the model, so changing it reruns nothing.
 """
 
 import os
@@ -48,4 +50,5 @@ train_and_save(
     checkpoint=None if checkpoint is None else str(checkpoint),
     log=log,
     progress=sys.stderr.isatty(),
+    checkpoint_cadence=plain(run.config.get("checkpoints") or {}),
 )

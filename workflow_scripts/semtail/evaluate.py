@@ -308,10 +308,13 @@ def evaluate_model_file(
     evaluation: dict,
     device: torch.device,
     expected: dict | None = None,
+    stage_code_version: str | None = None,
 ) -> tuple[dict, Evaluation]:
     """Loads a model file, evaluates it and returns the metric JSON's record with the evaluation.
 
     `expected` (dataset, variant, seed), when given, must match what the model file says it is.
+    `stage_code_version`: the evaluate stage's code version where the caller has it (the rule's
+    params), else computed here.
     """
     started = time.perf_counter()
     check_ks(evaluation["ks"], split.n_items, (expected or {}).get("dataset"))
@@ -338,7 +341,7 @@ def evaluate_model_file(
         "evaluation": {k: evaluation[k] for k in ("ks", "coverage_block_size", "tail_interaction_share", "batch_size")},
         "wall_seconds": round(time.perf_counter() - started, 3),
         "device": describe(device),
-        "code_version": code_version("evaluate"),
+        "code_version": stage_code_version or code_version("evaluate"),
         "model": {
             "path": str(model_path),
             "sha256": sha256(model_path),

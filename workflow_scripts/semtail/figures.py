@@ -21,9 +21,8 @@ from matplotlib.colors import ListedColormap, LogNorm, Normalize  # noqa: E402
 from matplotlib.ticker import PercentFormatter  # noqa: E402
 from scipy.sparse.linalg import svds  # noqa: E402
 
-from semtail import metrics, registry  # noqa: E402
+from semtail import registry, run_metrics  # noqa: E402  (not semtail.metrics: no torch for the plot jobs)
 from semtail.files import atomic_path, read_json  # noqa: E402
-from semtail.modelfile import load_model  # noqa: E402
 
 # For variants, and for methods whose declared colour an earlier one already has; each far from
 # the methods' declared colours.
@@ -153,7 +152,7 @@ def coverage_frame(runs: list[Run]) -> pd.DataFrame:
     frames = []
     for run in runs:
         block_size = int(run.record["evaluation"]["coverage_block_size"])
-        curve = metrics.coverage_curve(run.lists(), block_size)
+        curve = run_metrics.coverage_curve(run.lists(), block_size)
         frames.append(pd.DataFrame({"method": run.method, "seed": run.seed, "k": np.arange(1, curve.size + 1), "coverage": curve}))
     return pd.concat(frames, ignore_index=True)
 
@@ -299,6 +298,8 @@ def item_coordinates(train: sp.spmatrix, seed: int = LANDSCAPE_SEED) -> np.ndarr
 
 def load_item_weights(model_paths) -> np.ndarray:
     """(seeds × items): the final normalised item weights w̄ of each POSIT model file."""
+    from semtail.modelfile import load_model  # torch, which only this figure's job needs
+
     weights = []
     model_paths = as_path_list(model_paths)
     for path in model_paths:
@@ -367,7 +368,7 @@ def lorenz_figure(runs: list[Run], dataset: str, k: int = 100, max_points: int =
         spread = f" ± {np.std(ginis, ddof=1):.3f}" if len(ginis) > 1 else ""
         label = f"{drawn[method].label} (Gini {np.mean(ginis):.3f}{spread})"
         for index, run in enumerate(method_runs):
-            item_share, exposure_share = metrics.lorenz_curve(run.items()[f"exposure_at_{k}"])
+            item_share, exposure_share = run_metrics.lorenz_curve(run.items()[f"exposure_at_{k}"])
             keep = np.unique(np.linspace(0, item_share.size - 1, min(max_points, item_share.size)).round().astype(int))
             axes.plot(item_share[keep], exposure_share[keep], color=drawn[method].colour, linewidth=1.4, alpha=0.85, label=label if index == 0 else None)
     axes.set_xlim(0, 1)

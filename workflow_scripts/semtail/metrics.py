@@ -7,19 +7,30 @@ exposure. Users with no held-out item get NaN in per-user metrics, and callers l
 averages.
 
 The per-batch functions work on torch tensors on any device. The functions of a whole run's lists
-or counts (coverage, item recall, Gini, Lorenz curve, long tail) take numpy arrays and work in float64.
+or counts (coverage, item recall, Gini, Lorenz curve, long tail) take numpy arrays and work in float64;
+they live in semtail.run_metrics, which needs no torch (the plot jobs import it alone), and are
+also reachable from here.
 """
 
 from __future__ import annotations
 
-import numpy as np
 import recsys_metrics
 import torch
 
-EMPTY = -1
+from semtail.run_metrics import (  # noqa: F401  (re-exported: a run's metrics beside a batch's)
+    EMPTY,
+    coverage,
+    coverage_curve,
+    gini,
+    item_recall,
+    long_tail_items,
+    lorenz_curve,
+)
 
 
-def rank_top_k(scores: torch.Tensor, k: int, exclude: torch.Tensor | None = None) -> torch.Tensor:
+def rank_top_k(
+    scores: torch.Tensor, k: int, exclude: torch.Tensor | None = None, overwrite: bool = False
+) -> torch.Tensor:
     """The k best items per row, best first; ties go to the lower item index.
 
     `exclude` (same shape, bool or 0/1) marks items that may not be recommended, such as a
@@ -27,45 +38,70 @@ def rank_top_k(scores: torch.Tensor, k: int, exclude: torch.Tensor | None = None
     included), so they only fill the slots left when a row has fewer than k other items. k larger
     than the catalog returns every item. Scores are ranked in their own floating dtype; other
     dtypes are ranked as float64. A NaN score of an item not excluded is a ValueError (an excluded
-    item's score is never looked at).
+    item's score is never looked at). `overwrite`: the caller has no further use for `scores`, so
+    excluded items are masked in them rather than in a copy.
     """
     if not scores.is_floating_point():
         scores = scores.double()
-    excluded = torch.zeros_like(scores, dtype=torch.bool) if exclude is None else exclude.bool()
-    scores = scores.masked_fill(excluded, float("-inf"))
-    if torch.isnan(scores).any():
-        raise ValueError("cannot rank NaN scores")
+    excluded = None if exclude is None else exclude.bool()
+    if excluded is not None:
+        scores = scores.masked_fill_(excluded, float("-inf")) if overwrite else scores.masked_fill(excluded, float("-inf"))
     n_rows, n_items = scores.shape
     k = min(k, n_items)
     if k == 0 or n_rows == 0:
         return torch.empty(n_rows, k, dtype=torch.long, device=scores.device)
-    kth_value = scores.topk(k, dim=1).values[:, -1:]
-    above = scores > kth_value
-    tied = scores == kth_value
-    # The tied slots go to tied items not excluded first (only at −inf do excluded items tie), each
-    # group in item order.
-    tied_kept, tied_excluded = tied & ~excluded, tied & excluded
-    slots = k - above.sum(dim=1, keepdim=True)
-    slots_excluded = slots - tied_kept.sum(dim=1, keepdim=True)
-    selected = (
-        above
-        | (tied_kept & (tied_kept.cumsum(dim=1) <= slots))
-        | (tied_excluded & (tied_excluded.cumsum(dim=1) <= slots_excluded))
-    )
-    indices = selected.nonzero()[:, 1].view(n_rows, k)  # ascending item index within each row
+    # One more than k: a tie crosses the cut exactly where the (k+1)-th best score equals the k-th.
+    best = scores.topk(min(k + 1, n_items), dim=1)
+    # topk ranks NaN above every number, so on the CPU a row's NaN shows among its best; elsewhere
+    # every score is looked at.
+    if torch.isnan(best.values if scores.is_cpu else scores).any():
+        raise ValueError("cannot rank NaN scores")
+    kth_value = best.values[:, k - 1 : k]
+    indices = best.indices[:, :k].sort(dim=1).values  # ascending item index within each row
+    # topk's set is right wherever no tie crosses the cut; only the other rows go through the tie rule.
+    if n_items > k:
+        cut = (best.values[:, k] == best.values[:, k - 1]).nonzero().squeeze(1)
+        if len(cut):
+            indices[cut] = _tied_at_the_cut(scores[cut], None if excluded is None else excluded[cut], kth_value[cut], k)
     # Two stable sorts: by score, then excluded items last; equal keys keep item order.
     indices = indices.gather(1, scores.gather(1, indices).sort(dim=1, descending=True, stable=True).indices)
+    if excluded is None:
+        return indices
     return indices.gather(1, excluded.gather(1, indices).byte().sort(dim=1, stable=True).indices)
 
 
-def ndcg_at_k(top_k: torch.Tensor, heldout: torch.Tensor, k: int) -> torch.Tensor:
-    """NDCG@k per user: binary gains, discount 1/log2(rank + 1), ideal DCG over min(k, #held-out)."""
+def _tied_at_the_cut(
+    scores: torch.Tensor, excluded: torch.Tensor | None, kth_value: torch.Tensor, k: int
+) -> torch.Tensor:
+    """The k items of `rank_top_k` for rows where more items tie with the k-th score than slots
+    are left, in ascending item order: every item above the k-th score, then the tied slots go to
+    tied items not excluded first (only at −inf do excluded items tie), each group in item order."""
+    above = scores > kth_value
+    tied = scores == kth_value
+    slots = k - above.sum(dim=1, keepdim=True)
+    if excluded is None:
+        selected = above | (tied & (tied.cumsum(dim=1) <= slots))
+    else:
+        tied_kept, tied_excluded = tied & ~excluded, tied & excluded
+        slots_excluded = slots - tied_kept.sum(dim=1, keepdim=True)
+        selected = (
+            above
+            | (tied_kept & (tied_kept.cumsum(dim=1) <= slots))
+            | (tied_excluded & (tied_excluded.cumsum(dim=1) <= slots_excluded))
+        )
+    return selected.nonzero()[:, 1].view(len(scores), k)
+
+
+def ndcg_at_k(top_k: torch.Tensor, heldout: torch.Tensor, k: int, n_heldout: torch.Tensor | None = None) -> torch.Tensor:
+    """NDCG@k per user: binary gains, discount 1/log2(rank + 1), ideal DCG over min(k, #held-out).
+    `n_heldout`: each user's number of held-out items where the caller has it (else counted)."""
     top_k = top_k[:, :k]
-    heldout = heldout.float()
     discounts = 1.0 / torch.log2(torch.arange(2, k + 2, dtype=torch.float32, device=heldout.device))
-    hits = heldout.gather(1, top_k)
+    hits = heldout.gather(1, top_k).float()  # users × k: no float copy of the whole held-out matrix
     dcg = (hits * discounts[: top_k.shape[1]]).sum(dim=1)
-    n_heldout = heldout.sum(dim=1).clamp(max=k).long()
+    if n_heldout is None:
+        n_heldout = heldout.sum(dim=1, dtype=torch.int32)
+    n_heldout = n_heldout.clamp(max=k).long()
     ideal = torch.cat([torch.zeros(1, device=heldout.device), discounts.cumsum(0)])[n_heldout]
     return torch.where(n_heldout > 0, dcg / ideal.clamp(min=1e-12), torch.full_like(dcg, float("nan")))
 
@@ -165,94 +201,3 @@ def tail_slots(top_k: torch.Tensor, is_tail: torch.Tensor, k: int) -> tuple[int,
     top_k = top_k[:, :k]
     listed = top_k[top_k != EMPTY]
     return int(is_tail[listed].sum()), int(listed.numel())
-
-
-# ---- a whole run's lists and counts (numpy) ----
-
-
-def coverage_curve(top_k: np.ndarray, block_size: int) -> np.ndarray:
-    """Coverage@k for k = 1..K (K = the lists' length), as the paper defines it: the users, in
-    their stored order, are cut into consecutive blocks of `block_size`; coverage@k of a block is
-    the number of distinct items in the union of its users' top-k lists; the curve averages over
-    the full blocks (a last, partial block is left out)."""
-    top_k = np.asarray(top_k)
-    n_users, length = top_k.shape
-    n_blocks = n_users // block_size
-    if n_blocks == 0:
-        raise ValueError(f"coverage needs at least one full block of {block_size} users, got {n_users} users")
-    total = np.zeros(length, dtype=np.float64)
-    for block in range(n_blocks):
-        lists = top_k[block * block_size : (block + 1) * block_size]
-        by_rank = lists.T.ravel()  # every user's first item, then every user's second, ...
-        items, first_position = np.unique(by_rank, return_index=True)
-        first_rank = first_position[items != EMPTY] // block_size
-        total += np.cumsum(np.bincount(first_rank, minlength=length))
-    return total / n_blocks
-
-
-def coverage(top_k: np.ndarray, k: int, block_size: int) -> float:
-    """The paper's Coverage@k; see `coverage_curve`."""
-    if k > np.shape(top_k)[1]:
-        raise ValueError(f"coverage@{k} needs lists of at least {k} items, got {np.shape(top_k)[1]}")
-    return float(coverage_curve(np.asarray(top_k)[:, :k], block_size)[k - 1])
-
-
-def item_recall(hit_counts: np.ndarray, heldout_counts: np.ndarray) -> tuple[float, float]:
-    """The paper's Item Recall@k from per-item counts: hit_counts[i] users hold item i out and get it
-    in their top k, of heldout_counts[i] who hold it out. Returns the mean of hits/held-out over all
-    catalog items (an item nobody holds out counts 0), and over the items somebody holds out."""
-    hit_counts = np.asarray(hit_counts, dtype=np.float64)
-    heldout_counts = np.asarray(heldout_counts, dtype=np.float64)
-    if np.any(hit_counts > heldout_counts):
-        raise ValueError("an item has more hits than users who hold it out")
-    held = heldout_counts > 0
-    if not held.any():
-        raise ValueError("item recall is undefined: no item is held out by any user")
-    per_item = np.zeros_like(hit_counts)
-    per_item[held] = hit_counts[held] / heldout_counts[held]
-    return float(per_item.mean()), float(per_item[held].mean())
-
-
-def gini(exposure_counts: np.ndarray) -> float:
-    """The Gini index of exposure over all catalog items: with x sorted ascending and i = 1..n,
-    G = sum_i (2i - n - 1) x_i / (n sum_i x_i), which equals the mean absolute difference over all
-    ordered item pairs divided by twice the mean. 0: every item equally exposed; (n-1)/n: one item
-    gets all exposure."""
-    x = np.sort(np.asarray(exposure_counts, dtype=np.float64))
-    n = x.size
-    if n == 0 or x.sum() <= 0:
-        raise ValueError("the Gini index needs at least one item with positive exposure")
-    i = np.arange(1, n + 1)
-    return float(np.sum((2 * i - n - 1) * x) / (n * x.sum()))
-
-
-def lorenz_curve(exposure_counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The Lorenz curve of exposure: the share of items (least exposed first) against the share of
-    all exposure they receive, as n + 1 points from (0, 0) to (1, 1)."""
-    x = np.sort(np.asarray(exposure_counts, dtype=np.float64))
-    if x.sum() <= 0:
-        raise ValueError("the Lorenz curve needs at least one item with positive exposure")
-    item_share = np.arange(x.size + 1) / x.size
-    exposure_share = np.concatenate([[0.0], np.cumsum(x) / x.sum()])
-    return item_share, exposure_share
-
-
-def long_tail_items(popularity: np.ndarray, interaction_share: float) -> np.ndarray:
-    """Bool per item: the long tail, the least popular items that together hold at most
-    `interaction_share` of all training interactions.
-
-    Item i is in the tail iff the items at most as popular as i (itself and every tie included)
-    together hold at most that share. Items of equal popularity are therefore all in or all out,
-    and the popularity level that would take the total past the share is out. Items without
-    training interactions are always in the tail.
-    """
-    popularity = np.asarray(popularity, dtype=np.float64)
-    if not 0 < interaction_share < 1:
-        raise ValueError(f"tail interaction share must lie in (0, 1), got {interaction_share}")
-    if popularity.size == 0 or np.any(popularity < 0) or popularity.sum() <= 0:
-        raise ValueError("popularity must be non-negative with at least one interaction")
-    levels, inverse = np.unique(popularity, return_inverse=True)
-    held_at_or_below = np.cumsum(levels * np.bincount(inverse, minlength=levels.size))
-    # a relative tolerance, so that a level holding exactly the share is in despite rounding
-    in_tail = held_at_or_below <= interaction_share * popularity.sum() * (1 + 1e-12)
-    return in_tail[inverse]

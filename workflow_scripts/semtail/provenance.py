@@ -57,31 +57,34 @@ def script_path(name: str) -> Path:
 def _imported_modules(path: Path, package_parts: list[str]) -> set[str]:
     """The semtail modules that the file at `path` imports, directly, read from its syntax tree.
     package_parts: the package a relative import starts from (none for a script)."""
-    tree = ast.parse(path.read_text(), filename=str(path))
-    found: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                anchor = package_parts[: len(package_parts) - node.level + 1]
-                base = ".".join(anchor + ([node.module] if node.module else []))
-            else:
-                base = node.module or ""
-            names = [base] + [f"{base}.{alias.name}" for alias in node.names]
-        else:
-            continue
-        for name in names:
-            if name == PACKAGE_NAME or name.startswith(PACKAGE_NAME + "."):
-                found.add(name)
     resolved = set()
-    for name in found:
+    for name in _semtail_names_imported(path.read_text(), tuple(package_parts)):
         try:
             module_path(name)
             resolved.add(name)
         except FileNotFoundError:
             pass  # `from semtail.x import function`: the function is not a module
     return resolved
+
+
+@cache  # parsed once per source text: Snakemake asks for the code version of most jobs repeatedly
+def _semtail_names_imported(source: str, package_parts: tuple[str, ...]) -> frozenset[str]:
+    """Every semtail name an import statement of `source` mentions (modules, or names in them)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                anchor = list(package_parts[: len(package_parts) - node.level + 1])
+                base = ".".join(anchor + ([node.module] if node.module else []))
+            else:
+                base = node.module or ""
+            names = [base] + [f"{base}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        found.update(name for name in names if name == PACKAGE_NAME or name.startswith(PACKAGE_NAME + "."))
+    return frozenset(found)
 
 
 @cache
@@ -136,6 +139,7 @@ def resource_version(name: str) -> str:
     return hashlib.sha256((PACKAGE_ROOT / "resources" / name).read_bytes()).hexdigest()[:16]
 
 
+@cache  # as above
 def canonical_code(source: str) -> str:
     """The syntax tree of `source` as text, without positions, docstrings, empty fields (which
     newer Pythons add to some nodes, such as type_params=[]) and a top-level DECLARATION, so that

@@ -41,7 +41,7 @@ class Files(list):
 class ScriptRun:
     """The parts of Snakemake's `snakemake` object that our scripts use."""
 
-    def __init__(self, input, output, params, log, threads=1, resources=None, wildcards=None):
+    def __init__(self, input, output, params, log, threads=1, resources=None, wildcards=None, config=None):
         self.input = input
         self.output = output
         self.params = params
@@ -49,6 +49,7 @@ class ScriptRun:
         self.threads = threads
         self.resources = resources or Files({})
         self.wildcards = wildcards or Files({})
+        self.config = config or {}
 
 
 def _pairs(values: list[str], flag: str) -> dict[str, str]:
@@ -66,7 +67,9 @@ def script_run(namespace: dict, description: str) -> ScriptRun:
 
     By hand:  python workflow_scripts/train.py --input train=data/processed/ml-100k/train.npz ...
               --output model=/tmp/model.pt --params params.yaml --param seed=0 --log /tmp/train.log
-    `--params` reads a YAML/JSON mapping; `--param NAME=VALUE` parses VALUE as YAML.
+    `--params` reads a YAML/JSON mapping; `--param NAME=VALUE` parses VALUE as YAML; `--configfile`
+    reads a workflow config, for the settings a script takes from the config rather than from its
+    params (those that do not change its results, such as the checkpoint cadence).
     """
     if "snakemake" in namespace:
         return namespace["snakemake"]
@@ -78,6 +81,7 @@ def script_run(namespace: dict, description: str) -> ScriptRun:
     parser.add_argument("--log", metavar="PATH", help="log file (default: stderr only)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--resource", action="append", metavar="NAME=VALUE", default=[])
+    parser.add_argument("--configfile", metavar="FILE", help="a workflow config (YAML), as snakemake's --configfile")
     args = parser.parse_args()
     params = {}
     if args.params:
@@ -95,6 +99,7 @@ def script_run(namespace: dict, description: str) -> ScriptRun:
         log=Files(positional=[args.log] if args.log else []),
         threads=args.threads,
         resources=Files(resources),
+        config=yaml.safe_load(Path(args.configfile).read_text()) if args.configfile else {},
     )
 
 

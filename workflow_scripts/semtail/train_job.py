@@ -14,7 +14,7 @@ import torch
 
 from semtail import registry
 from semtail.modelfile import FORMAT_VERSION, load_model, model_file, save_model
-from semtail.models.base import Run, TrainingData, read_interactions
+from semtail.models.base import Run, TrainingData, check_checkpoint_cadence, read_interactions
 
 
 def fingerprint(
@@ -87,6 +87,7 @@ def train_model(
     log: logging.Logger | None = None,
     progress: bool = False,
     after_epoch: Callable[[int, torch.Tensor], None] | None = None,
+    checkpoint_cadence: dict | None = None,
 ) -> tuple[dict, Run]:
     """Train one (dataset, method, seed) job in memory: the model file's dict, not yet written,
     and the Run (whose `remove_checkpoint` the caller calls once the result is safely written).
@@ -97,9 +98,13 @@ def train_model(
     `variant` is the run's name in the config's `methods:` when it is a variant of `method`.
 
     `hyperparameters` may leave out what the method declares a default for; the model file records
-    them all. A missing, unknown or wrongly typed one is an error naming it."""
+    them all. A missing, unknown or wrongly typed one is an error naming it.
+
+    The checkpoint of an SGD method is written on `checkpoint_cadence` (the config's `checkpoints`
+    block)."""
     log = log or logging.getLogger("semtail.train")
     variant = variant or method
+    cadence = check_checkpoint_cadence(checkpoint_cadence or {})
     declared = registry.declaration(method)
     hyperparameters = declared.complete(hyperparameters, f"hyperparameters.{variant}")
     data = read_training_data(inputs)
@@ -122,6 +127,8 @@ def train_model(
         log=log,
         progress=progress,
         after_epoch=after_epoch,
+        checkpoint_every_epochs=cadence["every_epochs"],
+        checkpoint_min_seconds=cadence["min_seconds"],
     )
     log.info(
         "training %s on %d users x %d items (%d interactions), %d validation users, on %s",

@@ -12,7 +12,8 @@ epochs, stepped once per epoch.
 
 After each epoch: NDCG@100 on the validation users (fold-in rows scored, fold-in items excluded,
 held-out rows as relevance), early stopping with a patience, a copy of the best epoch's weights,
-and a checkpoint from which a killed job continues bit for bit. A NaN or inf stops the job.
+and, on the run's cadence (every N epochs, at most every M seconds), a checkpoint from which a
+killed job continues bit for bit. A NaN or inf stops the job.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ DECLARATION = {
     }
 }  # fmt: skip
 SGD_KEYS = tuple(DECLARATION["hyperparameters"])
+checkpoint_clock = time.monotonic  # the seconds of the checkpoint cadence (tests replace it)
 
 
 class TrainingDiverged(FloatingPointError):
@@ -154,6 +156,18 @@ class DeviceRows:
             check_invariants=False,
         )
 
+    def lengths(self, start: int, stop: int) -> torch.Tensor:
+        """The number of entries of each row."""
+        return self.crow[start + 1 : stop + 1] - self.crow[start:stop]
+
+    def mask(self, start: int, stop: int) -> torch.Tensor:
+        """The rows as a dense bool tensor: a quarter of a float one, and no conversion to rank by."""
+        first, last = int(self.crow_host[start]), int(self.crow_host[stop])
+        row = torch.arange(stop - start, device=self.col.device).repeat_interleave(self.lengths(start, stop), output_size=last - first)
+        dense = torch.zeros(stop - start, self.n_cols, dtype=torch.bool, device=self.col.device)
+        dense[row, self.col[first:last]] = True
+        return dense
+
     def permuted(self, order: torch.Tensor) -> DeviceRows:
         """The rows in the given order, gathered on the device."""
         lengths = (self.crow[1:] - self.crow[:-1])[order]
@@ -174,9 +188,8 @@ def validation_ndcg(matrix: torch.Tensor, fold_in: DeviceRows, heldout: DeviceRo
     counted = torch.zeros((), dtype=torch.long, device=matrix.device)
     for start in range(0, fold_in.n_rows, rows_per_batch):
         stop = min(start + rows_per_batch, fold_in.n_rows)
-        rows = fold_in.rows(start, stop)
-        top = rank_top_k(predict(rows, matrix), k, exclude=rows.to_dense())
-        per_user = ndcg_at_k(top, heldout.rows(start, stop).to_dense(), k)
+        top = rank_top_k(predict(fold_in.rows(start, stop), matrix), k, exclude=fold_in.mask(start, stop), overwrite=True)
+        per_user = ndcg_at_k(top, heldout.mask(start, stop), k, n_heldout=heldout.lengths(start, stop))
         valid = ~per_user.isnan()
         total += per_user[valid].double().sum()
         counted += valid.sum()
@@ -230,6 +243,7 @@ class Trainer:
         self.best_U_saved_epoch: int | None = None  # the epoch whose U the best-weights file holds
         self.epochs_without_improvement = 0
         self.stopped = False
+        self.last_checkpoint = (0, 0.0)  # (epoch, checkpoint_clock()) of the last checkpoint, or of the start
 
     # -- one step -------------------------------------------------------------------------------
 
@@ -277,6 +291,7 @@ class Trainer:
 
     def fit(self) -> Fitted:
         self.resume()
+        self.last_checkpoint = (self.epoch, checkpoint_clock())
         s, log = self.settings, self.run.log
         while not self.stopped and self.epoch < s.epochs:
             started = time.perf_counter()
@@ -314,7 +329,8 @@ class Trainer:
                 seconds,
                 ", early stop" if self.stopped else "",
             )
-            self.save_checkpoint()
+            if self.checkpoint_due():
+                self.save_checkpoint()
             if self.run.after_epoch is not None:
                 self.run.after_epoch(self.epoch, self.U)
         best_U = self.U if self.best_is_current else self.best_U
@@ -354,6 +370,19 @@ class Trainer:
             "stopped": self.stopped,
         }
 
+    def checkpoint_due(self) -> bool:
+        """After an epoch: once the run's `checkpoint_every_epochs` epochs and
+        `checkpoint_min_seconds` seconds have passed since the last checkpoint (or the start).
+        Never after the last epoch, which the model file follows at once: a job killed before that
+        file is written repeats its last epochs from the checkpoint before, to the same result."""
+        if self.run.checkpoint is None or self.stopped or self.epoch >= self.settings.epochs:
+            return False
+        epoch, seconds = self.last_checkpoint
+        return (
+            self.epoch - epoch >= self.run.checkpoint_every_epochs
+            and checkpoint_clock() - seconds >= self.run.checkpoint_min_seconds
+        )
+
     def save_checkpoint(self) -> None:
         """The checkpoint holds U, the optimizer and everything else that changes every epoch; the
         best epoch's U, once U has moved past it, goes to a file of its own, written only when the
@@ -372,6 +401,7 @@ class Trainer:
         for path in self.run.best_weights_files():
             if path != needed:
                 path.unlink(missing_ok=True)
+        self.last_checkpoint = (self.epoch, checkpoint_clock())
         self.run.log.info(
             "checkpoint after epoch %d written to %s (%.1f s)", self.epoch, self.run.checkpoint, time.perf_counter() - started
         )

@@ -307,6 +307,16 @@ CPU_FLOPS_FLOAT64 = 20e9  # dense float64 solves (closed-form EASE) on the CPU
 RUNTIME_SAFETY = 2.0  # estimates are multiplied by this before the job's own start-up minutes
 MIB = 2**20
 LARGE_CATALOG = 10_000  # items from which a job gets more CPU threads (ML-20M: 20,108; ML-100K: 1,682)
+# Items below which a job gets one thread: on such data each operation is too small to gain from a
+# second (a demo training job takes as long on one as on two), so two jobs share two cores instead.
+SMALL_CATALOG = 5_000
+
+
+def threads_for(n_items: int, large: int) -> int:
+    """A job's CPU threads from the catalog size: 1 below SMALL_CATALOG, `large` from LARGE_CATALOG, else 2."""
+    if n_items < SMALL_CATALOG:
+        return 1
+    return large if n_items >= LARGE_CATALOG else 2
 
 
 def _batches(rows: int, batch: int) -> int:
@@ -340,7 +350,6 @@ def resources(
     sparse = 12.0 * nnz  # CSR: float32 value + int64 column per entry
     on_gpu = (training_gpus(config, method) if stage == "train" else gpus_per_job(config)) > 0
     bandwidth = GPU_BYTES_PER_S if on_gpu else CPU_BYTES_PER_S
-    large = n >= LARGE_CATALOG
     base = 2.0 * 2**30  # the interpreter, torch, numpy and scipy
 
     def minutes(seconds: float, startup: float = 10) -> float:
@@ -352,13 +361,13 @@ def resources(
         # The raw ratings, about twice the filtered ones, as pandas frames and the copies that
         # filtering, grouping and splitting make: about 100 bytes a raw row at the peak.
         raw_rows = 2 * nnz
-        threads = 4 if large else 2
+        threads = threads_for(n, large=4)
         mem = base + 100.0 * raw_rows
         runtime = minutes(raw_rows / 1e6 * 1.0)
     elif stage == "train":
         if method is None:
             raise ValueError("resources for the train stage need the method")
-        threads = 8 if large else 2
+        threads = threads_for(n, large=8)
         hyper = resolve_hyperparameters(config, dataset, method)
         declared = registry.declaration(method_of(config, method))
         memory, seconds = declared.resources["memory"], 0.0
@@ -373,9 +382,11 @@ def resources(
             step_bytes = 2 * batch * per_user * n * 4 + 6 * dense
             validation_bytes = _batches(heldout, batch) * (batch * per_user * n * 4 + 3 * batch_dense)
             epoch_s = (_batches(train_users, batch) * step_bytes + validation_bytes) / bandwidth
-            # The checkpoint (U and its momentum) every epoch; the best epoch's U when the best epoch
-            # is left behind, at most every other epoch.
-            epoch_s += 2.5 * dense / DISK_BYTES_PER_S
+            # The checkpoint (U and its momentum) at most every `checkpoints.every_epochs` epochs
+            # (fewer under min_seconds); the best epoch's U when the best epoch is left behind, at
+            # most every other checkpoint.
+            every = int(config.get("checkpoints", {}).get("every_epochs", 1))
+            epoch_s += 2.5 * dense / DISK_BYTES_PER_S / every
             seconds = epochs * epoch_s + dense / DISK_BYTES_PER_S
         # What the method declares on top: item x item matrices, copies of X, bytes per training
         # user; passes of a matrix through the disk or of X through memory, and n^3 float64 flops
@@ -388,7 +399,7 @@ def resources(
         seconds += runtime_terms.get("sparse_passes", 0) * sparse / bandwidth
         runtime = minutes(seconds)
     elif stage == "evaluate":
-        threads = 8 if large else 2
+        threads = threads_for(n, large=8)
         batch = int(config["evaluation"].get("batch_size", 1024))
         batch_dense = 4.0 * batch * n
         # The model's U on the host, its copy on the device (or a second one on the CPU), and the
@@ -403,7 +414,7 @@ def resources(
         mem += dense
         runtime = minutes(models * dense / DISK_BYTES_PER_S)
     elif stage == "weight_landscape":
-        threads = 4 if large else 2
+        threads = threads_for(n, large=4)
         seeds = len(config["seeds"])
         mem = base + 2 * dense + 4 * sparse  # one POSIT model at a time, the SVD of X's columns
         runtime = minutes(seeds * dense / DISK_BYTES_PER_S + 100 * sparse / CPU_BYTES_PER_S)

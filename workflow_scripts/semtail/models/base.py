@@ -39,6 +39,24 @@ class TrainingData:
         return np.asarray(self.train.sum(axis=0)).ravel().astype(np.int64)
 
 
+# The config's `checkpoints` block, as the defaults that apply where it is left out.
+CHECKPOINT_CADENCE = {"every_epochs": 1, "min_seconds": 0.0}
+
+
+def check_checkpoint_cadence(cadence: dict, where: str = "checkpoints") -> dict:
+    """The checkpoint cadence with its defaults filled in; a wrong key or value is an error naming it."""
+    unknown = sorted(set(cadence) - set(CHECKPOINT_CADENCE))
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {unknown} (known: {sorted(CHECKPOINT_CADENCE)})")
+    resolved = {**CHECKPOINT_CADENCE, **cadence}
+    every, seconds = resolved["every_epochs"], resolved["min_seconds"]
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        raise ValueError(f"{where}.every_epochs must be an integer of at least 1, got {every!r}")
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds >= 0:
+        raise ValueError(f"{where}.min_seconds must be a number of at least 0, got {seconds!r}")
+    return {"every_epochs": every, "min_seconds": float(seconds)}
+
+
 @dataclass
 class Run:
     """Who is training and where: everything a method needs besides data and hyperparameters."""
@@ -47,14 +65,21 @@ class Run:
     method: str
     seed: int
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    checkpoint: Path | None = None  # SGD methods: where to keep the per-epoch checkpoint
+    checkpoint: Path | None = None  # SGD methods: where to keep the checkpoint
     fingerprint: str = ""  # identifies the job; a checkpoint is resumed only when it matches
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("semtail.train"))
     progress: bool = False  # show a tqdm bar over the batches of an epoch
-    # Called with (epoch, U) once an epoch's checkpoint is written (tests use it to interrupt a run).
+    # Called with (epoch, U) at the end of every epoch, after its checkpoint if one was due (tests
+    # use it to interrupt a run).
     after_epoch: Callable[[int, torch.Tensor], None] | None = None
-
+    # A checkpoint is written after an epoch once this many epochs and this many seconds have
+    # passed since the last one (or since training started); see CHECKPOINT_CADENCE.
+    checkpoint_every_epochs: int = 1
+    checkpoint_min_seconds: float = 0.0
     variant: str | None = None  # the name in the config's `methods:` when it is a variant of `method`
+
+    def __post_init__(self) -> None:
+        check_checkpoint_cadence({"every_epochs": self.checkpoint_every_epochs, "min_seconds": self.checkpoint_min_seconds})
 
     def describe(self) -> str:
         return f"{self.dataset}/{self.variant or self.method} seed {self.seed}"

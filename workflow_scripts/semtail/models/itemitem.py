@@ -34,11 +34,32 @@ def to_torch_csr(matrix: sp.csr_matrix, device: torch.device | str = "cpu") -> t
     )
 
 
-def predict(rows: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
-    """x̂ = X · M for a batch of interaction rows, sparse CSR or dense, as a dense tensor."""
+# The kernel of X · M per device type: "rows" (`embedding_bag`: each output row the sum of M's rows
+# at the row's entries, times their values) or "sparse_mm" (`torch.sparse.mm` on CSR). On binary rows
+# the two give bit-identical results on the CPU, where "rows" is 2-3 times faster
+# (benchmarks/README.md); on CUDA, sparse_mm stays until a GPU measurement says otherwise
+# (benchmarks/train_benchmark.py times both).
+PRODUCT_KERNELS = {"cpu": "rows", "cuda": "sparse_mm"}
+
+
+def predict(rows: torch.Tensor, matrix: torch.Tensor, kernel: str | None = None) -> torch.Tensor:
+    """x̂ = X · M for a batch of interaction rows, sparse CSR or dense, as a dense tensor, by the
+    kernel of `PRODUCT_KERNELS` for M's device unless `kernel` names one."""
     if rows.layout == torch.strided:
         rows = rows.to_sparse_csr()
-    return torch.sparse.mm(rows, matrix)
+    kernel = kernel or PRODUCT_KERNELS.get(matrix.device.type, "sparse_mm")
+    if kernel == "rows":
+        return torch.nn.functional.embedding_bag(
+            rows.col_indices(),
+            matrix,
+            rows.crow_indices(),
+            mode="sum",
+            per_sample_weights=rows.values().to(matrix.dtype),
+            include_last_offset=True,
+        )
+    if kernel == "sparse_mm":
+        return torch.sparse.mm(rows, matrix)
+    raise ValueError(f"unknown product kernel {kernel!r} (known: rows, sparse_mm)")
 
 
 def reconstruction_loss_per_item(predictions: torch.Tensor, interactions: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,99 @@
+"""The metrics of a whole run's top-k lists and per-item counts, on numpy arrays in float64: coverage,
+item recall, Gini, the Lorenz curve, and the long tail. No torch here, so that the jobs that only
+tabulate and plot results do not pay for importing it; semtail.metrics re-exports them beside the
+per-batch metrics. Conventions as in semtail.metrics (EMPTY slots are -1).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+EMPTY = -1
+
+
+def coverage_curve(top_k: np.ndarray, block_size: int) -> np.ndarray:
+    """Coverage@k for k = 1..K (K = the lists' length), as the paper defines it: the users, in
+    their stored order, are cut into consecutive blocks of `block_size`; coverage@k of a block is
+    the number of distinct items in the union of its users' top-k lists; the curve averages over
+    the full blocks (a last, partial block is left out)."""
+    top_k = np.asarray(top_k)
+    n_users, length = top_k.shape
+    n_blocks = n_users // block_size
+    if n_blocks == 0:
+        raise ValueError(f"coverage needs at least one full block of {block_size} users, got {n_users} users")
+    total = np.zeros(length, dtype=np.float64)
+    for block in range(n_blocks):
+        lists = top_k[block * block_size : (block + 1) * block_size]
+        by_rank = lists.T.ravel()  # every user's first item, then every user's second, ...
+        items, first_position = np.unique(by_rank, return_index=True)
+        first_rank = first_position[items != EMPTY] // block_size
+        total += np.cumsum(np.bincount(first_rank, minlength=length))
+    return total / n_blocks
+
+
+def coverage(top_k: np.ndarray, k: int, block_size: int) -> float:
+    """The paper's Coverage@k; see `coverage_curve`."""
+    if k > np.shape(top_k)[1]:
+        raise ValueError(f"coverage@{k} needs lists of at least {k} items, got {np.shape(top_k)[1]}")
+    return float(coverage_curve(np.asarray(top_k)[:, :k], block_size)[k - 1])
+
+
+def item_recall(hit_counts: np.ndarray, heldout_counts: np.ndarray) -> tuple[float, float]:
+    """The paper's Item Recall@k from per-item counts: hit_counts[i] users hold item i out and get it
+    in their top k, of heldout_counts[i] who hold it out. Returns the mean of hits/held-out over all
+    catalog items (an item nobody holds out counts 0), and over the items somebody holds out."""
+    hit_counts = np.asarray(hit_counts, dtype=np.float64)
+    heldout_counts = np.asarray(heldout_counts, dtype=np.float64)
+    if np.any(hit_counts > heldout_counts):
+        raise ValueError("an item has more hits than users who hold it out")
+    held = heldout_counts > 0
+    if not held.any():
+        raise ValueError("item recall is undefined: no item is held out by any user")
+    per_item = np.zeros_like(hit_counts)
+    per_item[held] = hit_counts[held] / heldout_counts[held]
+    return float(per_item.mean()), float(per_item[held].mean())
+
+
+def gini(exposure_counts: np.ndarray) -> float:
+    """The Gini index of exposure over all catalog items: with x sorted ascending and i = 1..n,
+    G = sum_i (2i - n - 1) x_i / (n sum_i x_i), which equals the mean absolute difference over all
+    ordered item pairs divided by twice the mean. 0: every item equally exposed; (n-1)/n: one item
+    gets all exposure."""
+    x = np.sort(np.asarray(exposure_counts, dtype=np.float64))
+    n = x.size
+    if n == 0 or x.sum() <= 0:
+        raise ValueError("the Gini index needs at least one item with positive exposure")
+    i = np.arange(1, n + 1)
+    return float(np.sum((2 * i - n - 1) * x) / (n * x.sum()))
+
+
+def lorenz_curve(exposure_counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The Lorenz curve of exposure: the share of items (least exposed first) against the share of
+    all exposure they receive, as n + 1 points from (0, 0) to (1, 1)."""
+    x = np.sort(np.asarray(exposure_counts, dtype=np.float64))
+    if x.sum() <= 0:
+        raise ValueError("the Lorenz curve needs at least one item with positive exposure")
+    item_share = np.arange(x.size + 1) / x.size
+    exposure_share = np.concatenate([[0.0], np.cumsum(x) / x.sum()])
+    return item_share, exposure_share
+
+
+def long_tail_items(popularity: np.ndarray, interaction_share: float) -> np.ndarray:
+    """Bool per item: the long tail, the least popular items that together hold at most
+    `interaction_share` of all training interactions.
+
+    Item i is in the tail iff the items at most as popular as i (itself and every tie included)
+    together hold at most that share. Items of equal popularity are therefore all in or all out,
+    and the popularity level that would take the total past the share is out. Items without
+    training interactions are always in the tail.
+    """
+    popularity = np.asarray(popularity, dtype=np.float64)
+    if not 0 < interaction_share < 1:
+        raise ValueError(f"tail interaction share must lie in (0, 1), got {interaction_share}")
+    if popularity.size == 0 or np.any(popularity < 0) or popularity.sum() <= 0:
+        raise ValueError("popularity must be non-negative with at least one interaction")
+    levels, inverse = np.unique(popularity, return_inverse=True)
+    held_at_or_below = np.cumsum(levels * np.bincount(inverse, minlength=levels.size))
+    # a relative tolerance, so that a level holding exactly the share is in despite rounding
+    in_tail = held_at_or_below <= interaction_share * popularity.sum() * (1 + 1e-12)
+    return in_tail[inverse]
