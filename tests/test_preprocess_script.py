@@ -280,7 +280,7 @@ def test_a_path_source_changed_in_place_is_refused(raw_files, tmp_path):
     result = run_preprocess(tmp_path, provenance, {"dataset": "synthetic", "preprocess": SETTINGS["ml-20m"]}, outputs)
     assert result.returncode == 1
     assert f"{raw}: its sha256 is {hashlib.sha256(raw.read_bytes()).hexdigest()} now" in result.stderr
-    assert "it changed since, rerun the download stage to use it as it is now (snakemake --forcerun download)" in result.stderr
+    assert f"it changed since, rerun the download stage to use it as it is now (snakemake --forcerun {provenance})" in result.stderr
 
 
 def test_a_threshold_on_data_without_ratings_is_refused(tmp_path):
