@@ -298,3 +298,19 @@ def test_a_threshold_on_data_without_ratings_is_refused(tmp_path):
     assert result.returncode == 0, result.stderr
     stats = json.loads(outputs["stats"].read_text())
     assert stats["interactions_after_filtering"] == 60 * 8 and stats["users"] == 60
+
+
+def test_a_delimited_provenance_without_its_source_entry_is_named(tmp_path):
+    """The delimited format reads its layout from the source entry that provenance.json recorded."""
+    path = tmp_path / "clicks.csv"
+    path.write_text("".join(f"u{u},i{(u * 7 + k) % 40}\n" for u in range(60) for k in range(8)))
+    provenance = tmp_path / "raw/provenance.json"
+    fetch_dataset("clicks", [{"path": str(path), "format": "delimited", "sep": ",", "header": False, "columns": {"user": 0, "item": 1}}], provenance)
+    recorded = json.loads(provenance.read_text())
+    del recorded["source"]
+    provenance.write_text(json.dumps(recorded))
+    outputs = output_paths(tmp_path / "out")
+    settings = {**SETTINGS["ml-20m"], "threshold": None, "n_heldout": 5}
+    result = run_preprocess(tmp_path, provenance, {"dataset": "clicks", "preprocess": settings}, outputs)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"{provenance}: the delimited format needs the source entry recorded; rerun the download stage" in result.stderr

@@ -611,10 +611,9 @@ def _lines(path: Path):
             yield raw.decode("utf-8", "replace").rstrip("\r\n").lstrip("\ufeff")
 
 
-def read_delimited_source(files: Sequence[Path], source: Mapping | None, anomalies: Anomalies | None = None) -> pd.DataFrame:
-    """A file in the `delimited` format, laid out as the source entry's sep, header and columns say."""
-    if source is None:
-        raise RawFormatError("the delimited format needs its source entry (sep, header, columns) to be read")
+def read_delimited_source(files: Sequence[Path], source: Mapping, anomalies: Anomalies | None = None) -> pd.DataFrame:
+    """A file in the `delimited` format, laid out as the source entry's sep, header and columns say
+    (the preprocess stage makes sure that provenance.json recorded the entry)."""
     path = _single(files, "delimited")
     return read_delimited(path, DelimitedOptions.from_source(source, "source").spec(path), anomalies)
 
