@@ -146,8 +146,9 @@ def read_delimited(path: Path, spec: Delimited, anomalies: Anomalies | None = No
         rating = table.column("rating").to_numpy()
         finite = np.isfinite(rating)
         if not finite.all():
-            first = _locate_delimited(path, spec, skip, "", finite_ratings=True)
-            anomalies.add("non_finite_ratings", int((~finite).sum()), str(first), "dropped")
+            found = _first_bad_line(path, spec, skip, finite_ratings=True)
+            first = line_location(path, found[0]) if found else str(path)
+            anomalies.add("non_finite_ratings", int((~finite).sum()), first, "dropped")
             columns = {name: values[finite] for name, values in columns.items()}
             rating = rating[finite]
         columns["rating"] = rating.astype(np.float32)
@@ -178,11 +179,16 @@ def _count_lines(path: Path) -> int:
         return sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(CSV_BLOCK_BYTES), b""))
 
 
+def line_location(origin: Path | str, number: int) -> str:
+    """A line of a file, as errors and stats.json's data_warnings (`first`) name it."""
+    return f"{origin}, line {number}"
+
+
 def _first_blank_line(path: Path) -> str:
     with open(path, "rb") as handle:
         for number, raw in enumerate(handle, start=1):
             if not raw.rstrip(b"\r\n"):
-                return f"{path}, line {number}"
+                return line_location(path, number)
     return str(path)
 
 
@@ -215,10 +221,17 @@ def _ids(column: pa.ChunkedArray) -> np.ndarray | pd.Categorical:
     return values
 
 
-def _locate_delimited(
-    path: Path, spec: Delimited, skip: int, message: str, finite_ratings: bool = False
-) -> RawFormatError:
-    """The first line of a file that fails to parse, as an error naming the file and the line. With
+def _locate_delimited(path: Path, spec: Delimited, skip: int, message: str) -> RawFormatError:
+    """The first line of a file that fails to parse, as an error naming the file and the line."""
+    found = _first_bad_line(path, spec, skip)
+    if found is None:
+        return RawFormatError(f"{path}: cannot be parsed ({message})")
+    number, problem = found
+    return RawFormatError(f"{line_location(path, number)}: {problem}")
+
+
+def _first_bad_line(path: Path, spec: Delimited, skip: int, finite_ratings: bool = False) -> tuple[int, str] | None:
+    """The number of the first line of a file that fails to parse, and what is wrong with it. With
     `finite_ratings`, the first line whose rating is not a finite number."""
     columns = list(spec.columns)
     ids = _token if spec.id_type == "token" else int
@@ -236,8 +249,8 @@ def _locate_delimited(
             else:
                 fields = line.split(delimiter)
             if len(fields) != len(columns):
-                return RawFormatError(
-                    f"{path}, line {number}: expected {len(columns)} fields separated by {spec.delimiter!r}, "
+                return number, (
+                    f"expected {len(columns)} fields separated by {spec.delimiter!r}, "
                     f"found {len(fields)}: {line[:200]!r} (truncated or malformed file?)"
                 )
             for index, check in checks.items():
@@ -246,10 +259,8 @@ def _locate_delimited(
                 except ValueError:
                     if finite_ratings and columns[index] != "rating":
                         continue
-                    return RawFormatError(
-                        f"{path}, line {number}: bad {columns[index]} value {fields[index][:100]!r} in {line[:200]!r}"
-                    )
-    return RawFormatError(f"{path}: cannot be parsed ({message})")
+                    return number, f"bad {columns[index]} value {fields[index][:100]!r} in {line[:200]!r}"
+    return None
 
 
 def _finite_float(value: bytes) -> float:
@@ -308,7 +319,7 @@ def parse_movie_blocks(data: bytes, origin: str, anomalies: Anomalies | None = N
     if data.startswith((b"\n", b"\r\n")) or b"\n\n" in data or b"\n\r\n" in data:
         blank_starts = [match.start() for match in BLANK_LINE.finditer(data)]
         if anomalies is not None and blank_starts:
-            first = f"{origin}, line {_line_number(data, blank_starts[0])}"
+            first = line_location(origin, _line_number(data, blank_starts[0]))
             anomalies.add("blank_lines", len(blank_starts), first, "skipped")
     if not data.endswith(b"\n") or data[-2:-1].isspace():  # no final newline, or blank lines at the end
         data = data.rstrip() + b"\n"
