@@ -16,7 +16,8 @@ import pytest
 import scipy.sparse as sp
 import yaml
 
-from semtail.datasets.preprocess import OUTPUT_NAMES, expected_mismatches, preprocess
+from semtail.datasets.formats import Anomalies
+from semtail.datasets.preprocess import OUTPUT_NAMES, count_outside_scale, expected_mismatches, preprocess
 from semtail.datasets.sources import fetch_dataset
 from synthetic_data import synthetic_for_format, write_ml20m
 
@@ -314,3 +315,17 @@ def test_a_delimited_provenance_without_its_source_entry_is_named(tmp_path):
     result = run_preprocess(tmp_path, provenance, {"dataset": "clicks", "preprocess": settings}, outputs)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert f"{provenance}: the delimited format needs the source entry recorded; rerun the download stage" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "raw_format, outside",
+    [("ml-100k", [0.5, 0.0]), ("ml-20m", [0.0]), ("recbole-inter", [0.0]), ("msd-triplets", [0.5, 0.0])],
+)
+def test_ratings_outside_each_formats_scale_are_counted(raw_format, outside):
+    """ML-100K rates 1 to 5 stars, ML-20M (and RecBole's .inter files) from half a star, and MSD's
+    play counts are at least 1, with no upper end."""
+    ratings = [0.5, 1.0, 3.0, 4.5, 5.0, 0.0] + ([250.0] if raw_format == "msd-triplets" else [])
+    anomalies = Anomalies()
+    count_outside_scale(pd.DataFrame({"rating": np.array(ratings, dtype=np.float32)}), raw_format, anomalies)
+    found = anomalies.as_dict()["ratings_outside_scale"]
+    assert (found["count"], found["lowest"], found["highest"]) == (len(outside), min(outside), max(outside))

@@ -54,9 +54,10 @@ class RawFormatError(DataError):
 
 
 # The scale of each format's ratings: ratings outside it are counted and warned about, and kept (the
-# split's threshold still decides). MSD's "ratings" are play counts, at least 1.
+# split's threshold still decides). ML-100K has whole stars, 1 to 5; ML-20M half stars from 0.5, as
+# RecBole's .inter files of the MovieLens sets may. MSD's "ratings" are play counts, at least 1.
 RATING_SCALES: dict[str, tuple[float, float | None]] = {
-    "ml-100k": (0.5, 5.0),
+    "ml-100k": (1.0, 5.0),
     "recbole-inter": (0.5, 5.0),
     "ml-20m": (0.5, 5.0),
     "netflix-tar": (1.0, 5.0),
