@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
-from snakemake.utils import validate
 
 # The workflow's scripts folder, from this file's own folder: the same whether this workflow runs
 # as the main Snakefile or as a module of another one, from any working directory.
@@ -27,15 +26,13 @@ from semtail import workflow as plan
 
 plan.put_first_on_pythonpath(str(WORKFLOW_SCRIPTS))
 
-# Text that --config gave where numbers belong is converted, and a problem is named in a few lines,
-# before Snakemake's own validation.
+# Text that --config gave where numbers belong is converted, then the config is validated against
+# the schema (which has no defaults to fill in), a problem named in a few lines.
 config_schema.check_against_schema(
     config,
     config_schema.load_schema(workflow.source_path("../schemas/config.schema.yaml")),
 )
 
-
-validate(config, "../schemas/config.schema.yaml")
 plan.check_config(config)
 plan.check_compare(config)
 search.check_tuning(config)

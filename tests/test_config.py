@@ -356,6 +356,17 @@ def test_a_threshold_on_a_source_without_ratings_is_refused(demo):
     plan.check_config(config)
 
 
+def test_a_delimited_layout_the_download_would_refuse_is_refused_when_planning(demo):
+    """Column names without a header line pass the schema; the reader's own check names the key."""
+    config = copy.deepcopy(demo)
+    source = {"path": "/data/clicks.csv", "format": "delimited", "sep": ",", "header": False}
+    config["datasets"]["ml-100k"]["sources"].append({**source, "columns": {"user": "who", "item": 1}})
+    validate(config, SCHEMA)
+    with pytest.raises(plan.ConfigError) as error:
+        plan.check_config(config)
+    assert str(error.value).startswith("datasets.ml-100k.sources[2].columns.user: 'who' is a column name, but header is false")
+
+
 def test_every_run_is_a_target_of_its_own(demo):
     targets = plan.final_targets(demo)
     runs = [f"results/ml-100k/{m}/seed{s}/metrics.json" for m in demo["methods"] for s in demo["seeds"]]

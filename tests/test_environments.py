@@ -2,6 +2,8 @@
 pins beside them (envs/requirements.lock.txt, envs/*.lock.yaml) with both and with what is installed."""
 
 import importlib.metadata
+import importlib.util
+import os
 import re
 import tomllib
 from pathlib import Path
@@ -118,6 +120,11 @@ def test_each_environment_has_exact_pins_of_the_same_packages(env_file):
     assert python and re.fullmatch(r"python==3\.\d+\.\d+", python[0]), python
 
 
+@pytest.mark.skipif(
+    os.environ.get("PIN") == "no",
+    reason="PIN=no installs the newest versions within pyproject.toml's ranges, to refresh the pins from "
+    '(docs/running.md, "Pinned environments")',
+)
 def test_the_installed_packages_are_the_pinned_ones():
     """What the tests run with is what the pins say (workflow.sh installs with them as constraints)."""
     pins = pip_pins()
@@ -134,3 +141,25 @@ def test_the_installed_packages_are_the_pinned_ones():
         f"{'; '.join(differ)}. Install the pins (pip install -c envs/requirements.lock.txt -e \".[workflow,test]\"), "
         "or, having tested the installed versions, refresh the pins: python tools/pin_environments.py"
     )
+
+
+def pin_tool():
+    spec = importlib.util.spec_from_file_location("pin_environments", ROOT / "tools/pin_environments.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("lock_file", [PIP_LOCK, ROOT / "envs/data.lock.yaml"], ids=lambda p: p.name)
+def test_the_pin_check_compares_the_packages_not_the_interpreter(lock_file):
+    """--check on another interpreter than the one that wrote the pins: only a package's version counts."""
+    written = lock_file.read_text()
+    elsewhere = re.sub(r"\(Python 3\.\d+\.\d+, linux\)", "(Python 3.99.0, darwin)", written)
+    elsewhere = re.sub(r"^- python==3\.\d+\.\d+$", "- python==3.99.0", elsewhere, flags=re.M)
+    assert elsewhere != written
+    [package_line] = [line for line in written.splitlines() if re.fullmatch(r"-? ?numpy==\S+", line)]
+    bumped = written.replace(package_line, package_line + ".1")
+    tool = pin_tool()
+    assert not tool.pins_differ(written, elsewhere)
+    assert tool.pins_differ(written, bumped) and tool.pins_differ(elsewhere, bumped)
+    assert tool.pins_differ(None, written)

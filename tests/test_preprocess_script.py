@@ -16,7 +16,8 @@ import pytest
 import scipy.sparse as sp
 import yaml
 
-from semtail.datasets.preprocess import OUTPUT_NAMES, expected_mismatches, preprocess
+from semtail.datasets.formats import Anomalies
+from semtail.datasets.preprocess import OUTPUT_NAMES, count_outside_scale, expected_mismatches, preprocess
 from semtail.datasets.sources import fetch_dataset
 from synthetic_data import synthetic_for_format, write_ml20m
 
@@ -254,13 +255,13 @@ def test_odd_ratings_and_blank_lines_are_warned_about_and_recorded(raw_files, tm
         "scale": [0.5, 5.0], "lowest": 0.0, "highest": 7.5,
     }  # fmt: skip
     assert warnings["blank_lines"] == {"count": 1, "first": f"{path}, line 31", "action": "skipped"}
-    assert warnings["non_finite_ratings"]["count"] == 1 and warnings["non_finite_ratings"]["action"] == "dropped"
+    assert warnings["non_finite_ratings"] == {"count": 1, "first": f"{path}, line 12", "action": "dropped"}
     log = (tmp_path / "preprocess.log").read_text()
     for line in (
         "synthetic: 2 ratings outside the ml-20m scale (0.5 to 5; seen 0 to 7.5), kept (the threshold still "
         "applies); see stats.json, data_warnings",
         f"synthetic: 1 blank line(s), skipped (first: {path}, line 31)",
-        f"synthetic: 1 non-finite rating(s) (NaN or infinite), dropped (first: {path}, line 12: bad rating value b'nan'",
+        f"synthetic: 1 non-finite rating(s) (NaN or infinite), dropped (first: {path}, line 12);",
     ):
         assert line in log, (line, log)
 
@@ -280,7 +281,7 @@ def test_a_path_source_changed_in_place_is_refused(raw_files, tmp_path):
     result = run_preprocess(tmp_path, provenance, {"dataset": "synthetic", "preprocess": SETTINGS["ml-20m"]}, outputs)
     assert result.returncode == 1
     assert f"{raw}: its sha256 is {hashlib.sha256(raw.read_bytes()).hexdigest()} now" in result.stderr
-    assert "it changed since, rerun the download stage to use it as it is now (snakemake --forcerun download)" in result.stderr
+    assert f"it changed since, rerun the download stage to use it as it is now (snakemake --forcerun {provenance})" in result.stderr
 
 
 def test_a_threshold_on_data_without_ratings_is_refused(tmp_path):
@@ -298,3 +299,33 @@ def test_a_threshold_on_data_without_ratings_is_refused(tmp_path):
     assert result.returncode == 0, result.stderr
     stats = json.loads(outputs["stats"].read_text())
     assert stats["interactions_after_filtering"] == 60 * 8 and stats["users"] == 60
+
+
+def test_a_delimited_provenance_without_its_source_entry_is_named(tmp_path):
+    """The delimited format reads its layout from the source entry that provenance.json recorded."""
+    path = tmp_path / "clicks.csv"
+    path.write_text("".join(f"u{u},i{(u * 7 + k) % 40}\n" for u in range(60) for k in range(8)))
+    provenance = tmp_path / "raw/provenance.json"
+    fetch_dataset("clicks", [{"path": str(path), "format": "delimited", "sep": ",", "header": False, "columns": {"user": 0, "item": 1}}], provenance)
+    recorded = json.loads(provenance.read_text())
+    del recorded["source"]
+    provenance.write_text(json.dumps(recorded))
+    outputs = output_paths(tmp_path / "out")
+    settings = {**SETTINGS["ml-20m"], "threshold": None, "n_heldout": 5}
+    result = run_preprocess(tmp_path, provenance, {"dataset": "clicks", "preprocess": settings}, outputs)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"{provenance}: the delimited format needs the source entry recorded; rerun the download stage" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "raw_format, outside",
+    [("ml-100k", [0.5, 0.0]), ("ml-20m", [0.0]), ("recbole-inter", [0.0]), ("msd-triplets", [0.5, 0.0])],
+)
+def test_ratings_outside_each_formats_scale_are_counted(raw_format, outside):
+    """ML-100K rates 1 to 5 stars, ML-20M (and RecBole's .inter files) from half a star, and MSD's
+    play counts are at least 1, with no upper end."""
+    ratings = [0.5, 1.0, 3.0, 4.5, 5.0, 0.0] + ([250.0] if raw_format == "msd-triplets" else [])
+    anomalies = Anomalies()
+    count_outside_scale(pd.DataFrame({"rating": np.array(ratings, dtype=np.float32)}), raw_format, anomalies)
+    found = anomalies.as_dict()["ratings_outside_scale"]
+    assert (found["count"], found["lowest"], found["highest"]) == (len(outside), min(outside), max(outside))

@@ -552,9 +552,13 @@ def test_a_compressed_file_given_as_the_text_file_is_named(tmp_path):
     bundle = tmp_path / "ratings.tar.gz"
     with tarfile.open(bundle, "w:gz") as archive:
         add_bytes(archive, "ratings.csv", b"userId,movieId,rating,timestamp\n1,2,3.0,4\n")
+    plain_tar = tmp_path / "ratings.tar"  # no compression, so no magic bytes at its start
+    with tarfile.open(plain_tar, "w") as archive:
+        add_bytes(archive, "ratings.csv", b"userId,movieId,rating,timestamp\n1,2,3.0,4\n")
     for path, problem in (
         (single, "is gzip-compressed but holds no tar archive: damaged or truncated (fetch it again), or a single compressed file"),
         (bundle, "is a tar archive; name the file to read with member:"),
+        (plain_tar, "is a tar archive; name the file to read with member:"),
     ):
         with pytest.raises(AllSourcesFailed) as error:
             fetch_dataset("d", [{"path": str(path), "format": "ml-20m"}], tmp_path / "raw" / "provenance.json")

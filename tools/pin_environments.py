@@ -1,13 +1,15 @@
 """Write the exact pins beside the lower bounds, from the Python environment this runs in.
 
     .venv/bin/python tools/pin_environments.py           # write envs/requirements.lock.txt and envs/*.lock.yaml
-    .venv/bin/python tools/pin_environments.py --check   # exit 1, naming the differences, if they would change
+    .venv/bin/python tools/pin_environments.py --check   # exit 1, naming the files, if a package pin would change
 
 envs/requirements.lock.txt pins every distribution installed here (name==version) but torch's GPU
 runtime wheels (a CPU or a CUDA build of the same torch version both satisfy the pins), for
 `pip install -c envs/requirements.lock.txt -e ".[workflow,test]"` (workflow.sh does this).
 envs/<name>.lock.yaml is envs/<name>.yaml with each package pinned to the version installed here, and
-Python to this interpreter's version. Refreshing: docs/running.md, "Pinned environments".
+Python to this interpreter's version. `--check` compares the package pins only: the interpreter's
+version (in the headers, and a conda environment's python pin) may differ from the one that wrote
+them. Refreshing: docs/running.md, "Pinned environments".
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ NOT_PINNED = {"pip"}
 ACCELERATOR_RUNTIME = re.compile(r"^(nvidia-|triton$|cuda-)")
 PROJECT = "semtail"
 CONDA_SPEC = re.compile(r"^([A-Za-z0-9_.-]+)\s*(?:[<>=!~]=?.*)?$")
+# The lines of a lock file that follow the interpreter rather than the packages: the header comments
+# and a conda environment's `- python==3.x.y`.
+INTERPRETER_LINE = re.compile(r"^\s*(#|- python==)")
 
 
 def installed_versions() -> dict[str, str]:
@@ -90,19 +95,31 @@ def lock_files() -> dict[Path, str]:
     return files
 
 
+def package_lines(text: str) -> list[str]:
+    """A lock file's lines but those that follow the interpreter (INTERPRETER_LINE)."""
+    return [line for line in text.splitlines() if not INTERPRETER_LINE.match(line)]
+
+
+def pins_differ(current: str | None, new: str) -> bool:
+    """Whether a lock file's text `current` pins other packages, versions or channels than `new`."""
+    return current is None or package_lines(current) != package_lines(new)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--check", action="store_true", help="only say whether the lock files would change")
+    parser.add_argument("--check", action="store_true", help="only say whether the lock files' package pins would change")
     args = parser.parse_args()
     changed = []
     for path, text in lock_files().items():
         current = path.read_text() if path.is_file() else None
-        if current != text:
+        if args.check:
+            if pins_differ(current, text):
+                changed.append(path.relative_to(ROOT))
+        elif current != text:
             changed.append(path.relative_to(ROOT))
-            if not args.check:
-                path.write_text(text)
+            path.write_text(text)
     if args.check:
-        print("up to date" if not changed else f"would change: {', '.join(map(str, changed))}")
+        print("up to date" if not changed else f"package pins would change: {', '.join(map(str, changed))}")
         return 1 if changed else 0
     print(f"wrote {', '.join(map(str, changed))}" if changed else "nothing to change")
     return 0

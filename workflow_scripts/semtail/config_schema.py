@@ -1,4 +1,4 @@
-"""The config against its JSON schema (schemas/config.schema.yaml), before Snakemake validates it:
+"""The config against its JSON schema (schemas/config.schema.yaml), as the workflow starts:
 values that `--config` gave as text where the schema wants numbers are converted, and the first
 problem is said in a few lines naming the key, instead of Snakemake's print of the whole schema and
 config.

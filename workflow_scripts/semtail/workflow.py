@@ -10,6 +10,8 @@ import re
 from pathlib import Path
 
 from semtail import registry
+from semtail.datasets import DataError
+from semtail.datasets.formats import DelimitedOptions
 from semtail.datasets.split import SplitParameters
 from semtail.provenance import code_version  # noqa: F401  (re-exported for rules/common.smk)
 
@@ -42,6 +44,7 @@ def check_config(config: dict) -> None:
     then as each (dataset, name) job resolves them, and what spans several keys."""
     for dataset, settings in config["datasets"].items():
         SplitParameters.from_config(settings["preprocess"], f"datasets.{dataset}.preprocess")
+        check_threshold_against_sources(dataset, settings)
         check_dataset_against_evaluation(dataset, settings, config["evaluation"])
     known = registry.names()
     for method, values in config["hyperparameters"].items():
@@ -98,15 +101,26 @@ def check_base(config: dict, name: str, dataset: str, base: str) -> None:
         )
 
 
-def check_dataset_against_evaluation(dataset: str, settings: dict, evaluation: dict) -> None:
-    """A threshold on data without ratings, and coverage blocks larger than the test users."""
+def check_threshold_against_sources(dataset: str, settings: dict) -> None:
+    """A threshold on a delimited source without a rating column, whose every row is a positive. The
+    delimited sources' layout is checked as the download stage will read it (DelimitedOptions)."""
     threshold = settings["preprocess"].get("threshold")
     for index, source in enumerate(settings["sources"]):
-        if threshold is not None and source.get("format") == "delimited" and "rating" not in source.get("columns", {}):
+        if source.get("format") != "delimited":
+            continue
+        try:
+            layout = DelimitedOptions.from_source(source, f"datasets.{dataset}.sources[{index}]")
+        except DataError as error:
+            raise ConfigError(str(error)) from None
+        if threshold is not None and not layout.has_rating:
             raise ConfigError(
                 f"datasets.{dataset}.preprocess.threshold is {threshold}, but sources[{index}] (format delimited) "
                 "has no rating column, so every row is a positive: set the threshold to null or leave it out"
             )
+
+
+def check_dataset_against_evaluation(dataset: str, settings: dict, evaluation: dict) -> None:
+    """Coverage blocks larger than the test users."""
     block, test_users = evaluation["coverage_block_size"], settings["preprocess"]["n_heldout"]
     if block > test_users:
         raise ConfigError(

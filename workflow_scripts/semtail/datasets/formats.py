@@ -54,9 +54,10 @@ class RawFormatError(DataError):
 
 
 # The scale of each format's ratings: ratings outside it are counted and warned about, and kept (the
-# split's threshold still decides). MSD's "ratings" are play counts, at least 1.
+# split's threshold still decides). ML-100K has whole stars, 1 to 5; ML-20M half stars from 0.5, as
+# RecBole's .inter files of the MovieLens sets may. MSD's "ratings" are play counts, at least 1.
 RATING_SCALES: dict[str, tuple[float, float | None]] = {
-    "ml-100k": (0.5, 5.0),
+    "ml-100k": (1.0, 5.0),
     "recbole-inter": (0.5, 5.0),
     "ml-20m": (0.5, 5.0),
     "netflix-tar": (1.0, 5.0),
@@ -146,8 +147,9 @@ def read_delimited(path: Path, spec: Delimited, anomalies: Anomalies | None = No
         rating = table.column("rating").to_numpy()
         finite = np.isfinite(rating)
         if not finite.all():
-            first = _locate_delimited(path, spec, skip, "", finite_ratings=True)
-            anomalies.add("non_finite_ratings", int((~finite).sum()), str(first), "dropped")
+            found = _first_bad_line(path, spec, skip, finite_ratings=True)
+            first = line_location(path, found[0]) if found else str(path)
+            anomalies.add("non_finite_ratings", int((~finite).sum()), first, "dropped")
             columns = {name: values[finite] for name, values in columns.items()}
             rating = rating[finite]
         columns["rating"] = rating.astype(np.float32)
@@ -178,11 +180,16 @@ def _count_lines(path: Path) -> int:
         return sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(CSV_BLOCK_BYTES), b""))
 
 
+def line_location(origin: Path | str, number: int) -> str:
+    """A line of a file, as errors and stats.json's data_warnings (`first`) name it."""
+    return f"{origin}, line {number}"
+
+
 def _first_blank_line(path: Path) -> str:
     with open(path, "rb") as handle:
         for number, raw in enumerate(handle, start=1):
             if not raw.rstrip(b"\r\n"):
-                return f"{path}, line {number}"
+                return line_location(path, number)
     return str(path)
 
 
@@ -215,10 +222,17 @@ def _ids(column: pa.ChunkedArray) -> np.ndarray | pd.Categorical:
     return values
 
 
-def _locate_delimited(
-    path: Path, spec: Delimited, skip: int, message: str, finite_ratings: bool = False
-) -> RawFormatError:
-    """The first line of a file that fails to parse, as an error naming the file and the line. With
+def _locate_delimited(path: Path, spec: Delimited, skip: int, message: str) -> RawFormatError:
+    """The first line of a file that fails to parse, as an error naming the file and the line."""
+    found = _first_bad_line(path, spec, skip)
+    if found is None:
+        return RawFormatError(f"{path}: cannot be parsed ({message})")
+    number, problem = found
+    return RawFormatError(f"{line_location(path, number)}: {problem}")
+
+
+def _first_bad_line(path: Path, spec: Delimited, skip: int, finite_ratings: bool = False) -> tuple[int, str] | None:
+    """The number of the first line of a file that fails to parse, and what is wrong with it. With
     `finite_ratings`, the first line whose rating is not a finite number."""
     columns = list(spec.columns)
     ids = _token if spec.id_type == "token" else int
@@ -236,8 +250,8 @@ def _locate_delimited(
             else:
                 fields = line.split(delimiter)
             if len(fields) != len(columns):
-                return RawFormatError(
-                    f"{path}, line {number}: expected {len(columns)} fields separated by {spec.delimiter!r}, "
+                return number, (
+                    f"expected {len(columns)} fields separated by {spec.delimiter!r}, "
                     f"found {len(fields)}: {line[:200]!r} (truncated or malformed file?)"
                 )
             for index, check in checks.items():
@@ -246,10 +260,8 @@ def _locate_delimited(
                 except ValueError:
                     if finite_ratings and columns[index] != "rating":
                         continue
-                    return RawFormatError(
-                        f"{path}, line {number}: bad {columns[index]} value {fields[index][:100]!r} in {line[:200]!r}"
-                    )
-    return RawFormatError(f"{path}: cannot be parsed ({message})")
+                    return number, f"bad {columns[index]} value {fields[index][:100]!r} in {line[:200]!r}"
+    return None
 
 
 def _finite_float(value: bytes) -> float:
@@ -308,7 +320,7 @@ def parse_movie_blocks(data: bytes, origin: str, anomalies: Anomalies | None = N
     if data.startswith((b"\n", b"\r\n")) or b"\n\n" in data or b"\n\r\n" in data:
         blank_starts = [match.start() for match in BLANK_LINE.finditer(data)]
         if anomalies is not None and blank_starts:
-            first = f"{origin}, line {_line_number(data, blank_starts[0])}"
+            first = line_location(origin, _line_number(data, blank_starts[0]))
             anomalies.add("blank_lines", len(blank_starts), first, "skipped")
     if not data.endswith(b"\n") or data[-2:-1].isspace():  # no final newline, or blank lines at the end
         data = data.rstrip() + b"\n"
@@ -611,10 +623,9 @@ def _lines(path: Path):
             yield raw.decode("utf-8", "replace").rstrip("\r\n").lstrip("\ufeff")
 
 
-def read_delimited_source(files: Sequence[Path], source: Mapping | None, anomalies: Anomalies | None = None) -> pd.DataFrame:
-    """A file in the `delimited` format, laid out as the source entry's sep, header and columns say."""
-    if source is None:
-        raise RawFormatError("the delimited format needs its source entry (sep, header, columns) to be read")
+def read_delimited_source(files: Sequence[Path], source: Mapping, anomalies: Anomalies | None = None) -> pd.DataFrame:
+    """A file in the `delimited` format, laid out as the source entry's sep, header and columns say
+    (the preprocess stage makes sure that provenance.json recorded the entry)."""
     path = _single(files, "delimited")
     return read_delimited(path, DelimitedOptions.from_source(source, "source").spec(path), anomalies)
 

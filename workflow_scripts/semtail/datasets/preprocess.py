@@ -48,7 +48,7 @@ def read_provenance(provenance_file: str | os.PathLike) -> tuple[str, list[Path]
         if expected_bytes is not None and path.stat().st_size != expected_bytes:
             raise DataError(
                 f"{path}: {path.stat().st_size} bytes now, {expected_bytes} when fetched ({provenance_file}); "
-                f"it changed since, {RERUN_DOWNLOAD}"
+                f"it changed since, {rerun_download(provenance_file)}"
             )
         expected_sha256 = recorded.get(name, {}).get("sha256")
         if expected_sha256 is not None:
@@ -57,12 +57,14 @@ def read_provenance(provenance_file: str | os.PathLike) -> tuple[str, list[Path]
             if actual != expected_sha256:
                 raise DataError(
                     f"{path}: its sha256 is {actual} now, {expected_sha256} when fetched ({provenance_file}); "
-                    f"it changed since, {RERUN_DOWNLOAD}"
+                    f"it changed since, {rerun_download(provenance_file)}"
                 )
     return provenance["format"], files, provenance
 
 
-RERUN_DOWNLOAD = "rerun the download stage to use it as it is now (snakemake --forcerun download)"
+def rerun_download(provenance_file: Path) -> str:
+    """How to take a raw file's new content: this dataset's download again, not every dataset's."""
+    return f"rerun the download stage to use it as it is now (snakemake --forcerun {provenance_file})"
 
 
 def count_outside_scale(frame, raw_format: str, anomalies: Anomalies) -> None:

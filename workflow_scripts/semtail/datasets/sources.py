@@ -276,8 +276,8 @@ def extract_member(archive: Path, member: str, target_dir: Path) -> Path:
                 if not info.isfile():
                     raise DataError(f"{archive}: member {member!r} is not a regular file")
                 _copy_to(bundle.extractfile(info), destination, info.size, f"extract {member}")
-        elif starts_as(archive):
-            raise DataError(f"{unreadable_archive(archive)}; cannot extract {member!r}")
+        elif kind := starts_as(archive):
+            raise DataError(f"{unreadable_archive(archive, kind)}; cannot extract {member!r}")
         else:
             raise DataError(f"{archive}: not a zip or tar archive, so it has no member {member!r}")
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, OSError) as error:
@@ -303,9 +303,8 @@ def starts_as(path: Path) -> str | None:
     return next((kind for magic, kind in MAGIC_BYTES.items() if start.startswith(magic)), None)
 
 
-def unreadable_archive(path: Path) -> str:
-    """Why a file that starts as an archive or compressed file (starts_as) could not be opened."""
-    kind = starts_as(path)
+def unreadable_archive(path: Path, kind: str) -> str:
+    """Why a file that starts as an archive or compressed file of `kind` (starts_as) could not be opened."""
     if kind == "zip":
         return f"{path}: starts as a zip archive but cannot be opened as one: it is damaged or truncated (fetch it again)"
     return (
@@ -551,18 +550,20 @@ def _format_files(path: Path, source: Source) -> list[Path]:
         if source.format != "netflix-combined":
             raise DataError(f"{source}: {path} is a folder; name the {source.format} file in it with member:")
         return [path / name for name in NETFLIX_COMBINED_FILES]  # checked by the caller
-    if source.format in SINGLE_FILE_FORMATS and zipfile.is_zipfile(path):
+    if source.format not in SINGLE_FILE_FORMATS:
+        return [path]
+    if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as bundle:
             names = [n for n in bundle.namelist() if not n.endswith("/")][:10]
         raise DataError(f"{source}: {path} is a zip archive; name the file to read with member: (it holds {names})")
-    if source.format in SINGLE_FILE_FORMATS and starts_as(path):
-        try:
-            is_tar = tarfile.is_tarfile(path)
-        except (EOFError, zlib.error, OSError):
-            is_tar = False
-        if is_tar:
-            raise DataError(f"{source}: {path} is a tar archive; name the file to read with member:")
-        raise DataError(f"{source}: {unreadable_archive(path)}")
+    try:
+        is_tar = tarfile.is_tarfile(path)  # compressed or not
+    except (EOFError, zlib.error, OSError):  # compressed, damaged or truncated
+        is_tar = False
+    if is_tar:
+        raise DataError(f"{source}: {path} is a tar archive; name the file to read with member:")
+    if kind := starts_as(path):
+        raise DataError(f"{source}: {unreadable_archive(path, kind)}")
     return [path]
 
 
