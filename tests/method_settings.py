@@ -1,24 +1,33 @@
-"""Hyperparameters of every SGD method for tests on tiny data: small steps, a few epochs."""
+"""Hyperparameters for tests that call a method's `fit` directly, and those of every SGD method
+for tests on tiny data: small steps, a few epochs."""
+
+from semtail import registry
+
+
+def completed(method: str, hyperparameters: dict, name: str | None = None) -> dict:
+    """`hyperparameters` as a job of `method` (or of its variant `name`) trains with them: checked
+    against the method's declaration and completed with its defaults, as semtail.train_job does
+    before `fit`, which takes them as given."""
+    return registry.declaration(method).complete(hyperparameters, f"hyperparameters.{name or method}")
 
 
 def sgd_methods(batch_size: int, epochs: int = 4) -> dict[str, dict]:
     """Keyed by method (every one that trains by SGD), plus `posit_mlp`: POSIT with the 2bmlp2
-    adversary and the ones-aware recall signal (`posit` has the linear adversary)."""
+    adversary, the ones-aware recall signal and the authors' tie rule (`posit` has the linear
+    adversary, recall_dist and shared ties). Completed by the declarations' defaults."""
     sgd = {"lr": 0.002, "wd": 1e-4, "batch_size": batch_size, "epochs": epochs, "patience": epochs, "drop_last": False}
-    return {
+    given = {
         "ease": sgd,
-        "ipw": {**sgd, "lam": 1.0, "alpha": 0.01},
+        "ipw": {**sgd, "alpha": 0.01},
         "cvar": {**sgd, "lam": 1.0, "beta": 0.3, "alr": 1e-4},
-        "posit": {
-            **sgd, "lam": 1.0, "alr": 0.5, "nstd": 1.0, "awd": 0.0, "adversary": "linear", "signal": "recall_dist",
-            "ones_aware": False, "k": 20, "signal_momentum": 0.9, "ties": "share", "adversary_init": "authors",
-        },
+        "posit": {**sgd, "alr": 0.5, "nstd": 1.0, "adversary": "linear", "signal": "recall_dist", "k": 20, "ties": "share"},
         "causal": {**sgd, "gamma": 0.5},
         "posit_mlp": {
-            **sgd, "lam": 1.0, "alr": 1.0, "nstd": 1.5, "awd": 1e-5, "adversary": "2bmlp2", "signal": "recall",
-            "ones_aware": True, "k": 20, "signal_momentum": 0.9, "ties": "topk", "adversary_init": "authors",
+            **sgd, "alr": 1.0, "nstd": 1.5, "awd": 1e-5, "adversary": "2bmlp2", "signal": "recall", "ones_aware": True,
+            "k": 20, "ties": "topk",
         },
     }  # fmt: skip
+    return {name: completed(method_of(name), hyperparameters, name) for name, hyperparameters in given.items()}
 
 
 def method_of(name: str) -> str:

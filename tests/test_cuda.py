@@ -1,5 +1,5 @@
 """On a CUDA GPU, the same results as on the CPU: training of every SGD method and the closed form,
-validation NDCG, and every metric of an evaluation. Skipped, with the reason, where no GPU is visible
+validation NDCG, and every metric of an evaluation, per user too. Skipped, with the reason, where no GPU is visible
 (CI has none); benchmarks/device_check.sh runs these on a GPU machine together with the benchmark.
 
 The CPU run is the reference: same data, same seed, same code, only the device differs. Sums in
@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from method_settings import method_of, sgd_methods
+from method_settings import completed, method_of, sgd_methods
 from semtail import evaluate as ev
 from semtail.registry import method_module
 from semtail.models.base import Run
@@ -29,7 +29,7 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA G
 ROOT = Path(__file__).resolve().parents[1]
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 DATA = training_data(400, 120, 10, 100, seed=3)
-HYPERPARAMETERS = {**sgd_methods(batch_size=64), "ease_closed": {"l2": 30.0}}
+HYPERPARAMETERS = {**sgd_methods(batch_size=64), "ease_closed": completed("ease_closed", {"l2": 30.0})}
 
 
 def fit_on(device: torch.device, name: str):
@@ -82,6 +82,9 @@ def test_evaluation_on_cuda_matches_the_cpu():
     assert on_gpu.metrics.keys() == on_cpu.metrics.keys()
     for key, value in on_cpu.metrics.items():
         assert on_gpu.metrics[key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
+    assert on_cpu.per_user and on_gpu.per_user.keys() == on_cpu.per_user.keys()
+    for key, values in on_cpu.per_user.items():  # NaN (no held-out items) at the same users on both
+        np.testing.assert_allclose(on_gpu.per_user[key], values, rtol=1e-6, atol=1e-9, equal_nan=True, err_msg=key)
     for key, lists in on_cpu.lists.items():
         np.testing.assert_array_equal(on_gpu.lists[key], lists)
     for key, counts in on_cpu.item_stats.items():

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import matplotlib.image
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 import torch
@@ -67,9 +68,9 @@ def tiny_results(tmp_path_factory):
 
 
 def test_every_method_keeps_its_declared_colour_and_unknown_names_get_distinct_ones():
-    colours = figures.method_colours(["mostpop", "new_a", "posit", "new_b"])
-    assert colours["posit"] == registry.declaration("posit").figures["colour"] == figures.method_colours(["posit"])["posit"]
-    assert len(set(colours.values())) == 4
+    drawn = figures.styles(["mostpop", "new_a", "posit", "new_b"])
+    assert drawn["posit"].colour == registry.declaration("posit").figures["colour"] == figures.styles(["posit"])["posit"].colour
+    assert len({style.colour for style in drawn.values()}) == 4
     declared = [method.figures["colour"] for method in registry.methods().values()]
     assert len(set(declared)) == len(declared)
     assert figures.styles(["new_a"])["new_a"].label == "new_a"
@@ -191,6 +192,74 @@ def test_plot_script_writes_every_figure(tiny_results, tmp_path):
         assert_real_image(tmp_path / f"{figure}.png", tmp_path / f"{figure}.pdf")
 
 
+def errorbar_points(axes) -> dict[str, tuple]:
+    """Per label: the point an errorbar drew, its x and y error bars' half-lengths, and its marker,
+    marker size and colour."""
+    points = {}
+    for container in axes.containers:
+        line, _, (x_bars, y_bars) = container.lines
+        (x,), (y,) = line.get_xdata(), line.get_ydata()
+        (x_bar,), (y_bar,) = x_bars.get_segments(), y_bars.get_segments()
+        spread = ((x_bar[1, 0] - x_bar[0, 0]) / 2, (y_bar[1, 1] - y_bar[0, 1]) / 2)
+        points[container.get_label()] = ((x, y), spread, (line.get_marker(), line.get_markersize(), line.get_color()))
+    return points
+
+
+def expected_point(name: str, x_values, y_values) -> tuple:
+    """Mean and sample SD (0 for one seed: no error bar) of each coordinate, in the method's style."""
+    style = figures.styles([name])[name]
+    sd = [float(np.std(v, ddof=1)) if len(v) > 1 else 0.0 for v in (x_values, y_values)]
+    return (np.mean(x_values), np.mean(y_values)), tuple(sd), (style.marker, style.marker_size, style.colour)
+
+
+def assert_points(axes, expected: dict[str, tuple]) -> None:
+    drawn = errorbar_points(axes)
+    assert drawn.keys() == expected.keys()
+    for label, (centre, spread, look) in expected.items():
+        assert drawn[label][0] == pytest.approx(centre) and drawn[label][1] == pytest.approx(spread), label
+        assert drawn[label][2] == look, label
+
+
+def test_tradeoff_and_adversary_figures_draw_mean_and_sd_in_each_method_s_style(tiny_results, tmp_path):
+    """Both figures' accuracy-coverage panels: a point at the means over seeds, error bars of one
+    sample SD, the method's declared marker and size (POSIT's star is larger) and colour."""
+    _, paths = tiny_results
+    runs = figures.load_runs(paths["metrics"], paths["topk"], paths["item_stats"])
+    label = {"mostpop": "MostPop", "ease": "EASE", "posit": "POSIT"}
+    expected = {
+        label[name]: expected_point(
+            name,
+            [r.record["metrics"]["coverage@100"] for r in runs if r.method == name],
+            [r.record["metrics"]["ndcg@100"] for r in runs if r.method == name],
+        )
+        for name in label
+    }
+    assert expected["POSIT"][2][1] == 11 and expected["EASE"][2][1] == 8
+    figure = figures.tradeoff_figure(runs, "tiny")
+    assert_points(figure.axes[0], expected)
+    assert_points(figure.axes[1], {key: value for key, value in expected.items() if key != "MostPop"})  # zoomed
+    assert "(2 seeds per method)" in figure._suptitle.get_text()
+    figures.save(figure, tmp_path / "tradeoff.png", tmp_path / "tradeoff.pdf")
+    assert_real_image(tmp_path / "tradeoff.png", tmp_path / "tradeoff.pdf")
+
+    seeds = {"mostpop": [(0.05, 30.0)], "ease": [(0.30, 40.0), (0.32, 44.0), (0.28, 42.0)], "posit": [(0.27, 55.0), (0.25, 61.0)]}
+    table = pd.DataFrame([
+        {"method": name, "n_seeds": len(values),
+         "ndcg@100_mean": np.mean([v[0] for v in values]), "ndcg@100_std": np.std([v[0] for v in values], ddof=1) if len(values) > 1 else np.nan,
+         "coverage@100_mean": np.mean([v[1] for v in values]), "coverage@100_std": np.std([v[1] for v in values], ddof=1) if len(values) > 1 else np.nan}
+        for name, values in seeds.items()
+    ])  # fmt: skip
+    history = pd.DataFrame([
+        {"method": "posit", "seed": seed, "epoch": epoch, "tail_share": 0.5 + 0.02 * epoch * (1 - 2 * seed), "weight_change": 10.0 ** -epoch}
+        for seed in (0, 1) for epoch in range(1, 6)
+    ])  # fmt: skip
+    figure = figures.adversary_figure(table, history, "tiny")
+    assert_points(figure.axes[0], {label[name]: expected_point(name, [v[1] for v in values], [v[0] for v in values]) for name, values in seeds.items()})
+    assert "(1/2/3 seeds per method)" in figure._suptitle.get_text()
+    figures.save(figure, tmp_path / "adversary.png", tmp_path / "adversary.pdf")
+    assert_real_image(tmp_path / "adversary.png", tmp_path / "adversary.pdf")
+
+
 def test_weight_landscape_figure(tiny_results, tmp_path):
     folder, _ = tiny_results
     train = sp.load_npz(folder / "train.npz")
@@ -228,7 +297,7 @@ def test_weight_landscape_script_on_model_files(tiny_results, tmp_path):
 def test_the_plot_and_table_jobs_do_not_import_torch():
     """Importing torch takes a second or more of each job that does it; the figures and tables of
     evaluation results need none of it (only the model files of the weight landscape do)."""
-    code = "import sys, semtail.figures, semtail.tables, semtail.run_metrics; print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch')[:3])"
+    code = "import sys, semtail.figures, semtail.tables, semtail.run_metrics, semtail.significance, semtail.script_io; print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch')[:3])"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                           env={**os.environ, "PYTHONPATH": str(ROOT / "workflow_scripts")})  # fmt: skip
     assert done.stdout.strip() == "[]"

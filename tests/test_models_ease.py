@@ -5,6 +5,8 @@ import pytest
 import scipy.sparse as sp
 import torch
 
+from method_settings import completed
+from semtail import registry
 from semtail.models import ease, ease_closed
 from semtail.models.base import Run, TrainingData
 from semtail.models.itemitem import reconstruction_loss_per_item
@@ -69,10 +71,9 @@ def test_sgd_ease_approaches_closed_form_with_matching_regularisation():
     assert np.abs(U - numpy_ease(X.toarray(), 4 * l2)).max() > 0.05 * np.abs(expected).max()
 
 
-def test_ease_closed_rejects_non_positive_l2(interactions):
-    data = TrainingData(interactions, interactions, interactions)
-    with pytest.raises(ValueError, match="l2"):
-        ease_closed.fit(data, {"l2": 0.0}, Run("synthetic", "ease_closed", 0))
+def test_ease_closed_refuses_a_non_positive_l2():
+    with pytest.raises(registry.HyperparameterError, match="hyperparameters.ease_closed.l2: 0.0 must be greater than 0"):
+        completed("ease_closed", {"l2": 0.0})
 
 
 def test_per_item_loss_by_hand_and_its_gradient_against_finite_differences():

@@ -1,18 +1,21 @@
 """POSIT: signal, accumulators and adversary loss against hand-computed values; the adversary."""
 
+import re
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
 
+from method_settings import completed
+from semtail import registry
 from semtail.models import posit
 from semtail.models.base import Run, TrainingData
 from semtail.models.synthetic import power_law_interactions
 
 HYPERPARAMETERS = {
-    "lr": 0.01, "wd": 0.0, "batch_size": 8, "epochs": 1, "patience": 1, "lam": 1.0, "alr": 1.0, "nstd": 1.5,
-    "awd": 0.0, "adversary": "2mlp2", "signal": "recall", "ones_aware": False, "k": 2, "signal_momentum": 0.9,
-    "ties": "share", "adversary_init": "authors", "drop_last": False,
+    "lr": 0.01, "wd": 0.0, "batch_size": 8, "epochs": 1, "patience": 1, "drop_last": False, "alr": 1.0, "nstd": 1.5,
+    "adversary": "2mlp2", "signal": "recall", "k": 2, "ties": "share",
 }  # fmt: skip
 
 PREDICTIONS = torch.tensor([[0.9, 0.1, 0.5, 0.3], [0.2, 0.8, 0.7, 0.1]])
@@ -28,8 +31,11 @@ def test_recall_signal_by_hand():
     # a user with fewer positives than k: min(k, |x_u|) = 1
     one = posit.recall_signal_share(torch.tensor([[0.1, 0.9, 0.5]]), torch.tensor([[0.0, 1.0, 0.0]]).to_sparse_csr(), 2, "recall_dist")
     assert one.tolist() == [0.0, 1.0, 0.0]
-    with pytest.raises(ValueError, match="signal"):
+    # the signal functions are public: an unknown signal is an error, not recall computed silently
+    with pytest.raises(ValueError, match="unknown POSIT signal 'ndcg'"):
         posit.recall_signal_share(PREDICTIONS, INTERACTIONS.to_sparse_csr(), 2, "ndcg")
+    with pytest.raises(ValueError, match="unknown POSIT signal 'ndcg'"):
+        posit.recall_signal_topk(PREDICTIONS, INTERACTIONS, 2, "ndcg")
 
 
 def test_ties_at_the_cut_share_the_remaining_slots():
@@ -118,20 +124,37 @@ def test_sparse_first_layer_matches_a_dense_linear_layer():
 
 
 def test_unknown_architecture_is_an_error():
-    with pytest.raises(ValueError, match="2mlp"):
+    with pytest.raises(ValueError, match="adversary '3mlp2' is not linear, 2mlpN or 2bmlpN"):
         posit.Adversary("3mlp2", 10, 1.0)
+
+
+ARCHITECTURE_EXAMPLES = [
+    "linear", "2mlp1", "2mlp2", "2mlp10", "2mlp50", "2bmlp1", "2bmlp3", "2bmlp128", "2mlp2\n",
+    "2mlp0", "2mlp05", "2mlp", "2bmlp", "2bbmlp2", "3mlp2", "2cmlp2", "mlp2", "1mlp2", "linear2", "Linear", "LINEAR",
+    "2MLP2", "2mlp-1", "2mlp2.5", " linear", "linear ", "2mlp 2", "", "linear|2mlp2", "2mlp2\n\n",
+]  # fmt: skip
+
+
+def test_the_adversary_pattern_and_the_architecture_parser_accept_the_same_strings():
+    """The declaration's pattern (a literal, which the config check applies) and ARCHITECTURE
+    (which Adversary parses with) say the same thing twice."""
+    spec = registry.declaration("posit").hyperparameters["adversary"]
+    declared = {name for name in ARCHITECTURE_EXAMPLES if registry.value_problem(spec, name) is None}
+    parsed = {name for name in ARCHITECTURE_EXAMPLES if posit.ARCHITECTURE.match(name)}
+    assert declared == parsed
+    assert {name.strip() for name in parsed} == {"linear", "2mlp1", "2mlp2", "2mlp10", "2mlp50", "2bmlp1", "2bmlp3", "2bmlp128"}
 
 
 @pytest.mark.parametrize("value", ["false", 0, None])
 def test_ones_aware_must_be_a_boolean(value):
     X = sp.csr_matrix(np.eye(4, dtype=np.float32))
-    with pytest.raises(ValueError, match="ones_aware: .* is not true or false"):
+    with pytest.raises(registry.HyperparameterError, match=f"hyperparameters.posit.ones_aware: {re.escape(repr(value))} is not a boolean"):
         objective_for(X, ones_aware=value)
 
 
 def objective_for(X: sp.csr_matrix, **changes) -> posit.AdversarialObjective:
     data = TrainingData(train=X, validation_tr=X, validation_te=X)
-    objective = posit.AdversarialObjective(data, {**HYPERPARAMETERS, **changes}, torch.device("cpu"))
+    objective = posit.AdversarialObjective(data, completed("posit", {**HYPERPARAMETERS, **changes}), torch.device("cpu"))
     objective.initialize(torch.Generator().manual_seed(0))
     return objective
 
@@ -299,7 +322,7 @@ def test_the_objective_uses_the_configured_tie_rule():
         objective = objective_for(X, ties=ties)
         objective.batch_losses(torch.zeros(8, 30, requires_grad=True), interactions)
         np.testing.assert_allclose(objective.S.numpy(), -expected.numpy(), rtol=1e-6)
-    with pytest.raises(ValueError, match="posit.ties: 'random' is not one of"):
+    with pytest.raises(registry.HyperparameterError, match="hyperparameters.posit.ties: 'random' is not one of topk, share"):
         objective_for(X, ties="random")
 
 
@@ -319,8 +342,8 @@ def test_initialisations():
     linear = posit.Adversary("linear", 400, nstd=1.0)
     linear.initialize(torch.Generator().manual_seed(0), "authors")  # the authors' Linear keeps its default bias
     assert linear.first.abs().max() == 0 and 0 < linear.bias.abs().item() <= 1 / np.sqrt(400)
-    with pytest.raises(ValueError, match="adversary_init: 'zero' is not one of"):
-        linear.initialize(torch.Generator(), "zero")
+    with pytest.raises(registry.HyperparameterError, match="hyperparameters.posit.adversary_init: 'zero' is not one of authors, random"):
+        completed("posit", {**HYPERPARAMETERS, "adversary_init": "zero"})
 
 
 @pytest.mark.parametrize("architecture", ["2bmlp2", "2mlp50"])
@@ -334,7 +357,7 @@ def test_a_randomly_initialised_adversary_keeps_learning(architecture):
         "signal": "recall_dist", "ties": "topk", "drop_last": True,
     }  # fmt: skip
     histories = {
-        init: posit.fit(data, {**hyperparameters, "adversary_init": init}, Run("toy", "posit", 0)).history
+        init: posit.fit(data, completed("posit", {**hyperparameters, "adversary_init": init}), Run("toy", "posit", 0)).history
         for init in ("authors", "random")
     }
     authors = [entry["weight_change"] for entry in histories["authors"]]

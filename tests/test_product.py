@@ -56,7 +56,7 @@ def test_on_the_cpu_the_rows_kernel_is_sparse_mm_to_the_bit():
     assert torch.equal(by_rows, by_sparse_mm)
     assert torch.equal(predict(rows.to_dense(), matrix, "rows"), by_sparse_mm)  # dense rows are taken too
     assert torch.equal(by_rows[3], torch.zeros(1500))  # the empty row
-    assert itemitem.PRODUCT_KERNELS["cpu"] == "rows"
+    assert itemitem.PRODUCT_KERNELS == {"cpu": "rows", "cuda": "sparse_mm"}  # each device's kernel, pinned
     assert torch.equal(predict(rows, matrix), by_rows)  # the CPU's kernel by default
 
 

@@ -50,6 +50,7 @@ def test_training_kinds_add_their_hyperparameters():
         ({"type": "integer"}, 2.0, "2.0 is not an integer"),
         ({"type": "boolean"}, 1, "1 is not a boolean"),
         ({"type": "string", "enum": ["a", "b"]}, "c", "'c' is not one of a, b"),
+        ({"type": "integer", "minimum": 1}, 0, "0 must be at least 1"),
         ({"type": "number", "exclusiveMinimum": 0}, 0, "0 must be greater than 0"),
         ({"type": "number", "maximum": 1}, 1.5, "1.5 must be at most 1"),
         ({"type": "number", "exclusiveMaximum": 1}, 1, "1 must be less than 1"),
@@ -65,6 +66,16 @@ def test_values_that_fit_have_no_problem():
     assert registry.value_problem({"type": "integer", "minimum": 1}, 1) is None
     assert registry.value_problem({"type": "string", "enum": ["a"], "pattern": "^a$"}, "a") is None
     assert registry.value_problem({"type": "boolean"}, False) is None
+
+
+def test_describe_writes_each_bound_as_its_operator():
+    lines = registry.describe().splitlines()
+    posit = lines.index("posit (POSIT; training: sgd; state: U items x items)")
+    described = {line.split(":")[0].strip(): line for line in lines[posit + 1 : lines.index("", posit)]}
+    assert described["signal_momentum"].startswith("    signal_momentum: number (>= 0; < 1; default 0.9)  momentum m")
+    assert described["lam"].startswith("    lam: number (> 0; default 1.0)")
+    cvar = lines.index("cvar (CVaR; training: sgd; state: U items x items)")
+    assert lines[cvar + 8].startswith("    beta: number (> 0; <= 1)  β")
 
 
 def test_complete_fills_defaults_in_declared_order_and_checks_constraints():

@@ -10,6 +10,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
+from method_settings import completed
 from semtail import training
 from semtail.models.base import Run, check_checkpoint_cadence
 from semtail.models.synthetic import training_data
@@ -25,15 +26,16 @@ HYPERPARAMETERS = {
     "ipw": {**SGD, "lam": 2.0, "alpha": 0.05},
     "cvar": {**SGD, "lam": 1.0, "beta": 0.3, "alr": 1e-4},
     "posit": {
-        **SGD, "lam": 1.0, "alr": 1.0, "nstd": 1.5, "awd": 1e-4, "adversary": "2mlp3", "signal": "recall",
-        "ones_aware": True, "k": 10, "signal_momentum": 0.9, "ties": "share",
-        "adversary_init": "authors",
+        **SGD, "alr": 1.0, "nstd": 1.5, "awd": 1e-4, "adversary": "2mlp3", "signal": "recall", "ones_aware": True,
+        "k": 10, "ties": "share",
     },
 }  # fmt: skip
 
 
 def fit(method, seed=0, data=DATA, **run_options):
-    hyperparameters = {**HYPERPARAMETERS[method], **run_options.pop("changes", {})}
+    """The method's fit, as a job calls it: on hyperparameters its declaration has completed."""
+    changed = {**HYPERPARAMETERS[method], **run_options.pop("changes", {})}
+    hyperparameters = completed(method, changed, run_options.get("variant"))
     run = Run("toy", method, seed, **run_options)
     return method_module(method).fit(data, hyperparameters, run)
 
@@ -319,12 +321,19 @@ def test_hyperparameter_errors_name_the_key():
         ease.complete({**SGD, "lam": 1.0}, "hyperparameters.ease")
     with pytest.raises(ValueError, match=r"hyperparameters.ease: missing \['lr'\]"):
         ease.complete({k: v for k, v in SGD.items() if k != "lr"}, "hyperparameters.ease")
-    with pytest.raises(ValueError, match="batch_size must be at least 1"):
-        fit("ease", changes={"batch_size": 0})
-    with pytest.raises(ValueError, match="hyperparameters.ease.drop_last: 'no' is not true or false"):
-        fit("ease", changes={"drop_last": "no"})
-    with pytest.raises(ValueError, match="drop_last is true and the 150 training users are fewer than batch_size 200"):
-        fit("ease", changes={"drop_last": True, "batch_size": 200})
+    for changes, message in [
+        ({"batch_size": 0}, "hyperparameters.ease.batch_size: 0 must be at least 1"),
+        ({"batch_size": 32.7}, "hyperparameters.ease.batch_size: 32.7 is not an integer"),
+        ({"lr": 0}, "hyperparameters.ease.lr: 0 must be greater than 0"),
+        ({"drop_last": "no"}, "hyperparameters.ease.drop_last: 'no' is not a boolean"),
+    ]:
+        with pytest.raises(registry.HyperparameterError, match=message):
+            fit("ease", changes=changes)
+    # Only the data tell this one: the training loop's own check, naming the variant where it is one.
+    for variant in (None, "ease_big"):
+        with pytest.raises(ValueError, match=rf"toy/{variant or 'ease'} seed 0: hyperparameters.{variant or 'ease'}.drop_last "
+                           "is true and the 150 training users are fewer than batch_size 200"):  # fmt: skip
+            fit("ease", changes={"drop_last": True, "batch_size": 200}, variant=variant)
 
 
 class BatchRecorder(training.Objective):
@@ -377,7 +386,7 @@ def numpy_sgd_steps(X: np.ndarray, batches, item_weights, lr, wd, lam=1.0, momen
 def test_training_steps_match_sgd_on_the_loss_written_out(method, monkeypatch):
     module = method_module(method)
     monkeypatch.setattr(module, "train", lambda data, hyperparameters, run, objective: training.Trainer(data, hyperparameters, run, objective))
-    hyperparameters = {**HYPERPARAMETERS[method], "lr": 0.5, "wd": 0.01}
+    hyperparameters = completed(method, {**HYPERPARAMETERS[method], "lr": 0.5, "wd": 0.01})
     trainer = module.fit(DATA, hyperparameters, Run("toy", method, 0))
     X = DATA.train.toarray().astype(np.float64)
     batches = [(0, 32), (32, 64), (64, 96)]

@@ -23,12 +23,12 @@ import pytest
 import yaml
 
 from semtail import registry
-from semtail import workflow as plan
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_CONFIG = "test-config.yaml"
 SECOND_DATASET = "ml-100k-min50"
 SGD_METHODS = tuple(name for name, method in registry.methods().items() if method.training == "sgd")
+ON_BASE_METHODS = ("rerank", "post")  # their training reads the model file of the run their `base` names
 SNAKEMAKE_TIMEOUT_S = 900  # hangs are silent: every snakemake call is bounded
 
 
@@ -192,24 +192,43 @@ def run_jobs(config: dict, datasets=None, methods=None, seeds=None) -> set[Job]:
     return jobs
 
 
+def method_named(config: dict, name: str) -> str:
+    """The method that a name in `methods:` trains, as the config writes it: a variant's `method`,
+    or the name itself."""
+    return config.get("variants", {}).get(name, {}).get("method", name)
+
+
 def report_jobs(config: dict, datasets=None, weight_landscape: bool = True) -> set[Job]:
-    """The tables and figures of the given datasets: with a weighted run (POSIT), also the
-    adversary's table and figure, which read every run's metrics, and with `weight_landscape` the
-    weight landscape, which reads only the weighted runs' models."""
-    weighted = bool(plan.weighted_runs(config))
+    """The tables and figures of the given datasets: with a POSIT run (`posit`, or a variant of
+    it), also the adversary's table and figure, which read every run's metrics, and with
+    `weight_landscape` the weight landscape, which reads only the POSIT runs' models."""
+    weighted = any(method_named(config, name) == "posit" for name in config["methods"])
     rules = ["aggregate", "plot"] + (["plot_adversary"] if weighted else [])
     rules += ["plot_weight_landscape"] if weight_landscape and weighted else []
     return {job(rule, dataset=d) for d in datasets or config["datasets"] for rule in rules}
 
 
+def bases(config: dict, name: str) -> set[str]:
+    """The runs that `name` (a rerank or post, or a variant of one) takes as its base on some
+    dataset: on each, the `base` written last of the method's hyperparameters, the dataset's
+    overrides of the method, the variant's settings, and the dataset's overrides of the variant."""
+    method = method_named(config, name)
+    found = set()
+    for dataset in config["datasets"]:
+        overrides = (config.get("overrides") or {}).get(dataset, {})
+        settings = [config["hyperparameters"].get(method, {}), overrides.get(method, {})]
+        if name != method:
+            settings += [config["variants"][name], overrides.get(name, {})]
+        given = [written["base"] for written in settings if "base" in written]
+        found.update(given[-1:])
+    return found
+
+
 def dependents(config: dict, method: str) -> list[str]:
-    """`method` and the names in `methods:` whose training reads its model (rerank and post read
-    their base's), on any dataset."""
+    """`method` and the names in `methods:` whose training reads its model (a rerank or post whose
+    base it is), on any dataset."""
     reading = [
-        name
-        for name in config["methods"]
-        if registry.declaration(plan.method_of(config, name)).training == "on_base"
-        and any(plan.resolve_hyperparameters(config, dataset, name)["base"] == method for dataset in config["datasets"])
+        name for name in config["methods"] if method_named(config, name) in ON_BASE_METHODS and method in bases(config, name)
     ]
     return [method, *reading]
 

@@ -5,6 +5,7 @@ several seeds, their spread is drawn (bands, error bars or one line per seed).""
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,10 +72,6 @@ def styles(names) -> dict[str, Style]:
     return result
 
 
-def method_colours(names) -> dict[str, str]:
-    return {name: style.colour for name, style in styles(names).items()}
-
-
 def _style() -> None:
     sns.set_theme(style="whitegrid", context="notebook")
 
@@ -134,10 +131,26 @@ def _methods(runs: list[Run]) -> list[str]:
     return list(dict.fromkeys(run.method for run in runs))
 
 
-def _seed_note(runs: list[Run]) -> str:
-    counts = sorted({sum(r.method == m for r in runs) for m in _methods(runs)})
-    seeds = "/".join(map(str, counts))
-    return f"{seeds} seed{'s' if counts != [1] else ''} per method"
+def _seeds_per_method(runs: list[Run]) -> list[int]:
+    return list(Counter(run.method for run in runs).values())
+
+
+def _seed_note(counts) -> str:
+    """A title's note of the seeds behind each point: "2 seeds per method", or "2/3 seeds per
+    method" where the methods' numbers of seeds differ."""
+    counts = sorted({int(n) for n in counts})
+    return f"{'/'.join(map(str, counts))} seed{'s' if counts != [1] else ''} per method"
+
+
+def _mean_sd_points(axes: plt.Axes, summary: pd.DataFrame, x: str, y: str, drawn: dict[str, Style]) -> None:
+    """One point per row of a summary frame (`method`, `{x}_mean`, `{x}_std`, `{y}_mean`,
+    `{y}_std`): the means, error bars of ±1 SD (none for an SD of NaN: one seed), in the method's style."""
+    for row in summary.to_dict("records"):
+        style = drawn[row["method"]]
+        axes.errorbar(
+            row[f"{x}_mean"], row[f"{y}_mean"], xerr=np.nan_to_num(row[f"{x}_std"]), yerr=np.nan_to_num(row[f"{y}_std"]),
+            fmt=style.marker, markersize=style.marker_size, capsize=4, color=style.colour, label=style.label,
+        )  # fmt: skip
 
 
 def _legend_outside(axes: plt.Axes, title: str | None = "method") -> None:
@@ -170,7 +183,7 @@ def coverage_at_k_figure(runs: list[Run], dataset: str) -> plt.Figure:
     axes.set_ylabel(f"Coverage@k (distinct items per {block_size} test users)")
     axes.set_xlim(1, frame["k"].max())
     axes.set_ylim(bottom=0)
-    axes.set_title(f"{dataset}: catalog coverage against list length\nfold-in items masked; band: ±1 SD over seeds ({_seed_note(runs)})")
+    axes.set_title(f"{dataset}: catalog coverage against list length\nfold-in items masked; band: ±1 SD over seeds ({_seed_note(_seeds_per_method(runs))})")
     _legend_outside(axes)
     return figure
 
@@ -222,7 +235,7 @@ def item_recall_by_popularity_figure(runs: list[Run], dataset: str, k: int = 100
     axes.set_ylabel(f"Item Recall@{k}\n(mean over the decile's items held out at least once)")
     axes.set_title(
         f"{dataset}: Item Recall@{k} by item popularity, over the items held out at least once\n"
-        f"(never held out, an item would count 0); error bars: ±1 SD over seeds ({_seed_note(runs)})"
+        f"(never held out, an item would count 0); error bars: ±1 SD over seeds ({_seed_note(_seeds_per_method(runs))})"
     )
     _legend_outside(axes)
     return figure
@@ -250,13 +263,7 @@ def tradeoff_figure(runs: list[Run], dataset: str) -> plt.Figure:
     panels = [summary] + ([others] if len(others) >= 2 and len(others) < len(summary) else [])
     figure, axes_list = plt.subplots(1, len(panels), figsize=(6.2 * len(panels) + 1.8, 4.8), squeeze=False)
     for axes, panel in zip(axes_list[0], panels):
-        for row in panel.itertuples():
-            axes.errorbar(
-                row.coverage_mean, row.accuracy_mean,
-                xerr=np.nan_to_num(row.coverage_std), yerr=np.nan_to_num(row.accuracy_std),
-                fmt=drawn[row.method].marker, markersize=drawn[row.method].marker_size,
-                capsize=4, color=drawn[row.method].colour, label=drawn[row.method].label,
-            )  # fmt: skip
+        _mean_sd_points(axes, panel, "coverage", "accuracy", drawn)
         axes.set_xlabel(f"Coverage@100 (distinct items per {block_size} test users, fold-in masked)")
         axes.set_ylabel("NDCG@100")
         axes.margins(0.15)
@@ -264,7 +271,7 @@ def tradeoff_figure(runs: list[Run], dataset: str) -> plt.Figure:
     if len(panels) > 1:
         left_out = ", ".join(style.label for style in drawn.values() if style.outlier)
         axes_list[0][1].set_title(f"without {left_out} (zoomed)")
-    figure.suptitle(f"{dataset}: accuracy against coverage; mean over seeds, error bars ±1 SD ({_seed_note(runs)})")
+    figure.suptitle(f"{dataset}: accuracy against coverage; mean over seeds, error bars ±1 SD ({_seed_note(_seeds_per_method(runs))})")
     handles, labels = axes_list[0][0].get_legend_handles_labels()
     figure.legend(handles, labels, title="method", loc="upper left", bbox_to_anchor=(1.0, 0.9), frameon=False)
     figure.tight_layout()
@@ -393,22 +400,15 @@ def adversary_figure(table: pd.DataFrame, history: pd.DataFrame, dataset: str) -
     with one seed and on the tail with another."""
     _style()
     drawn = styles(table["method"])
-    colours = {name: style.colour for name, style in drawn.items()}
     figure, (tradeoff, share, change) = plt.subplots(1, 3, figsize=(17, 4.8))
-    for _, row in table.iterrows():
-        tradeoff.errorbar(
-            row["coverage@100_mean"], row["ndcg@100_mean"],
-            xerr=np.nan_to_num(row["coverage@100_std"]), yerr=np.nan_to_num(row["ndcg@100_std"]),
-            fmt=drawn[row["method"]].marker, markersize=8, capsize=4, color=colours[row["method"]],
-            label=drawn[row["method"]].label,
-        )  # fmt: skip
+    _mean_sd_points(tradeoff, table, "coverage@100", "ndcg@100", drawn)
     tradeoff.set_xlabel("Coverage@100 (fold-in masked)")
     tradeoff.set_ylabel("NDCG@100")
     tradeoff.set_title("accuracy and coverage")
     tradeoff.margins(0.15)
     for (method, _), run in history.groupby(["method", "seed"], sort=False):
-        share.plot(run["epoch"], run["tail_share"], color=colours[method], linewidth=1.1, alpha=0.8)
-        change.plot(run["epoch"], run["weight_change"].where(run["weight_change"] > 0), color=colours[method], linewidth=1.1, alpha=0.8)
+        share.plot(run["epoch"], run["tail_share"], color=drawn[method].colour, linewidth=1.1, alpha=0.8)
+        change.plot(run["epoch"], run["weight_change"].where(run["weight_change"] > 0), color=drawn[method].colour, linewidth=1.1, alpha=0.8)
     share.axhline(0.5, color="#949494", linewidth=0.8, linestyle="--")
     share.set_xlabel("epoch")
     share.set_ylabel("share of the weights on the least popular half")
@@ -417,13 +417,8 @@ def adversary_figure(table: pd.DataFrame, history: pd.DataFrame, dataset: str) -
     change.set_xlabel("epoch")
     change.set_ylabel("mean |change of w̄| in the epoch")
     change.set_title("how much the weights still move")
-    figure.suptitle(f"{dataset}: POSIT's adversary ({_seed_note_of(table)})")
+    figure.suptitle(f"{dataset}: POSIT's adversary ({_seed_note(table['n_seeds'])})")
     handles, labels = tradeoff.get_legend_handles_labels()
     figure.legend(handles, labels, title="method", loc="upper left", bbox_to_anchor=(1.0, 0.9), frameon=False)
     figure.tight_layout()
     return figure
-
-
-def _seed_note_of(table: pd.DataFrame) -> str:
-    counts = sorted(set(int(n) for n in table["n_seeds"]))
-    return f"{'–'.join(map(str, counts))} seed{'s' if counts != [1] else ''} per method"

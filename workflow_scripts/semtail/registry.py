@@ -56,7 +56,6 @@ BASE_SPEC = {
     "description": "the name in `methods:` (a method or a variant) whose model file of the same seed this builds on",
 }
 TYPES = ("number", "integer", "boolean", "string")
-SPEC_KEYS = {"type", "description", "default", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "enum", "pattern"}
 OPERATORS = {
     "<": (operator.lt, "less than"),
     "<=": (operator.le, "at most"),
@@ -64,6 +63,9 @@ OPERATORS = {
     ">=": (operator.ge, "at least"),
     "!=": (operator.ne, "different from"),
 }
+# A spec's bounds, each as the operator that a value must satisfy against it.
+BOUNDS = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}
+SPEC_KEYS = {"type", "description", "default", *BOUNDS, "enum", "pattern"}
 DIMENSIONS = ("items",)
 MEMORY_TERMS = ("dense", "sparse", "bytes_per_training_user")
 RUNTIME_TERMS = ("dense_file_passes", "sparse_passes", "cubic_flops")
@@ -162,13 +164,8 @@ def value_problem(spec: dict, value) -> str | None:
         return f"{value!r} is not {'an' if kind == 'integer' else 'a'} {'finite number' if kind == 'number' else kind}"
     if "enum" in spec and value not in spec["enum"]:
         return f"{value!r} is not one of {', '.join(map(str, spec['enum']))}"
-    bounds = (
-        ("minimum", operator.ge, "at least"),
-        ("exclusiveMinimum", operator.gt, "greater than"),
-        ("maximum", operator.le, "at most"),
-        ("exclusiveMaximum", operator.lt, "less than"),
-    )
-    for key, holds, words in bounds:
+    for key, symbol in BOUNDS.items():
+        holds, words = OPERATORS[symbol]
         if key in spec and not holds(value, spec[key]):
             return f"{value!r} must be {words} {spec[key]}"
     if "pattern" in spec and not re.search(spec["pattern"], value):
@@ -360,9 +357,7 @@ def describe() -> str:
         lines.append(f"{method.name} ({method.label}; training: {method.training}; state: "
                      + ", ".join(f"{key} {' x '.join(shape)}" for key, shape in method.state.items()) + ")")  # fmt: skip
         for key, spec in method.hyperparameters.items():
-            limits = [f"{word} {spec[bound]}" for bound, word in (
-                ("minimum", ">="), ("exclusiveMinimum", ">"), ("maximum", "<="), ("exclusiveMaximum", "<"))
-                if bound in spec]  # fmt: skip
+            limits = [f"{symbol} {spec[bound]}" for bound, symbol in BOUNDS.items() if bound in spec]
             if "enum" in spec:
                 limits.append("one of " + ", ".join(map(str, spec["enum"])))
             if "default" in spec:

@@ -1,4 +1,4 @@
-"""SGD training of the item-item matrix U, shared by ease, ipw, cvar and posit.
+"""SGD training of the item-item matrix U, shared by every method declared training: sgd.
 
 U starts at 0 and its diagonal is held at 0. Each epoch visits the training users in batches, in an
 order reshuffled every epoch by a generator seeded with the job's seed; with `drop_last` the last
@@ -51,7 +51,6 @@ DECLARATION = {
         "drop_last": {"type": "boolean", "default": True, "description": "true: leave out the last partial batch of each epoch, as the authors' loader does (⌊users / batch_size⌋ batches); false: every training user every epoch"},
     }
 }  # fmt: skip
-SGD_KEYS = tuple(DECLARATION["hyperparameters"])
 checkpoint_clock = time.monotonic  # the seconds of the checkpoint cadence (tests replace it)
 
 
@@ -69,24 +68,18 @@ class SGDSettings:
     drop_last: bool
 
     @classmethod
-    def from_hyperparameters(cls, method: str, hyperparameters: dict) -> SGDSettings:
+    def from_hyperparameters(cls, hyperparameters: dict) -> SGDSettings:
+        """The loop's settings from a method's hyperparameters, which its declaration has checked
+        (semtail.registry's `complete`)."""
         h = hyperparameters
-        settings = cls(
+        return cls(
             lr=float(h["lr"]),
             wd=float(h["wd"]),
             batch_size=int(h["batch_size"]),
             epochs=int(h["epochs"]),
             patience=int(h["patience"]),
-            drop_last=h["drop_last"],
+            drop_last=bool(h["drop_last"]),
         )
-        if not isinstance(settings.drop_last, bool):  # bool("false") would be True
-            raise ValueError(f"hyperparameters.{method}.drop_last: {settings.drop_last!r} is not true or false")
-        for key in ("batch_size", "epochs", "patience"):
-            if getattr(settings, key) < 1:
-                raise ValueError(f"hyperparameters.{method}.{key} must be at least 1, got {getattr(settings, key)}")
-        if settings.lr < 0 or settings.wd < 0:
-            raise ValueError(f"hyperparameters.{method}: lr and wd must not be negative")
-        return settings
 
     def batches(self, n_users: int) -> int:
         """Minibatches per epoch: every user, or with drop_last only full batches."""
@@ -201,14 +194,14 @@ class Trainer:
 
     def __init__(self, data: TrainingData, hyperparameters: dict, run: Run, objective: Objective):
         self.run = run
-        self.settings = SGDSettings.from_hyperparameters(run.method, hyperparameters)
+        self.settings = SGDSettings.from_hyperparameters(hyperparameters)
         self.device = run.device
         n_items = data.n_items
         self.train_rows = DeviceRows.from_scipy(data.train, self.device)
         self.batches_per_epoch = self.settings.batches(self.train_rows.n_rows)
         if self.batches_per_epoch == 0:
             raise ValueError(
-                f"{run.describe()}: hyperparameters.{run.method}.drop_last is true and the "
+                f"{run.describe()}: hyperparameters.{run.variant or run.method}.drop_last is true and the "
                 f"{self.train_rows.n_rows} training users are fewer than batch_size "
                 f"{self.settings.batch_size}: no batch would be trained on"
             )

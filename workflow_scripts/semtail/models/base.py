@@ -24,7 +24,7 @@ class TrainingData:
     train: sp.csr_matrix
     validation_tr: sp.csr_matrix
     validation_te: sp.csr_matrix
-    base_model: dict | None = None  # rerank: the loaded model file of its base method
+    base_model: dict | None = None  # an on_base method's: the loaded model file of its base run (a method or variant)
 
     @property
     def n_items(self) -> int:

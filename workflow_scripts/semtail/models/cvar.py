@@ -49,10 +49,8 @@ class TailObjective(Objective):
 
 
 def fit(data: TrainingData, hyperparameters: dict, run: Run) -> Fitted:
-    beta = float(hyperparameters["beta"])
-    if not 0 < beta <= 1:
-        raise ValueError(f"hyperparameters.cvar.beta must be in (0, 1], got {beta}")
-    objective = TailObjective(float(hyperparameters["lam"]), beta, float(hyperparameters["alr"]))
+    h = hyperparameters
+    objective = TailObjective(float(h["lam"]), float(h["beta"]), float(h["alr"]))
     return train(data, hyperparameters, run, objective)
 
 

@@ -48,8 +48,6 @@ class InversePopularityObjective(Objective):
 
 def fit(data: TrainingData, hyperparameters: dict, run: Run) -> Fitted:
     alpha = float(hyperparameters["alpha"])
-    if alpha < 0:
-        raise ValueError(f"hyperparameters.ipw.alpha must not be negative, got {alpha}")
     weights = inverse_popularity_weights(data.popularity(), alpha)
     run.log.info(
         "IPW weights (alpha %g): min %.4g, max %.4g over %d items", alpha, weights.min(), weights.max(), len(weights)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from semtail import registry
-from semtail.models.base import Run, TrainingData
+from semtail.models.base import Fitted, Run, TrainingData
 
 
 def base_matrix(data: TrainingData, hyperparameters: dict, run: Run) -> torch.Tensor:
@@ -29,3 +29,10 @@ def base_matrix(data: TrainingData, hyperparameters: dict, run: Run) -> torch.Te
             "by an item–item matrix (its declaration has no item_item)"
         )
     return base["state"][key]
+
+
+def base_with_popularity(data: TrainingData, hyperparameters: dict, run: Run) -> Fitted:
+    """The state of a method that rescores its base's scores by the items' training popularity
+    (rerank, post): the base's matrix and the popularity, nothing trained."""
+    popularity = torch.from_numpy(data.popularity()).float()
+    return Fitted(state={"base": base_matrix(data, hyperparameters, run), "popularity": popularity})

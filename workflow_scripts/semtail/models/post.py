@@ -15,7 +15,7 @@ import torch
 
 from semtail.models.base import Fitted, Run, TrainingData
 from semtail.models.itemitem import matrix_scorer
-from semtail.models.on_base import base_matrix
+from semtail.models.on_base import base_with_popularity
 
 DECLARATION = {
     "training": "on_base",
@@ -30,8 +30,7 @@ DECLARATION = {
 
 
 def fit(data: TrainingData, hyperparameters: dict, run: Run) -> Fitted:
-    popularity = torch.from_numpy(data.popularity()).float()
-    return Fitted(state={"base": base_matrix(data, hyperparameters, run), "popularity": popularity})
+    return base_with_popularity(data, hyperparameters, run)
 
 
 def scorer(state: dict, hyperparameters: dict, device: torch.device):

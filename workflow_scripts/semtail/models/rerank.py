@@ -17,7 +17,7 @@ import torch
 
 from semtail.models.base import Fitted, Run, TrainingData
 from semtail.models.itemitem import predict
-from semtail.models.on_base import base_matrix
+from semtail.models.on_base import base_with_popularity
 
 DECLARATION = {
     "training": "on_base",
@@ -49,21 +49,12 @@ def ranking_key(scores: torch.Tensor, popularity: torch.Tensor, high: float, low
     return torch.empty(n_users, n_items, device=scores.device).scatter_(1, order, positions.expand(n_users, -1))
 
 
-def check_thresholds(hyperparameters: dict) -> tuple[float, float]:
-    high, low = float(hyperparameters["high"]), float(hyperparameters["low"])
-    if not high > low:
-        raise ValueError(f"hyperparameters.rerank: high ({high}) must be greater than low ({low})")
-    return high, low
-
-
 def fit(data: TrainingData, hyperparameters: dict, run: Run) -> Fitted:
-    check_thresholds(hyperparameters)
-    popularity = torch.from_numpy(data.popularity()).float()
-    return Fitted(state={"base": base_matrix(data, hyperparameters, run), "popularity": popularity})
+    return base_with_popularity(data, hyperparameters, run)
 
 
 def scorer(state: dict, hyperparameters: dict, device: torch.device):
-    high, low = check_thresholds(hyperparameters)
+    high, low = float(hyperparameters["high"]), float(hyperparameters["low"])
     base = state["base"].to(device=device, dtype=torch.float32)
     popularity = state["popularity"].to(device=device, dtype=torch.float32)
 
