@@ -4,6 +4,7 @@ validation scores against the evaluation of a train job's model file on the vali
 from __future__ import annotations
 
 import copy
+import logging
 from pathlib import Path
 
 import pytest
@@ -202,7 +203,7 @@ def test_a_candidate_scores_what_the_evaluation_of_its_model_file_gives_on_the_v
     common = dict(dataset="toy", method="ease", seed=2, hyperparameters=hyperparameters, inputs=inputs,
                   device=torch.device("cpu"), environment={"device": "cpu"}, code_version="x")  # fmt: skip
     record, run = train_and_validate(
-        name="ease", candidate="abc", settings={"lr": 0.003}, evaluation=EVALUATION,
+        variant="ease_fast", candidate="abc", settings={"lr": 0.003}, evaluation=EVALUATION,
         checkpoint=str(tmp_path / "candidate.checkpoint.pt"), **common,
     )  # fmt: skip
     run.remove_checkpoint()
@@ -211,6 +212,7 @@ def test_a_candidate_scores_what_the_evaluation_of_its_model_file_gives_on_the_v
     expected, _ = evaluate_model_file(tmp_path / "model.pt", split, EVALUATION, torch.device("cpu"))
     assert record["metrics"] == expected["metrics"]
     assert record["hyperparameters"] == hyperparameters and record["settings"] == {"lr": 0.003}
+    assert (record["method"], record["trains"]) == ("ease_fast", "ease")
     assert record["n_validation_users"] == 40 and record["best_epoch"] == expected["model"]["best_epoch"]
     assert not list(tmp_path.glob("candidate.checkpoint.pt*"))
 
@@ -220,3 +222,17 @@ def test_with_candidate_leaves_the_config_alone():
     before = copy.deepcopy(config)
     trial = tuning.with_candidate(config, "ml-100k", "ease", tuning.candidates(config, "ml-100k", "ease")[0])
     assert trial["overrides"]["ml-100k"]["ease"] == {"lr": 0.5} and config == before
+
+
+def test_a_candidate_with_ks_beyond_the_catalog_is_refused_before_it_trains(tmp_path, caplog):
+    data = training_data(60, 12, 4, 20, seed=1)
+    inputs = {}
+    for name in ("train", "validation_tr", "validation_te"):
+        inputs[name] = str(tmp_path / f"{name}.npz")
+        sp.save_npz(inputs[name], getattr(data, name))
+    with caplog.at_level(logging.INFO), pytest.raises(ValueError, match=r"evaluation\.ks: \[20\] is larger than the 12 items of toy"):
+        train_and_validate(
+            candidate="abc", settings={}, evaluation=EVALUATION, dataset="toy", method="mostpop", seed=0,
+            hyperparameters={}, inputs=inputs, device=torch.device("cpu"), environment={}, code_version="x",
+        )  # fmt: skip
+    assert "training" not in caplog.text

@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 from semtail import registry
+from semtail.checkpoint_cadence import CHECKPOINT_CADENCE
 from semtail.datasets import DataError
 from semtail.datasets.formats import DelimitedOptions
 from semtail.datasets.split import SplitParameters
@@ -399,7 +400,7 @@ def resources(
             # The checkpoint (U and its momentum) at most every `checkpoints.every_epochs` epochs
             # (fewer under min_seconds); the best epoch's U when the best epoch is left behind, at
             # most every other checkpoint.
-            every = int(config.get("checkpoints", {}).get("every_epochs", 1))
+            every = int((config.get("checkpoints") or {}).get("every_epochs", CHECKPOINT_CADENCE["every_epochs"]))
             epoch_s += 2.5 * dense / DISK_BYTES_PER_S / every
             seconds = epochs * epoch_s + dense / DISK_BYTES_PER_S
         # What the method declares on top: item x item matrices, copies of X, bytes per training
