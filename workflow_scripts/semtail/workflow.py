@@ -345,11 +345,14 @@ def resources(
     attempt: int = 1,
     method: str | None = None,
     stats_file: str | os.PathLike | None = None,
+    hyperparameters: dict | None = None,
 ) -> dict:
     """threads, mem_mb (host memory, MiB) and runtime (minutes) of one job, from the dataset's size.
 
     stage: download, preprocess, train (with `method`, a name in `methods:`), evaluate,
     weight_landscape, adversary or report (aggregate and plot). A retry (attempt 2, 3, ...) asks for that many times the memory and time.
+    hyperparameters: what a training job trains with (a search's choice, or a candidate's); by
+    default the method's as the config resolves them.
 
     Sizes: n items, nnz interactions, b users per batch. One dense item x item float32 matrix is
     D = 4 n^2 bytes: 6.8 GB for MSD's 41,140 items, 1.6 GB for ML-20M's 20,108. SGD training holds
@@ -383,7 +386,7 @@ def resources(
         if method is None:
             raise ValueError("resources for the train stage need the method")
         threads = threads_for(n, large=8)
-        hyper = resolve_hyperparameters(config, dataset, method)
+        hyper = resolve_hyperparameters(config, dataset, method) if hyperparameters is None else hyperparameters
         declared = registry.declaration(method_of(config, method))
         memory, seconds = declared.resources["memory"], 0.0
         mem = base
