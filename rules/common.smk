@@ -5,7 +5,7 @@ import re
 import sys
 from pathlib import Path
 
-from snakemake.exceptions import WorkflowError
+from snakemake.exceptions import IncompleteCheckpointException, WorkflowError
 
 # The workflow's scripts folder, from this file's own folder: the same whether this workflow runs
 # as the main Snakefile or as a module of another one, from any working directory.
@@ -20,7 +20,7 @@ if not WORKFLOW_SCRIPTS.is_dir():
     )
 sys.path.insert(0, str(WORKFLOW_SCRIPTS))
 
-from semtail import config_schema, provenance
+from semtail import config_schema, provenance, selection
 from semtail import tuning as search
 from semtail import workflow as plan
 
@@ -91,7 +91,7 @@ def expected_sizes(wildcards):
 def method_hyperparameters(wildcards):
     """A searched method's train jobs read the choice from selected.yaml, the others the config."""
     if search.is_tuned(config, wildcards.dataset, wildcards.method):
-        return search.read_selected(
+        return selection.read_selected(
             selected_hyperparameters(wildcards), wildcards.dataset, wildcards.method
         )["hyperparameters"]
     return plan.resolve_hyperparameters(config, wildcards.dataset, wildcards.method)
@@ -154,7 +154,7 @@ def candidate_hyperparameters(wildcards):
 
 def candidate_code_version(wildcards):
     return plan.code_version(
-        plan.method_of(config, wildcards.method), script="tune_candidate.py"
+        plan.method_of(config, wildcards.method), script=provenance.CANDIDATE_SCRIPT
     )
 
 
@@ -176,25 +176,6 @@ def selection_guards(wildcards):
 
 def searched_selected_files(wildcards):
     return search.selected_files(config, wildcards.dataset)
-
-
-def candidate_resource(kind):
-    """A candidate's threads, mem_mb or runtime: those of a train job with its values."""
-
-    def value(wildcards, input, attempt):
-        trial = search.with_candidate(
-            config, wildcards.dataset, wildcards.method, candidate(wildcards)
-        )
-        return plan.resources(
-            trial,
-            "train",
-            wildcards.dataset,
-            attempt,
-            method=wildcards.method,
-            stats_file=input.stats,
-        )[kind]
-
-    return value
 
 
 def compare_settings(wildcards):
@@ -238,11 +219,13 @@ def run_inputs(wildcards):
     return plan.run_files(config, wildcards.dataset)
 
 
-def resource(kind, stage):
+def resource(kind, stage, hyperparameters=None):
     """A callable for a rule's threads, mem_mb or runtime (semtail/workflow.py:resources), sized
     from the dataset: from the stats.json among the job's inputs once preprocessing wrote it
     (Snakemake evaluates resources again right before a job starts), else from the config's
-    `expected` sizes. A retry (`attempt` 2) asks for twice the memory and time."""
+    `expected` sizes. A retry (`attempt` 2) asks for twice the memory and time. A training job
+    is sized by its `hyperparameters` (a function of the wildcards: a train job's, which a
+    search selected; a candidate's)."""
 
     def value(wildcards, input, attempt):
         if getattr(input, "stats", None):
@@ -258,9 +241,23 @@ def resource(kind, stage):
             attempt,
             method=getattr(wildcards, "method", None),
             stats_file=stats_file,
+            hyperparameters=sizing_hyperparameters(hyperparameters, wildcards),
         )[kind]
 
     return value
+
+
+def sizing_hyperparameters(hyperparameters, wildcards):
+    """What `resource` sizes a training job by: `hyperparameters(wildcards)`, or the config's
+    (None) while the search's selection it reads has not run. Snakemake plans such a job anew once
+    the selection ran, and sizes it then by the choice. (Snakemake would take a resource that waits
+    for a checkpoint as 0, which it cannot use as threads.)"""
+    if hyperparameters is None:
+        return None
+    try:
+        return hyperparameters(wildcards)
+    except IncompleteCheckpointException:
+        return None
 
 
 def cpus_per_gpu(wildcards, threads):

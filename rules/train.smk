@@ -7,12 +7,12 @@ rule train:
         logs("train/{dataset}/{method}/seed{seed}.log"),
     conda:
         "../envs/torch.yaml"
-    threads: resource("threads", "train")
+    threads: resource("threads", "train", method_hyperparameters)
     resources:
         gpu=training_gpus,
         cpus_per_gpu=cpus_per_gpu,
-        mem_mb=resource("mem_mb", "train"),
-        runtime=resource("runtime", "train"),
+        mem_mb=resource("mem_mb", "train", method_hyperparameters),
+        runtime=resource("runtime", "train", method_hyperparameters),
     params:
         dataset="{dataset}",
         method=method_of,

@@ -1,7 +1,8 @@
-# The hyperparameter search (config `tuning:`, semtail/tuning.py): one job per candidate of a searched
-# method, trained on the training users and scored on the validation users, then a selection per
-# (dataset, method). The selection is a checkpoint: train jobs of a searched method read their
-# hyperparameters from selected.yaml once it exists (rules/common.smk: method_hyperparameters).
+# The hyperparameter search (config `tuning:`, semtail/tuning.py and semtail/selection.py): one job
+# per candidate of a searched method, trained on the training users and scored on the validation
+# users, then a selection per (dataset, method). The selection is a checkpoint: train jobs of a
+# searched method read their hyperparameters from selected.yaml once it exists (rules/common.smk:
+# method_hyperparameters).
 
 
 rule tune_candidate:
@@ -13,12 +14,12 @@ rule tune_candidate:
         logs("tune_candidate/{dataset}/{method}/{candidate}.log"),
     conda:
         "../envs/torch.yaml"
-    threads: candidate_resource("threads")
+    threads: resource("threads", "train", candidate_hyperparameters)
     resources:
         gpu=training_gpus,
         cpus_per_gpu=cpus_per_gpu,
-        mem_mb=candidate_resource("mem_mb"),
-        runtime=candidate_resource("runtime"),
+        mem_mb=resource("mem_mb", "train", candidate_hyperparameters),
+        runtime=resource("runtime", "train", candidate_hyperparameters),
     params:
         dataset="{dataset}",
         method=method_of,

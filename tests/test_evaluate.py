@@ -254,7 +254,8 @@ def test_evaluate_script_end_to_end(tmp_path):
     completed = run_evaluate_script(tmp_path / "model.pt", folder, out, tmp_path, user_ids)
     assert completed.returncode == 0, completed.stderr
     record = json.loads((out / "metrics.json").read_text())
-    assert (record["dataset"], record["method"], record["seed"]) == ("tiny", "ease_closed", 0)
+    assert (record["dataset"], record["method"], record["variant"], record["seed"]) == ("tiny", "ease_closed", "ease_closed", 0)
+    assert record["format_version"] == 2  # version 1 had no variant
     assert record["hyperparameters"] == {"lr": 0.1, "lam": 1.0}
     assert record["n_test_users"] == 230 and record["n_items"] == 25
     assert record["n_excluded_users"] == int((heldout.sum(axis=1) == 0).sum())

@@ -4,7 +4,9 @@ checked to give decodable, non-blank PNGs and real PDFs."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -177,6 +179,17 @@ def test_runs_must_pair_up(tiny_results):
         figures.load_runs(paths["metrics"][:2], paths["topk"][1:3], paths["item_stats"][:2])
     with pytest.raises(ValueError, match="expected one of each"):
         figures.load_runs(paths["metrics"], paths["topk"][:1], paths["item_stats"])
+
+
+def test_a_metric_json_without_a_variant_is_named(tiny_results, tmp_path):
+    """A metric JSON of format_version 1, which had no `variant`."""
+    _, paths = tiny_results
+    files = [Path(shutil.copy(paths[kind][0], tmp_path)) for kind in ("metrics", "topk", "item_stats")]
+    record = json.loads(files[0].read_text())
+    del record["variant"]
+    files[0].write_text(json.dumps(record))
+    with pytest.raises(ValueError, match=r"metrics\.json: no 'variant' field"):
+        figures.load_runs(*([path] for path in files))
 
 
 def test_plot_script_writes_every_figure(tiny_results, tmp_path):

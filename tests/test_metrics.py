@@ -11,7 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from semtail import metrics
+from semtail import metrics, run_metrics
 
 EMPTY = -1
 
@@ -305,13 +305,13 @@ def test_coverage_blocks_on_a_hand_built_case():
         ]
     )
     # block 1: @1 {0} @2 {0,1,3} @3 {0,1,2,3,4}; block 2: @1 {5} @2 {5,6} @3 {5,6,7}
-    np.testing.assert_allclose(metrics.coverage_curve(lists, 2), [1.0, 2.5, 4.0])
-    assert metrics.coverage(lists, 2, block_size=2) == 2.5
-    assert metrics.coverage(lists, 1, block_size=5) == 3.0  # one block: {0, 5, 8}
+    np.testing.assert_allclose(run_metrics.coverage_curve(lists, 2), [1.0, 2.5, 4.0])
+    assert run_metrics.coverage(lists, 2, block_size=2) == 2.5
+    assert run_metrics.coverage(lists, 1, block_size=5) == 3.0  # one block: {0, 5, 8}
     with pytest.raises(ValueError, match="full block"):
-        metrics.coverage_curve(lists, 6)
+        run_metrics.coverage_curve(lists, 6)
     with pytest.raises(ValueError, match="at least 4 items"):
-        metrics.coverage(lists, 4, 2)
+        run_metrics.coverage(lists, 4, 2)
 
 
 @settings(max_examples=40, deadline=None)
@@ -327,7 +327,7 @@ def test_coverage_curve_matches_brute_force(case):
     raw, block_size = case
     lists = [list(dict.fromkeys(row)) for row in raw]  # unique items per list (EMPTY may repeat)
     lists = np.array([row + [EMPTY] * (5 - len(row)) for row in lists])
-    curve = metrics.coverage_curve(lists, block_size)
+    curve = run_metrics.coverage_curve(lists, block_size)
     for k in range(1, 6):
         assert curve[k - 1] == pytest.approx(brute_coverage(lists.tolist(), k, block_size))
 
@@ -336,34 +336,34 @@ def test_item_recall_counts_items_never_held_out_as_zero():
     hits = np.array([1, 0, 2, 0])
     heldout = np.array([2, 3, 2, 0])
     # per item 0.5, 0, 1, (no positives)
-    assert metrics.item_recall(hits, heldout) == pytest.approx(((0.5 + 0 + 1 + 0) / 4, (0.5 + 0 + 1) / 3))
+    assert run_metrics.item_recall(hits, heldout) == pytest.approx(((0.5 + 0 + 1 + 0) / 4, (0.5 + 0 + 1) / 3))
     with pytest.raises(ValueError, match="no item is held out"):
-        metrics.item_recall(np.zeros(3), np.zeros(3))
+        run_metrics.item_recall(np.zeros(3), np.zeros(3))
 
 
 @settings(max_examples=50, deadline=None)
 @given(st.lists(st.integers(0, 20), min_size=1, max_size=15).filter(lambda x: sum(x) > 0))
 def test_gini_matches_the_mean_absolute_difference(exposure):
-    assert metrics.gini(np.array(exposure)) == pytest.approx(brute_gini(exposure), abs=1e-12)
-    item_share, exposure_share = metrics.lorenz_curve(np.array(exposure))
+    assert run_metrics.gini(np.array(exposure)) == pytest.approx(brute_gini(exposure), abs=1e-12)
+    item_share, exposure_share = run_metrics.lorenz_curve(np.array(exposure))
     area = np.sum((exposure_share[1:] + exposure_share[:-1]) / 2 * np.diff(item_share))
-    assert metrics.gini(np.array(exposure)) == pytest.approx(1 - 2 * area, abs=1e-12)
+    assert run_metrics.gini(np.array(exposure)) == pytest.approx(1 - 2 * area, abs=1e-12)
 
 
 def test_gini_extremes():
-    assert metrics.gini(np.full(7, 3)) == 0.0
-    assert metrics.gini(np.array([0, 0, 0, 9])) == pytest.approx(3 / 4)
+    assert run_metrics.gini(np.full(7, 3)) == 0.0
+    assert run_metrics.gini(np.array([0, 0, 0, 9])) == pytest.approx(3 / 4)
     with pytest.raises(ValueError):
-        metrics.gini(np.zeros(4))
+        run_metrics.gini(np.zeros(4))
 
 
 def test_long_tail_boundary_and_ties():
     # total 20, share 0.2 -> at most 4 interactions: levels 1 (cumulative 2) and 2 (4) are in, 3 (10) is out
-    assert metrics.long_tail_items(np.array([3, 1, 10, 2, 1, 3]), 0.2).tolist() == [False, True, False, True, True, False]
+    assert run_metrics.long_tail_items(np.array([3, 1, 10, 2, 1, 3]), 0.2).tolist() == [False, True, False, True, True, False]
     # a level that would pass the share is out as a whole, even if part of it would fit
-    assert metrics.long_tail_items(np.array([2, 2, 2, 14]), 0.2).tolist() == [False, False, False, False]
+    assert run_metrics.long_tail_items(np.array([2, 2, 2, 14]), 0.2).tolist() == [False, False, False, False]
     # items without interactions are always in
-    assert metrics.long_tail_items(np.array([0, 0, 5, 5]), 0.2).tolist() == [True, True, False, False]
+    assert run_metrics.long_tail_items(np.array([0, 0, 5, 5]), 0.2).tolist() == [True, True, False, False]
 
 
 @settings(max_examples=50, deadline=None)
@@ -371,4 +371,4 @@ def test_long_tail_boundary_and_ties():
 def test_long_tail_matches_brute_force(popularity, share):
     total = sum(popularity)
     expected = [sum(p for p in popularity if p <= q) <= share * total for q in popularity]
-    assert metrics.long_tail_items(np.array(popularity), share).tolist() == expected
+    assert run_metrics.long_tail_items(np.array(popularity), share).tolist() == expected

@@ -174,14 +174,17 @@ def test_the_real_stages_cover_their_imports():
         "plot": {"figures", "run_metrics", "registry", "script_io"},
         "plot_weight_landscape": {"figures", "modelfile", "script_io"},  # imported inside a function
         "plot_adversary": {"figures", "tables", "modelfile", "registry", "script_io"},
-        "select_hyperparameters": {"tuning", "workflow", "files", "script_io"},
-        "tuning_table": {"tuning", "script_io"},
+        "select_hyperparameters": {"selection", "files", "script_io"},
+        "tuning_table": {"selection", "tables", "script_io"},
     }
     assert set(expected) == set(provenance.STAGE_SCRIPTS)
     for stage, modules in expected.items():
         assert modules <= real_modules(stage), stage
         assert "training" not in real_modules(stage), stage
         assert len(provenance.code_version(stage)) == 16
+    # The selection's jobs do not rerun when the planning (targets, checks, resources) changes.
+    for stage in ("select_hyperparameters", "tuning_table"):
+        assert not {"tuning", "workflow", "registry"} & real_modules(stage), stage
 
 
 def test_a_search_candidate_covers_its_method_and_the_validation_scoring():

@@ -183,3 +183,13 @@ def test_causal_and_post_ask_like_the_methods_they_resemble(paper):
         assert request(paper, "train", dataset, "causal") == request(paper, "train", dataset, "ease")
         assert request(paper, "train", dataset, "post") == request(paper, "train", dataset, "rerank")
     assert plan.training_gpus(paper, "post") == 0 and plan.training_gpus(paper, "causal") == 1
+
+
+def test_a_training_job_is_sized_by_the_hyperparameters_it_trains_with(paper):
+    """A search's choice or a candidate's values, when given, size the job as a config that sets them would."""
+    before = request(paper, "train", "ml-20m", "ease")
+    chosen = {**plan.resolve_hyperparameters(paper, "ml-20m", "ease"), "epochs": 200, "batch_size": 4096}
+    given = plan.resources(paper, "train", "ml-20m", method="ease", stats_file="/nonexistent/stats.json", hyperparameters=chosen)
+    paper["overrides"]["ml-20m"]["ease"].update(epochs=200, batch_size=4096)
+    assert given == request(paper, "train", "ml-20m", "ease")
+    assert given["mem_mb"] > before["mem_mb"] and given["runtime"] > before["runtime"]

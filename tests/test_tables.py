@@ -200,3 +200,67 @@ def test_aggregate_script_end_to_end(tmp_path, ml20m_runs):
     assert significance[["method", "reference", "metric", "n_users"]].values.tolist() == [["mostpop", "posit", "ndcg@100", 4]]
     assert significance["mean_difference"].item() == pytest.approx(-0.1)
     assert "## Significance against posit" in (out / "summary_md").read_text()
+
+
+def adversary_model(variant, seed, best_epoch, epochs):
+    """A model file's fields that the adversary table reads; epochs: (weight share, weight change) per epoch."""
+    history = [
+        {"epoch": epoch, "weight_share_least_popular_half": share, "weight_change": change}
+        for epoch, (share, change) in enumerate(epochs, start=1)
+    ]
+    return {"variant": variant, "seed": seed, "best_epoch": best_epoch, "history": history}
+
+
+def test_adversary_table_by_hand():
+    models = [
+        adversary_model("posit", 0, 2, [(0.40, 0.5), (0.45, 0.02), (0.47, 0.04)]),
+        adversary_model("posit", 1, 3, [(0.42, 0.6), (0.44, 0.01), (0.49, 0.03)]),
+        adversary_model("posit_share", 0, 1, [(0.50, 0.3)]),
+    ]
+    history = tables.adversary_history(models)
+    assert len(history) == 7 and history["best"].sum() == 3
+    summary = pd.DataFrame([
+        {"method": m, "n_seeds": n, "ndcg@100_mean": ndcg, "ndcg@100_std": ndcg_std, "coverage@100_mean": cov,
+         "coverage@100_std": cov_std}
+        for m, n, ndcg, ndcg_std, cov, cov_std in [
+            ("posit", 2, 0.43, 0.01, 1795.0, 5.0), ("posit_share", 1, 0.41, math.nan, 1700.0, math.nan),
+            ("ease", 1, 0.40, math.nan, 900.0, math.nan),
+        ]
+    ])  # fmt: skip
+    table = tables.adversary_table(summary, history).set_index("method")
+    # posit: the share at the best epoch is 0.45 (seed 0) and 0.49 (seed 1); the mean weight change
+    # after epoch 1 is (0.02 + 0.04) / 2 = 0.03 and (0.01 + 0.03) / 2 = 0.02. Sample SDs: |a − b| / √2.
+    posit = table.loc["posit"]
+    assert posit["tail_share_mean"] == pytest.approx(0.47) and posit["tail_share_std"] == pytest.approx(0.04 / math.sqrt(2))
+    assert posit["weight_change_after_epoch_1_mean"] == pytest.approx(0.025)
+    assert posit["weight_change_after_epoch_1_std"] == pytest.approx(0.01 / math.sqrt(2))
+    assert (posit["ndcg@100_mean"], posit["coverage@100_std"]) == (0.43, 5.0)
+    # one seed, one epoch: a share without SD, and no epoch after the first
+    share = table.loc["posit_share"]
+    assert share["tail_share_mean"] == 0.5 and math.isnan(share["tail_share_std"])
+    assert math.isnan(share["weight_change_after_epoch_1_mean"])
+    # no adversary
+    assert all(math.isnan(table.loc["ease", key]) for key in ("tail_share_mean", "weight_change_after_epoch_1_mean"))
+
+    text = tables.adversary_markdown(table.reset_index(), "toy")
+    assert "| posit | 2 | 0.4300 ± 0.0100 | 1795.0 ± 5.0 | 0.470 ± 0.028 | 2.50e-02 ± 7.1e-03 |" in text
+    assert "| posit_share | 1 | 0.4100 | 1700.0 | 0.500 | – |" in text
+    assert "| ease | 1 | 0.4000 | 900.0 | – | – |" in text
+
+    broken = adversary_model("posit", 2, 1, [(0.4, 0.1)])
+    del broken["history"][0]["weight_change"]
+    with pytest.raises(ValueError, match="posit seed 2: epoch 1 has no 'weight_change'"):
+        tables.adversary_history([broken])
+
+
+def test_metric_groups_keep_the_keys_order_and_put_the_rest_under_other():
+    keys = ["gini@20", "ndcg@20", "foo@5", "coverage_unmasked@20", "item_recall@20_pos", "recall@20"]
+    assert tables.metric_groups(keys) == [
+        ("Accuracy", ["ndcg@20", "recall@20"]),
+        ("Coverage (distinct items per block of test users)", ["coverage_unmasked@20"]),
+        ("Item recall", ["item_recall@20_pos"]),
+        ("Exposure", ["gini@20"]),
+        ("Other", ["foo@5"]),
+    ]
+    assert tables.metric_groups(["ndcg@20"]) == [("Accuracy", ["ndcg@20"])]
+    assert [tables.decimals_of(k) for k in ("arp@20", "coverage_unmasked@100", "item_recall@20_pos")] == [1, 1, 4]

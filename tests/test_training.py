@@ -12,7 +12,8 @@ import torch
 
 from method_settings import completed
 from semtail import training
-from semtail.models.base import Run, check_checkpoint_cadence
+from semtail.checkpoint_cadence import check_checkpoint_cadence
+from semtail.models.base import Run
 from semtail.models.synthetic import training_data
 from semtail import registry
 from semtail.registry import method_module
@@ -180,9 +181,9 @@ def test_resume_from_a_checkpoint_epochs_before_the_interruption_gives_the_unint
 
 def test_a_wrong_checkpoint_cadence_names_the_key():
     with pytest.raises(ValueError, match=r"checkpoints.every_epochs must be an integer of at least 1, got 0"):
-        Run("toy", "ease", 0, checkpoint_every_epochs=0)
+        check_checkpoint_cadence({"every_epochs": 0})
     with pytest.raises(ValueError, match=r"checkpoints.min_seconds must be a number of at least 0, got -1"):
-        Run("toy", "ease", 0, checkpoint_min_seconds=-1)
+        check_checkpoint_cadence({"min_seconds": -1})
     with pytest.raises(ValueError, match=r"checkpoints: unknown keys \['every_epoch'\]"):
         check_checkpoint_cadence({"every_epoch": 2})
     assert check_checkpoint_cadence({"min_seconds": 5}) == {"every_epochs": 1, "min_seconds": 5.0}

@@ -1,10 +1,13 @@
-"""workflow_scripts/train.py end to end through its command line (script_run), on a tiny split."""
+"""workflow_scripts/train.py and tune_candidate.py end to end through their command line (script_run),
+on a tiny split."""
 
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+import json
 
 import scipy.sparse as sp
 import torch
@@ -81,3 +84,32 @@ def test_train_script_takes_the_checkpoint_cadence_from_a_workflow_config(tmp_pa
     config.write_text(yaml.safe_dump({"checkpoints": {"every_epochs": 0}}))
     done = run_script(tmp_path, "ease", hyperparameters, extra_args=["--configfile", str(config)])
     assert done.returncode != 0 and "checkpoints.every_epochs must be an integer of at least 1, got 0" in done.stderr
+
+
+def test_a_search_candidate_takes_the_checkpoint_cadence_from_a_workflow_config_too(tmp_path):
+    data = training_data(120, 25, 5, 30, seed=2)
+    command = [sys.executable, str(ROOT / "workflow_scripts" / "tune_candidate.py")]
+    for name in ("train", "validation_tr", "validation_te"):
+        sp.save_npz(tmp_path / f"{name}.npz", getattr(data, name))
+        command += ["--input", f"{name}={tmp_path / f'{name}.npz'}"]
+    params = {
+        "dataset": "toy", "method": "ease", "variant": "ease_long", "candidate": "abc", "settings": {"epochs": 5},
+        "seed": 1, "device": "cpu", "checkpoint": str(tmp_path / "candidate.checkpoint.pt"),
+        "hyperparameters": {"lr": 0.002, "wd": 1e-4, "batch_size": 40, "epochs": 5, "patience": 5, "drop_last": False},
+        "evaluation": {"ks": [5, 20], "coverage_block_size": 10, "tail_interaction_share": 0.2, "batch_size": 16},
+    }  # fmt: skip
+    (tmp_path / "candidate.yaml").write_text(yaml.safe_dump(params))
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"checkpoints": {"every_epochs": 2, "min_seconds": 0}}))
+    command += [
+        "--output", f"validation={tmp_path / 'validation.json'}", "--params", str(tmp_path / "candidate.yaml"),
+        "--log", str(tmp_path / "candidate.log"), "--configfile", str(config),
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "workflow_scripts")}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    log = (tmp_path / "candidate.log").read_text()
+    assert [int(e) for e in re.findall(r"checkpoint after epoch (\d+) written", log)] == [2, 4]
+    record = json.loads((tmp_path / "validation.json").read_text())
+    assert (record["method"], record["trains"], record["candidate"]) == ("ease_long", "ease", "abc")
+    assert len(record["code_version"]) == 16 and not (tmp_path / "candidate.checkpoint.pt").exists()

@@ -3,7 +3,7 @@ validation scores against the evaluation of a train job's model file on the vali
 
 from __future__ import annotations
 
-import copy
+import logging
 from pathlib import Path
 
 import pytest
@@ -12,7 +12,7 @@ import torch
 import yaml
 from snakemake.utils import validate
 
-from semtail import tuning
+from semtail import selection, tuning
 from semtail.evaluate import evaluate_model_file, load_split
 from semtail.models.synthetic import training_data
 from semtail.validation import train_and_validate
@@ -129,18 +129,30 @@ def test_bad_search_settings_are_named(block, named):
         tuning.check_tuning(with_tuning(**block))
 
 
+def test_a_candidate_is_checked_as_its_own_job_not_as_every_variant_of_its_method():
+    """rerank_x (high 0.17) keeps low 0.15 whatever rerank's grid: rerank's candidate low 0.18 is
+    valid (rerank's high is 0.2), though it would not be for rerank_x."""
+    config = with_tuning(grids={"rerank": {"low": [0.1, 0.18]}})
+    config["variants"] = {"rerank_x": {"method": "rerank", "high": 0.17}}
+    config["methods"].append("rerank_x")
+    tuning.check_tuning(config)
+    config["tuning"]["grids"]["rerank_x"] = {"low": [0.1, 0.18]}
+    with pytest.raises(ConfigError, match=r"tuning\.grids\.rerank_x: the candidate \{'low': 0\.18\}: rerank_x for ml-100k: high \(0\.17\)"):
+        tuning.check_tuning(config)
+
+
 # ---- the selection rule ------------------------------------------------------------------------
 
 
 def test_the_highest_metric_wins_and_a_tie_goes_to_the_first_in_grid_order():
     scores = [("a", {"ndcg@100": 0.50}), ("b", {"ndcg@100": 0.52}), ("c", {"ndcg@100": 0.52}), ("d", {"ndcg@100": 0.51})]
-    assert tuning.choose(scores, "ndcg@100") == ("b", [True] * 4)
-    assert tuning.choose(scores[::-1], "ndcg@100")[0] == "c"  # the same tie in the other order
-    assert tuning.choose([("only", {"ndcg@100": 0.0})], "ndcg@100")[0] == "only"
+    assert selection.choose(scores, "ndcg@100") == ("b", [True] * 4)
+    assert selection.choose(scores[::-1], "ndcg@100")[0] == "c"  # the same tie in the other order
+    assert selection.choose([("only", {"ndcg@100": 0.0})], "ndcg@100")[0] == "only"
     with pytest.raises(ValueError, match="candidate a: no finite 'recall@20'"):
-        tuning.choose(scores, "recall@20")
+        selection.choose(scores, "recall@20")
     with pytest.raises(ValueError, match="no candidates"):
-        tuning.choose([], "ndcg@100")
+        selection.choose([], "ndcg@100")
 
 
 def test_a_guard_keeps_only_candidates_close_to_the_best():
@@ -151,7 +163,7 @@ def test_a_guard_keeps_only_candidates_close_to_the_best():
         ("c", {"ndcg@100": 0.494, "coverage@100": 900.0}),
         ("d", {"ndcg@100": 0.495, "coverage@100": 650.0}),
     ]
-    chosen, eligible = tuning.choose(scores, "coverage@100", {"ndcg@100": 0.01})
+    chosen, eligible = selection.choose(scores, "coverage@100", {"ndcg@100": 0.01})
     assert (chosen, eligible) == ("b", [True, True, False, True])  # b and d tie: b comes first
 
 
@@ -165,23 +177,23 @@ def record(name, settings, ndcg, coverage=500.0):
 
 def test_selected_yaml_holds_the_choice_the_rule_and_every_candidate(tmp_path):
     records = [record("aaa", {"lr": 0.001}, 0.53), record("bbb", {"lr": 0.002}, 0.54), record("ccc", {"lr": 0.004}, 0.54)]
-    document = tuning.selected_document(
+    document = selection.selected_document(
         dataset="ml-100k", name="ease", method="ease", records=records, metric="ndcg@100", within={}, seed=0
     )
     path = tmp_path / "selected.yaml"
-    tuning.write_selected(path, document)
+    selection.write_selected(path, document)
     assert "&id" not in path.read_text()  # no YAML aliases
-    read = tuning.read_selected(path, "ml-100k", "ease")
+    read = selection.read_selected(path, "ml-100k", "ease")
     assert read["chosen"] == "bbb" and read["hyperparameters"] == {"lr": 0.002, "wd": 0.1}
     assert read["metric"] == "ndcg@100" and read["seed"] == 0 and read["split"] == "validation"
     assert [(c["name"], c["chosen"], c["metrics"]["ndcg@100"]) for c in read["candidates"]] == [
         ("aaa", False, 0.53), ("bbb", True, 0.54), ("ccc", False, 0.54),
     ]  # fmt: skip
     with pytest.raises(ValueError, match=r"selected\.yaml: method is 'ease', expected 'ipw'"):
-        tuning.read_selected(path, "ml-100k", "ipw")
-    table = tuning.tuning_table([read])
+        selection.read_selected(path, "ml-100k", "ipw")
+    table = selection.tuning_table([read])
     assert table["chosen"].tolist() == [False, True, False] and table["settings"].tolist()[0] == "lr=0.001"
-    markdown = tuning.tuning_markdown([read], "ml-100k")
+    markdown = selection.tuning_markdown([read], "ml-100k")
     assert "| **bbb** | **lr=0.002** | **0.5400** |" in markdown
 
 
@@ -202,7 +214,7 @@ def test_a_candidate_scores_what_the_evaluation_of_its_model_file_gives_on_the_v
     common = dict(dataset="toy", method="ease", seed=2, hyperparameters=hyperparameters, inputs=inputs,
                   device=torch.device("cpu"), environment={"device": "cpu"}, code_version="x")  # fmt: skip
     record, run = train_and_validate(
-        name="ease", candidate="abc", settings={"lr": 0.003}, evaluation=EVALUATION,
+        variant="ease_fast", candidate="abc", settings={"lr": 0.003}, evaluation=EVALUATION,
         checkpoint=str(tmp_path / "candidate.checkpoint.pt"), **common,
     )  # fmt: skip
     run.remove_checkpoint()
@@ -211,12 +223,20 @@ def test_a_candidate_scores_what_the_evaluation_of_its_model_file_gives_on_the_v
     expected, _ = evaluate_model_file(tmp_path / "model.pt", split, EVALUATION, torch.device("cpu"))
     assert record["metrics"] == expected["metrics"]
     assert record["hyperparameters"] == hyperparameters and record["settings"] == {"lr": 0.003}
+    assert (record["method"], record["trains"]) == ("ease_fast", "ease")
     assert record["n_validation_users"] == 40 and record["best_epoch"] == expected["model"]["best_epoch"]
     assert not list(tmp_path.glob("candidate.checkpoint.pt*"))
 
 
-def test_with_candidate_leaves_the_config_alone():
-    config = with_tuning(grids={"ease": {"lr": [0.5]}})
-    before = copy.deepcopy(config)
-    trial = tuning.with_candidate(config, "ml-100k", "ease", tuning.candidates(config, "ml-100k", "ease")[0])
-    assert trial["overrides"]["ml-100k"]["ease"] == {"lr": 0.5} and config == before
+def test_a_candidate_with_ks_beyond_the_catalog_is_refused_before_it_trains(tmp_path, caplog):
+    data = training_data(60, 12, 4, 20, seed=1)
+    inputs = {}
+    for name in ("train", "validation_tr", "validation_te"):
+        inputs[name] = str(tmp_path / f"{name}.npz")
+        sp.save_npz(inputs[name], getattr(data, name))
+    with caplog.at_level(logging.INFO), pytest.raises(ValueError, match=r"evaluation\.ks: \[20\] is larger than the 12 items of toy"):
+        train_and_validate(
+            candidate="abc", settings={}, evaluation=EVALUATION, dataset="toy", method="mostpop", seed=0,
+            hyperparameters={}, inputs=inputs, device=torch.device("cpu"), environment={}, code_version="x",
+        )  # fmt: skip
+    assert "training" not in caplog.text

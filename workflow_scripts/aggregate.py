@@ -15,7 +15,7 @@ summary = tables.summarise(runs)
 reported = tables.load_reported(run.input.get("paper_results"))  # by default the package's own
 comparison, notes = tables.paper_comparison(summary, dataset, reported)
 compare = plain(run.params.compare)
-means, n_seeds = significance.user_means(run.input.metrics, run.input.per_user)
+means, n_seeds = significance.user_means(runs, run.input.metrics, run.input.per_user)
 tests = significance.compare(
     means,
     n_seeds,

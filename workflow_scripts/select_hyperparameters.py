@@ -10,7 +10,7 @@ Snakemake runs it from rules/tuning.smk (a checkpoint: the train jobs read the c
 
 from semtail.files import read_json
 from semtail.script_io import plain, script_run, setup_logging
-from semtail.tuning import selected_document, write_selected
+from semtail.selection import selected_document, write_selected
 
 run = script_run(globals(), "Choose a method's hyperparameters from its candidates' validation metrics.")
 log = setup_logging(run, "select_hyperparameters")

@@ -3,7 +3,7 @@ selected.yaml of each searched method."""
 
 from semtail.files import atomic_path, write_text
 from semtail.script_io import script_run, setup_logging
-from semtail.tuning import read_selected, tuning_markdown, tuning_table
+from semtail.selection import read_selected, tuning_markdown, tuning_table
 
 run = script_run(globals(), "Tabulate a dataset's hyperparameter searches (every candidate and the choice).")
 log = setup_logging(run, "tuning_table")

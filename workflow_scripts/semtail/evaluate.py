@@ -16,7 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from semtail import metrics
+from semtail import metrics, run_metrics
 from semtail.device import describe
 from semtail.files import atomic_path, write_json
 from semtail.modelfile import load_model, scorer
@@ -28,8 +28,7 @@ log = logging.getLogger(__name__)
 # The metrics with a value per test user (metrics.json holds their means over the users with
 # held-out items); the others (coverage, item recall, Gini, tail share) describe the set of lists.
 USER_METRICS = ("ndcg", "recall", "hit_rate", "arp")
-LIST_LENGTH = 100  # the lists kept in topk.npz; NDCG@100 and the paper's k all fit
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the record names its run's `variant`
 
 USERS_NOTE = (
     "ndcg, recall, hit_rate and arp average over the test users with at least one held-out item "
@@ -144,11 +143,6 @@ def check_ks(ks, n_items: int, dataset: str | None = None) -> None:
         )
 
 
-def metric_ks(ks) -> list[int]:
-    """The configured ks, and 100 for the paper's NDCG@100, ascending."""
-    return sorted({int(k) for k in ks} | {LIST_LENGTH})
-
-
 def evaluate(
     score: Callable[[torch.Tensor], torch.Tensor],
     split: Split,
@@ -165,7 +159,7 @@ def evaluate(
     same shape, higher is better.
     """
     device = torch.device(device)
-    ks = metric_ks(ks)
+    ks = run_metrics.metric_ks(ks)
     list_length = max(ks)
     n_users, n_items = split.n_test_users, split.n_items
     if n_users < coverage_block_size:
@@ -174,11 +168,11 @@ def evaluate(
             "users: coverage needs at least one full block"
         )
     popularity = np.asarray(split.train.sum(axis=0), dtype=np.int64).ravel()
-    is_tail = metrics.long_tail_items(popularity, tail_interaction_share)
+    is_tail = run_metrics.long_tail_items(popularity, tail_interaction_share)
     popularity_on_device = torch.as_tensor(popularity, device=device)
     tail_on_device = torch.as_tensor(is_tail, device=device)
 
-    per_user = {f"{name}@{k}": [] for name in ("ndcg", "recall", "hit_rate", "arp") for k in ks}
+    per_user = {f"{name}@{k}": [] for name in USER_METRICS for k in ks}
     lists, lists_unmasked = [], []
     heldout_count = torch.zeros(n_items, dtype=torch.long, device=device)
     hits = {k: torch.zeros(n_items, dtype=torch.long, device=device) for k in ks}
@@ -226,16 +220,16 @@ def evaluate(
     for name in ("ndcg", "recall", "hit_rate"):
         for k in ks:
             values[f"{name}@{k}"] = float(np.mean(per_user[f"{name}@{k}"][n_heldout > 0]))
-    coverage = metrics.coverage_curve(top_k, coverage_block_size)
-    coverage_unmasked = metrics.coverage_curve(top_k_unmasked, coverage_block_size)
+    coverage = run_metrics.coverage_curve(top_k, coverage_block_size)
+    coverage_unmasked = run_metrics.coverage_curve(top_k_unmasked, coverage_block_size)
     for k in ks:
         values[f"coverage@{k}"] = float(coverage[k - 1])
     for k in ks:
         values[f"coverage_unmasked@{k}"] = float(coverage_unmasked[k - 1])
     for k in ks:
-        values[f"item_recall@{k}"], values[f"item_recall@{k}_pos"] = metrics.item_recall(hits[k], heldout_count)
+        values[f"item_recall@{k}"], values[f"item_recall@{k}_pos"] = run_metrics.item_recall(hits[k], heldout_count)
     for k in ks:
-        values[f"gini@{k}"] = metrics.gini(exposure[k])
+        values[f"gini@{k}"] = run_metrics.gini(exposure[k])
     for k in ks:
         values[f"arp@{k}"] = float(np.mean(per_user[f"arp@{k}"][n_heldout > 0]))
     for k in ks:
@@ -273,11 +267,7 @@ def evaluate(
             "n_fold_in": np.diff(split.fold_in.indptr).astype(np.int32),
         },
         item_stats=item_stats,
-        per_user={
-            key: np.where(n_heldout > 0, per_user[key], np.nan)
-            for family in USER_METRICS
-            for key in (f"{family}@{k}" for k in ks)
-        },
+        per_user={key: np.where(n_heldout > 0, values, np.nan) for key, values in per_user.items()},
     )
 
 
@@ -376,9 +366,8 @@ def write_per_user(path: str | Path, result: Evaluation, users: list[str]) -> No
     """per_user.csv: one row per test user in row order, its raw id (`user`), its number of
     held-out items and each user-level metric; empty where a user has no held-out item. The
     column means over the non-empty cells are the values in metrics.json. Floats are written
-    in Python's shortest exact form, so reading them back gives the same doubles."""
-    if len(users) != result.n_test_users:
-        raise ValueError(f"{len(users)} user ids for {result.n_test_users} test users")
+    in Python's shortest exact form, so reading them back gives the same doubles. `users`: one
+    per test user (read_user_ids checks their number)."""
     keys = list(result.per_user)
     n_heldout = result.lists["n_heldout"]
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:

@@ -23,7 +23,7 @@ from matplotlib.ticker import PercentFormatter  # noqa: E402
 from scipy.sparse.linalg import svds  # noqa: E402
 
 from semtail import registry, run_metrics  # noqa: E402  (not semtail.metrics: no torch for the plot jobs)
-from semtail.files import atomic_path, read_json  # noqa: E402
+from semtail.files import atomic_path  # noqa: E402
 
 # For variants, and for methods whose declared colour an earlier one already has; each far from
 # the methods' declared colours.
@@ -120,7 +120,7 @@ def load_runs(metric_paths, topk_paths, item_paths) -> list[Run]:
     for metric_path, topk, item_stats in zip(metric_paths, topk_paths, item_paths):
         if not Path(metric_path).parent == Path(topk).parent == Path(item_stats).parent:
             raise ValueError(f"{metric_path}, {topk} and {item_stats} are not the same run's files")
-        record = read_json(metric_path)
+        record = run_metrics.read_metrics_json(metric_path, (*run_metrics.RECORD_FIELDS, "evaluation"))
         runs.append(Run(record["variant"], int(record["seed"]), record, Path(topk), Path(item_stats)))
     if not runs:
         raise ValueError("no runs to plot")

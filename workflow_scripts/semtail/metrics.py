@@ -6,10 +6,9 @@ has fewer than k recommendable items (see `recommend`); empty slots are never hi
 exposure. Users with no held-out item get NaN in per-user metrics, and callers leave them out of
 averages.
 
-The per-batch functions work on torch tensors on any device. The functions of a whole run's lists
-or counts (coverage, item recall, Gini, Lorenz curve, long tail) take numpy arrays and work in float64;
-they live in semtail.run_metrics, which needs no torch (the plot jobs import it alone), and are
-also reachable from here.
+The functions here work per batch, on torch tensors on any device. Those of a whole run's lists
+or counts (coverage, item recall, Gini, Lorenz curve, long tail) take numpy arrays and work in
+float64: they are in semtail.run_metrics, which needs no torch (the plot jobs import it alone).
 """
 
 from __future__ import annotations
@@ -17,15 +16,7 @@ from __future__ import annotations
 import recsys_metrics
 import torch
 
-from semtail.run_metrics import (  # noqa: F401  (re-exported: a run's metrics beside a batch's)
-    EMPTY,
-    coverage,
-    coverage_curve,
-    gini,
-    item_recall,
-    long_tail_items,
-    lorenz_curve,
-)
+from semtail.run_metrics import EMPTY
 
 
 def rank_top_k(

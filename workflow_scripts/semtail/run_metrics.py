@@ -1,14 +1,39 @@
 """The metrics of a whole run's top-k lists and per-item counts, on numpy arrays in float64: coverage,
-item recall, Gini, the Lorenz curve, and the long tail. No torch here, so that the jobs that only
-tabulate and plot results do not pay for importing it; semtail.metrics re-exports them beside the
-per-batch metrics. Conventions as in semtail.metrics (EMPTY slots are -1).
+item recall, Gini, the Lorenz curve, and the long tail; and a run's metrics.json as the tables and
+figures read it. No torch here, so that the jobs that only
+tabulate and plot results (and the planner's checks) do not pay for importing it. Conventions as
+in semtail.metrics (EMPTY slots are -1).
 """
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
+from semtail.files import read_json
+
 EMPTY = -1
+LIST_LENGTH = 100  # the lists kept in topk.npz; NDCG@100 and the paper's k all fit
+
+
+def metric_ks(ks) -> list[int]:
+    """The ks every evaluation records: the configured ones, and 100 for the paper's NDCG@100, ascending."""
+    return sorted({int(k) for k in ks} | {LIST_LENGTH})
+
+
+# What every reader of a metrics.json needs of it (docs/metrics.md).
+RECORD_FIELDS = ("dataset", "variant", "seed", "metrics")
+
+
+def read_metrics_json(path: str | os.PathLike, fields=RECORD_FIELDS) -> dict:
+    """A metrics.json of the evaluate rule, checked to hold `fields`; a missing one is an error
+    naming the file and the field (a file of format_version 1 has no `variant`)."""
+    record = read_json(path)
+    for field in fields:
+        if field not in record:
+            raise ValueError(f"{path}: no {field!r} field; is this a metric JSON from the evaluate rule?")
+    return record
 
 
 def coverage_curve(top_k: np.ndarray, block_size: int) -> np.ndarray:

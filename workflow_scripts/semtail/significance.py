@@ -31,8 +31,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from semtail.files import read_json
-
 COLUMNS = [
     "dataset", "method", "reference", "metric", "n_users", "n_seeds", "reference_n_seeds",
     "mean", "reference_mean", "mean_difference", "ci_low", "ci_high",
@@ -107,19 +105,21 @@ def read_per_user(path: str | Path) -> pd.DataFrame:
     return frame.set_index("user")
 
 
-def user_means(metric_paths, per_user_paths) -> tuple[dict[str, pd.DataFrame], dict[str, int]]:
+def user_means(runs: pd.DataFrame, metric_paths, per_user_paths) -> tuple[dict[str, pd.DataFrame], dict[str, int]]:
     """Per method (the runs' names in `methods:`), each user's metrics averaged over its seeds,
-    and its number of seeds. The two lists name the same runs in the same order (each
-    per_user.csv beside its metrics.json)."""
-    metric_paths, per_user_paths = list(metric_paths), list(per_user_paths)
-    if len(metric_paths) != len(per_user_paths):
-        raise ValueError(f"{len(metric_paths)} metric files but {len(per_user_paths)} per-user files")
+    and its number of seeds. runs: semtail.tables.load_runs of `metric_paths`, whose `method`
+    names each run; per_user_paths: each run's per_user.csv, beside its metrics.json, in the
+    same order."""
+    metric_paths, per_user_paths, methods = list(metric_paths), list(per_user_paths), list(runs["method"])
+    if not len(methods) == len(metric_paths) == len(per_user_paths):
+        raise ValueError(
+            f"{len(methods)} runs, {len(metric_paths)} metric files and {len(per_user_paths)} per-user files"
+        )
     by_method: dict[str, list[pd.DataFrame]] = {}
     users, first = None, None
-    for metrics_path, per_user_path in zip(metric_paths, per_user_paths):
+    for method, metrics_path, per_user_path in zip(methods, metric_paths, per_user_paths):
         if Path(metrics_path).parent != Path(per_user_path).parent:
             raise ValueError(f"{per_user_path} is not beside {metrics_path}")
-        method = read_json(metrics_path)["variant"]
         frame = read_per_user(per_user_path).drop(columns=["n_heldout"], errors="ignore")
         if users is None:
             users, first = list(frame.index), per_user_path

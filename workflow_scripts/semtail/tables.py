@@ -11,7 +11,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from semtail.files import read_json
+from semtail.run_metrics import read_metrics_json
+from semtail.significance import CONFIDENCE
 
 PAPER_RESULTS = "paper_results.yaml"
 
@@ -34,16 +35,28 @@ def metric_family(key: str) -> str:
     return key.split("@", 1)[0]
 
 
+def decimals_of(key: str) -> int:
+    """How many decimals the tables show of a metric."""
+    return DECIMALS.get(metric_family(key), 4)
+
+
+def metric_groups(keys) -> list[tuple[str, list[str]]]:
+    """The metric keys by METRIC_GROUPS, in its order and theirs, then "Other" for the rest; a
+    group without keys is left out."""
+    keys = list(keys)
+    groups = [(title, [k for k in keys if metric_family(k) in families]) for title, families in METRIC_GROUPS.items()]
+    grouped = {k for _, group in groups for k in group}
+    groups.append(("Other", [k for k in keys if k not in grouped]))
+    return [(title, group) for title, group in groups if group]
+
+
 def load_runs(paths, dataset: str | None = None) -> pd.DataFrame:
     """One row per metric JSON: dataset, method, seed and one column per metric, in file order.
     `method` is the run's name in the config's `methods:` (the record's `variant`): a method, or a
     named variant of one."""
     rows, keys, sources = [], None, {}
     for path in [paths] if isinstance(paths, (str, Path)) else paths:
-        record = read_json(path)
-        for field in ("dataset", "variant", "seed", "metrics"):
-            if field not in record:
-                raise ValueError(f"{path}: no {field!r} field; is this a metric JSON from the evaluate rule?")
+        record = read_metrics_json(path)
         if dataset is not None and record["dataset"] != dataset:
             raise ValueError(f"{path}: dataset {record['dataset']!r}, expected {dataset!r}")
         run = (record["variant"], int(record["seed"]))
@@ -118,15 +131,8 @@ def summary_markdown(summary: pd.DataFrame, dataset: str, significance: pd.DataF
     ]
     if significance is not None and not significance.empty:
         parts.append(f"A value marked{SIGNIFICANT_MARK} {significance_rule(significance)}\n")
-    grouped = set()
-    for title, families in METRIC_GROUPS.items():
-        group_keys = [k for k in keys if metric_family(k) in families]
-        grouped.update(group_keys)
-        if group_keys:
-            parts.append(_summary_group(summary, title, group_keys, marked))
-    rest = [k for k in keys if k not in grouped]
-    if rest:
-        parts.append(_summary_group(summary, "Other", rest, marked))
+    for title, group_keys in metric_groups(keys):
+        parts.append(_summary_group(summary, title, group_keys, marked))
     if significance is not None:
         parts.append(significance_markdown(significance))
     return "\n".join(parts)
@@ -137,7 +143,7 @@ def _summary_group(summary: pd.DataFrame, title: str, keys: list[str], marked: s
     for _, row in summary.iterrows():
         cells = [str(row["method"]), str(row["n_seeds"])]
         for key in keys:
-            decimals = DECIMALS.get(metric_family(key), 4)
+            decimals = decimals_of(key)
             mark = SIGNIFICANT_MARK if (row["method"], key) in marked else ""
             cells.append(mean_std(row[f"{key}_mean"], row[f"{key}_std"], decimals) + mark)
         rows.append(cells)
@@ -147,6 +153,7 @@ def _summary_group(summary: pd.DataFrame, title: str, keys: list[str], marked: s
 # ---- significance against a reference method (semtail.significance) ----
 
 SIGNIFICANT_MARK = " *"
+CONFIDENCE_PERCENT = f"{100 * CONFIDENCE:g}%"  # of the bootstrap interval: "95%"
 LIST_LEVEL_NOTE = (
     "Coverage, coverage_unmasked, item recall, Gini and the long-tail share describe the set of "
     "lists given to all test users, not one user: they have no per-user values and no test here; "
@@ -178,7 +185,7 @@ def significance_markdown(significance: pd.DataFrame) -> str:
     reference = first["reference"]
     rows = []
     for _, row in significance.iterrows():
-        decimals = DECIMALS.get(metric_family(row["metric"]), 4)
+        decimals = decimals_of(row["metric"])
         rows.append([
             str(row["method"]), str(row["metric"]), str(row["n_users"]),
             f"{row['mean_difference']:+.{decimals}f} [{row['ci_low']:+.{decimals}f}, {row['ci_high']:+.{decimals}f}]",
@@ -196,14 +203,14 @@ def significance_markdown(significance: pd.DataFrame) -> str:
     return (
         f"## Significance against {reference}\n\n"
         f"Per user-level metric and method: the mean over the test users of (method − {reference}), "
-        f"each user's value averaged over the seeds, with its {int(100 * 0.95)}% bootstrap interval "
+        f"each user's value averaged over the seeds, with its {CONFIDENCE_PERCENT} bootstrap interval "
         f"({int(first['n_bootstrap'])} resamplings of the users, seed {int(first['bootstrap_seed'])}); "
         "two-sided p-values of the paired Wilcoxon signed-rank test and the paired t-test; and the "
         "Wilcoxon p-value after Holm's correction over the methods compared for that metric "
         f"(significant: below {first['alpha']:g}). Users without held-out items are left out "
         "(n users). When every difference is zero, both p-values are 1.\n\n"
         f"{verdict}\n\n{LIST_LEVEL_NOTE}\n\n"
-        + markdown_table(["method", "metric", "n users", "difference [95% CI]", "p Wilcoxon", "p t-test", "p Holm", "significant"], rows)
+        + markdown_table(["method", "metric", "n users", f"difference [{CONFIDENCE_PERCENT} CI]", "p Wilcoxon", "p t-test", "p Holm", "significant"], rows)
     )
 
 
@@ -240,18 +247,13 @@ def summary_latex(summary: pd.DataFrame, dataset: str, significance: pd.DataFram
     if significance is not None and not significance.empty:
         note = f" $^{{*}}$: {latex_escape(significance_rule(significance))}"
     parts = [f"% {dataset}: written by the aggregate rule (semtail/tables.py); needs \\usepackage{{booktabs}}.\n"]
-    groups = [(title, [k for k in keys if metric_family(k) in families]) for title, families in METRIC_GROUPS.items()]
-    grouped = {k for _, group in groups for k in group}
-    groups.append(("Other", [k for k in keys if k not in grouped]))
-    for title, group_keys in groups:
-        if not group_keys:
-            continue
+    for title, group_keys in metric_groups(keys):
         table = pd.DataFrame({
             "method": [latex_escape(m) for m in summary["method"]],
             "seeds": [str(n) for n in summary["n_seeds"]],
             **{
                 latex_escape(key): [
-                    latex_mean_std(row[f"{key}_mean"], row[f"{key}_std"], DECIMALS.get(metric_family(key), 4))
+                    latex_mean_std(row[f"{key}_mean"], row[f"{key}_std"], decimals_of(key))
                     + ("$^{*}$" if (row["method"], key) in marked else "")
                     for _, row in summary.iterrows()
                 ]
@@ -272,7 +274,7 @@ def comparison_latex(comparison: pd.DataFrame, dataset: str) -> str:
         return header + f"% The reported results include nothing for {dataset}: no table.\n"
     rows = []
     for _, row in comparison.iterrows():
-        decimals = DECIMALS.get(metric_family(row["our_metric"]), 4)
+        decimals = decimals_of(row["our_metric"])
         reported = latex_mean_std(row["reported"], row["reported_std"], decimals)
         rows.append({
             "method": latex_escape(row["method"]),
@@ -381,7 +383,7 @@ def comparison_markdown(comparison: pd.DataFrame, dataset: str, reported: dict, 
     ]
     rows, flags = [], {}
     for _, row in comparison.iterrows():
-        decimals = DECIMALS.get(metric_family(row["our_metric"]), 4)
+        decimals = decimals_of(row["our_metric"])
         reported_text = format_value(row["reported"], decimals)
         if not math.isnan(row["reported_std"]):
             reported_text += f" ± {format_value(row['reported_std'], decimals)}"
@@ -469,8 +471,7 @@ def adversary_markdown(table: pd.DataFrame, dataset: str) -> str:
     rows = [
         [
             str(row["method"]), str(row["n_seeds"]),
-            mean_std(row["ndcg@100_mean"], row["ndcg@100_std"], 4),
-            mean_std(row["coverage@100_mean"], row["coverage@100_std"], 1),
+            *(mean_std(row[f"{key}_mean"], row[f"{key}_std"], decimals_of(key)) for key in ADVERSARY_METRICS),
             mean_std(row["tail_share_mean"], row["tail_share_std"], 3),
             format_scientific(row["weight_change_after_epoch_1_mean"], row["weight_change_after_epoch_1_std"]),
         ]

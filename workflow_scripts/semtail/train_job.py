@@ -13,8 +13,12 @@ from typing import Callable
 import torch
 
 from semtail import registry
+from semtail.checkpoint_cadence import check_checkpoint_cadence
+from semtail.device import describe, select_device
 from semtail.modelfile import FORMAT_VERSION, load_model, model_file, save_model
-from semtail.models.base import Run, TrainingData, check_checkpoint_cadence, read_interactions
+from semtail.models.base import Run, TrainingData, read_interactions
+from semtail.provenance import TRAIN_SCRIPT, code_version, environment
+from semtail.script_io import ScriptRun, plain
 
 
 def fingerprint(
@@ -37,6 +41,33 @@ def fingerprint(
         "inputs": files,
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def job_arguments(run: ScriptRun, script: str = TRAIN_SCRIPT) -> dict:
+    """`train_model`'s keyword arguments (but `log` and `progress`) from the run of a script that
+    trains (train.py; tune_candidate.py, `script`, whose code version differs), once torch has
+    the job's threads: its params (dataset, method, seed, hyperparameters, and optionally variant,
+    device, checkpoint and code_version), its inputs, its `gpu` resource, and the checkpoint
+    cadence of the workflow config's `checkpoints` block."""
+    torch.set_num_threads(max(1, int(run.threads)))  # Snakemake's threads; more only contend on small data
+    params = run.params
+    method = str(params.method)
+    device = select_device(str(params.get("device", "auto")), int(run.resources.get("gpu", 1)))
+    variant, checkpoint = params.get("variant"), params.get("checkpoint")
+    return {
+        "dataset": str(params.dataset),
+        "method": method,
+        "variant": str(variant) if variant else None,
+        "seed": int(params.seed),
+        "hyperparameters": plain(params.hyperparameters),
+        # stats.json is read by the planner for resources; the matrices carry the sizes
+        "inputs": {name: str(run.input[name]) for name in run.input.keys() if name != "stats"},
+        "device": device,
+        "environment": {**environment(), "device": describe(device)},
+        "code_version": str(params.get("code_version") or code_version(method, script)),
+        "checkpoint": None if checkpoint is None else str(checkpoint),
+        "checkpoint_cadence": plain(run.config.get("checkpoints") or {}),
+    }
 
 
 def read_training_data(inputs: dict) -> TrainingData:

@@ -1,5 +1,5 @@
 """Hyperparameter search as a stage of the workflow: the candidates of a method's grid, their stable
-names and paths, the config checks, the selection rule, and selected.yaml.
+names and paths, and the config checks. The selection rule and selected.yaml: semtail.selection.
 
 The config's `tuning:` block (schemas/config.schema.yaml):
 
@@ -25,27 +25,24 @@ Nothing here imports torch: the Snakefile plans with it (rules/common.smk).
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import itertools
 import json
-import math
 from dataclasses import dataclass
-from pathlib import Path
-
-import yaml
 
 from semtail import registry
+from semtail.run_metrics import metric_ks
+from semtail.selection import DEFAULT_METRIC
 from semtail.workflow import (
     ConfigError,
-    check_config,
+    check_base,
+    checked,
     method_of,
     resolve_hyperparameters,
     results_root,
     train_inputs,
 )
 
-DEFAULT_METRIC = "ndcg@100"
 DEFAULT_SEED = 0
 # Metric families that a search may maximise; gini and arp are better when lower.
 MAXIMISED_FAMILIES = ("ndcg", "recall", "hit_rate", "coverage", "coverage_unmasked", "item_recall", "tail_share")
@@ -194,26 +191,12 @@ def tuning_targets(config: dict) -> list[str]:
     return targets
 
 
-def with_candidate(config: dict, dataset: str, name: str, candidate: Candidate) -> dict:
-    """A copy of the config in which the candidate's values are the dataset's overrides of the
-    name: what the rest of the planning (resources, checks) sees of one candidate."""
-    trial = copy.deepcopy(config)
-    overrides = trial.setdefault("overrides", {}).setdefault(dataset, {})
-    overrides[name] = {**overrides.get(name, {}), **candidate.settings}
-    return trial
-
-
 # ---- checks ------------------------------------------------------------------------------------
-
-
-def metric_ks(config: dict) -> list[int]:
-    """The ks every evaluation records (semtail.evaluate.metric_ks: the configured ones and 100)."""
-    return sorted({int(k) for k in config["evaluation"]["ks"]} | {100})
 
 
 def check_metric(config: dict, where: str, metric: str) -> None:
     family, _, k = metric.partition("@")
-    ks = metric_ks(config)
+    ks = metric_ks(config["evaluation"]["ks"])
     if family not in MAXIMISED_FAMILIES or not k.isdigit() or int(k) not in ks:
         raise ConfigError(
             f"{where}: {metric!r} is not a metric a search can maximise; use one of "
@@ -224,8 +207,9 @@ def check_metric(config: dict, where: str, metric: str) -> None:
 def check_tuning(config: dict) -> None:
     """The `tuning:` block against the rest of the config, naming the offending key: grids only
     for names in `methods:`, axes only over the method's declared hyperparameters (never a base),
-    metrics that exist and are better when higher, and every candidate a valid config of its own
-    (names, types and ranges as the method declares them)."""
+    metrics that exist and are better when higher, and every candidate a valid job of its own
+    (names, types, ranges and constraints as the method declares them; a base that can be one).
+    Only the candidate's own job: its values reach no other name in `methods:`."""
     tuning = tuning_settings(config)
     if not tuning:
         return
@@ -249,170 +233,22 @@ def check_tuning(config: dict) -> None:
         for name in tuned_names(config, dataset):
             where = _grid_key(config, dataset, name)
             method = method_of(config, name)
-            known = set(registry.declaration(method).hyperparameters)
+            declared = registry.declaration(method)
+            known = set(declared.hyperparameters)
             for product in grid_of(config, dataset, name):
                 unknown = set(product) - known
                 if unknown:
                     raise ConfigError(f"{where}: {sorted(unknown)} are not hyperparameters of {method} (known: {sorted(known)})")
-                if registry.declaration(method).training == "on_base" and registry.BASE in product:
+                if declared.training == "on_base" and registry.BASE in product:
                     raise ConfigError(f"{where}: {method}'s base is not searched; give each base a variant of its own")
             for candidate in candidates(config, dataset, name):
-                trial = with_candidate(config, dataset, name, candidate)
-                try:
-                    check_config(trial)
-                except (ConfigError, ValueError) as error:
-                    raise ConfigError(f"{where}: the candidate {candidate.settings}: {error}") from None
-
+                job = f"{where}: the candidate {candidate.settings}: {name}"
+                values = candidate_hyperparameters(config, dataset, name, candidate)
+                hyperparameters = checked(declared.complete, values, f"{job} for {dataset}")
+                if declared.training == "on_base":
+                    check_base(config, job, dataset, hyperparameters[registry.BASE])
 
 def _grid_key(config: dict, dataset: str, name: str) -> str:
     if name in tuning_settings(config).get("overrides", {}).get(dataset, {}):
         return f"tuning.overrides.{dataset}.{name}"
     return f"tuning.grids.{name}"
-
-
-# ---- selection ---------------------------------------------------------------------------------
-
-
-def choose(scores: list[tuple[str, dict]], metric: str, within: dict | None = None) -> tuple[str, list[bool]]:
-    """The chosen candidate's name, and which candidates were eligible.
-
-    scores: (name, {metric: validation value}) in grid order. Eligible: every candidate, or with
-    `within` ({guard metric: tolerance}), those whose guard is at least (1 − tolerance) times the
-    best candidate's guard, for every guard. Chosen: the eligible candidate with the highest
-    `metric`; a tie goes to the one earliest in grid order."""
-    if not scores:
-        raise ValueError("no candidates to choose from")
-    for name, values in scores:
-        for key in [metric, *(within or {})]:
-            if key not in values or not math.isfinite(values[key]):
-                raise ValueError(f"candidate {name}: no finite {key!r} among its validation metrics")
-    eligible = [True] * len(scores)
-    for guard, tolerance in (within or {}).items():
-        floor = (1 - float(tolerance)) * max(values[guard] for _, values in scores)
-        eligible = [ok and values[guard] >= floor for ok, (_, values) in zip(eligible, scores)]
-    best = None
-    for (name, values), ok in zip(scores, eligible):
-        if ok and (best is None or values[metric] > best[1]):
-            best = (name, values[metric])
-    return best[0], eligible
-
-
-def selected_document(
-    *, dataset: str, name: str, method: str, records: list[dict], metric: str, within: dict, seed: int
-) -> dict:
-    """selected.yaml: the chosen hyperparameters, the rule, and every candidate's validation
-    metrics. records: the candidates' validation.json contents in grid order."""
-    scores = [(record["candidate"], record["metrics"]) for record in records]
-    chosen, eligible = choose(scores, metric, within)
-    by_name = {record["candidate"]: record for record in records}
-    rule = f"the highest validation {metric}"
-    if within:
-        guards = ", ".join(f"{guard} at least {1 - float(t):g} times the best candidate's" for guard, t in within.items())
-        rule += f" among the candidates with {guards}"
-    rule += "; a tie goes to the candidate listed first in the grid"
-    return {
-        "dataset": dataset,
-        "method": name,
-        "trains": method,
-        "metric": metric,
-        "within": {guard: float(t) for guard, t in within.items()},
-        "rule": rule,
-        "split": "validation",
-        "seed": int(seed),
-        "chosen": chosen,
-        "settings": by_name[chosen]["settings"],
-        "hyperparameters": by_name[chosen]["hyperparameters"],
-        "candidates": [
-            {
-                "name": record["candidate"],
-                "settings": record["settings"],
-                "eligible": ok,
-                "chosen": record["candidate"] == chosen,
-                "best_epoch": record.get("best_epoch"),
-                "metrics": {key: record["metrics"][key] for key in dict.fromkeys([metric, *within, DEFAULT_METRIC])
-                            if key in record["metrics"]},
-            }
-            for record, ok in zip(records, eligible)
-        ],  # fmt: skip
-    }
-
-
-def write_selected(path: str | Path, document: dict) -> None:
-    from semtail.files import write_text
-
-    header = (
-        f"# Chosen on the validation users of {document['dataset']} by the workflow's search "
-        "(rules/tuning.smk); the train jobs of this method read `hyperparameters`.\n"
-    )
-    write_text(path, header + yaml.dump(document, Dumper=_PlainDumper, sort_keys=False, allow_unicode=True))
-
-
-class _PlainDumper(yaml.SafeDumper):
-    """Writes a value that appears twice (the chosen candidate's settings) twice, not as a YAML alias."""
-
-    def ignore_aliases(self, data):
-        return True
-
-
-def read_selected(path: str | Path, dataset: str | None = None, name: str | None = None) -> dict:
-    """selected.yaml, checked to be the one of (dataset, name) when they are given."""
-    path = Path(path)
-    try:
-        document = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: file not found") from None
-    if not isinstance(document, dict) or not isinstance(document.get("hyperparameters"), dict):
-        raise ValueError(f"{path}: not a selected.yaml (no `hyperparameters` mapping)")
-    for key, expected in (("dataset", dataset), ("method", name)):
-        if expected is not None and document.get(key) != expected:
-            raise ValueError(f"{path}: {key} is {document.get(key)!r}, expected {expected!r}")
-    return document
-
-
-def tuning_table(documents: list[dict]):
-    """One row per candidate of every searched name: dataset, method, candidate, its grid values
-    (as `name=value` text), its eligibility, whether it was chosen, and its validation metrics."""
-    import pandas as pd
-
-    rows = []
-    for document in documents:
-        for candidate in document["candidates"]:
-            rows.append({
-                "dataset": document["dataset"],
-                "method": document["method"],
-                "candidate": candidate["name"],
-                "settings": ", ".join(f"{key}={value}" for key, value in candidate["settings"].items()),
-                "chosen": candidate["chosen"],
-                "eligible": candidate["eligible"],
-                "selection_metric": document["metric"],
-                **{key: value for key, value in candidate["metrics"].items()},
-            })  # fmt: skip
-    return pd.DataFrame(rows)
-
-
-def tuning_markdown(documents: list[dict], dataset: str) -> str:
-    from semtail.tables import DECIMALS, format_value, markdown_table, metric_family
-
-    parts = [
-        f"# {dataset}: hyperparameter search on the validation users\n",
-        "Each searched method's candidates in grid order, with their validation metrics; the chosen "
-        "one in bold. The train jobs of every seed use the chosen hyperparameters.\n",
-    ]
-    for document in documents:
-        keys = list(dict.fromkeys(key for c in document["candidates"] for key in c["metrics"]))
-        rows = []
-        for candidate in document["candidates"]:
-            settings = ", ".join(f"{key}={value}" for key, value in candidate["settings"].items()) or "(defaults)"
-            cells = [candidate["name"], settings, *(format_value(candidate["metrics"].get(k, math.nan),
-                                                                 DECIMALS.get(metric_family(k), 4)) for k in keys)]  # fmt: skip
-            if document["within"]:
-                cells.append("yes" if candidate["eligible"] else "no")
-            if candidate["chosen"]:
-                cells = [f"**{cell}**" for cell in cells]
-            rows.append(cells)
-        header = ["candidate", "settings", *keys, *(["eligible"] if document["within"] else [])]
-        parts.append(
-            f"## {document['method']}\n\nChosen: `{document['chosen']}` ({document['rule']}), seed "
-            f"{document['seed']}.\n\n" + markdown_table(header, rows)
-        )
-    return "\n".join(parts)

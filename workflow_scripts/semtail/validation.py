@@ -6,43 +6,39 @@ from __future__ import annotations
 
 import logging
 
-import torch
-
-from semtail.evaluate import Split, evaluate_as_configured
+from semtail.evaluate import Split, check_ks, evaluate_as_configured, load_split
 from semtail.modelfile import scorer
-from semtail.models.base import Run, read_interactions
+from semtail.models.base import Run
 from semtail.train_job import train_model
 
 FORMAT_VERSION = 1
 
 
 def validation_split(inputs: dict) -> Split:
-    """The training matrix and the validation users' fold-in and held-out rows, as an evaluation
-    of the test users reads theirs."""
-    return Split(
-        train=read_interactions(inputs["train"]),
-        fold_in=read_interactions(inputs["validation_tr"]),
-        heldout=read_interactions(inputs["validation_te"]),
-    )
+    """The training matrix and the validation users' fold-in and held-out rows, read and checked
+    as an evaluation of the test users reads theirs."""
+    return load_split(inputs["train"], inputs["validation_tr"], inputs["validation_te"])
 
 
 def train_and_validate(
-    *, name: str, candidate: str, settings: dict, evaluation: dict, log: logging.Logger | None = None, **training
+    *, candidate: str, settings: dict, evaluation: dict, log: logging.Logger | None = None, **training
 ) -> tuple[dict, Run]:
     """validation.json's record (the candidate, its full hyperparameters and its validation
     metrics: every metric of docs/metrics.md, on the validation users), and the training's Run,
     whose checkpoint the caller removes once the record is written.
 
-    name: the name in `methods:` (a method or a variant); training: the keyword arguments of
-    semtail.train_job.train_model (dataset, method, seed, hyperparameters, inputs, ...)."""
-    model, run = train_model(variant=name, log=log or logging.getLogger("semtail.tuning"), **training)
+    training: the keyword arguments of semtail.train_job.train_model (dataset, method, variant,
+    seed, hyperparameters, inputs, ...). The record's `method` is the name in `methods:` (the
+    variant, else the method). The evaluation's ks are checked against the catalog before training."""
     dataset, method, seed, inputs, device = (training[k] for k in ("dataset", "method", "seed", "inputs", "device"))
-    code_version = training["code_version"]
-    result = evaluate_as_configured(scorer(model, device), validation_split(inputs), evaluation, device)
+    split = validation_split(inputs)
+    check_ks(evaluation["ks"], split.n_items, dataset)
+    model, run = train_model(log=log or logging.getLogger("semtail.tuning"), **training)
+    result = evaluate_as_configured(scorer(model, device), split, evaluation, device)
     record = {
         "format_version": FORMAT_VERSION,
         "dataset": dataset,
-        "method": name,
+        "method": model["variant"],
         "trains": method,
         "candidate": candidate,
         "settings": settings,
@@ -54,7 +50,7 @@ def train_and_validate(
         "metrics": result.metrics,
         "best_epoch": model["best_epoch"],
         "train_seconds": round(model["train_seconds"], 3),
-        "code_version": code_version,
+        "code_version": training["code_version"],
         "environment": model["environment"],
     }
     return record, run

@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 from semtail import registry
+from semtail.checkpoint_cadence import CHECKPOINT_CADENCE
 from semtail.datasets import DataError
 from semtail.datasets.formats import DelimitedOptions
 from semtail.datasets.split import SplitParameters
@@ -344,11 +345,14 @@ def resources(
     attempt: int = 1,
     method: str | None = None,
     stats_file: str | os.PathLike | None = None,
+    hyperparameters: dict | None = None,
 ) -> dict:
     """threads, mem_mb (host memory, MiB) and runtime (minutes) of one job, from the dataset's size.
 
     stage: download, preprocess, train (with `method`, a name in `methods:`), evaluate,
     weight_landscape, adversary or report (aggregate and plot). A retry (attempt 2, 3, ...) asks for that many times the memory and time.
+    hyperparameters: what a training job trains with (a search's choice, or a candidate's); by
+    default the method's as the config resolves them.
 
     Sizes: n items, nnz interactions, b users per batch. One dense item x item float32 matrix is
     D = 4 n^2 bytes: 6.8 GB for MSD's 41,140 items, 1.6 GB for ML-20M's 20,108. SGD training holds
@@ -382,7 +386,7 @@ def resources(
         if method is None:
             raise ValueError("resources for the train stage need the method")
         threads = threads_for(n, large=8)
-        hyper = resolve_hyperparameters(config, dataset, method)
+        hyper = resolve_hyperparameters(config, dataset, method) if hyperparameters is None else hyperparameters
         declared = registry.declaration(method_of(config, method))
         memory, seconds = declared.resources["memory"], 0.0
         mem = base
@@ -399,7 +403,7 @@ def resources(
             # The checkpoint (U and its momentum) at most every `checkpoints.every_epochs` epochs
             # (fewer under min_seconds); the best epoch's U when the best epoch is left behind, at
             # most every other checkpoint.
-            every = int(config.get("checkpoints", {}).get("every_epochs", 1))
+            every = int((config.get("checkpoints") or {}).get("every_epochs", CHECKPOINT_CADENCE["every_epochs"]))
             epoch_s += 2.5 * dense / DISK_BYTES_PER_S / every
             seconds = epochs * epoch_s + dense / DISK_BYTES_PER_S
         # What the method declares on top: item x item matrices, copies of X, bytes per training

@@ -14,6 +14,8 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from semtail.checkpoint_cadence import CHECKPOINT_CADENCE
+
 Scorer = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -39,24 +41,6 @@ class TrainingData:
         return np.asarray(self.train.sum(axis=0)).ravel().astype(np.int64)
 
 
-# The config's `checkpoints` block, as the defaults that apply where it is left out.
-CHECKPOINT_CADENCE = {"every_epochs": 1, "min_seconds": 0.0}
-
-
-def check_checkpoint_cadence(cadence: dict, where: str = "checkpoints") -> dict:
-    """The checkpoint cadence with its defaults filled in; a wrong key or value is an error naming it."""
-    unknown = sorted(set(cadence) - set(CHECKPOINT_CADENCE))
-    if unknown:
-        raise ValueError(f"{where}: unknown keys {unknown} (known: {sorted(CHECKPOINT_CADENCE)})")
-    resolved = {**CHECKPOINT_CADENCE, **cadence}
-    every, seconds = resolved["every_epochs"], resolved["min_seconds"]
-    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-        raise ValueError(f"{where}.every_epochs must be an integer of at least 1, got {every!r}")
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds >= 0:
-        raise ValueError(f"{where}.min_seconds must be a number of at least 0, got {seconds!r}")
-    return {"every_epochs": every, "min_seconds": float(seconds)}
-
-
 @dataclass
 class Run:
     """Who is training and where: everything a method needs besides data and hyperparameters."""
@@ -73,13 +57,11 @@ class Run:
     # use it to interrupt a run).
     after_epoch: Callable[[int, torch.Tensor], None] | None = None
     # A checkpoint is written after an epoch once this many epochs and this many seconds have
-    # passed since the last one (or since training started); see CHECKPOINT_CADENCE.
-    checkpoint_every_epochs: int = 1
-    checkpoint_min_seconds: float = 0.0
+    # passed since the last one (or since training started): the config's `checkpoints` block,
+    # checked by semtail.checkpoint_cadence.check_checkpoint_cadence.
+    checkpoint_every_epochs: int = CHECKPOINT_CADENCE["every_epochs"]
+    checkpoint_min_seconds: float = CHECKPOINT_CADENCE["min_seconds"]
     variant: str | None = None  # the name in the config's `methods:` when it is a variant of `method`
-
-    def __post_init__(self) -> None:
-        check_checkpoint_cadence({"every_epochs": self.checkpoint_every_epochs, "min_seconds": self.checkpoint_min_seconds})
 
     def describe(self) -> str:
         return f"{self.dataset}/{self.variant or self.method} seed {self.seed}"
