@@ -89,20 +89,38 @@ def expected_sizes(wildcards):
 
 
 def method_hyperparameters(wildcards):
+    return hyperparameters_of(wildcards.dataset, wildcards.method)
+
+
+def hyperparameters_of(dataset, name):
     """A searched method's train jobs read the choice from selected.yaml, the others the config."""
-    if search.is_tuned(config, wildcards.dataset, wildcards.method):
+    if search.is_tuned(config, dataset, name):
         return selection.read_selected(
-            selected_hyperparameters(wildcards), wildcards.dataset, wildcards.method
+            selected_hyperparameters(dataset, name), dataset, name
         )["hyperparameters"]
-    return plan.resolve_hyperparameters(config, wildcards.dataset, wildcards.method)
+    return plan.resolve_hyperparameters(config, dataset, name)
 
 
-def selected_hyperparameters(wildcards):
+def selected_hyperparameters(dataset, name):
     """selected.yaml of a searched method, once its selection ran: asking for it makes the job
     wait for the selection, and be planned anew after it."""
     return checkpoints.select_hyperparameters.get(
-        dataset=wildcards.dataset, method=wildcards.method
+        dataset=dataset, method=name
     ).output.selected
+
+
+def current_runs(wildcards):
+    """What each run of a dataset's tables and figures must have been trained with now: its
+    hyperparameters (a search's choice) and its method's code version. Those jobs refuse a
+    metrics.json that records others (semtail.run_metrics.check_runs_current)."""
+    follow_selections(wildcards.dataset, config["methods"])
+    return {
+        name: {
+            "hyperparameters": hyperparameters_of(wildcards.dataset, name),
+            "code_version": plan.code_version(plan.method_of(config, name)),
+        }
+        for name in config["methods"]
+    }
 
 
 def follow_selections(dataset, names, candidate=False):

@@ -25,5 +25,9 @@ rule evaluate:
         evaluation=config["evaluation"],
         device=compute_device,
         code_version=stage_code_version("evaluate"),
+        # What the model must have been trained with: the train job's, so that a retrain that
+        # failed or was killed (its model file removed) is redone on the next run.
+        hyperparameters=method_hyperparameters,
+        model_code_version=method_code_version,
     script:
         "../workflow_scripts/evaluate.py"

@@ -35,6 +35,7 @@ rule aggregate:
         runtime=resource("runtime", "report"),
     params:
         dataset="{dataset}",
+        runs=current_runs,
         compare=compare_settings,
         code_version=stage_code_version("aggregate"),
         # Read from the semtail package; its digest reruns the tables when the reported numbers change.
@@ -90,6 +91,7 @@ rule plot:
         runtime=resource("runtime", "report"),
     params:
         dataset="{dataset}",
+        runs=current_runs,
         code_version=stage_code_version("plot"),
         figure_styles=figure_styles,
     script:
@@ -153,6 +155,7 @@ rule plot_adversary:
         runtime=resource("runtime", "adversary"),
     params:
         dataset="{dataset}",
+        runs=current_runs,
         code_version=stage_code_version("plot_adversary"),
         figure_styles=figure_styles,
     script:

@@ -3,6 +3,7 @@ the files it writes, and the evaluate script end to end through its command line
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import subprocess
@@ -247,7 +248,7 @@ def test_evaluate_script_end_to_end(tmp_path):
     hand_made_model(tmp_path / "model.pt", weights)
     (tmp_path / "params.yaml").write_text(
         "evaluation: {ks: [5, 10], coverage_block_size: 100, tail_interaction_share: 0.2, batch_size: 50}\n"
-        "device: cpu\n"
+        "device: cpu\nhyperparameters: {lr: 0.1, lam: 1.0}\nmodel_code_version: abc\n"
     )
     out = tmp_path / "results"
     user_ids = [str(1000 + 7 * u) for u in range(230)]  # raw ids, not row numbers
@@ -255,7 +256,10 @@ def test_evaluate_script_end_to_end(tmp_path):
     assert completed.returncode == 0, completed.stderr
     record = json.loads((out / "metrics.json").read_text())
     assert (record["dataset"], record["method"], record["variant"], record["seed"]) == ("tiny", "ease_closed", "ease_closed", 0)
-    assert record["format_version"] == 2  # version 1 had no variant
+    assert record["format_version"] == 3  # version 1 had no variant, 2 no split
+    assert record["split"] == {
+        name: hashlib.sha256((folder / f"{name}.npz").read_bytes()).hexdigest() for name in ("test_te", "test_tr", "train")
+    }
     assert record["hyperparameters"] == {"lr": 0.1, "lam": 1.0}
     assert record["n_test_users"] == 230 and record["n_items"] == 25
     assert record["n_excluded_users"] == int((heldout.sum(axis=1) == 0).sum())
@@ -297,6 +301,26 @@ def test_evaluate_script_end_to_end(tmp_path):
         assert per_user.loc[u, "ndcg@10"] == pytest.approx(dcg / ideal, rel=1e-6)
         assert per_user.loc[u, "recall@10"] == pytest.approx(sum(i in held for i in top) / min(10, len(held)), rel=1e-6)
     assert not list(out.glob(".*partial*"))
+
+
+def test_evaluation_refuses_a_model_trained_with_other_settings_than_the_run_has_now(tmp_path):
+    """The rule passes what the train job must have used now (its hyperparameters, the method's
+    code version); a model file left from other settings is refused, naming what differs."""
+    train, fold_in, heldout = tiny_split()
+    folder = write_split(tmp_path / "data", train, fold_in, heldout)
+    hand_made_model(tmp_path / "model.pt", np.eye(25, dtype=np.float32))
+    (tmp_path / "params.yaml").write_text(
+        "evaluation: {ks: [5, 10], coverage_block_size: 100, tail_interaction_share: 0.2, batch_size: 50}\n"
+        "device: cpu\nhyperparameters: {lr: 1000000.0, lam: 1.0}\nmodel_code_version: abd\n"
+    )
+    completed = run_evaluate_script(tmp_path / "model.pt", folder, tmp_path / "results", tmp_path)
+    assert completed.returncode != 0
+    assert (
+        f"{tmp_path / 'model.pt'} was not trained with the current settings: hyperparameters.lr is 0.1 there, "
+        f"1000000.0 now; code_version is 'abc' there, 'abd' now. Retrain it: snakemake --cores all --forcerun "
+        f"{tmp_path / 'model.pt'}"
+    ) in (tmp_path / "evaluate.log").read_text()
+    assert not (tmp_path / "results").exists()
 
 
 def test_ks_beyond_the_catalog_fail_the_job_at_its_start(tmp_path):

@@ -3,7 +3,10 @@ checkpoint bit for bit, the NaN guard, determinism."""
 
 import logging
 import math
+import os
+import signal
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +20,7 @@ from semtail.models.base import Run
 from semtail.models.synthetic import training_data
 from semtail import registry
 from semtail.registry import method_module
-from semtail.train_job import fingerprint, train_and_save
+from semtail.train_job import ending_on_signal, fingerprint, train_and_save
 from semtail.training import DeviceRows, TrainingDiverged, validation_ndcg
 
 DATA = training_data(150, 30, 6, 40, seed=0)
@@ -406,3 +409,61 @@ def test_training_steps_match_sgd_on_the_loss_written_out(method, monkeypatch):
     np.testing.assert_allclose(trainer.U.double().numpy(), expected, rtol=1e-4, atol=1e-6 * np.abs(expected).max())
     if method == "posit":
         assert not np.allclose(weights[2], 1.0)  # w̄ of step 2 (used by step 3) comes from the updated adversary
+
+
+def test_sigterm_while_a_checkpoint_is_written_removes_it_and_says_where_the_job_stopped(tmp_path, monkeypatch, caplog):
+    """A real SIGTERM, sent to this process in the middle of the second checkpoint's write (its
+    content written, not yet renamed into place): the half-written file is removed, the first
+    checkpoint stays for the rerun, and the log names the epoch and how to resume. A job killed
+    outright earlier left half-written files of its own: they are removed when the job starts."""
+    for name in ("train", "validation_tr", "validation_te"):
+        sp.save_npz(tmp_path / f"{name}.npz", getattr(DATA, name))
+    checkpoint, output = tmp_path / "checkpoint.pt", tmp_path / "model.pt"
+    left_by_a_killed_job = [
+        tmp_path / ".checkpoint.k1lled_0.partial.pt",
+        tmp_path / ".checkpoint.pt.k1lled_1.partial.best-epoch3",
+        tmp_path / ".model.k1lled_2.partial.pt",
+    ]
+    for path in left_by_a_killed_job:
+        path.write_bytes(b"half")
+    unrelated = tmp_path / ".other.k1lled_3.partial.pt"
+    unrelated.write_bytes(b"not this job's")
+    saving = torch.save
+    checkpoint_writes = []
+
+    def save_then_terminate(payload, path):
+        saving(payload, path)
+        if "checkpoint_version" in payload:
+            checkpoint_writes.append(Path(path).name)
+            if len(checkpoint_writes) == 2:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(torch, "save", save_then_terminate)
+    log = logging.getLogger("test.sigterm")
+    with caplog.at_level(logging.INFO), pytest.raises(SystemExit) as ended, ending_on_signal(log):
+        train_and_save(
+            dataset="toy",
+            method="ease",
+            seed=3,
+            hyperparameters={**SGD, "epochs": 6, "patience": 6},
+            inputs={name: str(tmp_path / f"{name}.npz") for name in ("train", "validation_tr", "validation_te")},
+            output=output,
+            device=torch.device("cpu"),
+            environment={"torch": torch.__version__, "device": "cpu"},
+            code_version="test",
+            checkpoint=checkpoint,
+            checkpoint_cadence={"every_epochs": 1, "min_seconds": 0},
+            log=log,
+        )
+    assert ended.value.code == 128 + signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is taken down again
+    assert len(checkpoint_writes) == 2 and checkpoint_writes[1].startswith(".checkpoint.")  # it was mid-write
+    assert caplog.records[-1].getMessage() == (
+        "toy/ease seed 3: terminated by signal at epoch 3; rerun with --rerun-incomplete to resume "
+        "from the checkpoint after epoch 1"
+    )
+    for path in left_by_a_killed_job:
+        assert f"removing {path}, left half-written by a killed job" in caplog.text
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == [unrelated.name]
+    assert torch.load(checkpoint, weights_only=True)["epoch"] == 1
+    assert not output.exists()

@@ -3,8 +3,10 @@ on a tiny split."""
 
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import json
@@ -20,6 +22,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_script(tmp_path, method, hyperparameters, extra_inputs=(), extra_args=()):
+    command, env = script_command(tmp_path, method, hyperparameters, extra_inputs, extra_args)
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+
+
+def start_script(tmp_path, method, hyperparameters, extra_inputs=(), extra_args=()):
+    command, env = script_command(tmp_path, method, hyperparameters, extra_inputs, extra_args)
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+
+
+def script_command(tmp_path, method, hyperparameters, extra_inputs=(), extra_args=()):
     params = tmp_path / f"{method}.yaml"
     params.write_text(yaml.safe_dump({"hyperparameters": hyperparameters}))
     command = [sys.executable, str(ROOT / "workflow_scripts" / "train.py")]
@@ -35,8 +47,7 @@ def run_script(tmp_path, method, hyperparameters, extra_inputs=(), extra_args=()
         "--log", str(tmp_path / f"{method}.log"),
         *extra_args,
     ]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "workflow_scripts")}
-    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    return command, {**os.environ, "PYTHONPATH": str(ROOT / "workflow_scripts")}
 
 
 def test_train_script_end_to_end(tmp_path):
@@ -113,3 +124,52 @@ def test_a_search_candidate_takes_the_checkpoint_cadence_from_a_workflow_config_
     record = json.loads((tmp_path / "validation.json").read_text())
     assert (record["method"], record["trains"], record["candidate"]) == ("ease_long", "ease", "abc")
     assert len(record["code_version"]) == 16 and not (tmp_path / "candidate.checkpoint.pt").exists()
+
+
+def test_train_script_ended_by_sigterm_says_where_it_stopped_and_resumes(tmp_path):
+    """SIGTERM, as a cluster's time limit sends it, to the script while it trains: it exits with
+    128 + 15, leaves no half-written file, and its log ends with the epoch it was in and how to
+    resume; run again, it resumes from its last checkpoint."""
+    data = training_data(120, 25, 5, 30, seed=2)
+    for name in ("train", "validation_tr", "validation_te"):
+        sp.save_npz(tmp_path / f"{name}.npz", getattr(data, name))
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"checkpoints": {"every_epochs": 1, "min_seconds": 0}}))
+    long_run = {"lr": 0.002, "wd": 1e-4, "batch_size": 40, "epochs": 100_000, "patience": 100_000, "drop_last": False}
+    log_file = tmp_path / "ease.log"
+    arguments = dict(method="ease", hyperparameters=long_run, extra_args=["--configfile", str(config)])
+    process = start_script(tmp_path, **arguments)
+    try:
+        deadline = time.monotonic() + 120
+        while "checkpoint after epoch 3 written" not in (log_file.read_text() if log_file.exists() else ""):
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "no checkpoint after epoch 3 within 120 s"
+            time.sleep(0.01)
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 128 + signal.SIGTERM
+    last_line = log_file.read_text().splitlines()[-1]
+    stopped = re.search(
+        r"ERROR train: toy/ease seed 1: terminated by signal at epoch (\d+); rerun with --rerun-incomplete to resume "
+        r"from the checkpoint after epoch (\d+)$",
+        last_line,
+    )
+    assert stopped, last_line
+    epoch, checkpoint_epoch = int(stopped.group(1)), int(stopped.group(2))
+    # the epoch under way: one after the checkpoint, or two if the next checkpoint's write was cut short
+    assert checkpoint_epoch >= 3 and checkpoint_epoch < epoch <= checkpoint_epoch + 2
+    assert not [path.name for path in tmp_path.iterdir() if "partial" in path.name]
+    assert not (tmp_path / "ease.pt").exists()
+
+    process = start_script(tmp_path, **arguments)  # stopped as soon as it resumed
+    try:
+        deadline = time.monotonic() + 120
+        while "resuming from" not in (log_file.read_text() if log_file.exists() else ""):
+            assert process.poll() is None and time.monotonic() < deadline, "the rerun did not resume"
+            time.sleep(0.01)
+    finally:
+        process.kill()
+        process.wait(timeout=60)
+    assert f"after epoch {checkpoint_epoch} " in log_file.read_text()

@@ -2,7 +2,7 @@
 reference marked), paper_comparison.{csv,md,tex} and significance.csv (paired tests over the test
 users against the reference method, semtail/significance.py)."""
 
-from semtail import significance, tables
+from semtail import run_metrics, significance, tables
 from semtail.files import atomic_path, write_text
 from semtail.script_io import plain, script_run, setup_logging
 
@@ -10,6 +10,7 @@ run = script_run(globals(), "Aggregate a dataset's metric JSONs into summary, pa
 log = setup_logging(run, "aggregate")
 
 dataset = run.params.dataset
+run_metrics.check_runs_current(run.input.metrics, plain(run.params.get("runs")), run.input)
 runs = tables.load_runs(run.input.metrics, dataset)
 summary = tables.summarise(runs)
 reported = tables.load_reported(run.input.get("paper_results"))  # by default the package's own

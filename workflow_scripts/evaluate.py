@@ -4,6 +4,7 @@ import torch
 
 from semtail.device import select_device
 from semtail.evaluate import evaluate_model_file, load_split, read_user_ids, write_outputs, write_per_user
+from semtail.run_metrics import SPLIT_FILES
 from semtail.script_io import plain, script_run, setup_logging
 
 run = script_run(globals(), "Evaluate a model file on the test split (see docs/metrics.md).")
@@ -15,8 +16,14 @@ split = load_split(run.input.train, run.input.test_tr, run.input.test_te)
 # The rule's `method` wildcard is the name in the config's `methods:`, which the model file calls its variant.
 names = {"dataset": "dataset", "variant": "method", "seed": "seed"}
 expected = {key: run.wildcards.get(name) for key, name in names.items() if run.wildcards.get(name) is not None}
+# What the run must have been trained with now (the train job's params; by hand, optional), and the split files.
+trained_with = None
+if run.params.get("hyperparameters") is not None:
+    trained_with = {"hyperparameters": plain(run.params.hyperparameters), "code_version": run.params.model_code_version}
+split_files = {name: run.input[name] for name in SPLIT_FILES}
 record, result = evaluate_model_file(
-    run.input.model, split, plain(run.params.evaluation), device, expected, run.params.get("code_version")
+    run.input.model, split, plain(run.params.evaluation), device, expected, run.params.get("code_version"),
+    trained_with, split_files,
 )
 write_per_user(run.output.per_user, result, read_user_ids(run.input.test_users, result.n_test_users))
 write_outputs(record, result, run.output.metrics, run.output.topk, run.output.item_stats)

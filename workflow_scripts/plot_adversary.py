@@ -1,14 +1,15 @@
 """POSIT's adversary beside accuracy and coverage: adversary.{csv,md} and figures/adversary.{png,pdf}."""
 
-from semtail import figures, tables
+from semtail import figures, run_metrics, tables
 from semtail.files import atomic_path, write_text
 from semtail.modelfile import load_model
-from semtail.script_io import script_run, setup_logging
+from semtail.script_io import plain, script_run, setup_logging
 
 run = script_run(globals(), "Tabulate and plot what POSIT's adversary did, beside every method's NDCG and coverage.")
 log = setup_logging(run, "plot_adversary")
 
 dataset = run.params.dataset
+run_metrics.check_runs_current(run.input.metrics, plain(run.params.get("runs")), run.input)
 summary = tables.summarise(tables.load_runs(run.input.metrics, dataset))
 models = [load_model(path, mmap=True) for path in figures.as_path_list(run.input.models)]
 history = tables.adversary_history(models)

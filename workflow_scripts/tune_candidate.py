@@ -21,19 +21,20 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from semtail.files import write_json  # noqa: E402
 from semtail.provenance import CANDIDATE_SCRIPT  # noqa: E402
 from semtail.script_io import plain, script_run, setup_logging  # noqa: E402
-from semtail.train_job import job_arguments  # noqa: E402
+from semtail.train_job import ending_on_signal, job_arguments  # noqa: E402
 from semtail.validation import train_and_validate  # noqa: E402
 
 run = script_run(globals(), "Train one candidate of a hyperparameter search and score it on the validation users.")
 log = setup_logging(run, "tune_candidate")
 params = run.params
-record, training = train_and_validate(
-    candidate=str(params.candidate),
-    settings=plain(params.settings),
-    evaluation=plain(params.evaluation),
-    log=log,
-    **job_arguments(run, CANDIDATE_SCRIPT),
-)
+with ending_on_signal(log):
+    record, training = train_and_validate(
+        candidate=str(params.candidate),
+        settings=plain(params.settings),
+        evaluation=plain(params.evaluation),
+        log=log,
+        **job_arguments(run, CANDIDATE_SCRIPT),
+    )
 write_json(run.output.validation, record)
 training.remove_checkpoint()
 log.info(

@@ -4,7 +4,6 @@ docs/metrics.md, and the per-user lists and per-item counts that the tables and 
 from __future__ import annotations
 
 import csv
-import hashlib
 import logging
 import math
 import time
@@ -18,7 +17,7 @@ import torch
 
 from semtail import metrics, run_metrics
 from semtail.device import describe
-from semtail.files import atomic_path, write_json
+from semtail.files import atomic_path, sha256, write_json
 from semtail.modelfile import load_model, scorer
 from semtail.models.base import read_interactions
 from semtail.provenance import code_version, environment
@@ -28,7 +27,7 @@ log = logging.getLogger(__name__)
 # The metrics with a value per test user (metrics.json holds their means over the users with
 # held-out items); the others (coverage, item recall, Gini, tail share) describe the set of lists.
 USER_METRICS = ("ndcg", "recall", "hit_rate", "arp")
-FORMAT_VERSION = 2  # 2: the record names its run's `variant`
+FORMAT_VERSION = 3  # 2: the record names its run's `variant`; 3: it holds its split files' checksums
 
 USERS_NOTE = (
     "ndcg, recall, hit_rate and arp average over the test users with at least one held-out item "
@@ -284,14 +283,6 @@ def evaluate_as_configured(score, split: Split, evaluation: dict, device: torch.
     )
 
 
-def sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def evaluate_model_file(
     model_path: str | Path,
     split: Split,
@@ -299,12 +290,16 @@ def evaluate_model_file(
     device: torch.device,
     expected: dict | None = None,
     stage_code_version: str | None = None,
+    trained_with: dict | None = None,
+    split_files: dict | None = None,
 ) -> tuple[dict, Evaluation]:
     """Loads a model file, evaluates it and returns the metric JSON's record with the evaluation.
 
-    `expected` (dataset, variant, seed), when given, must match what the model file says it is.
-    `stage_code_version`: the evaluate stage's code version where the caller has it (the rule's
-    params), else computed here.
+    `expected` (dataset, variant, seed), when given, must match what the model file says it is;
+    so must `trained_with`, the run's {hyperparameters, code_version} as the config resolves them
+    now (the rule's params). `stage_code_version`: the evaluate stage's code version where the
+    caller has it (the rule's params), else computed here. `split_files` (train, test_tr, test_te
+    by name): their checksums go into the record, for the tables to compare with the split they read.
     """
     started = time.perf_counter()
     check_ks(evaluation["ks"], split.n_items, (expected or {}).get("dataset"))
@@ -312,6 +307,15 @@ def evaluate_model_file(
     for key, value in (expected or {}).items():
         if str(model.get(key)) != str(value):
             raise ValueError(f"{model_path}: the model file says {key}={model.get(key)!r}, expected {value!r}")
+    if trained_with is not None:
+        found = run_metrics.differences(model.get("hyperparameters"), trained_with["hyperparameters"], "hyperparameters")
+        found += run_metrics.differences(model.get("code_version"), trained_with["code_version"], "code_version")
+        if found:
+            raise ValueError(
+                f"{model_path} was not trained with the current settings: "
+                + "; ".join(f"{key} is {was!r} there, {now!r} now" for key, was, now in found)
+                + f". Retrain it: snakemake --cores all --forcerun {model_path}"
+            )
     if int(model["n_items"]) != split.n_items:
         raise ValueError(f"{model_path}: the model has {model['n_items']} items, the split has {split.n_items}")
     result = evaluate_as_configured(scorer(model, device), split, evaluation, device)
@@ -329,6 +333,7 @@ def evaluate_model_file(
         "definitions": result.definitions,
         "long_tail": result.long_tail,
         "evaluation": {k: evaluation[k] for k in ("ks", "coverage_block_size", "tail_interaction_share", "batch_size")},
+        "split": run_metrics.split_checksums(split_files or {}),
         "wall_seconds": round(time.perf_counter() - started, 3),
         "device": describe(device),
         "code_version": stage_code_version or code_version("evaluate"),

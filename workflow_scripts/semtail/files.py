@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import glob
+import hashlib
 import json
 import os
+import re
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,6 +31,23 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+def partial_files(folder: str | os.PathLike, stem: str) -> list[Path]:
+    """The temporary files of atomic_path in `folder` for a target named `stem` plus a suffix,
+    `.{stem}.XXXXXXXX.partial{suffix}`: left behind only by a process killed outright (SIGKILL, a
+    machine that went away), since an exception or a handled signal removes them."""
+    pattern = re.compile(rf"\.{re.escape(stem)}\.[a-z0-9_]{{8}}\.partial(\..*)?")
+    found = Path(folder).glob(f".{glob.escape(stem)}.*.partial*")
+    return sorted(path for path in found if path.is_file() and pattern.fullmatch(path.name))
+
+
+def sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _umask() -> int:

@@ -8,10 +8,11 @@ in semtail.metrics (EMPTY slots are -1).
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 
-from semtail.files import read_json
+from semtail.files import read_json, sha256
 
 EMPTY = -1
 LIST_LENGTH = 100  # the lists kept in topk.npz; NDCG@100 and the paper's k all fit
@@ -34,6 +35,70 @@ def read_metrics_json(path: str | os.PathLike, fields=RECORD_FIELDS) -> dict:
         if field not in record:
             raise ValueError(f"{path}: no {field!r} field; is this a metric JSON from the evaluate rule?")
     return record
+
+
+SPLIT_FILES = ("train", "test_tr", "test_te")  # the split files an evaluation reads, by their input names
+
+
+def split_checksums(split_files: dict) -> dict[str, str]:
+    """The sha256 of each split file by its name (train, test_tr, test_te): what an evaluation
+    records in its metrics.json (`split`), and what the tables compare it with."""
+    return {name: sha256(path) for name, path in sorted(split_files.items())}
+
+
+def differences(recorded, expected, key: str) -> list[tuple[str, object, object]]:
+    """(key, recorded value, expected value) for each key where they differ; into mappings key by key."""
+    if isinstance(recorded, dict) and isinstance(expected, dict):
+        found = []
+        for name in [*expected, *(name for name in recorded if name not in expected)]:
+            found += differences(recorded.get(name), expected.get(name), f"{key}.{name}")
+        return found
+    return [] if recorded == expected else [(key, recorded, expected)]
+
+
+def stale_run_differences(record: dict, expected: dict, split: dict[str, str]) -> list[tuple[str, object, object]]:
+    """What differs between a metrics.json `record` and what its run must have been trained and
+    evaluated with now: `expected`, the run's {hyperparameters, code_version} as the config
+    resolves them (the model's code version), and `split`, the current split files' checksums."""
+    found = differences(record.get("hyperparameters"), expected["hyperparameters"], "hyperparameters")
+    found += differences((record.get("model") or {}).get("code_version"), expected["code_version"], "model.code_version")
+    recorded_split = record.get("split") or {}
+    found += [(f"split.{name}", recorded_split.get(name), value) for name, value in split.items() if recorded_split.get(name) != value]
+    return found
+
+
+def check_runs_current(metric_paths, expected_runs: dict | None, split_files=None) -> None:
+    """Refuses to tabulate or plot a run that was not redone with the current settings: its
+    metrics.json records other hyperparameters, another code version of its method, or another
+    split than the config resolves to now (`expected_runs`: per name in `methods:`, its
+    {hyperparameters, code_version}; `split_files`: a mapping that holds the split files by their
+    names in SPLIT_FILES, such as the rule's input, or None). This happens when a
+    retrain failed or was killed and Snakemake was told to go on without it (for example by
+    --rerun-triggers without params). The error names each such run, the key that differs and
+    both values, and the command that redoes them. None for `expected_runs` (a script run by hand
+    without them) checks nothing."""
+    if expected_runs is None:
+        return
+    split = split_checksums({name: split_files[name] for name in SPLIT_FILES if name in (split_files or {}).keys()})
+    stale, models = [], []
+    for path in [metric_paths] if isinstance(metric_paths, (str, os.PathLike)) else metric_paths:
+        record = read_metrics_json(path)
+        expected = expected_runs.get(record["variant"])
+        if expected is None:
+            raise ValueError(f"{path}: a run of {record['variant']!r}, which is not in the config's methods")
+        found = stale_run_differences(record, expected, split)
+        if found:
+            run = f"{record['dataset']}/{record['variant']} seed {record['seed']}"
+            stale += [f"  {run} ({path}): {key} is {was!r} there, {now!r} now" for key, was, now in found]
+            models.append(str(Path(path).with_name("model.pt")))
+    if stale:
+        raise ValueError(
+            "these results were not redone with the current settings (a retrain that failed or was killed, "
+            "then a run that did not redo it), so no table or figure is made of them:\n"
+            + "\n".join(stale)
+            + "\nredo them: snakemake --cores all --forcerun "
+            + " ".join(models)
+        )
 
 
 def coverage_curve(top_k: np.ndarray, block_size: int) -> np.ndarray:

@@ -6,17 +6,20 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import signal
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 
 from semtail import registry
 from semtail.checkpoint_cadence import check_checkpoint_cadence
 from semtail.device import describe, select_device
+from semtail.files import partial_files
 from semtail.modelfile import FORMAT_VERSION, load_model, model_file, save_model
-from semtail.models.base import Run, TrainingData, read_interactions
+from semtail.models.base import Run, TrainingData, TrainingTerminated, read_interactions
 from semtail.provenance import TRAIN_SCRIPT, code_version, environment
 from semtail.script_io import ScriptRun, plain
 
@@ -96,11 +99,35 @@ def train_and_save(*, output: str | Path, log: logging.Logger | None = None, **t
     The checkpoint of an SGD method is removed once the model file is written; a failure leaves
     no model file (and the last checkpoint, for a rerun to resume from)."""
     log = log or logging.getLogger("semtail.train")
+    output = Path(output)
+    for path in partial_files(output.parent, output.stem):
+        log.info("removing %s, left half-written by a killed job", path)
+        path.unlink(missing_ok=True)
     model, run = train_model(log=log, **training)
     save_model(output, model)
     run.remove_checkpoint()
     log.info("wrote %s (best epoch %s) after %.1f s", output, model["best_epoch"], model["train_seconds"])
     return model
+
+
+@contextmanager
+def ending_on_signal(log: logging.Logger) -> Iterator[None]:
+    """A training script's body, ended by SIGTERM (a cluster's time limit, or `kill`) as by an
+    error: TrainingTerminated is raised where the job is, the files it was writing are removed,
+    the log's last line says where it stopped and how to resume, and the process exits with
+    128 + the signal's number, as one killed by it would."""
+
+    def terminate(signal_number, frame):
+        raise TrainingTerminated(signal_number)
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    except TrainingTerminated as stop:
+        log.error("%s", stop)
+        raise SystemExit(128 + stop.signal_number) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def train_model(

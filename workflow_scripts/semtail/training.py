@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from semtail.files import atomic_path
 from semtail.metrics import ndcg_at_k, rank_top_k
-from semtail.models.base import Fitted, Run, TrainingData
+from semtail.models.base import Fitted, Run, TrainingData, TrainingTerminated
 from semtail.models.itemitem import predict, to_torch_csr
 
 MOMENTUM = 0.9
@@ -283,8 +283,24 @@ class Trainer:
     # -- epochs, early stopping and checkpoints -------------------------------------------------
 
     def fit(self) -> Fitted:
+        self.run.remove_partial_files()
         self.resume()
         self.last_checkpoint = (self.epoch, checkpoint_clock())
+        try:
+            self.train_epochs()
+        except TrainingTerminated as stop:
+            checkpoint_epoch = self.last_checkpoint[0] if self.run.checkpoint is not None else None
+            epoch = min(self.epoch + 1, self.settings.epochs)  # the epoch under way (or its checkpoint)
+            raise TrainingTerminated(stop.signal_number, self.run.describe(), epoch, checkpoint_epoch) from None
+        best_U = self.U if self.best_is_current else self.best_U
+        return Fitted(
+            state={"U": best_U.detach().to("cpu", copy=True)},
+            item_weights=self.best_item_weights,
+            history=self.history,
+            best_epoch=self.best_epoch,
+        )
+
+    def train_epochs(self) -> None:
         s, log = self.settings, self.run.log
         while not self.stopped and self.epoch < s.epochs:
             started = time.perf_counter()
@@ -326,13 +342,6 @@ class Trainer:
                 self.save_checkpoint()
             if self.run.after_epoch is not None:
                 self.run.after_epoch(self.epoch, self.U)
-        best_U = self.U if self.best_is_current else self.best_U
-        return Fitted(
-            state={"U": best_U.detach().to("cpu", copy=True)},
-            item_weights=self.best_item_weights,
-            history=self.history,
-            best_epoch=self.best_epoch,
-        )
 
     def keep_best_copy(self) -> None:
         """Before U moves past its best epoch, copy it out, to the host: it needs no device memory.

@@ -15,6 +15,7 @@ from semtail.datasets import DataError
 from semtail.datasets.formats import DelimitedOptions
 from semtail.datasets.split import SplitParameters
 from semtail.provenance import code_version  # noqa: F401  (re-exported for rules/common.smk)
+from semtail.run_metrics import SPLIT_FILES
 
 FIGURES = ("coverage_at_k", "item_recall_by_popularity", "accuracy_coverage_tradeoff", "lorenz")
 TABLES = (
@@ -204,14 +205,15 @@ def train_inputs(config: dict, dataset: str, name: str, seed) -> dict:
 
 
 def run_files(config: dict, dataset: str) -> dict[str, list[str]]:
-    """Every (method, seed) run's evaluation outputs of a dataset, method-major, plus the training split."""
+    """Every (method, seed) run's evaluation outputs of a dataset, method-major, plus the split
+    they were evaluated on (run_metrics.SPLIT_FILES), whose checksums each metrics.json records."""
     runs = [run_dir(config, dataset, m, s) for m in config["methods"] for s in config["seeds"]]
     return {
         "metrics": [f"{r}/metrics.json" for r in runs],
         "topk": [f"{r}/topk.npz" for r in runs],
         "item_stats": [f"{r}/items.npz" for r in runs],
         "per_user": [f"{r}/per_user.csv" for r in runs],
-        "train": f"{processed_dir(dataset)}/train.npz",
+        **{name: f"{processed_dir(dataset)}/{name}.npz" for name in SPLIT_FILES},
     }
 
 

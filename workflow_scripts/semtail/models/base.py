@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import glob
 import logging
+import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -15,6 +16,7 @@ import scipy.sparse as sp
 import torch
 
 from semtail.checkpoint_cadence import CHECKPOINT_CADENCE
+from semtail.files import partial_files
 
 Scorer = Callable[[torch.Tensor], torch.Tensor]
 
@@ -74,12 +76,43 @@ class Run:
     def best_weights_files(self) -> list[Path]:
         return sorted(self.checkpoint.parent.glob(f"{glob.escape(self.checkpoint.name)}.best-epoch*"))
 
+    def remove_partial_files(self) -> None:
+        """The checkpoint files that a job killed outright while writing them left half-written."""
+        if self.checkpoint is None:
+            return
+        for stem in (self.checkpoint.stem, self.checkpoint.name):  # the checkpoint; the best epoch's U
+            for path in partial_files(self.checkpoint.parent, stem):
+                self.log.info("removing %s, left half-written by a killed job", path)
+                path.unlink(missing_ok=True)
+
     def remove_checkpoint(self) -> None:
         if self.checkpoint is None:
             return
         self.checkpoint.unlink(missing_ok=True)
         for path in self.best_weights_files():
             path.unlink(missing_ok=True)
+
+
+class TrainingTerminated(BaseException):
+    """A signal ended the job: SIGTERM, as a cluster's scheduler sends at a time limit. A
+    BaseException, as KeyboardInterrupt is, so that no `except Exception` takes it for an error
+    of its own; the files being written are removed on its way out (semtail.files.atomic_path).
+    The training loop adds where it stopped: the epoch, and that of the last checkpoint."""
+
+    def __init__(self, signal_number: int, run: str = "", epoch: int | None = None, checkpoint_epoch: int | None = None):
+        super().__init__(signal_number, run, epoch, checkpoint_epoch)
+        self.signal_number, self.run, self.epoch, self.checkpoint_epoch = signal_number, run, epoch, checkpoint_epoch
+
+    def __str__(self) -> str:
+        who = f"{self.run}: " if self.run else ""
+        if self.epoch is None:
+            return f"{who}terminated by signal ({signal.Signals(self.signal_number).name}); rerun with --rerun-incomplete to run it again"
+        resume = (
+            f" from the checkpoint after epoch {self.checkpoint_epoch}"
+            if self.checkpoint_epoch
+            else " (no checkpoint was written yet, so it starts over)"
+        )
+        return f"{who}terminated by signal at epoch {self.epoch}; rerun with --rerun-incomplete to resume{resume}"
 
 
 @dataclass
