@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
+import psutil
 import pytest
 import torch
 
@@ -348,3 +350,68 @@ def test_a_variant_runs_beside_its_method_and_reruns_alone(demo_copy):
     planned = assert_reruns_exactly(demo_copy, expected)
     assert "Params have changed" in planned[job("train", dataset="ml-100k", method="posit_share", seed=0)]
     assert metrics_of(demo_copy, "ml-100k", "posit", 0) == posit_before
+
+
+def test_a_failed_or_killed_retrain_is_redone_and_never_tabulated_stale(demo_copy):
+    """Issue 17's two sequences. A retrain that diverges (its model files removed, the old
+    metrics.json left), and one of whose seeds is killed by SIGTERM while the other seed completes:
+    the next run redoes them, rather than finding nothing to do and leaving tables of the old
+    settings, or of old and new mixed. The evaluate jobs carry what their run must be trained with,
+    so their recorded params tell. Told to go on without params, the tables refuse the stale runs."""
+    config = read_config(demo_copy)
+    dataset, seeds = "ml-100k", config["seeds"]
+    run = {seed: demo_copy / f"results/{dataset}/ipw/seed{seed}" for seed in seeds}
+    train_log = {seed: demo_copy / f"logs/train/{dataset}/ipw/seed{seed}.log" for seed in seeds}
+    summary = demo_copy / f"results/{dataset}/summary.csv"
+    old_lr = config["hyperparameters"]["ipw"]["lr"]
+
+    config["hyperparameters"]["ipw"]["lr"] = 1.0e6
+    write_config(demo_copy, config)
+    failed = snakemake(demo_copy, "--keep-going", "--omit-from", *FIGURE_RULES, check=False)
+    assert failed.returncode != 0
+    for seed in seeds:
+        assert "became NaN or infinite in epoch 1" in train_log[seed].read_text()
+        assert not (run[seed] / "model.pt").exists() and (run[seed] / "metrics.json").exists()
+    assert set(planned_jobs(demo_copy)) == run_jobs(config, methods=["ipw"]) | report_jobs(config, weight_landscape=False)
+
+    refused = snakemake(demo_copy, "--rerun-triggers", "mtime", "input", "code", "--forcerun", "aggregate", check=False)
+    assert refused.returncode != 0
+    aggregate_log = (demo_copy / f"logs/aggregate/{dataset}.log").read_text()
+    for seed in seeds:
+        metrics = f"results/{dataset}/ipw/seed{seed}/metrics.json"
+        assert f"{dataset}/ipw seed {seed} ({metrics}): hyperparameters.lr is {old_lr!r} there, 1000000.0 now" in aggregate_log
+    assert "redo them: snakemake --cores all --forcerun results/ml-100k/ipw/seed0/model.pt" in aggregate_log
+    assert not summary.exists()  # the failed job's outputs are removed: no stale table is left
+
+    ipw = config["hyperparameters"]["ipw"]
+    ipw.update(lr=old_lr, alpha=ipw["alpha"] * 2, epochs=6, patience=6)
+    write_config(demo_copy, config)
+    snakemake(demo_copy, f"results/{dataset}/ipw/seed1/metrics.json")
+    process = start_snakemake(demo_copy, f"results/{dataset}/ipw/seed0/model.pt")
+    try:
+        deadline = time.monotonic() + 300
+        while "epoch 1/6" not in (train_log[0].read_text() if train_log[0].exists() else ""):
+            assert process.poll() is None, process.stdout.read().decode()
+            assert time.monotonic() < deadline, "the train job did not reach its first epoch within 300 s"
+            time.sleep(0.02)
+        jobs = [  # the job's Python process, under Snakemake's shell (psutil: a dependency of Snakemake)
+            p for p in psutil.Process(process.pid).children(recursive=True)
+            if p.name().startswith("python") and "train.py" in " ".join(p.cmdline())
+        ]  # fmt: skip
+        assert len(jobs) == 1, jobs
+        jobs[0].send_signal(signal.SIGTERM)
+        process.wait(timeout=120)
+    finally:
+        kill_group(process, grace_s=0)
+    assert process.returncode != 0
+    last_line = train_log[0].read_text().splitlines()[-1]
+    assert re.search(r"ml-100k/ipw seed 0: terminated by signal at epoch [2-6]; rerun with --rerun-incomplete to resume", last_line), last_line
+    assert not (run[0] / "model.pt").exists() and not [p for p in run[0].iterdir() if "partial" in p.name]
+
+    expected = {job("train", dataset=dataset, method="ipw", seed=0), job("evaluate", dataset=dataset, method="ipw", seed=0)}
+    assert_reruns_exactly(demo_copy, expected | report_jobs(config, weight_landscape=False))
+    records = [json.loads((run[seed] / "metrics.json").read_text()) for seed in seeds]
+    assert all(record["hyperparameters"] == ipw | {"lr": old_lr} for record in records)
+    written = pd.read_csv(summary).set_index("method").loc["ipw"]
+    assert written["n_seeds"] == len(seeds)
+    assert written["ndcg@100_mean"] == pytest.approx(sum(r["metrics"]["ndcg@100"] for r in records) / len(seeds))
