@@ -31,8 +31,8 @@ def state_of(method: str, n_items: int) -> dict:
     """Random values in the shapes the method's declaration gives its model file's tensors."""
     generator = torch.Generator().manual_seed(0)
     shapes = registry.declaration(method).state
-    return {
-        name: torch.rand(tuple(n_items for _ in dims), generator=generator) * (1000.0 if name == "popularity" else 0.01)
+    return {  # scaled in place: no second copy of a matrix enters the peak
+        name: torch.rand(tuple(n_items for _ in dims), generator=generator).mul_(1000.0 if name == "popularity" else 0.01)
         for name, dims in shapes.items()
     }
 
