@@ -181,3 +181,23 @@ def test_resources_csv_of_a_small_synthetic_run(tmp_path):
     assert "evaluate dataset=toy method=ease seed=0: peak memory" in log
     assert "exceeds the declared 5 MiB" in log
     assert not table.exists()
+
+
+def test_download_of_a_synthetic_source_is_sized_by_its_positives():
+    config = yaml.safe_load((REPO / "configs" / "rehearsal.yaml").read_text())
+    asked = plan.resources(config, "download", "ml-20m-shape", stats_file="/nonexistent")
+    assert asked["mem_mb"] == -(-(2**30 + 160 * 9_990_682) // 2**20)  # 2,549 MiB
+    assert plan.resources(paper_config(), "download", "ml-20m", stats_file="/nonexistent")["mem_mb"] == 1024
+
+
+def test_benchmark_files_name_every_job_of_the_default_targets():
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    files = plan.benchmark_files(config)
+    runs = len(config["methods"]) * len(config["seeds"])
+    assert len(files) == len(set(files)) == 2 + 2 * runs + 4  # data, runs, tables and the four figures' jobs
+    assert "logs/benchmarks/preprocess/ml-100k.jsonl" in files
+    assert "logs/benchmarks/train/ml-100k/posit/seed2.jsonl" in files
+    assert "logs/benchmarks/plot_adversary/ml-100k.jsonl" in files
+    rehearsal = yaml.safe_load((REPO / "configs" / "rehearsal.yaml").read_text())
+    assert "logs/rehearsal/benchmarks/evaluate/ml-20m-shape/rerank/seed0.jsonl" in plan.benchmark_files(rehearsal)
+    assert "logs/benchmarks/download/ml-20m-shape.jsonl" in plan.benchmark_files(rehearsal)

@@ -385,6 +385,7 @@ GPU_BYTES_PER_S = 300e9  # effective memory bandwidth of an older datacenter GPU
 CPU_BYTES_PER_S = 5e9  # the same on a multi-core CPU
 DISK_BYTES_PER_S = 200e6  # writing checkpoints and model files to a shared file system
 CPU_FLOPS_FLOAT64 = 20e9  # dense float64 solves (closed-form EASE) on the CPU
+SYNTHETIC_BYTES_PER_POSITIVE = 160  # generating a synthetic source: 222 MiB at the peak for 1M positives
 RUNTIME_SAFETY = 2.0  # estimates are multiplied by this before the job's own start-up minutes
 MIB = 2**20
 LARGE_CATALOG = 10_000  # items from which a job gets more CPU threads (ML-20M: 20,108; ML-100K: 1,682)
@@ -445,7 +446,13 @@ def resources(
         return startup + RUNTIME_SAFETY * seconds / 60
 
     if stage == "download":
-        threads, mem, runtime = 1, 1.0 * 2**30, 240
+        # A synthetic source's positives, as the int64 arrays that generating and ordering them hold.
+        generated = max(
+            (int(source["synthetic"]["interactions"]) for source in dataset_config(config, dataset)["sources"]
+             if "synthetic" in source),
+            default=0,
+        )  # fmt: skip
+        threads, mem, runtime = 1, 1.0 * 2**30 + SYNTHETIC_BYTES_PER_POSITIVE * generated, 240
     elif stage == "preprocess":
         # The raw ratings, about twice the filtered ones, as pandas frames and the copies that
         # filtering, grouping and splitting make: about 100 bytes a raw row at the peak.
