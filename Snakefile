@@ -30,6 +30,7 @@ include: "rules/train.smk"
 include: "rules/tuning.smk"
 include: "rules/evaluate.smk"
 include: "rules/report.smk"
+include: "rules/resources.smk"
 include: "rules/unconfigured.smk"
 
 

@@ -1,6 +1,7 @@
 # Helpers shared by the rules. The logic lives in workflow_scripts/semtail/workflow.py,
 # where it is tested without Snakemake; this file only binds it to `config`.
 
+import functools
 import re
 import sys
 from pathlib import Path
@@ -23,6 +24,7 @@ sys.path.insert(0, str(WORKFLOW_SCRIPTS))
 from semtail import config_schema, provenance, selection
 from semtail import tuning as search
 from semtail import workflow as plan
+from semtail.device import visible_gpu_ids
 
 plan.put_first_on_pythonpath(str(WORKFLOW_SCRIPTS))
 
@@ -43,6 +45,10 @@ plan.check_cluster_resources(
         for name, value in (workflow.resource_settings.default_resources or {}).items()
     }
 )
+
+# Benchmark records carry the job's declared resources, which resources.csv compares with the
+# measurement (semtail/resource_check.py); jobs on cluster nodes inherit the setting.
+workflow.output_settings.benchmark_extended = True
 
 DATASETS = list(config["datasets"])
 METHODS = list(config["methods"])
@@ -68,7 +74,7 @@ wildcard_constraints:
 
 
 def final_targets():
-    return plan.final_targets(config) + search.tuning_targets(config)
+    return plan.final_targets(config) + search.tuning_targets(config) + [results("resources.csv")]
 
 
 def refuse_unconfigured_dataset(wildcards):
@@ -237,13 +243,14 @@ def run_inputs(wildcards):
     return plan.run_files(config, wildcards.dataset)
 
 
-def resource(kind, stage, hyperparameters=None):
+def resource(kind, stage, hyperparameters=None, rule_name=None):
     """A callable for a rule's threads, mem_mb or runtime (semtail/workflow.py:resources), sized
     from the dataset: from the stats.json among the job's inputs once preprocessing wrote it
     (Snakemake evaluates resources again right before a job starts), else from the config's
     `expected` sizes. A retry (`attempt` 2) asks for twice the memory and time. A training job
     is sized by its `hyperparameters` (a function of the wildcards: a train job's, which a
-    search selected; a candidate's)."""
+    search selected; a candidate's). The runtime is the device's the job will use (job_on_gpu)
+    of the rule (`rule_name`, by default the stage's name)."""
 
     def value(wildcards, input, attempt):
         if getattr(input, "stats", None):
@@ -260,9 +267,49 @@ def resource(kind, stage, hyperparameters=None):
             method=getattr(wildcards, "method", None),
             stats_file=stats_file,
             hyperparameters=sizing_hyperparameters(hyperparameters, wildcards),
+            on_gpu=job_on_gpu(
+                rule_name or stage,
+                plan.job_gpus(config, stage, getattr(wildcards, "method", None)),
+            ),
         )[kind]
 
     return value
+
+
+def set_resource(rule_name, name):
+    """A resource that --set-resources gave a rule, or None."""
+    try:
+        value = workflow.resource_settings.overwrite_resources[rule_name][name]
+    except (KeyError, TypeError):
+        return None
+    return getattr(value, "value", value)
+
+
+@functools.cache
+def visible_gpu_count():
+    return len(visible_gpu_ids())
+
+
+def job_on_gpu(rule_name, planned_gpus):
+    """Whether a job of the rule `rule_name` will use a GPU: its `gpu` resource after --set-resources, on a
+    cluster (or a node's job) or on this machine by its `gpu` limit (semtail/workflow.py:runs_on_gpu)."""
+    gpus = set_resource(rule_name, "gpu")
+    limit = getattr(workflow.global_resources.get("gpu"), "value", workflow.global_resources.get("gpu"))
+    return plan.runs_on_gpu(
+        int(planned_gpus if gpus is None else gpus),
+        cluster=not workflow.local_exec or workflow.remote_exec,
+        gpu_limit=None if limit is None else int(limit),
+        visible_gpus=visible_gpu_count(),
+    )
+
+
+def benchmark_file(rule_name):
+    """Snakemake's benchmark file of a rule's jobs (semtail/workflow.py:BENCHMARKS)."""
+    return plan.benchmark_pattern(config, rule_name)
+
+
+def benchmark_files(wildcards):
+    return plan.benchmark_files(config)
 
 
 def sizing_hyperparameters(hyperparameters, wildcards):

@@ -3,6 +3,8 @@ rule download:
         provenance="data/raw/{dataset}/provenance.json",
     log:
         "logs/download/{dataset}.log",
+    benchmark:
+        benchmark_file("download")
     # Transient network errors are retried inside the job; a checksum mismatch or a missing file
     # would only fail again, whatever --retries the profile sets.
     retries: 0

@@ -13,6 +13,8 @@ rule evaluate:
         per_user=results("{dataset}/{method}/seed{seed}/per_user.csv"),
     log:
         logs("evaluate/{dataset}/{method}/seed{seed}.log"),
+    benchmark:
+        benchmark_file("evaluate")
     conda:
         "../envs/torch.yaml"
     threads: resource("threads", "evaluate")

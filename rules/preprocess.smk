@@ -14,6 +14,8 @@ rule preprocess:
         stats="data/processed/{dataset}/stats.json",
     log:
         "logs/preprocess/{dataset}.log",
+    benchmark:
+        benchmark_file("preprocess")
     conda:
         "../envs/data.yaml"
     threads: resource("threads", "preprocess")

@@ -26,6 +26,8 @@ rule aggregate:
         ),
     log:
         logs("aggregate/{dataset}.log"),
+    benchmark:
+        benchmark_file("aggregate")
     localrule: True
     conda:
         "../envs/plot.yaml"
@@ -82,6 +84,8 @@ rule plot:
         lorenz_pdf=results("{dataset}/figures/lorenz.pdf"),
     log:
         logs("plot/{dataset}.log"),
+    benchmark:
+        benchmark_file("plot")
     localrule: True
     conda:
         "../envs/plot.yaml"
@@ -112,6 +116,8 @@ rule plot_weight_landscape:
         weight_landscape_pdf=results("{dataset}/figures/weight_landscape.pdf"),
     log:
         logs("plot_weight_landscape/{dataset}.log"),
+    benchmark:
+        benchmark_file("plot_weight_landscape")
     conda:
         "../envs/plot.yaml"
     threads: resource("threads", "weight_landscape")
@@ -146,6 +152,8 @@ rule plot_adversary:
         figure_pdf=results("{dataset}/figures/adversary.pdf"),
     log:
         logs("plot_adversary/{dataset}.log"),
+    benchmark:
+        benchmark_file("plot_adversary")
     localrule: True
     conda:
         "../envs/plot.yaml"

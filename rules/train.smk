@@ -5,6 +5,8 @@ rule train:
         model=results("{dataset}/{method}/seed{seed}/model.pt"),
     log:
         logs("train/{dataset}/{method}/seed{seed}.log"),
+    benchmark:
+        benchmark_file("train")
     conda:
         "../envs/torch.yaml"
     threads: resource("threads", "train", method_hyperparameters)

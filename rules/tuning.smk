@@ -12,14 +12,16 @@ rule tune_candidate:
         validation=results("{dataset}/{method}/tuning/{candidate}/validation.json"),
     log:
         logs("tune_candidate/{dataset}/{method}/{candidate}.log"),
+    benchmark:
+        benchmark_file("tune_candidate")
     conda:
         "../envs/torch.yaml"
-    threads: resource("threads", "train", candidate_hyperparameters)
+    threads: resource("threads", "train", candidate_hyperparameters, rule_name="tune_candidate")
     resources:
         gpu=training_gpus,
         cpus_per_gpu=cpus_per_gpu,
-        mem_mb=resource("mem_mb", "train", candidate_hyperparameters),
-        runtime=resource("runtime", "train", candidate_hyperparameters),
+        mem_mb=resource("mem_mb", "train", candidate_hyperparameters, rule_name="tune_candidate"),
+        runtime=resource("runtime", "train", candidate_hyperparameters, rule_name="tune_candidate"),
     params:
         dataset="{dataset}",
         method=method_of,
@@ -43,6 +45,8 @@ checkpoint select_hyperparameters:
         selected=results("{dataset}/{method}/selected.yaml"),
     log:
         logs("select_hyperparameters/{dataset}/{method}.log"),
+    benchmark:
+        benchmark_file("select_hyperparameters")
     localrule: True
     conda:
         "../envs/data.yaml"
@@ -72,6 +76,8 @@ rule tuning_table:
         table_md=results("{dataset}/tuning.md"),
     log:
         logs("tuning_table/{dataset}.log"),
+    benchmark:
+        benchmark_file("tuning_table")
     localrule: True
     conda:
         "../envs/plot.yaml"

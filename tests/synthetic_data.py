@@ -67,6 +67,12 @@ def write_msd_triplets(frame: pd.DataFrame, path: Path) -> Path:
     return path
 
 
+def write_synthetic_tsv(frame: pd.DataFrame, path: Path) -> Path:
+    """The layout the synthetic source generates (semtail/datasets/synthetic.py)."""
+    path.write_text("user\titem\trating\n" + "".join(f"{u}\t{i}\t{r}\n" for u, i, r in frame.itertuples(index=False)))
+    return path
+
+
 # A source entry of the generic delimited format, as the README's "Your own dataset" shows one: its
 # columns in another order than user, item, rating, an extra column, and `;` as the separator.
 DELIMITED_SOURCE = {
@@ -167,6 +173,7 @@ RAW_WRITERS = {
     "netflix-combined": lambda frame, directory: write_netflix_combined(frame, directory / "netflix"),
     "netflix-tar": lambda frame, directory: [write_netflix_tar(frame, directory / "nf_prize_dataset.tar.gz")],
     "delimited": lambda frame, directory: [write_delimited(frame, directory / "shop.csv")],
+    "synthetic": lambda frame, directory: [write_synthetic_tsv(frame, directory / "synthetic.tsv")],
 }
 # The source entry each format needs besides its files (only the delimited format reads one).
 SOURCE_OPTIONS = {"delimited": DELIMITED_SOURCE}

@@ -25,6 +25,7 @@ STAGE_SCRIPTS = {
     "plot_adversary": "plot_adversary.py",
     "select_hyperparameters": "select_hyperparameters.py",
     "tuning_table": "tuning_table.py",
+    "resources_table": "resources_table.py",
 }
 TRAIN_SCRIPT = "train.py"
 # A method module's declaration of itself (semtail.registry), and the training loop's. It is left

@@ -284,6 +284,72 @@ def final_targets(config: dict) -> list[str]:
     return targets
 
 
+# Snakemake's benchmark file of each rule's jobs (semtail/resource_check.py reads them), under the
+# experiment's logs folder; the data's jobs, shared by experiments, under logs/.
+BENCHMARKS = {
+    "download": "benchmarks/download/{dataset}.jsonl",
+    "preprocess": "benchmarks/preprocess/{dataset}.jsonl",
+    "train": "benchmarks/train/{dataset}/{method}/seed{seed}.jsonl",
+    "evaluate": "benchmarks/evaluate/{dataset}/{method}/seed{seed}.jsonl",
+    "aggregate": "benchmarks/aggregate/{dataset}.jsonl",
+    "plot": "benchmarks/plot/{dataset}.jsonl",
+    "plot_weight_landscape": "benchmarks/plot_weight_landscape/{dataset}.jsonl",
+    "plot_adversary": "benchmarks/plot_adversary/{dataset}.jsonl",
+    "tune_candidate": "benchmarks/tune_candidate/{dataset}/{method}/{candidate}.jsonl",
+    "select_hyperparameters": "benchmarks/select_hyperparameters/{dataset}/{method}.jsonl",
+    "tuning_table": "benchmarks/tuning_table/{dataset}.jsonl",
+}
+DATA_RULES = ("download", "preprocess")
+
+
+def benchmark_pattern(config: dict, rule: str) -> str:
+    root = "logs" if rule in DATA_RULES else logs_root(config)
+    return f"{root}/{BENCHMARKS[rule]}"
+
+
+def benchmark_files(config: dict) -> list[str]:
+    """The benchmark file of every job the config's default targets run, dataset by dataset."""
+    from semtail import tuning  # imports this module
+
+    files = []
+    for dataset in config["datasets"]:
+        def of(rule, **wildcards):
+            return benchmark_pattern(config, rule).format(dataset=dataset, **wildcards)
+
+        files += [of("download"), of("preprocess")]
+        for name in tuning.tuned_names(config, dataset):
+            files += [of("tune_candidate", method=name, candidate=c.name) for c in tuning.candidates(config, dataset, name)]
+            files.append(of("select_hyperparameters", method=name))
+        if tuning.tuned_names(config, dataset):
+            files.append(of("tuning_table"))
+        for name in config["methods"]:
+            for seed in config["seeds"]:
+                files += [of("train", method=name, seed=seed), of("evaluate", method=name, seed=seed)]
+        files += [of("aggregate"), of("plot")]
+        if weighted_runs(config):
+            files += [of("plot_weight_landscape"), of("plot_adversary")]
+    return files
+
+
+def job_gpus(config: dict, stage: str, method: str | None = None) -> int:
+    """The `gpu` resource a stage's jobs get from the config: training's and evaluation's, else 0."""
+    if stage == "train":
+        return training_gpus(config, method)
+    return gpus_per_job(config) if stage == "evaluate" else 0
+
+
+def runs_on_gpu(gpus: int, cluster: bool, gpu_limit: int | None, visible_gpus: int) -> bool:
+    """Whether a job will use a GPU (semtail/device.py:select_device), for the runtime it declares:
+    only with a `gpu` resource above 0 (after --set-resources), on a cluster node that was given it,
+    or on this machine when the run's `gpu` limit (profiles/default counts the GPUs) is above 0,
+    or without a limit, when a GPU is visible."""
+    if gpus <= 0:
+        return False
+    if cluster:
+        return True
+    return gpu_limit > 0 if gpu_limit is not None else visible_gpus > 0
+
+
 def gpus_per_job(config: dict) -> int:
     return 0 if config["compute"]["device"] == "cpu" else int(config["compute"]["gpus_per_job"])
 
@@ -321,6 +387,7 @@ GPU_BYTES_PER_S = 300e9  # effective memory bandwidth of an older datacenter GPU
 CPU_BYTES_PER_S = 5e9  # the same on a multi-core CPU
 DISK_BYTES_PER_S = 200e6  # writing checkpoints and model files to a shared file system
 CPU_FLOPS_FLOAT64 = 20e9  # dense float64 solves (closed-form EASE) on the CPU
+SYNTHETIC_BYTES_PER_POSITIVE = 160  # generating a synthetic source: 222 MiB at the peak for 1M positives
 RUNTIME_SAFETY = 2.0  # estimates are multiplied by this before the job's own start-up minutes
 MIB = 2**20
 LARGE_CATALOG = 10_000  # items from which a job gets more CPU threads (ML-20M: 20,108; ML-100K: 1,682)
@@ -348,6 +415,7 @@ def resources(
     method: str | None = None,
     stats_file: str | os.PathLike | None = None,
     hyperparameters: dict | None = None,
+    on_gpu: bool | None = None,
 ) -> dict:
     """threads, mem_mb (host memory, MiB) and runtime (minutes) of one job, from the dataset's size.
 
@@ -355,6 +423,7 @@ def resources(
     weight_landscape, adversary or report (aggregate and plot). A retry (attempt 2, 3, ...) asks for that many times the memory and time.
     hyperparameters: what a training job trains with (a search's choice, or a candidate's); by
     default the method's as the config resolves them.
+    on_gpu: whether the job will run on a GPU (runs_on_gpu); by default, whether the config gives it one.
 
     Sizes: n items, nnz interactions, b users per batch. One dense item x item float32 matrix is
     D = 4 n^2 bytes: 6.8 GB for MSD's 41,140 items, 1.6 GB for ML-20M's 20,108. SGD training holds
@@ -368,7 +437,10 @@ def resources(
     per_user = nnz / users
     dense = 4.0 * n * n
     sparse = 12.0 * nnz  # CSR: float32 value + int64 column per entry
-    on_gpu = (training_gpus(config, method) if stage == "train" else gpus_per_job(config)) > 0
+    if stage == "train" and method is None:
+        raise ValueError("resources for the train stage need the method")
+    if on_gpu is None:
+        on_gpu = job_gpus(config, stage, method) > 0
     bandwidth = GPU_BYTES_PER_S if on_gpu else CPU_BYTES_PER_S
     base = 2.0 * 2**30  # the interpreter, torch, numpy and scipy
 
@@ -376,7 +448,13 @@ def resources(
         return startup + RUNTIME_SAFETY * seconds / 60
 
     if stage == "download":
-        threads, mem, runtime = 1, 1.0 * 2**30, 240
+        # A synthetic source's positives, as the int64 arrays that generating and ordering them hold.
+        generated = max(
+            (int(source["synthetic"]["interactions"]) for source in dataset_config(config, dataset)["sources"]
+             if "synthetic" in source),
+            default=0,
+        )  # fmt: skip
+        threads, mem, runtime = 1, 1.0 * 2**30 + SYNTHETIC_BYTES_PER_POSITIVE * generated, 240
     elif stage == "preprocess":
         # The raw ratings, about twice the filtered ones, as pandas frames and the copies that
         # filtering, grouping and splitting make: about 100 bytes a raw row at the peak.

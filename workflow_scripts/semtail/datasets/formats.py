@@ -63,6 +63,7 @@ RATING_SCALES: dict[str, tuple[float, float | None]] = {
     "netflix-tar": (1.0, 5.0),
     "netflix-combined": (1.0, 5.0),
     "msd-triplets": (1.0, None),
+    "synthetic": (5.0, 5.0),
 }
 
 
@@ -103,6 +104,7 @@ RECBOLE_INTER = Delimited(
 )
 ML_20M = Delimited(",", ("user", "item", "rating", "timestamp"), header=("userId", "movieId", "rating", "timestamp"))
 MSD_TRIPLETS = Delimited("\t", ("user", "item", "rating"), id_type="token")
+SYNTHETIC = Delimited("\t", ("user", "item", "rating"), header=("user", "item", "rating"))  # semtail.datasets.synthetic
 
 
 def read_delimited(path: Path, spec: Delimited, anomalies: Anomalies | None = None) -> pd.DataFrame:
@@ -641,9 +643,10 @@ READERS: dict[str, Reader] = {
     "netflix-tar": lambda files, source, anomalies: read_netflix_tar(files, anomalies),
     "netflix-combined": lambda files, source, anomalies: read_netflix_combined(files, anomalies),
     "delimited": read_delimited_source,
+    "synthetic": lambda files, source, anomalies: read_delimited(_single(files, "synthetic"), SYNTHETIC, anomalies),
 }
 FORMATS = tuple(READERS)
-SINGLE_FILE_FORMATS = ("ml-100k", "recbole-inter", "ml-20m", "msd-triplets", "delimited")
+SINGLE_FILE_FORMATS = ("ml-100k", "recbole-inter", "ml-20m", "msd-triplets", "delimited", "synthetic")
 
 
 def _single(files: Sequence[Path], format: str) -> Path:

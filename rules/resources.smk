@@ -1,0 +1,20 @@
+# The experiment's jobs measured against their declarations (semtail/resource_check.py): every rule
+# writes Snakemake's benchmark file under logs/.../benchmarks/, in the extended format that records
+# the job's declared resources (turned on in rules/common.smk).
+
+
+rule resources_table:
+    input:
+        benchmarks=benchmark_files,
+    output:
+        table=results("resources.csv"),
+    log:
+        logs("resources_table.log"),
+    localrule: True
+    conda:
+        "../envs/data.yaml"
+    threads: 1
+    params:
+        code_version=stage_code_version("resources_table"),
+    script:
+        "../workflow_scripts/resources_table.py"
