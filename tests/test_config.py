@@ -315,6 +315,10 @@ def test_text_from_the_command_line_becomes_numbers_where_the_schema_wants_them(
             "config: datasets.ml-100k.sources[0].sep: not allowed here; see the description of 'sep'",
         ),
         (lambda c: c["datasets"]["ml-100k"]["preprocess"].update(min_uc=-1), "config: datasets.ml-100k.preprocess.min_uc: -1 is less than the minimum of 0"),
+        # --config 'seeds=[1180591620717411303424]': past torch's 64-bit seed, refused before any job
+        (lambda c: c.update(seeds=["1180591620717411303424"]), "config: seeds[0]: 1180591620717411303424 is greater than the maximum of 9223372036854775807"),
+        (lambda c: c.update(seeds=[0, 2**63]), "config: seeds[1]: 9223372036854775808 is greater than the maximum"),
+        (lambda c: c.update(tuning={"seed": 2**64}), "config: tuning.seed: 18446744073709551616 is greater than the maximum"),
     ],
 )
 def test_a_schema_problem_is_said_in_a_few_lines(demo, schema, mutate, message):
