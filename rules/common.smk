@@ -25,6 +25,7 @@ from semtail import tuning as search
 from semtail import workflow as plan
 
 plan.put_first_on_pythonpath(str(WORKFLOW_SCRIPTS))
+plan.quote_interpreter_for_shell()
 
 # Text that --config gave where numbers belong is converted, then the config is validated against
 # the schema (which has no defaults to fill in), a problem named in a few lines.

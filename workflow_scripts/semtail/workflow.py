@@ -7,6 +7,8 @@ import copy
 import json
 import os
 import re
+import shlex
+import sys
 from pathlib import Path
 
 from semtail import registry
@@ -33,6 +35,18 @@ def put_first_on_pythonpath(folder: str) -> None:
     """
     entries = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != folder]
     os.environ["PYTHONPATH"] = os.pathsep.join([folder, *entries])
+
+
+def quote_interpreter_for_shell() -> None:
+    """Let a checkout whose path has a space in it (`/tmp/my proj`) run its jobs.
+
+    Snakemake writes sys.executable unquoted into the shell commands it runs: its script runner's
+    (`<python> script.py`, so every job failed with exit 127) and each spawned job's. Quoted once
+    here, in the Snakemake process, the path stays one word. A path already quoted (this workflow
+    read again in the same process, as a module) is left as it is.
+    """
+    if os.path.isfile(sys.executable):
+        sys.executable = shlex.quote(sys.executable)
 
 
 class ConfigError(ValueError):
