@@ -47,7 +47,8 @@ def test_training_kinds_add_their_hyperparameters():
     [
         ({"type": "number"}, True, "True is not a finite number"),
         ({"type": "number"}, float("nan"), "nan is not a finite number"),
-        ({"type": "integer"}, 2.0, "2.0 is not an integer"),
+        ({"type": "integer"}, 2.5, "2.5 is not an integer"),
+        ({"type": "integer"}, float("inf"), "inf is not an integer"),
         ({"type": "boolean"}, 1, "1 is not a boolean"),
         ({"type": "string", "enum": ["a", "b"]}, "c", "'c' is not one of a, b"),
         ({"type": "integer", "minimum": 1}, 0, "0 must be at least 1"),
@@ -64,6 +65,7 @@ def test_value_problems_in_words(spec, value, problem):
 def test_values_that_fit_have_no_problem():
     assert registry.value_problem({"type": "number", "exclusiveMinimum": 0, "maximum": 1}, 1) is None
     assert registry.value_problem({"type": "integer", "minimum": 1}, 1) is None
+    assert registry.value_problem({"type": "integer", "minimum": 1}, 64.0) is None  # `complete` makes it 64
     assert registry.value_problem({"type": "string", "enum": ["a"], "pattern": "^a$"}, "a") is None
     assert registry.value_problem({"type": "boolean"}, False) is None
 
