@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from snakemake.exceptions import IncompleteCheckpointException, WorkflowError
+from snakemake.logging import logger
 
 # The workflow's scripts folder, from this file's own folder: the same whether this workflow runs
 # as the main Snakefile or as a module of another one, from any working directory.
@@ -69,7 +70,12 @@ wildcard_constraints:
 
 
 def final_targets():
-    return plan.final_targets(config) + search.tuning_targets(config)
+    targets = plan.final_targets(config) + search.tuning_targets(config)
+    if plan.building_report(sys.argv):
+        targets, missing = plan.report_targets(targets)
+        if missing:
+            logger.warning(missing)
+    return targets
 
 
 def refuse_unconfigured_dataset(wildcards):

@@ -296,6 +296,34 @@ def final_targets(config: dict) -> list[str]:
     return targets
 
 
+def building_report(argv: list[str]) -> bool:
+    """Whether this Snakemake process only writes the report (`snakemake --report FILE`, not
+    `--report-after-run`): then the default target is what exists (report_targets)."""
+    options = {argument.split("=", 1)[0] for argument in argv[1:]}
+    return "--report" in options and "--report-after-run" not in options
+
+
+def report_targets(targets: list[str]) -> tuple[list[str], str | None]:
+    """The targets that exist, for `snakemake --report` to build the report from, and a warning
+    naming the others (a failed job's, or one not run yet) with the command that makes them; None
+    when every target exists. Snakemake's report refuses an output marked for it that is missing."""
+    missing = [target for target in targets if not os.path.exists(target)]
+    if not missing:
+        return targets, None
+    few = len(missing) <= MISSING_LISTED
+    listed = ", ".join(missing) if few else f"{', '.join(missing[:MISSING_LISTED])} and {len(missing) - MISSING_LISTED} more"
+    command = f"snakemake {' '.join(missing)}" if few else "snakemake"
+    warning = (
+        f"--report: {len(missing)} of the workflow's outputs do not exist (a job failed, or has not run), so "
+        f"the report is built without them: {listed}. To have them in it, make them first (`{command}`; "
+        "a failed job's log says why it failed), then build the report again."
+    )
+    return [target for target in targets if target not in missing], warning
+
+
+MISSING_LISTED = 10
+
+
 def gpus_per_job(config: dict) -> int:
     return 0 if config["compute"]["device"] == "cpu" else int(config["compute"]["gpus_per_job"])
 
