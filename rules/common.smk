@@ -72,9 +72,9 @@ wildcard_constraints:
 def final_targets():
     targets = plan.final_targets(config) + search.tuning_targets(config)
     if plan.building_report(sys.argv):
-        targets, missing = plan.report_targets(targets)
-        if missing:
-            logger.warning(missing)
+        targets, left_out = plan.report_targets(targets)
+        if left_out:
+            logger.warning(left_out)
     return targets
 
 
