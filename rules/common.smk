@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from snakemake.exceptions import IncompleteCheckpointException, WorkflowError
+from snakemake.logging import logger
 
 # The workflow's scripts folder, from this file's own folder: the same whether this workflow runs
 # as the main Snakefile or as a module of another one, from any working directory.
@@ -27,6 +28,7 @@ from semtail import workflow as plan
 from semtail.device import visible_gpu_ids
 
 plan.put_first_on_pythonpath(str(WORKFLOW_SCRIPTS))
+plan.quote_interpreter_for_shell()
 
 # Text that --config gave where numbers belong is converted, then the config is validated against
 # the schema (which has no defaults to fill in), a problem named in a few lines.
@@ -74,7 +76,12 @@ wildcard_constraints:
 
 
 def final_targets():
-    return plan.final_targets(config) + search.tuning_targets(config) + [results("resources.csv")]
+    targets = plan.final_targets(config) + search.tuning_targets(config) + [results("resources.csv")]
+    if plan.building_report(sys.argv):
+        targets, left_out = plan.report_targets(targets)
+        if left_out:
+            logger.warning(left_out)
+    return targets
 
 
 def refuse_unconfigured_dataset(wildcards):

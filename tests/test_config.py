@@ -12,6 +12,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from semtail import registry
+from semtail import tuning as search
 from semtail import workflow as plan
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -302,6 +303,51 @@ def test_text_from_the_command_line_becomes_numbers_where_the_schema_wants_them(
         config_schema.check_against_schema(bad, schema)
 
 
+def test_whole_floats_for_integer_keys_become_integers_everywhere(demo, schema):
+    """`ease.batch_size: 64.0` was refused while `evaluation.batch_size: 1024.0` was accepted and,
+    a float in the params, reran every evaluation. Both now become the integer, as '64.0' from
+    --config does, so the params are those of 64 and 1024."""
+    written = copy.deepcopy(demo)
+    written["evaluation"]["batch_size"] = 1024.0
+    written["evaluation"]["ks"] = [10.0, "20.0"]
+    written["hyperparameters"]["ease"]["batch_size"] = 64.0
+    written["hyperparameters"]["posit"]["k"] = "100.0"
+    written["seeds"] = [0.0, 1]
+    written["overrides"] = {"ml-100k": {"ipw": {"epochs": 3.0}}}
+    written["tuning"] = {"grids": {"cvar": {"batch_size": [64.0, 128], "lr": [1.0]}}}
+    plain = copy.deepcopy(demo)
+    plain["evaluation"]["batch_size"] = 1024
+    plain["evaluation"]["ks"] = [10, 20]
+    plain["hyperparameters"]["ease"]["batch_size"] = 64
+    plain["hyperparameters"]["posit"]["k"] = 100
+    plain["seeds"] = [0, 1]
+    plain["overrides"] = {"ml-100k": {"ipw": {"epochs": 3}}}
+    plain["tuning"] = {"grids": {"cvar": {"batch_size": [64, 128], "lr": [1.0]}}}
+    for config in (written, plain):
+        config_schema.check_against_schema(config, schema)
+        plan.check_config(config)
+    assert repr(written["evaluation"]) == repr(plain["evaluation"])  # the evaluate rule's params
+    assert repr(written["seeds"]) == "[0, 1]"
+    for name in ("ease", "posit", "ipw"):
+        assert repr(plan.resolve_hyperparameters(written, "ml-100k", name)) == repr(
+            plan.resolve_hyperparameters(plain, "ml-100k", name)
+        )
+    assert [c.name for c in search.candidates(written, "ml-100k", "cvar")] == [c.name for c in search.candidates(plain, "ml-100k", "cvar")]
+    assert registry.declaration("ease").complete({**demo["hyperparameters"]["ease"], "batch_size": 64.0}, "x")["batch_size"].__class__ is int
+    for key, value, message in [
+        ("evaluation", {**demo["evaluation"], "batch_size": 1024.5}, "config: evaluation.batch_size: 1024.5 is not of type 'integer'"),
+        ("hyperparameters", {**demo["hyperparameters"], "ease": {**demo["hyperparameters"]["ease"], "batch_size": 64.5}}, None),
+    ]:
+        config = dict(copy.deepcopy(demo), **{key: value})
+        if message:
+            with pytest.raises(plan.ConfigError, match=re.escape(message)):
+                config_schema.check_against_schema(config, schema)
+        else:
+            config_schema.check_against_schema(config, schema)
+            with pytest.raises(plan.ConfigError, match=r"hyperparameters\.ease\.batch_size: 64\.5 is not an integer"):
+                plan.check_config(config)
+
+
 @pytest.mark.parametrize(
     "mutate, message",
     [
@@ -315,6 +361,10 @@ def test_text_from_the_command_line_becomes_numbers_where_the_schema_wants_them(
             "config: datasets.ml-100k.sources[0].sep: not allowed here; see the description of 'sep'",
         ),
         (lambda c: c["datasets"]["ml-100k"]["preprocess"].update(min_uc=-1), "config: datasets.ml-100k.preprocess.min_uc: -1 is less than the minimum of 0"),
+        # --config 'seeds=[1180591620717411303424]': past torch's 64-bit seed, refused before any job
+        (lambda c: c.update(seeds=["1180591620717411303424"]), "config: seeds[0]: 1180591620717411303424 is greater than the maximum of 9223372036854775807"),
+        (lambda c: c.update(seeds=[0, 2**63]), "config: seeds[1]: 9223372036854775808 is greater than the maximum"),
+        (lambda c: c.update(tuning={"seed": 2**64}), "config: tuning.seed: 18446744073709551616 is greater than the maximum"),
     ],
 )
 def test_a_schema_problem_is_said_in_a_few_lines(demo, schema, mutate, message):

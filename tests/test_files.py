@@ -1,5 +1,6 @@
 """Results are written whole or not at all."""
 
+import errno
 import json
 import os
 import stat
@@ -47,3 +48,18 @@ def test_read_json_names_the_file(tmp_path):
         read_json(bad)
     with pytest.raises(FileNotFoundError, match="missing.json"):
         read_json(tmp_path / "missing.json")
+
+
+@pytest.mark.parametrize(
+    "code, said", [(errno.ENOSPC, "no space left on device"), (errno.EDQUOT, "disk quota exceeded")]
+)
+def test_a_full_disk_is_named_with_the_path_and_leaves_the_old_result(tmp_path, code, said):
+    target = tmp_path / "metrics.json"
+    write_json(target, {"ndcg@100": 0.4})
+    with pytest.raises(OSError) as caught:
+        with atomic_path(target) as tmp:
+            tmp.write_text('{"half": ')
+            raise OSError(code, os.strerror(code))
+    assert str(caught.value) == f"{said} writing {target}"
+    assert json.loads(target.read_text()) == {"ndcg@100": 0.4}
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]

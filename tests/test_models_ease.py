@@ -76,6 +76,18 @@ def test_ease_closed_refuses_a_non_positive_l2():
         completed("ease_closed", {"l2": 0.0})
 
 
+def test_ease_closed_at_a_tiny_l2_names_l2():
+    """Two items with the same users make XᵀX singular; 1e-300 added to its diagonal changes nothing
+    in float64, so the Cholesky factorisation fails."""
+    X = sp.csr_matrix(np.array([[1, 1, 0], [1, 1, 1], [0, 0, 1], [1, 1, 0]], dtype=np.float32))
+    data = TrainingData(train=X, validation_tr=X[:2], validation_te=X[2:])
+    with pytest.raises(ValueError) as caught:
+        ease_closed.fit(data, {"l2": 1e-300}, Run("toy", "ease_closed", 0))
+    message = str(caught.value)
+    assert message.startswith("toy/ease_closed seed 0: XᵀX + l2·I cannot be inverted in float64 at l2 = 1e-300")
+    assert "Set a larger `l2` for ease_closed" in message
+
+
 def test_per_item_loss_by_hand_and_its_gradient_against_finite_differences():
     generator = torch.Generator().manual_seed(5)
     predictions = torch.randn(6, 4, dtype=torch.float64, generator=generator)

@@ -1,15 +1,18 @@
 """Model files: every method writes one that loads with weights_only=True; load_model's errors;
 scorer() for each method against an independent computation."""
 
+import errno
+import io
 from fractions import Fraction
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
 
-from semtail import registry
-from semtail.modelfile import FORMAT_VERSION, ModelFileError, load_model, scorer
+from semtail import files, registry
+from semtail.modelfile import FORMAT_VERSION, ModelFileError, load_model, save_model, scorer
 from semtail.models import rerank
 from semtail.models.base import read_interactions
 from semtail.models.synthetic import training_data
@@ -149,6 +152,50 @@ def test_load_model_errors_name_the_file(tmp_path, model_files):
     torch.save({**model, "state": {"U": torch.zeros(3, 3)}}, bad_shape)
     with pytest.raises(ModelFileError, match=r"shape.pt: state\['U'\] has shape"):
         load_model(bad_shape)
+
+
+class FullDisk(io.RawIOBase):
+    """A file that takes `room` bytes, then fails as a full disk does (ENOSPC)."""
+
+    def __init__(self, path, room: int):
+        self.handle, self.room = open(path, "wb"), room
+
+    def writable(self):
+        return True
+
+    def write(self, data):
+        if len(data) > self.room:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.room -= len(data)
+        return self.handle.write(data)
+
+    def close(self):
+        self.handle.close()
+        super().close()
+
+
+def test_a_full_disk_while_saving_a_model_names_the_path(tmp_path, model_files, monkeypatch):
+    """torch.save turns the ENOSPC into "[enforce fail at inline_container.cc:...] unexpected pos";
+    the file system then has (nearly) no room left, which the check reads from disk_usage."""
+    model = load_model(model_files["ease"])
+    real_save = torch.save
+
+    def save_onto_a_full_disk(obj, path):
+        with FullDisk(path, room=300) as handle:
+            real_save(obj, handle)
+
+    monkeypatch.setattr(torch, "save", save_onto_a_full_disk)
+    monkeypatch.setattr(files.shutil, "disk_usage", lambda folder: SimpleNamespace(free=4096))
+    target = tmp_path / "ease" / "model.pt"
+    with pytest.raises(OSError) as caught:
+        save_model(target, model)
+    assert str(caught.value) == f"no space left on device writing {target}"
+    assert "inline_container" in str(caught.value.__cause__)
+    assert list(target.parent.iterdir()) == []  # the half-written file is removed
+    monkeypatch.setattr(files.shutil, "disk_usage", lambda folder: SimpleNamespace(free=9 * 10**8))
+    with pytest.raises(RuntimeError, match="inline_container"):  # room left: torch's own error, unchanged
+        save_model(target, model)
+    assert list(target.parent.iterdir()) == []
 
 
 def test_item_weights_are_there_exactly_for_methods_that_declare_them(tmp_path, model_files):

@@ -366,3 +366,16 @@ def test_a_randomly_initialised_adversary_keeps_learning(architecture):
     assert min(learning[1:]) > 1e-3
     shares = [entry["weight_share_least_popular_half"] for entry in histories["random"]]
     assert len(set(shares)) == len(shares)
+
+
+def test_a_k_above_the_catalog_is_refused_before_training():
+    X = power_law_interactions(40, 6, 3, exponent=0.5, seed=1)
+    data = TrainingData(train=X, validation_tr=X[:10], validation_te=X[10:20])
+    hyperparameters = completed("posit", {**HYPERPARAMETERS, "k": 7})
+    with pytest.raises(ValueError) as caught:
+        posit.fit(data, hyperparameters, Run("toy", "posit", 0, variant="posit_k7"))
+    assert str(caught.value) == (
+        "toy/posit_k7 seed 0: k = 7 is larger than the 6 items of toy (its preprocessed split): the recall "
+        "signal's top-k cannot hold more items than the catalog; give posit_k7 a k of at most 6"
+    )
+    posit.check_k(6, 6, Run("toy", "posit", 0))  # every item in the top-k is allowed, as for evaluation.ks

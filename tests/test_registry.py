@@ -47,7 +47,8 @@ def test_training_kinds_add_their_hyperparameters():
     [
         ({"type": "number"}, True, "True is not a finite number"),
         ({"type": "number"}, float("nan"), "nan is not a finite number"),
-        ({"type": "integer"}, 2.0, "2.0 is not an integer"),
+        ({"type": "integer"}, 2.5, "2.5 is not an integer"),
+        ({"type": "integer"}, float("inf"), "inf is not an integer"),
         ({"type": "boolean"}, 1, "1 is not a boolean"),
         ({"type": "string", "enum": ["a", "b"]}, "c", "'c' is not one of a, b"),
         ({"type": "integer", "minimum": 1}, 0, "0 must be at least 1"),
@@ -64,6 +65,7 @@ def test_value_problems_in_words(spec, value, problem):
 def test_values_that_fit_have_no_problem():
     assert registry.value_problem({"type": "number", "exclusiveMinimum": 0, "maximum": 1}, 1) is None
     assert registry.value_problem({"type": "integer", "minimum": 1}, 1) is None
+    assert registry.value_problem({"type": "integer", "minimum": 1}, 64.0) is None  # `complete` makes it 64
     assert registry.value_problem({"type": "string", "enum": ["a"], "pattern": "^a$"}, "a") is None
     assert registry.value_problem({"type": "boolean"}, False) is None
 
@@ -146,39 +148,74 @@ def guide_module() -> str:
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
+# The guide's example config, on its own: one small dataset of the user's and the guide's method
+# (METHOD, filled in) with rerank on it as a variant. Not config.yaml, which the user edits.
+GUIDE_CONFIG = """
+seeds: [0]
+compute: {device: cpu, gpus_per_job: 0}
+datasets:
+  shop:
+    sources: [{path: /data/shop.csv, format: delimited, sep: ",", header: false, columns: {user: 0, item: 1}}]
+    preprocess: {threshold: null, min_uc: 5, min_sc: 0, n_heldout: 10, seed: 1, test_prop: 0.2}
+methods: [METHOD, rerank_knn]
+hyperparameters:
+  METHOD: {shrink: 10.0}
+variants:
+  rerank_knn: {method: rerank, base: METHOD, high: 0.2, low: 0.15}
+evaluation: {ks: [10, 20], coverage_block_size: 10, tail_interaction_share: 0.2, batch_size: 64}
+"""
+
+
+def unused_method_name(models: Path, wanted: str = "guide_example") -> str:
+    """A method name no module in `models` has, so that a method the user added (the guide's own
+    `itemknn`, say) is neither replaced nor mistaken for the example."""
+    name, number = wanted, 1
+    while (models / f"{name}.py").exists():
+        name, number = f"{wanted}{number}", number + 1
+    return name
+
+
 def test_the_guide_s_worked_example_runs_as_written(tmp_path):
-    """In a copy of the package with the guide's itemknn.py added: it is listed, the demo config
-    with it (and rerank on it) passes the checks, and it trains, with scores equal to a numpy
-    computation of its formula."""
+    """In a copy of the package with the guide's module added (under a name of its own): it is
+    listed, a config with it (and rerank on it) passes the checks, and it trains, with scores
+    equal to a numpy computation of its formula. The copy also holds a user's own `itemknn`, as the
+    guide invites one to add, which the example leaves alone."""
     package = tmp_path / "workflow_scripts"
     shutil.copytree(ROOT / "workflow_scripts", package, ignore=shutil.ignore_patterns("__pycache__"))
-    (package / "semtail/models/itemknn.py").write_text(guide_module())
+    users_own = package / "semtail/models/itemknn.py"
+    if not users_own.exists():
+        users_own.write_text(guide_module().replace('"label": "ItemKNN"', '"label": "My ItemKNN"'))
+    users_label = registry.read_declaration(users_own).label
+    name = unused_method_name(package / "semtail/models")
+    (package / f"semtail/models/{name}.py").write_text(guide_module())
+    (tmp_path / "config.yaml").write_text(GUIDE_CONFIG.replace("METHOD", name))
     script = textwrap.dedent(
         f"""
         import copy, numpy as np, torch, yaml
-        from semtail import registry, workflow
+        from semtail import config_schema, registry, workflow
         from semtail.models.synthetic import training_data
         from semtail.registry import method_module
         from semtail.models.base import Run
 
-        assert "itemknn" in registry.names() and registry.declaration("itemknn").label == "ItemKNN"
-        config = yaml.safe_load(open({str(ROOT / "config.yaml")!r}))
-        config["methods"] += ["itemknn", "rerank_knn"]
-        config["variants"] = {{"rerank_knn": {{"method": "rerank", "base": "itemknn", "high": 0.2, "low": 0.15}}}}
+        name = {name!r}
+        assert name in registry.names() and registry.declaration(name).label == "ItemKNN"
+        assert registry.declaration("itemknn").label == {users_label!r}
+        config = yaml.safe_load(open({str(tmp_path / "config.yaml")!r}))
+        config_schema.check_against_schema(config, config_schema.load_schema({str(ROOT / "schemas/config.schema.yaml")!r}))
         workflow.check_config(config)
-        assert workflow.resolve_hyperparameters(config, "ml-100k", "itemknn") == {{"shrink": 10.0}}
-        assert workflow.train_inputs(config, "ml-100k", "rerank_knn", 0)["base_model"].endswith("itemknn/seed0/model.pt")
+        assert workflow.resolve_hyperparameters(config, "shop", name) == {{"shrink": 10.0}}
+        assert workflow.train_inputs(config, "shop", "rerank_knn", 0)["base_model"].endswith(f"{{name}}/seed0/model.pt")
         bad = copy.deepcopy(config)
-        bad["hyperparameters"]["itemknn"] = {{"shrnk": 1.0}}
+        bad["hyperparameters"][name] = {{"shrnk": 1.0}}
         try:
             workflow.check_config(bad)
             raise SystemExit("a typo passed")
         except workflow.ConfigError as error:
-            assert "hyperparameters.itemknn: ['shrnk']" in str(error), error
+            assert f"hyperparameters.{{name}}: ['shrnk']" in str(error), error
 
         data = training_data(60, 12, 4, 10, seed=1)
-        module = method_module("itemknn")
-        fitted = module.fit(data, {{"shrink": 10.0}}, Run("toy", "itemknn", 0))
+        module = method_module(name)
+        fitted = module.fit(data, {{"shrink": 10.0}}, Run("toy", name, 0))
         X = data.train.toarray().astype(np.float64)
         gram = X.T @ X
         norms = np.sqrt(np.diag(gram))
@@ -192,3 +229,10 @@ def test_the_guide_s_worked_example_runs_as_written(tmp_path):
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=package, timeout=300)
     assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr
+
+
+def test_the_guide_s_example_takes_a_name_no_method_has(tmp_path):
+    (tmp_path / "guide_example.py").write_text("")
+    (tmp_path / "guide_example1.py").write_text("")
+    assert unused_method_name(tmp_path) == "guide_example2"
+    assert unused_method_name(tmp_path, "itemknn") == "itemknn"

@@ -172,3 +172,27 @@ def test_latex_escapes_names():
     }])  # fmt: skip
     latex = tables.comparison_latex(comparison, "ml-20m")
     assert r"ease\_closed & NDCG@100 & $0.4200 \pm 0.0010$ (3) & $0.4100$ & $+0.0100$ \\" in latex
+
+
+@pytest.mark.parametrize(
+    "cut, message",
+    [
+        (lambda text: text[:-3], "its last line has no line break, so it is cut short"),  # inside the last value
+        (lambda text: text[: text.index("\n3,") + 4], "its last line has no line break"),  # inside a row's cells
+        (lambda text: text[: text.index("\n3,") + 1] + "3,1\n" + text.split("\n", 3)[3], "line 3 has 2 of the header's 3 cells"),
+        (lambda text: "", "empty"),
+    ],
+)
+@pytest.mark.parametrize("damaged", [0, 1, 2])
+def test_a_truncated_per_user_file_is_named(tmp_path, cut, message, damaged):
+    """Whichever of three runs' files is cut short, the error names it, not the intact ones."""
+    files = [write_run(tmp_path, method, 0, ["1", "3", "5"], {"ndcg@100": [0.1, 0.25, 0.5]}) for method in ("a", "b", "c")]
+    per_user = files[damaged][1]
+    per_user.write_text(cut(per_user.read_text()))
+    names = pd.DataFrame({"method": ["a", "b", "c"]})
+    with pytest.raises(ValueError) as caught:
+        sig.user_means(names, [f[0] for f in files], [f[1] for f in files])
+    text = str(caught.value)
+    assert text.startswith(f"{per_user}: ") and message in text, text
+    assert "delete it and the metrics.json beside it" in text
+    assert all(str(f[1]) not in text for f in files if f[1] != per_user)

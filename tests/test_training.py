@@ -4,6 +4,7 @@ checkpoint bit for bit, the NaN guard, determinism."""
 import logging
 import math
 import os
+import re
 import signal
 from collections import Counter
 from pathlib import Path
@@ -304,6 +305,15 @@ def test_nan_guard_stops_without_a_model_file(tmp_path):
     assert "toy/ease seed 3" in message and "epoch 1" in message and "lr 1e+08" in message
     assert not output.exists()
     assert not list(tmp_path.glob("*.partial*"))
+
+
+def test_divergence_at_a_huge_weight_decay_names_lr_and_wd():
+    """lr·wd = 0.002 · 1e6 = 2000, past heavy-ball SGD's bound 2·(1 + 0.9) = 3.8 for the decay alone."""
+    with pytest.raises(TrainingDiverged) as caught:
+        fit("ease", changes={"wd": 1e6})
+    message = str(caught.value)
+    assert re.search(r"\(lr 0\.002, annealed to [0-9.e+-]+ in this epoch; wd 1e\+06\)", message), message
+    assert "Lower lr or wd" in message and "exceeds 3.8 (here lr·wd = 2000)" in message
 
 
 @pytest.mark.parametrize("method", ["posit", "cvar"])

@@ -7,8 +7,10 @@ import ast
 import json
 import re
 import shutil
+import site
 import subprocess
 import sys
+import venv
 from pathlib import Path
 
 import pytest
@@ -18,8 +20,10 @@ from workflow_runs import (
     copy_repo,
     dry_run_blocks,
     read_config,
+    TEST_CONFIG,
     reduced_config,
     snakemake,
+    snakemake_env,
     write_config,
 )
 
@@ -141,3 +145,47 @@ def test_jobs_import_the_semtail_beside_the_snakefile(monkeypatch):
     import os
 
     assert os.environ["PYTHONPATH"] == "/copy/workflow_scripts:/elsewhere"
+
+
+def interpreter_in(folder: Path) -> Path:
+    """A virtual environment at `folder` seeing this one's packages, as `./workflow.sh` makes .venv
+    inside the clone (without installing anything again)."""
+    venv.create(folder, with_pip=False)
+    [packages] = folder.glob("lib/python*/site-packages")
+    (packages / "test_environment.pth").write_text(
+        "".join(f"import site; site.addsitedir({path!r})\n" for path in site.getsitepackages())
+    )
+    return folder / "bin" / "python"
+
+
+@pytest.mark.slow
+def test_a_clone_in_a_folder_with_a_space_runs_its_jobs(tmp_path):
+    """Snakemake wrote its interpreter's path unquoted into each job's command, so from a clone in
+    `my proj` with its .venv inside, every job failed with exit 127. Two jobs here (preprocess, and
+    a train job), each a script run through that interpreter."""
+    workdir = copy_repo(tmp_path / "my proj")
+    interpreter = interpreter_in(workdir / ".venv")
+    config = reduced_config(seeds=(0,))
+    write_config(workdir, config)
+    from semtail import workflow as plan
+
+    model = f"{plan.run_dir(config, 'ml-100k', 'mostpop', 0)}/model.pt"
+    done = subprocess.run(
+        [str(interpreter), "-m", "snakemake", "--cores", "1", f"--configfile={TEST_CONFIG}", model],
+        cwd=workdir, env=snakemake_env(), capture_output=True, text=True, timeout=900,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "exit status 127" not in done.stderr
+    assert (workdir / model).is_file()
+
+
+def test_the_interpreter_is_quoted_once_for_the_shell(tmp_path, monkeypatch):
+    from semtail import workflow as plan
+
+    interpreter = tmp_path / "my proj" / "python"
+    interpreter.parent.mkdir()
+    interpreter.touch()
+    monkeypatch.setattr(sys, "executable", str(interpreter))
+    plan.quote_interpreter_for_shell()
+    plan.quote_interpreter_for_shell()  # the workflow read again in the same process, as a module
+    assert sys.executable == f"'{tmp_path}/my proj/python'"

@@ -44,8 +44,10 @@ def check_against_schema(config: dict, schema: dict) -> None:
 
 def coerce(config: dict, schema: dict) -> None:
     """In place: each text value where every type the schema allows there is a number, boolean or
-    null becomes one ('5' -> 5 for an integer); a single value where the schema wants a list becomes
-    a list of it. Anything that does not convert is left for the schema check to name."""
+    null becomes one ('5' -> 5 for an integer); a whole float where only an integer is allowed
+    becomes that integer (64.0 and '64.0' -> 64, in the schema's keys, the methods' hyperparameters
+    and the search's grids alike); a single value where the schema wants a list becomes a list of
+    it. Anything that does not convert is left for the schema check to name."""
     for key in list(config):
         config[key] = _coerce(config[key], _property_schemas(schema, schema, key), schema)
     _coerce_hyperparameters(config)
@@ -69,6 +71,17 @@ def _coerce_hyperparameters(config: dict) -> None:
         specs = registry.declaration(method).hyperparameters
         for key in [k for k in values if k in specs]:
             values[key] = _coerce(values[key], [specs[key]], {})
+    tuning = _mapping(config.get("tuning"))
+    grids = [(name, grid) for name, grid in _mapping(tuning.get("grids")).items()]
+    grids += [(name, grid) for per_name in _mapping(tuning.get("overrides")).values() for name, grid in _mapping(per_name).items()]
+    for name, grid in grids:
+        method = variants[name].get("method") if isinstance(variants.get(name), dict) else name
+        if method not in known:
+            continue
+        specs = registry.declaration(method).hyperparameters
+        for product in grid if isinstance(grid, list) else [grid]:
+            for key in [k for k in _mapping(product) if k in specs and isinstance(product[k], list)]:
+                product[key] = [_coerce(value, [specs[key]], {}) for value in product[key]]
 
 
 def _mapping(value) -> dict:
@@ -83,7 +96,9 @@ def _coerce(value, schemas: list[dict], root: dict):
     if types == {"array"} and not isinstance(value, (list, dict)):
         value = [value]
     if isinstance(value, str) and types and "string" not in types:
-        return _from_text(value, types)
+        value = _from_text(value, types)
+    if isinstance(value, float) and value.is_integer() and "integer" in types and "number" not in types:
+        return int(value)  # 64.0 where an integer belongs: 64, so that the jobs' params are the same
     if isinstance(value, list):
         items = [s["items"] for s in schemas if isinstance(s.get("items"), dict)]
         return [_coerce(item, items, root) for item in value]
@@ -97,7 +112,7 @@ def _from_text(value: str, types: set[str]):
     text = value.strip()
     if "integer" in types and INTEGER.fullmatch(text):
         return int(text)
-    if "number" in types:
+    if "number" in types or "integer" in types:
         try:
             return float(text) if not INTEGER.fullmatch(text) else int(text)
         except ValueError:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import glob
 import hashlib
 import json
 import os
 import re
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,8 +30,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp_path
         os.replace(tmp_path, target)
-    except BaseException:
+    except BaseException as error:
+        out_of_space = _out_of_space(error, target.parent)
         tmp_path.unlink(missing_ok=True)
+        if out_of_space:
+            raise OutOfSpace(f"{out_of_space} writing {target}") from error
         raise
 
 
@@ -48,6 +53,25 @@ def sha256(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+class OutOfSpace(OSError):
+    """A result that could not be written whole for want of disk space; its path is named."""
+
+
+# torch.save's writer fails on a full disk with only "[enforce fail at inline_container.cc:...]
+# unexpected pos ...", no errno: a file system this nearly full is taken to be the cause.
+NEARLY_FULL_BYTES = 16 * 2**20
+
+
+def _out_of_space(error: BaseException, folder: Path) -> str | None:
+    """What a failed write ran out of, or None when it was something else."""
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        return "no space left on device"
+    if isinstance(error, OSError) and error.errno == errno.EDQUOT:
+        return "disk quota exceeded"
+    if isinstance(error, RuntimeError) and "inline_container" in str(error):
+        if shutil.disk_usage(folder).free < NEARLY_FULL_BYTES:
+            return "no space left on device"
+    return None
 
 
 def _umask() -> int:

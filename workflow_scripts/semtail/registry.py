@@ -129,7 +129,7 @@ class Method:
         """The full set a job trains with: the declared defaults, then `values`; every key present,
         each of the right type and range, and the constraints met."""
         self.check(values, where)
-        resolved = {**self.defaults(), **values}
+        resolved = {**self.defaults(), **{key: as_declared(self.hyperparameters[key], value) for key, value in values.items()}}
         missing = [key for key in self.hyperparameters if key not in resolved]
         if missing:
             raise HyperparameterError(f"{where}: missing {missing} ({self.name} declares no default for them)")
@@ -150,13 +150,21 @@ class Method:
         return module
 
 
+def as_declared(spec: dict, value):
+    """A whole float given for an integer hyperparameter as that integer (64.0 -> 64), so that a
+    job's params, and whether it reruns, do not depend on how the number was written."""
+    if spec["type"] == "integer" and isinstance(value, float):
+        return int(value)
+    return value
+
+
 def value_problem(spec: dict, value) -> str | None:
     """What is wrong with `value` under a hyperparameter's spec, in words, or None."""
     kind = spec["type"]
     is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
     fits = {
         "number": is_number and math.isfinite(value),
-        "integer": isinstance(value, int) and not isinstance(value, bool),
+        "integer": is_number and (isinstance(value, int) or value.is_integer()),  # 64.0 too; `complete` makes it 64
         "boolean": isinstance(value, bool),
         "string": isinstance(value, str),
     }[kind]

@@ -25,7 +25,9 @@ seeds is in the summary tables).
 
 from __future__ import annotations
 
+import csv
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -94,15 +96,35 @@ def holm(p_values) -> np.ndarray:
 
 # ---- a dataset's runs --------------------------------------------------------------------------
 
+TRUNCATED_ADVICE = "the file is damaged (truncated?): delete it and the metrics.json beside it, and its evaluate job runs again"
+
 
 def read_per_user(path: str | Path) -> pd.DataFrame:
-    """per_user.csv, users as text (raw ids), indexed by user."""
+    """per_user.csv, users as text (raw ids), indexed by user. A file cut short (empty, its last
+    line without a line break, or a row with fewer cells than the header) is an error naming it."""
+    check_whole_csv(path)
     frame = pd.read_csv(path, dtype={"user": str})
     if "user" not in frame.columns:
         raise ValueError(f"{path}: no 'user' column; is this a per_user.csv of the evaluate rule?")
     if frame["user"].duplicated().any():
         raise ValueError(f"{path}: user {frame['user'][frame['user'].duplicated()].iloc[0]!r} appears twice")
     return frame.set_index("user")
+
+
+def check_whole_csv(path: str | Path) -> None:
+    """The evaluate rule writes every line of per_user.csv with its line break and every cell."""
+    with open(path, "rb") as handle:
+        if handle.seek(0, os.SEEK_END) == 0:
+            raise ValueError(f"{path}: empty; {TRUNCATED_ADVICE}")
+        handle.seek(-1, os.SEEK_END)
+        if handle.read(1) != b"\n":
+            raise ValueError(f"{path}: its last line has no line break, so it is cut short; {TRUNCATED_ADVICE}")
+    with open(path, newline="") as handle:
+        rows = csv.reader(handle)
+        header = next(rows)
+        for number, row in enumerate(rows, start=2):
+            if len(row) != len(header):
+                raise ValueError(f"{path}: line {number} has {len(row)} of the header's {len(header)} cells; {TRUNCATED_ADVICE}")
 
 
 def user_means(runs: pd.DataFrame, metric_paths, per_user_paths) -> tuple[dict[str, pd.DataFrame], dict[str, int]]:
@@ -124,7 +146,9 @@ def user_means(runs: pd.DataFrame, metric_paths, per_user_paths) -> tuple[dict[s
         if users is None:
             users, first = list(frame.index), per_user_path
         elif set(frame.index) != set(users):
-            raise ValueError(f"{per_user_path} and {first} hold different test users")
+            raise ValueError(
+                f"{per_user_path} and {first} hold different test users ({len(frame)} and {len(users)} of them)"
+            )
         by_method.setdefault(method, []).append(frame.loc[users])
     means = {method: pd.concat(frames).groupby(level=0, sort=False).mean() for method, frames in by_method.items()}
     return means, {method: len(frames) for method, frames in by_method.items()}

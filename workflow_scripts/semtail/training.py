@@ -274,10 +274,12 @@ class Trainer:
     def check_finite(self, nonfinite: bool, what: str) -> None:
         if nonfinite:
             current = self.optimizer.param_groups[0]["lr"]
+            lr, wd = self.settings.lr, self.settings.wd
             raise TrainingDiverged(
                 f"{self.run.describe()}: {what} became NaN or infinite in epoch {self.epoch + 1} "
-                f"(lr {self.settings.lr:g}, annealed to {current:g} in this epoch); no model file is written. "
-                "A smaller learning rate usually helps."
+                f"(lr {lr:g}, annealed to {current:g} in this epoch; wd {wd:g}); no model file is written. "
+                f"Lower lr or wd: with momentum {MOMENTUM:g}, the weight decay alone diverges once lr·wd "
+                f"exceeds {2 * (1 + MOMENTUM):g} (here lr·wd = {lr * wd:g})."
             )
 
     # -- epochs, early stopping and checkpoints -------------------------------------------------

@@ -7,6 +7,8 @@ import copy
 import json
 import os
 import re
+import shlex
+import sys
 from pathlib import Path
 
 from semtail import registry
@@ -34,6 +36,18 @@ def put_first_on_pythonpath(folder: str) -> None:
     """
     entries = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != folder]
     os.environ["PYTHONPATH"] = os.pathsep.join([folder, *entries])
+
+
+def quote_interpreter_for_shell() -> None:
+    """Let a checkout whose path has a space in it (`/tmp/my proj`) run its jobs.
+
+    Snakemake writes sys.executable unquoted into the shell commands it runs: its script runner's
+    (`<python> script.py`, so every job failed with exit 127) and each spawned job's. Quoted once
+    here, in the Snakemake process, the path stays one word. A path already quoted (this workflow
+    read again in the same process, as a module) is left as it is.
+    """
+    if os.path.isfile(sys.executable):
+        sys.executable = shlex.quote(sys.executable)
 
 
 class ConfigError(ValueError):
@@ -348,6 +362,32 @@ def runs_on_gpu(gpus: int, cluster: bool, gpu_limit: int | None, visible_gpus: i
     if cluster:
         return True
     return gpu_limit > 0 if gpu_limit is not None else visible_gpus > 0
+def building_report(argv: list[str]) -> bool:
+    """Whether this Snakemake process only writes the report (`snakemake --report FILE`, not
+    `--report-after-run`): then the default target is what exists (report_targets)."""
+    options = {argument.split("=", 1)[0] for argument in argv[1:]}
+    return "--report" in options and "--report-after-run" not in options
+
+
+def report_targets(targets: list[str]) -> tuple[list[str], str | None]:
+    """The targets that exist, for `snakemake --report` to build the report from, and a warning
+    naming the others (a failed job's, or one not run yet) with the command that makes them; None
+    when every target exists. Snakemake's report refuses an output marked for it that is missing."""
+    missing = [target for target in targets if not os.path.exists(target)]
+    if not missing:
+        return targets, None
+    few = len(missing) <= MISSING_LISTED
+    listed = ", ".join(missing) if few else f"{', '.join(missing[:MISSING_LISTED])} and {len(missing) - MISSING_LISTED} more"
+    command = f"snakemake {' '.join(missing)}" if few else "snakemake"
+    warning = (
+        f"--report: {len(missing)} of the workflow's outputs do not exist (a job failed, or has not run), so "
+        f"the report is built without them: {listed}. To have them in it, make them first (`{command}`; "
+        "a failed job's log says why it failed), then build the report again."
+    )
+    return [target for target in targets if target not in missing], warning
+
+
+MISSING_LISTED = 10
 
 
 def gpus_per_job(config: dict) -> int:

@@ -61,7 +61,22 @@ def closed_form(interactions: sp.csr_matrix, l2: float, device: torch.device) ->
 def fit(data: TrainingData, hyperparameters: dict, run: Run) -> Fitted:
     l2 = float(hyperparameters["l2"])
     run.log.info("closed-form EASE with l2=%g on %d items", l2, data.n_items)
-    return Fitted(state={"B": closed_form(data.train, l2, run.device).cpu()})
+    try:
+        weights = closed_form(data.train, l2, run.device)
+    except torch.linalg.LinAlgError as error:
+        raise ValueError(too_small_l2(run, l2)) from error
+    if not bool(torch.isfinite(weights).all()):
+        raise ValueError(too_small_l2(run, l2))
+    return Fitted(state={"B": weights.cpu()})
+
+
+def too_small_l2(run: Run, l2: float) -> str:
+    return (
+        f"{run.describe()}: XᵀX + l2·I cannot be inverted in float64 at l2 = {l2:g}: columns of the "
+        "training matrix are linearly dependent (e.g. two items with the same users) and l2 is too "
+        f"small to make up for it. Set a larger `l2` for {run.variant or run.method} "
+        "(Steck's values are in the hundreds); no model file is written."
+    )
 
 
 def scorer(state: dict, hyperparameters: dict, device: torch.device):

@@ -331,7 +331,19 @@ class AdversarialObjective(Objective):
 
 
 def fit(data: TrainingData, hyperparameters: dict, run: Run) -> Fitted:
+    check_k(int(hyperparameters["k"]), data.n_items, run)
     return train(data, hyperparameters, run, AdversarialObjective(data, hyperparameters, run.device))
+
+
+def check_k(k: int, n_items: int, run: Run) -> None:
+    """The signal's cut-off against the catalog, before training: a top-k longer than the catalog
+    would be every item, silently."""
+    if k > n_items:
+        raise ValueError(
+            f"{run.describe()}: k = {k} is larger than the {n_items} items of {run.dataset} (its preprocessed "
+            f"split): the recall signal's top-k cannot hold more items than the catalog; give "
+            f"{run.variant or run.method} a k of at most {n_items}"
+        )
 
 
 def scorer(state: dict, hyperparameters: dict, device: torch.device):
