@@ -68,6 +68,7 @@ def test_all_differences_zero_give_p_one_without_error():
     assert sig.ttest_p(same, same) == 1.0
     assert sig.bootstrap_interval(same - same, 500, 0) == (0.0, 0.0)
     assert math.isnan(sig.wilcoxon_p([])) and math.isnan(sig.ttest_p([0.1], [0.2]))
+    assert sig.ttest_p([0.5, 0.5, 0.5], [0.25, 0.25, 0.25]) == 0.0  # constant differences: t infinite
 
 
 def test_holm_by_hand():

@@ -65,14 +65,18 @@ def wilcoxon_p(differences) -> float:
 
 
 def ttest_p(values, reference) -> float:
-    """Two-sided paired t-test p-value; 1 when every difference is zero."""
+    """Two-sided paired t-test p-value; 1 when every difference is zero, 0 when every difference
+    is the same other number (the t statistic is infinite)."""
     from scipy import stats
 
     values, reference = np.asarray(values, dtype=np.float64), np.asarray(reference, dtype=np.float64)
     if values.size < 2:
         return math.nan
-    if np.all(values == reference):
+    differences = values - reference
+    if np.all(differences == 0):
         return 1.0
+    if np.all(differences == differences[0]):
+        return 0.0
     return float(stats.ttest_rel(values, reference).pvalue)
 
 
