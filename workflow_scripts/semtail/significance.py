@@ -99,7 +99,7 @@ def bootstrap_interval(differences, samples: int, seed: int, confidence: float =
             seed_means = np.broadcast_to(d[0], (stop - start, n_users))
         else:
             drawn = rng.integers(0, n_seeds, size=(stop - start, n_seeds))
-            weights = np.stack([np.bincount(row, minlength=n_seeds) for row in drawn]) / n_seeds
+            weights = (drawn[:, :, np.newaxis] == np.arange(n_seeds)).mean(axis=1)  # each seed's share of the draws
             seed_means = weights @ d
         users = rng.integers(0, n_users, size=(stop - start, n_users))
         means[start:stop] = np.take_along_axis(seed_means, users, axis=1).mean(axis=1)
