@@ -69,6 +69,14 @@ def test_a_rerank_that_changes_nothing_is_flagged_and_one_that_does_is_not(tmp_p
     assert "rerank_mid changed" not in markdown and "rerank_once changed" not in markdown
     assert "## Flags" not in tables.summary_markdown(summary, "toy", unchanged=unchanged.iloc[:0])
 
+    # Its seeds spread (as ease's do) but it is ease: not flagged again as seeds that disagree,
+    # unless compared with another reference.
+    runs = pd.DataFrame({"dataset": "toy", "method": ["ease", "ease", "rerank", "rerank", "other", "other"],
+                         "seed": [0, 1] * 3, "ndcg@100": [0.40, 0.42, 0.40, 0.42, 0.41, 0.41]})  # fmt: skip
+    assert flags.seed_disagreements(runs, "ease")["method"].tolist() == ["rerank"]
+    assert flags.seed_disagreements(runs, "ease", unchanged).empty
+    assert flags.seed_disagreements(runs, "other", unchanged)["method"].tolist() == ["ease", "rerank"]
+
     with pytest.raises(ValueError, match="is not beside"):
         flags.unchanged_on_base(metric_paths[:1], topk_paths[1:2])
 

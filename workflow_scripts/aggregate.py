@@ -24,8 +24,8 @@ tests = significance.compare(
     seed=compare["bootstrap_seed"],
     alpha=compare["alpha"],
 )
-disagreements = flags.seed_disagreements(runs, compare["reference"])
 unchanged = flags.unchanged_on_base(run.input.metrics, run.input.topk)
+disagreements = flags.seed_disagreements(runs, compare["reference"], unchanged)
 
 with atomic_path(run.output.summary_csv) as tmp:
     summary.to_csv(tmp, index=False)

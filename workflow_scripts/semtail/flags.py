@@ -17,18 +17,21 @@ DISAGREEMENT_COLUMNS = ["method", "reference", "metric", "seed_min", "seed_max",
 UNCHANGED_COLUMNS = ["method", "base", "seed_pairs", "n_users"]
 
 
-def seed_disagreements(runs: pd.DataFrame, reference: str) -> pd.DataFrame:
+def seed_disagreements(runs: pd.DataFrame, reference: str, unchanged: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per (method with two seeds or more, other than the reference; metric): the method's lowest
     and highest value over its seeds where their range exceeds |mean − reference's mean|, the
-    difference the tables show. runs: semtail.tables.load_runs; methods and metrics in its order."""
+    difference the tables show. runs: semtail.tables.load_runs; methods and metrics in its order.
+    A method of `unchanged` (unchanged_on_base) whose base is the reference is left out: its lists
+    are the reference's, which its own flag says."""
     metric_keys = [c for c in runs.columns if c not in ("dataset", "method", "seed")]
     reference_runs = runs[runs["method"] == reference]
     if reference_runs.empty:
         raise ValueError(f"compare.reference: {reference!r} has no runs (runs: {', '.join(pd.unique(runs['method']))})")
+    same_as_reference = set() if unchanged is None else set(unchanged.loc[unchanged["base"] == reference, "method"])
     rows = []
     for method in pd.unique(runs["method"]):
         group = runs[runs["method"] == method]
-        if method == reference or len(group) < 2:
+        if method == reference or method in same_as_reference or len(group) < 2:
             continue
         for key in metric_keys:
             values = group[key].astype(float)
