@@ -31,7 +31,7 @@ HYPERPARAMETERS = {
         "awd": 0.0, "adversary": "2bmlp2", "signal": "recall_dist", "ones_aware": False, "k": 10,
         "signal_momentum": 0.9, "ties": "topk", "adversary_init": "authors",
     },
-    "rerank": {"base": "ease", "high": 0.3, "low": 0.05},
+    "rerank": {"base": "ease", "high": 0.3, "low": 0.05, "thresholds": "score"},
     "causal": {"lr": 0.002, "wd": 1e-4, "batch_size": 32, "epochs": 3, "patience": 3, "drop_last": False, "gamma": 0.1},
     "post": {"base": "ease", "gamma": 0.05},
 }  # fmt: skip

@@ -170,7 +170,7 @@ def test_the_real_stages_cover_their_imports():
         "download": {"datasets.sources", "datasets.formats", "script_io"},
         "preprocess": {"datasets.preprocess", "datasets.split", "datasets.formats", "script_io"},
         "evaluate": {"evaluate", "metrics", "modelfile", "registry", "models.base", "device", "script_io"},
-        "aggregate": {"tables", "significance", "script_io"},
+        "aggregate": {"tables", "significance", "flags", "script_io"},
         "plot": {"figures", "run_metrics", "registry", "script_io"},
         "plot_weight_landscape": {"figures", "modelfile", "script_io"},  # imported inside a function
         "plot_adversary": {"figures", "tables", "modelfile", "registry", "script_io"},

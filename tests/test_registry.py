@@ -82,7 +82,7 @@ def test_describe_writes_each_bound_as_its_operator():
 
 def test_complete_fills_defaults_in_declared_order_and_checks_constraints():
     rerank = registry.declaration("rerank")
-    assert list(rerank.complete({"low": 0.1, "high": 0.3, "base": "ease"}, "here")) == ["base", "high", "low"]
+    assert list(rerank.complete({"low": 0.1, "high": 0.3, "base": "ease"}, "here")) == ["base", "high", "low", "thresholds"]
     with pytest.raises(registry.HyperparameterError, match=r"here: high \(0.1\) must be greater than low \(0.3\)"):
         rerank.complete({"base": "ease", "high": 0.1, "low": 0.3}, "here")
     posit = registry.declaration("posit")

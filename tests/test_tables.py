@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -173,15 +174,18 @@ def test_bad_inputs_are_named(tmp_path):
 
 def test_aggregate_script_end_to_end(tmp_path, ml20m_runs):
     out = tmp_path / "out"
-    per_user = []
+    per_user, topk = [], []
     for path in ml20m_runs:  # mostpop's users score 0.1 below posit's
         ndcg = [0.3, 0.5, 0.7, 0.4] if "posit" in str(path) else [0.2, 0.4, 0.6, 0.3]
         per_user.append(path.with_name("per_user.csv"))
         pd.DataFrame({"user": ["7", "8", "9", "10"], "n_heldout": 3, "ndcg@100": ndcg}).to_csv(per_user[-1], index=False)
+        topk.append(path.with_name("topk.npz"))
+        np.savez(topk[-1], top_k=np.arange(8, dtype=np.int32).reshape(4, 2))
     command = [
         sys.executable, str(ROOT / "workflow_scripts/aggregate.py"),
         "--input", "metrics=" + ",".join(map(str, ml20m_runs)),
         "--input", "per_user=" + ",".join(map(str, per_user)),
+        "--input", "topk=" + ",".join(map(str, topk)),
         "--param", "dataset=ml-20m",
         "--param", "compare={reference: posit, alpha: 0.05, bootstrap_samples: 100, bootstrap_seed: 0}",
         *[arg for name in ("summary_csv", "summary_md", "summary_tex", "comparison_csv", "comparison_md",
@@ -199,6 +203,9 @@ def test_aggregate_script_end_to_end(tmp_path, ml20m_runs):
     significance = pd.read_csv(out / "significance_csv")
     assert significance[["method", "reference", "metric", "n_users"]].values.tolist() == [["mostpop", "posit", "ndcg@100", 4]]
     assert significance["mean_difference"].item() == pytest.approx(-0.1)
+    # mostpop's single run against posit's three seeds, each user 0.1 below in every one
+    assert significance[["paired_seeds", "seeds_agree", "significant"]].values.tolist() == [[3, True, False]]
+    assert significance["p_seeds"].item() == 0.0  # the same difference in every seed: t is infinite
     assert "## Significance against posit" in (out / "summary_md").read_text()
 
 

@@ -11,10 +11,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 import yaml
+from scipy import stats
 
 from workflow_runs import job, output_times, planned_jobs, read_config, snakemake, write_config
 
@@ -131,6 +133,26 @@ def test_per_user_means_are_the_metrics_and_the_tables_test_against_ease(complet
     assert set(table["reference"]) == {"ease"} and "ease" not in set(table["method"])
     assert set(table["metric"]) == set(per_user.columns[2:])
     assert len(table) == (len(config["methods"]) - 1) * (len(per_user.columns) - 2)
+    # Over seeds, from the metrics.json of each seed (each the mean of its per_user.csv column):
+    # p_seeds is the paired t-test of the per-seed values, seeds_agree their differences' signs.
+    seeds = config["seeds"]
+    metric = "ndcg@100"
+    per_seed = {
+        method: [json.loads((results / method / f"seed{s}/metrics.json").read_text())["metrics"][metric] for s in seeds]
+        for method in config["methods"]
+    }
+    for _, row in table[table["metric"] == metric].iterrows():
+        assert row["paired_seeds"] == len(seeds)
+        differences = np.subtract(per_seed[row["method"]], per_seed["ease"])
+        assert (row["seed_difference_min"], row["seed_difference_max"]) == pytest.approx(
+            (differences.min(), differences.max()), abs=1e-12
+        )
+        if len(seeds) < 3:
+            assert np.isnan(row["p_seeds"])  # no test over fewer than 3 seeds
+        elif np.ptp(differences) > 1e-12:
+            assert row["p_seeds"] == pytest.approx(stats.ttest_rel(per_seed[row["method"]], per_seed["ease"]).pvalue, rel=1e-6)
+        agree = not np.any(differences * row["mean_difference"] < 0)
+        assert row["significant"] == (row["p_holm"] < row["alpha"] and agree), row["method"]
     summary = (results / "summary.md").read_text()
     assert "## Significance against ease" in summary and "no per-user values" in summary
     assert (results / "summary.tex").read_text().count(r"\begin{table}") >= 4

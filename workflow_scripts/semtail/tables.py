@@ -116,12 +116,21 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def summary_markdown(summary: pd.DataFrame, dataset: str, significance: pd.DataFrame | None = None) -> str:
+def summary_markdown(
+    summary: pd.DataFrame,
+    dataset: str,
+    significance: pd.DataFrame | None = None,
+    disagreements: pd.DataFrame | None = None,
+    unchanged: pd.DataFrame | None = None,
+) -> str:
     """summary.md; with `significance` (semtail.significance.compare), a significant difference
-    from the reference is marked in the tables, and a section gives every test."""
+    from the reference is marked in the tables, and a section gives every test; with
+    `disagreements` and `unchanged` (semtail.flags), a section of flags, and the values whose seeds
+    disagree by more than their difference from the reference marked."""
     keys = metric_keys_of(summary)
     n_seeds = sorted(set(summary["n_seeds"]))
     marked = set() if significance is None else significant_pairs(significance)
+    disagreeing = set() if disagreements is None else set(zip(disagreements["method"], disagreements["metric"]))
     parts = [
         f"# {dataset}: mean ± standard deviation over seeds\n",
         f"Seeds per method: {', '.join(map(str, n_seeds))}. The standard deviation is the sample one "
@@ -131,23 +140,61 @@ def summary_markdown(summary: pd.DataFrame, dataset: str, significance: pd.DataF
     ]
     if significance is not None and not significance.empty:
         parts.append(f"A value marked{SIGNIFICANT_MARK} {significance_rule(significance)}\n")
+    if disagreeing:
+        parts.append(
+            f"A value marked{DISAGREEMENT_MARK}: its seeds' range (lowest to highest) is wider than its difference "
+            f"from {disagreements['reference'].iloc[0]}; see Flags.\n"
+        )
+    flags = flags_markdown(disagreements, unchanged)
+    if flags:
+        parts.append(flags)
     for title, group_keys in metric_groups(keys):
-        parts.append(_summary_group(summary, title, group_keys, marked))
+        parts.append(_summary_group(summary, title, group_keys, marked, disagreeing))
     if significance is not None:
         parts.append(significance_markdown(significance))
     return "\n".join(parts)
 
 
-def _summary_group(summary: pd.DataFrame, title: str, keys: list[str], marked: set = frozenset()) -> str:
+def _summary_group(summary: pd.DataFrame, title: str, keys: list[str], marked=frozenset(), disagreeing=frozenset()) -> str:
     rows = []
     for _, row in summary.iterrows():
         cells = [str(row["method"]), str(row["n_seeds"])]
         for key in keys:
             decimals = decimals_of(key)
             mark = SIGNIFICANT_MARK if (row["method"], key) in marked else ""
+            mark += DISAGREEMENT_MARK if (row["method"], key) in disagreeing else ""
             cells.append(mean_std(row[f"{key}_mean"], row[f"{key}_std"], decimals) + mark)
         rows.append(cells)
     return f"## {title}\n\n" + markdown_table(["method", "seeds", *keys], rows)
+
+
+DISAGREEMENT_MARK = " †"
+
+
+def flags_markdown(disagreements: pd.DataFrame | None, unchanged: pd.DataFrame | None) -> str:
+    """The Flags section of summary.md: on-base methods that changed nothing, then methods whose
+    seeds disagree by more than their difference from the reference; empty when there is none."""
+    items = []
+    for _, row in (unchanged if unchanged is not None else pd.DataFrame()).iterrows():
+        pairs = int(row["seed_pairs"])
+        items.append(
+            f"- **{row['method']} changed nothing**: its top-k test lists equal those of its base {row['base']} "
+            f"for every test user, in {'each of the ' + str(pairs) + ' seeds' if pairs > 1 else 'its run'}; "
+            "at these settings it is its base (e.g. score thresholds outside the range of this dataset's scores)."
+        )
+    if disagreements is not None:
+        for method, group in disagreements.groupby("method", sort=False):
+            values = ", ".join(
+                f"{row['metric']} {format_value(row['seed_min'], decimals_of(row['metric']))}–"
+                f"{format_value(row['seed_max'], decimals_of(row['metric']))} "
+                f"(difference {row['difference']:+.{decimals_of(row['metric'])}f})"
+                for _, row in group.iterrows()
+            )
+            reference = group["reference"].iloc[0]
+            items.append(f"- **{method}: seeds disagree** by more than its difference from {reference}: {values}.")
+    if not items:
+        return ""
+    return "## Flags\n\n" + "\n".join(items) + "\n"
 
 
 # ---- significance against a reference method (semtail.significance) ----
@@ -174,7 +221,8 @@ def significance_rule(significance: pd.DataFrame) -> str:
     return (
         f"differs from {first['reference']} at Holm-corrected p < {first['alpha']:g} (two-sided paired "
         "Wilcoxon signed-rank test over the test users, each user's value averaged over seeds; Holm's "
-        "correction over the methods compared for each metric)."
+        "correction over the methods compared for each metric), and no seed reverses the difference "
+        "(each seed's mean difference has the overall difference's sign)."
     )
 
 
@@ -187,10 +235,11 @@ def significance_markdown(significance: pd.DataFrame) -> str:
     for _, row in significance.iterrows():
         decimals = decimals_of(row["metric"])
         rows.append([
-            str(row["method"]), str(row["metric"]), str(row["n_users"]),
+            str(row["method"]), str(row["metric"]), str(row["n_users"]), str(row["paired_seeds"]),
             f"{row['mean_difference']:+.{decimals}f} [{row['ci_low']:+.{decimals}f}, {row['ci_high']:+.{decimals}f}]",
             format_p(row["p_wilcoxon"]), format_p(row["p_ttest"]), format_p(row["p_holm"]),
-            "yes" if row["significant"] else "no",
+            f"{row['seed_difference_min']:+.{decimals}f} to {row['seed_difference_max']:+.{decimals}f}",
+            format_p(row["p_seeds"]), "yes" if row["significant"] else "no",
         ])  # fmt: skip
     significant = significance[significance["significant"].astype(bool)]
     if significant.empty:
@@ -200,17 +249,30 @@ def significance_markdown(significance: pd.DataFrame) -> str:
             f"{method}: {', '.join(group['metric'])}" for method, group in significant.groupby("method", sort=False)
         )
         verdict = f"Significant differences from {reference}: {listed}."
+    reversed_ = significance[(significance["p_holm"] < significance["alpha"]) & ~significance["seeds_agree"].astype(bool)]
+    if not reversed_.empty:
+        listed = "; ".join(
+            f"{method}: {', '.join(group['metric'])}" for method, group in reversed_.groupby("method", sort=False)
+        )
+        verdict += f" Significant over the users but reversed by a seed, so not marked: {listed}."
     return (
         f"## Significance against {reference}\n\n"
         f"Per user-level metric and method: the mean over the test users of (method − {reference}), "
-        f"each user's value averaged over the seeds, with its {CONFIDENCE_PERCENT} bootstrap interval "
-        f"({int(first['n_bootstrap'])} resamplings of the users, seed {int(first['bootstrap_seed'])}); "
-        "two-sided p-values of the paired Wilcoxon signed-rank test and the paired t-test; and the "
-        "Wilcoxon p-value after Holm's correction over the methods compared for that metric "
-        f"(significant: below {first['alpha']:g}). Users without held-out items are left out "
-        "(n users). When every difference is zero, both p-values are 1.\n\n"
+        f"each user's value averaged over the seeds, with its {CONFIDENCE_PERCENT} two-level bootstrap interval "
+        f"({int(first['n_bootstrap'])} resamplings of the seeds and, independently, of the users, seed "
+        f"{int(first['bootstrap_seed'])}); two-sided p-values of the paired Wilcoxon signed-rank test and the "
+        "paired t-test over the users; the Wilcoxon p-value after Holm's correction over the methods compared "
+        f"for that metric. Over seeds (runs paired by seed; a single run with every seed of the other): the "
+        "range of the per-seed mean differences, and with 3 pairs or more the p-value of the paired t-test of "
+        f"the per-seed means. Significant: Holm p below {first['alpha']:g} and no seed's difference of the "
+        "opposite sign. Users without held-out items are left out (n users). When every difference is zero, "
+        "the p-values are 1. Tests and literature: docs/metrics.md.\n\n"
         f"{verdict}\n\n{LIST_LEVEL_NOTE}\n\n"
-        + markdown_table(["method", "metric", "n users", f"difference [{CONFIDENCE_PERCENT} CI]", "p Wilcoxon", "p t-test", "p Holm", "significant"], rows)
+        + markdown_table(
+            ["method", "metric", "n users", "seed pairs", f"difference [{CONFIDENCE_PERCENT} CI]", "p Wilcoxon",
+             "p t-test", "p Holm", "per-seed differences", "p seeds", "significant"],
+            rows,
+        )  # fmt: skip
     )
 
 
@@ -238,14 +300,23 @@ def latex_mean_std(mean: float, std: float, decimals: int) -> str:
     return f"${mean:.{decimals}f} \\pm {std:.{decimals}f}$"
 
 
-def summary_latex(summary: pd.DataFrame, dataset: str, significance: pd.DataFrame | None = None) -> str:
+def summary_latex(
+    summary: pd.DataFrame, dataset: str, significance: pd.DataFrame | None = None, disagreements: pd.DataFrame | None = None
+) -> str:
     """summary.tex: one booktabs table per metric group of summary.md, mean ± SD over seeds, a
-    significant difference from the reference marked $^{*}$."""
+    significant difference from the reference marked $^{*}$, seeds that disagree by more than the
+    difference from the reference $^{\\dagger}$."""
     keys = metric_keys_of(summary)
     marked = set() if significance is None else significant_pairs(significance)
+    disagreeing = set() if disagreements is None else set(zip(disagreements["method"], disagreements["metric"]))
     note = ""
     if significance is not None and not significance.empty:
         note = f" $^{{*}}$: {latex_escape(significance_rule(significance))}"
+    if disagreeing:
+        note += (
+            " $^{\\dagger}$: the seeds' range is wider than the difference from "
+            f"{latex_escape(disagreements['reference'].iloc[0])}."
+        )
     parts = [f"% {dataset}: written by the aggregate rule (semtail/tables.py); needs \\usepackage{{booktabs}}.\n"]
     for title, group_keys in metric_groups(keys):
         table = pd.DataFrame({
@@ -255,6 +326,7 @@ def summary_latex(summary: pd.DataFrame, dataset: str, significance: pd.DataFram
                 latex_escape(key): [
                     latex_mean_std(row[f"{key}_mean"], row[f"{key}_std"], decimals_of(key))
                     + ("$^{*}$" if (row["method"], key) in marked else "")
+                    + ("$^{\\dagger}$" if (row["method"], key) in disagreeing else "")
                     for _, row in summary.iterrows()
                 ]
                 for key in group_keys
