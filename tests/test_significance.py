@@ -284,9 +284,9 @@ def test_a_truncated_per_user_file_is_named(tmp_path, cut, message, damaged):
     files = [write_run(tmp_path, method, 0, ["1", "3", "5"], {"ndcg@100": [0.1, 0.25, 0.5]}) for method in ("a", "b", "c")]
     per_user = files[damaged][1]
     per_user.write_text(cut(per_user.read_text()))
-    names = pd.DataFrame({"method": ["a", "b", "c"]})
+    names = pd.DataFrame({"method": ["a", "b", "c"], "seed": [0, 0, 0]})
     with pytest.raises(ValueError) as caught:
-        sig.user_means(names, [f[0] for f in files], [f[1] for f in files])
+        sig.user_values(names, [f[0] for f in files], [f[1] for f in files])
     text = str(caught.value)
     assert text.startswith(f"{per_user}: ") and message in text, text
     assert "delete it and the metrics.json beside it" in text
