@@ -186,7 +186,7 @@ def test_resources_csv_of_a_small_synthetic_run(tmp_path):
 def test_download_of_a_synthetic_source_is_sized_by_its_positives():
     config = yaml.safe_load((REPO / "configs" / "rehearsal.yaml").read_text())
     asked = plan.resources(config, "download", "ml-20m-shape", stats_file="/nonexistent")
-    assert asked["mem_mb"] == -(-(2**30 + 160 * 9_990_682) // 2**20)  # 2,549 MiB
+    assert asked["mem_mb"] == -(-(2**30 + 100 * 9_990_682) // 2**20)  # 1,977 MiB; 694 measured
     assert plan.resources(paper_config(), "download", "ml-20m", stats_file="/nonexistent")["mem_mb"] == 1024
 
 
