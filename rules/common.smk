@@ -298,10 +298,12 @@ def visible_gpu_count():
 
 
 def job_on_gpu(rule_name, planned_gpus):
-    """Whether a job of the rule `rule_name` will use a GPU: its `gpu` resource after --set-resources, on a
-    cluster (or a node's job) or on this machine by its `gpu` limit (semtail/workflow.py:runs_on_gpu)."""
+    """Whether a job of the rule `rule_name` will use a GPU (semtail/workflow.py:runs_on_gpu):
+    by its `gpu` resource after --set-resources, and this run's `gpu` limit or a cluster.
+    """
     gpus = set_resource(rule_name, "gpu")
-    limit = getattr(workflow.global_resources.get("gpu"), "value", workflow.global_resources.get("gpu"))
+    limit = workflow.global_resources.get("gpu")
+    limit = getattr(limit, "value", limit)
     return plan.runs_on_gpu(
         int(planned_gpus if gpus is None else gpus),
         cluster=not workflow.local_exec or workflow.remote_exec,

@@ -20,8 +20,12 @@ rule tune_candidate:
     resources:
         gpu=training_gpus,
         cpus_per_gpu=cpus_per_gpu,
-        mem_mb=resource("mem_mb", "train", candidate_hyperparameters, rule_name="tune_candidate"),
-        runtime=resource("runtime", "train", candidate_hyperparameters, rule_name="tune_candidate"),
+        mem_mb=resource(
+            "mem_mb", "train", candidate_hyperparameters, rule_name="tune_candidate"
+        ),
+        runtime=resource(
+            "runtime", "train", candidate_hyperparameters, rule_name="tune_candidate"
+        ),
     params:
         dataset="{dataset}",
         method=method_of,

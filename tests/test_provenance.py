@@ -176,6 +176,7 @@ def test_the_real_stages_cover_their_imports():
         "plot_adversary": {"figures", "tables", "modelfile", "registry", "script_io"},
         "select_hyperparameters": {"selection", "files", "script_io"},
         "tuning_table": {"selection", "tables", "script_io"},
+        "resources_table": {"resource_check", "files", "script_io"},
     }
     assert set(expected) == set(provenance.STAGE_SCRIPTS)
     for stage, modules in expected.items():

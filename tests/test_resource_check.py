@@ -186,7 +186,7 @@ def test_resources_csv_of_a_small_synthetic_run(tmp_path):
 def test_download_of_a_synthetic_source_is_sized_by_its_positives():
     config = yaml.safe_load((REPO / "configs" / "rehearsal.yaml").read_text())
     asked = plan.resources(config, "download", "ml-20m-shape", stats_file="/nonexistent")
-    assert asked["mem_mb"] == -(-(2**30 + 160 * 9_990_682) // 2**20)  # 2,549 MiB
+    assert asked["mem_mb"] == -(-(2**30 + 100 * 9_990_682) // 2**20)  # 1,977 MiB; 694 measured
     assert plan.resources(paper_config(), "download", "ml-20m", stats_file="/nonexistent")["mem_mb"] == 1024
 
 
@@ -201,3 +201,23 @@ def test_benchmark_files_name_every_job_of_the_default_targets():
     rehearsal = yaml.safe_load((REPO / "configs" / "rehearsal.yaml").read_text())
     assert "logs/rehearsal/benchmarks/evaluate/ml-20m-shape/rerank/seed0.jsonl" in plan.benchmark_files(rehearsal)
     assert "logs/benchmarks/download/ml-20m-shape.jsonl" in plan.benchmark_files(rehearsal)
+
+
+def test_evaluation_memory_follows_each_method_ranking_cost():
+    """ML-20M, batch 4096 (benchmarks/evaluate_memory.py on the CPU, 10,000 test users): EASE's
+    evaluation peaked at 4,540 MiB, rerank's at 7,044 (its two sorts), above the 6,628 that every
+    method was asked for before. Each request covers its peak, and stays within 2x it plus 2 GiB."""
+    config = paper_config()
+
+    def asked(method):
+        return plan.resources(config, "evaluate", "ml-20m", method=method, stats_file="/nonexistent")["mem_mb"]
+
+    dense, entries, sparse = 4 * 20108**2, 4096 * 20108, 12 * 10_000_000
+    assert asked("ease") == -(-(2**31 + 2 * dense + 16 * entries + 2 * sparse) // 2**20)
+    assert asked("rerank") == -(-(2**31 + 2 * dense + (16 + 36) * entries + 2 * sparse) // 2**20)
+    for method, peak in (("ease", 4540), ("rerank", 7044)):
+        assert peak < asked(method) <= 2 * peak + 2048
+    assert asked("mostpop") == -(-(2**31 + (16 + 4) * entries + 2 * sparse) // 2**20)  # no item x item matrix
+    cpu = plan.resources(config, "evaluate", "ml-20m", method="rerank", stats_file="/nonexistent", on_gpu=False)
+    ease_cpu = plan.resources(config, "evaluate", "ml-20m", method="ease", stats_file="/nonexistent", on_gpu=False)
+    assert cpu["runtime"] > ease_cpu["runtime"]  # the sorts

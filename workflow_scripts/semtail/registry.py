@@ -24,7 +24,8 @@ check all come from here. docs/adding_a_method.md walks through adding one. The 
     item_weights     optional, true: the model file holds learned item weights and its history
                      their per-epoch statistics (POSIT's adversary table and weight landscape)
     resources        gpu: whether the train job uses a GPU where there is one; optional `memory`
-                     and `runtime` terms on top of the training loop's (semtail.workflow.resources)
+                     and `runtime` terms on top of the training loop's, and `evaluation` terms of
+                     its scoring on top of the evaluation's own (semtail.workflow.resources)
     figures          label, colour ("#rrggbb") and marker (matplotlib's) in every figure; optional
                      marker_size, and outlier: true to leave it out of zoomed accuracy panels
 """
@@ -69,6 +70,7 @@ SPEC_KEYS = {"type", "description", "default", *BOUNDS, "enum", "pattern"}
 DIMENSIONS = ("items",)
 MEMORY_TERMS = ("dense", "sparse", "bytes_per_training_user")
 RUNTIME_TERMS = ("dense_file_passes", "sparse_passes", "cubic_flops")
+EVALUATION_TERMS = ("dense", "batch_entry_bytes", "batch_sorts")
 FIGURE_KEYS = {"label", "colour", "marker", "marker_size", "outlier"}
 COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
 FIELDS = {"training", "hyperparameters", "constraints", "state", "item_item", "item_weights", "resources", "figures"}
@@ -295,10 +297,10 @@ def check_state(state, where: str) -> dict[str, tuple[str, ...]]:
 def check_resources(resources, where: str) -> dict:
     if not isinstance(resources, dict) or not isinstance(resources.get("gpu"), bool):
         raise DeclarationError(f"{where}: needs gpu: true or false")
-    unknown = sorted(set(resources) - {"gpu", "memory", "runtime"})
+    unknown = sorted(set(resources) - {"gpu", "memory", "runtime", "evaluation"})
     if unknown:
-        raise DeclarationError(f"{where}: unknown {unknown} (known: gpu, memory, runtime)")
-    for part, terms in (("memory", MEMORY_TERMS), ("runtime", RUNTIME_TERMS)):
+        raise DeclarationError(f"{where}: unknown {unknown} (known: gpu, memory, runtime, evaluation)")
+    for part, terms in (("memory", MEMORY_TERMS), ("runtime", RUNTIME_TERMS), ("evaluation", EVALUATION_TERMS)):
         given = resources.get(part, {})
         if not isinstance(given, dict):
             raise DeclarationError(f"{where}.{part}: must be a dict of terms")
@@ -307,7 +309,10 @@ def check_resources(resources, where: str) -> dict:
                 raise DeclarationError(f"{where}.{part}: {term!r} is not one of {', '.join(terms)}")
             if isinstance(factor, bool) or not isinstance(factor, (int, float)) or factor < 0:
                 raise DeclarationError(f"{where}.{part}.{term}: must be a number of at least 0")
-    return {"gpu": resources["gpu"], "memory": dict(resources.get("memory", {})), "runtime": dict(resources.get("runtime", {}))}
+    return {
+        "gpu": resources["gpu"],
+        **{part: dict(resources.get(part, {})) for part in ("memory", "runtime", "evaluation")},
+    }
 
 
 def check_figures(figures, where: str) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import re
 import shlex
@@ -427,7 +428,9 @@ GPU_BYTES_PER_S = 300e9  # effective memory bandwidth of an older datacenter GPU
 CPU_BYTES_PER_S = 5e9  # the same on a multi-core CPU
 DISK_BYTES_PER_S = 200e6  # writing checkpoints and model files to a shared file system
 CPU_FLOPS_FLOAT64 = 20e9  # dense float64 solves (closed-form EASE) on the CPU
-SYNTHETIC_BYTES_PER_POSITIVE = 160  # generating a synthetic source: 222 MiB at the peak for 1M positives
+EVALUATION_ENTRY_BYTES = 16  # per (user, item) entry of an evaluation batch: fold-in, held-out, scores, masked scores
+SORT_RATE = 1e8  # comparisons per second of a sort of score rows on the CPU (about 50 times more on a GPU)
+SYNTHETIC_BYTES_PER_POSITIVE = 100  # generating a synthetic source: a 694 MiB peak for ML-20M's 10M positives
 RUNTIME_SAFETY = 2.0  # estimates are multiplied by this before the job's own start-up minutes
 MIB = 2**20
 LARGE_CATALOG = 10_000  # items from which a job gets more CPU threads (ML-20M: 20,108; ML-100K: 1,682)
@@ -540,11 +543,17 @@ def resources(
         threads = threads_for(n, large=8)
         batch = int(config["evaluation"].get("batch_size", 1024))
         batch_dense = 4.0 * batch * n
-        # The model's U on the host, its copy on the device (or a second one on the CPU), and the
-        # scores, masked scores and top-k of one batch of test users.
-        mem = base + 2 * dense + 4 * batch_dense + 2 * sparse
+        # What the method's scoring holds (its declaration's `evaluation` terms; by default an
+        # item x item matrix read from the model file, and a second while it loads): its matrices,
+        # and bytes per (user, item) entry of a batch of test users on top of the evaluation's own
+        # dense rows, scores, masked scores and lists (EVALUATION_ENTRY_BYTES). Rerank's two sorts
+        # of a batch add 32 bytes an entry (benchmarks/evaluate_memory.py).
+        scoring = registry.declaration(method_of(config, method)).resources["evaluation"] if method else {}
+        entry_bytes = EVALUATION_ENTRY_BYTES + scoring.get("batch_entry_bytes", 0)
+        mem = base + scoring.get("dense", 2) * dense + entry_bytes * batch * n + 2 * sparse
         score_bytes = 2 * _batches(heldout, batch) * (batch * per_user * n * 4 + 3 * batch_dense)
-        runtime = minutes(score_bytes / bandwidth + dense / DISK_BYTES_PER_S)
+        sorts = scoring.get("batch_sorts", 0) * heldout * n * math.log2(max(2, n)) / (SORT_RATE * (50 if on_gpu else 1))
+        runtime = minutes(score_bytes / bandwidth + sorts + dense / DISK_BYTES_PER_S)
     elif stage == "adversary":
         threads = 1
         models = len(weighted_runs(config)) * len(config["seeds"])

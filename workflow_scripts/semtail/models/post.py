@@ -24,7 +24,7 @@ DECLARATION = {
     },
     "state": {"base": ["items", "items"], "popularity": ["items"]},
     # The base model's matrix, read and written again.
-    "resources": {"gpu": False, "memory": {"dense": 2, "sparse": 2}, "runtime": {"dense_file_passes": 3}},
+    "resources": {"gpu": False, "memory": {"dense": 2, "sparse": 2}, "runtime": {"dense_file_passes": 3}, "evaluation": {"batch_entry_bytes": 8}},
     "figures": {"label": "Post", "colour": "#fbafe4", "marker": "h"},
 }  # fmt: skip
 
