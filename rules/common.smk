@@ -76,7 +76,11 @@ wildcard_constraints:
 
 
 def final_targets():
-    targets = plan.final_targets(config) + search.tuning_targets(config) + [results("resources.csv")]
+    targets = (
+        plan.final_targets(config)
+        + search.tuning_targets(config)
+        + [results("resources.csv")]
+    )
     if plan.building_report(sys.argv):
         targets, left_out = plan.report_targets(targets)
         if left_out:
