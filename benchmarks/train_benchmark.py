@@ -430,7 +430,8 @@ def main() -> None:
     if need > have:
         print(
             f"{args.shape}: needs about {need / GIB:.1f} GiB on {device}, {have / GIB:.1f} GiB are available; "
-            "not run. (The MSD shape needs a GPU or a large-memory host; --no-reference needs less.)"
+            "not run. (The MSD shape needs a GPU or a large-memory host"
+            + ("; --items and --batch-size measure smaller shapes.)" if args.training_peak else "; --no-reference needs less.)")
         )
         return
 
