@@ -119,9 +119,10 @@ def needed_bytes(shape: dict, reference: bool) -> int:
 
 
 def training_needed_bytes(shape: dict) -> int:
-    """The peak of a whole training on the CPU, as measured (benchmarks/README.md): U, its momentum
-    and the best epoch's copy, a block of the gradient, about 5 of the batch's dense tensors at once,
-    the sparse data (twice) and 1.5 GiB for the process and its scoring."""
+    """The peak of a whole training on the CPU, with a margin over what was measured
+    (benchmarks/README.md: 3 D + G + 3.7 B + 1.4 to 2.5 GiB): U, its momentum and the best epoch's
+    copy, a block of the gradient, 5 of the batch's dense tensors, the sparse data (three times)
+    and 1.5 GiB for the process and its scoring."""
     dense = 4 * shape["items"] ** 2
     batch = 4 * shape["posit"]["batch_size"] * shape["items"]
     return 3 * dense + min(dense, GRADIENT_BLOCK_BYTES) + 5 * batch + 3 * 12 * shape["positives"] + 3 * 2**29
