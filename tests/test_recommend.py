@@ -34,7 +34,12 @@ U = [
 
 def write_split(folder: Path) -> Path:
     folder.mkdir(parents=True)
-    for name, ids in [("items", ITEMS), ("train_users", TRAIN_USERS), ("validation_users", VALIDATION_USERS), ("test_users", TEST_USERS)]:
+    for name, ids in [
+        ("items", ITEMS),
+        ("train_users", TRAIN_USERS),
+        ("validation_users", VALIDATION_USERS),
+        ("test_users", TEST_USERS),
+    ]:
         (folder / f"{name}.txt").write_text("".join(f"{i}\n" for i in ids))
     for name, rows in [("train", TRAIN), ("validation_tr", [[0, 0, 0, 0, 1]]), ("validation_te", [[1, 0, 0, 0, 0]]),
                        ("test_tr", TEST_TR), ("test_te", TEST_TE)]:  # fmt: skip
@@ -87,7 +92,9 @@ def test_popularity_scores_and_ties_to_the_lower_column(split, tmp_path):
     save_model(path, model("mostpop", {"popularity": torch.tensor([1.0, 2.0, 1.0, 1.0, 1.0])}))
     # carol has i40 and i50: i20 (2), then i10 and i30 (1, ties to the lower column)
     assert recommend(path, split, "carol", k=5) == [
-        Recommendation("i20", 2.0), Recommendation("i10", 1.0), Recommendation("i30", 1.0)
+        Recommendation("i20", 2.0),
+        Recommendation("i10", 1.0),
+        Recommendation("i30", 1.0),
     ]
 
 
@@ -105,7 +112,9 @@ def test_an_unknown_user_and_another_split_are_named(split, ease_file, tmp_path)
 
 def run_module(*args):
     env = {**os.environ, "PYTHONPATH": str(ROOT / "workflow_scripts")}
-    return subprocess.run([sys.executable, "-m", "semtail.recommend", *map(str, args)], capture_output=True, text=True, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "semtail.recommend", *map(str, args)], capture_output=True, text=True, env=env
+    )
 
 
 def test_the_command_prints_raw_ids_and_scores(split, ease_file):

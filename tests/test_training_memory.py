@@ -68,7 +68,11 @@ def blocks(monkeypatch):
 
 def trainer(method, trainer_class, monkeypatch, **run_options):
     module = method_module(method)
-    monkeypatch.setattr(module, "train", lambda data, hyperparameters, run, objective: trainer_class(data, hyperparameters, run, objective))
+    monkeypatch.setattr(
+        module,
+        "train",
+        lambda data, hyperparameters, run, objective: trainer_class(data, hyperparameters, run, objective),
+    )
     return module.fit(DATA, completed(method, HYPERPARAMETERS[method]), Run("toy", method, 0, **run_options))
 
 
@@ -106,7 +110,9 @@ def test_each_step_gives_todays_U_and_momentum_bit_for_bit(method, blocks, monke
         for one in (new, today):
             one.step(one.train_rows.rows(start, start + 32), {}, torch.zeros((), dtype=torch.bool))
         assert torch.equal(new.U, today.U)
-        assert torch.equal(new.optimizer.state[new.U]["momentum_buffer"], today.optimizer.state[today.U]["momentum_buffer"])
+        assert torch.equal(
+            new.optimizer.state[new.U]["momentum_buffer"], today.optimizer.state[today.U]["momentum_buffer"]
+        )
         for a, b in zip(new.objective.parameters(), today.objective.parameters()):
             assert torch.equal(a, b)
     assert new.U.abs().max() > 1e-2  # the steps moved U
@@ -138,7 +144,15 @@ def test_resuming_from_a_checkpoint_of_todays_code_gives_todays_model(method, bl
 
     checkpoint = tmp_path / "checkpoint.pt"
     with pytest.raises(Interrupted):
-        fit(method, TodaysTrainer, monkeypatch, validation, checkpoint=checkpoint, fingerprint="job", after_epoch=interrupt)
+        fit(
+            method,
+            TodaysTrainer,
+            monkeypatch,
+            validation,
+            checkpoint=checkpoint,
+            fingerprint="job",
+            after_epoch=interrupt,
+        )
     assert (tmp_path / "checkpoint.pt.best-epoch2").exists()
     resumed = fit(method, training.Trainer, monkeypatch, validation[3:], checkpoint=checkpoint, fingerprint="job")
     identical_models(uninterrupted, resumed)

@@ -55,7 +55,9 @@ def user_row(split: Path, user: str, n_items: int) -> tuple[torch.Tensor, str]:
             continue
         matrix = read_interactions(split / matrix_file, n_items=n_items)
         if matrix.shape[0] != len(ids):
-            raise ValueError(f"{split / ids_file}: {len(ids)} user ids, but {split / matrix_file} has {matrix.shape[0]} rows")
+            raise ValueError(
+                f"{split / ids_file}: {len(ids)} user ids, but {split / matrix_file} has {matrix.shape[0]} rows"
+            )
         row = matrix[ids.index(user)].toarray()
         return torch.from_numpy(row), matrix_file
     files = ", ".join(ids_file for ids_file, _ in USER_ROWS)
