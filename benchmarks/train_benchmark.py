@@ -24,6 +24,14 @@ the peak memory of each is its own. The figures are medians over all rounds; the
 code's step to the fused floor and to the reference. It also times X_b·U by each product kernel of
 `semtail.models.itemitem` on one batch, and checks that they agree bit for bit, for choosing the
 kernel of a device (PRODUCT_KERNELS). The absolute times are recorded in benchmarks/README.md.
+
+`--training-peak` instead measures the peak memory of a whole training: `Trainer.fit()` over
+`--epochs` epochs, each cut to `--steps-per-epoch` batches (an epoch's memory does not depend on its
+length), with the best epoch's copy and the model it returns; `--items` and `--batch-size` give
+shapes between the paper's, for fitting the peak against the sizes of U and of a batch, and
+`--max-resident-gib` stops the run before it takes more of a shared machine than that.
+
+    .venv/bin/python benchmarks/train_benchmark.py --shape msd --device cpu --training-peak --max-resident-gib 21
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ import platform
 import resource
 import statistics
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -52,7 +61,9 @@ from semtail.models.base import Run, TrainingData  # noqa: E402
 from semtail.models.itemitem import PRODUCT_KERNELS, predict  # noqa: E402
 from semtail.models.posit import AdversarialObjective, normalise  # noqa: E402
 from semtail.models.synthetic import fold_in_split, power_law_interactions  # noqa: E402
-from semtail.training import MOMENTUM, VALIDATION_BATCH_ENTRIES, DeviceRows, Trainer, validation_ndcg  # noqa: E402
+from semtail.training import (  # noqa: E402
+    GRADIENT_BLOCK_BYTES, MOMENTUM, VALIDATION_BATCH_ENTRIES, DeviceRows, Trainer, validation_ndcg,
+)
 from semtail.metrics import ndcg_at_k  # noqa: E402
 
 SHAPES = {
@@ -105,6 +116,56 @@ def needed_bytes(shape: dict, reference: bool) -> int:
     dense = 4 * shape["items"] ** 2
     batch = 4 * shape["posit"]["batch_size"] * shape["items"]
     return (6 if reference else 3) * dense + 8 * batch + 3 * 12 * shape["positives"] + 2**31
+
+
+def training_needed_bytes(shape: dict) -> int:
+    """The peak of a whole training on the CPU, with a margin over what was measured
+    (benchmarks/README.md: 3 D + G + 3.7 B + 1.4 to 2.5 GiB): U, its momentum and the best epoch's
+    copy, a block of the gradient, 5 of the batch's dense tensors, the sparse data (three times)
+    and 1.5 GiB for the process and its scoring."""
+    dense = 4 * shape["items"] ** 2
+    batch = 4 * shape["posit"]["batch_size"] * shape["items"]
+    return 3 * dense + min(dense, GRADIENT_BLOCK_BYTES) + 5 * batch + 3 * 12 * shape["positives"] + 3 * 2**29
+
+
+def resident_bytes() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def stop_above(limit_bytes: int) -> None:
+    """Exit at once (status 3) when the process's resident memory passes `limit_bytes`, polled
+    every 20 ms: a measurement must not take a shared machine's last memory."""
+
+    def watch() -> None:
+        while True:
+            resident = resident_bytes()
+            if resident > limit_bytes:
+                print(f"stopped: {resident / GIB:.2f} GiB resident, above --max-resident-gib {limit_bytes / GIB:g}", flush=True)
+                os._exit(3)
+            time.sleep(0.02)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def training_peak(data, hyperparameters, device, epochs: int, steps_per_epoch: int, memory: PeakMemory) -> dict:
+    """`Trainer.fit()` as a train job runs it, each epoch cut to its first `steps_per_epoch` batches."""
+    memory.reset()
+    settings = {**hyperparameters, "epochs": epochs, "patience": epochs}
+    started = time.perf_counter()
+    trainer = Trainer(data, settings, Run("benchmark", "posit", 0, device=device), AdversarialObjective(data, settings, device))
+    trainer.batches_per_epoch = min(steps_per_epoch, trainer.batches_per_epoch)
+    fitted = trainer.fit()
+    result = {
+        "training_seconds": time.perf_counter() - started,
+        "best_epoch": fitted.best_epoch,
+        "gradient_block_rows": trainer.gradient.shape[0],
+        **memory.read(),
+    }
+    del trainer, fitted
+    return result
 
 
 def available_bytes(device: torch.device) -> int:
@@ -349,16 +410,29 @@ def main() -> None:
     parser.add_argument("--no-previous", action="store_true", help="leave the previous code out")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--training-peak", action="store_true", help="measure the peak memory of a whole training instead")
+    parser.add_argument("--epochs", type=int, default=2, help="with --training-peak: epochs")
+    parser.add_argument("--steps-per-epoch", type=int, default=2, help="with --training-peak: batches per epoch")
+    parser.add_argument("--items", type=int, help="with --training-peak: items instead of the shape's")
+    parser.add_argument("--batch-size", type=int, help="with --training-peak: users per batch instead of the shape's")
+    parser.add_argument("--max-resident-gib", type=float, help="exit as soon as the process holds more than this")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.max_resident_gib:
+        stop_above(int(args.max_resident_gib * GIB))
     device = torch.device(args.device)
     shape = SHAPES[args.shape]
-    need, have = needed_bytes(shape, not args.no_reference), available_bytes(device)
+    if args.training_peak:
+        shape = {**shape, "items": args.items or shape["items"],
+                 "posit": {**shape["posit"], "batch_size": args.batch_size or shape["posit"]["batch_size"]}}  # fmt: skip
+    need = training_needed_bytes(shape) if args.training_peak else needed_bytes(shape, not args.no_reference)
+    have = available_bytes(device)
     if need > have:
         print(
             f"{args.shape}: needs about {need / GIB:.1f} GiB on {device}, {have / GIB:.1f} GiB are available; "
-            "not run. (The MSD shape needs a GPU or a large-memory host; --no-reference needs less.)"
+            "not run. (The MSD shape needs a GPU or a large-memory host"
+            + ("; --items and --batch-size measure smaller shapes.)" if args.training_peak else "; --no-reference needs less.)")
         )
         return
 
@@ -379,6 +453,21 @@ def main() -> None:
     hyperparameters = {**shape["posit"], "epochs": 50, "patience": 10, "drop_last": True, "lam": 1.0, "k": 100,
                        "signal_momentum": 0.9, "ties": "topk", "adversary_init": "authors"}  # fmt: skip
     memory = PeakMemory(device)
+    if args.training_peak:
+        measured = training_peak(data, hyperparameters, device, args.epochs, args.steps_per_epoch, memory)
+        results.update(measured, batch_size=hyperparameters["batch_size"], items=n_items)
+        dense, batch = 4 * n_items**2 / GIB, 4 * hyperparameters["batch_size"] * n_items / GIB
+        results.update(dense_gib=dense, batch_dense_gib=batch, estimated_gib=need / GIB)
+        peak = results.get("peak_gpu_memory_gib", results["peak_host_memory_gib"])
+        print(
+            f"  training, {args.epochs} epochs of {args.steps_per_epoch} batches of {hyperparameters['batch_size']}: "
+            f"{measured['training_seconds']:.0f} s; gradient blocks of {measured['gradient_block_rows']} rows"
+        )
+        print(f"  U: D = {dense:.3f} GiB, one dense batch tensor B = {batch:.3f} GiB")
+        print(f"  peak memory {peak:.2f} GiB = 3 D + {peak - 3 * dense:.2f} GiB (estimated beforehand: {need / GIB:.2f} GiB)")
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2) + "\n")
+        return
     validation_repeats = max(1, args.repeats // 2)
     samples: dict[str, list] = {}
     peaks: dict[str, dict] = {}

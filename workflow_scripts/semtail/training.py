@@ -4,8 +4,11 @@ U starts at 0 and its diagonal is held at 0. Each epoch visits the training user
 order reshuffled every epoch by a generator seeded with the job's seed; with `drop_last` the last
 partial batch of each epoch is left out, as the authors' loader does (it serves ⌊users / batch⌋
 batches). On a batch X_b the method's `Objective` turns the predictions x̂ = X_b·U into losses;
-their gradient G with respect to x̂ gives U's gradient X_bᵀ·G by one sparse product, and SGD
-(momentum 0.9, weight decay wd) takes a step. The objective's own parameters (CVaR's threshold,
+their gradient G with respect to x̂ gives U's gradient X_bᵀ·G by a sparse product, and SGD
+(momentum 0.9, weight decay wd) takes a step. On the CPU the gradient is computed and applied a
+block of U's rows at a time, so that training holds U, its momentum and the best epoch's copy, and
+of the gradient one block (PyTorch's fused SGD kernel on each block; the result is bit for bit that
+of one step over the whole matrix). The objective's own parameters (CVaR's threshold,
 POSIT's adversary) are stepped by the same optimizer in a group of their own: their own learning
 rate and weight decay, no momentum. Every learning rate follows a cosine annealing over the
 epochs, stepped once per epoch.
@@ -38,6 +41,12 @@ VALIDATION_K = 100
 VALIDATION_METRIC = f"val_ndcg@{VALIDATION_K}"
 # Validation users are scored in batches of about this many score entries (float32).
 VALIDATION_BATCH_ENTRIES = 2**25
+# On the CPU, U's gradient is computed and applied in blocks of rows of at most this many bytes
+# (float32). A block holds a multiple of GRADIENT_BLOCK_ALIGNMENT entries, so that each block starts
+# where a vector of the fused SGD kernel would start in the whole matrix (vectors of at most 16
+# floats), and the blocks' results are those of the whole matrix bit for bit.
+GRADIENT_BLOCK_BYTES = 2**27
+GRADIENT_BLOCK_ALIGNMENT = 64
 CHECKPOINT_VERSION = 2
 # The hyperparameters this loop adds to every method whose declaration says training: sgd, declared
 # as a method declares its own (semtail.registry reads this without importing the module).
@@ -52,6 +61,17 @@ DECLARATION = {
     }
 }  # fmt: skip
 checkpoint_clock = time.monotonic  # the seconds of the checkpoint cadence (tests replace it)
+
+
+def gradient_block_rows(n_items: int, device: torch.device) -> int:
+    """Rows of U per block of its gradient: all of them on a GPU (one product, one kernel, no sync
+    with the host); on the CPU as many as fit in GRADIENT_BLOCK_BYTES, a multiple of the rows that
+    hold a multiple of GRADIENT_BLOCK_ALIGNMENT entries."""
+    if device.type != "cpu":
+        return n_items
+    unit = GRADIENT_BLOCK_ALIGNMENT // math.gcd(n_items, GRADIENT_BLOCK_ALIGNMENT)
+    rows = GRADIENT_BLOCK_BYTES // (4 * n_items) // unit * unit
+    return min(n_items, max(unit, rows))
 
 
 class TrainingDiverged(FloatingPointError):
@@ -216,7 +236,9 @@ class Trainer:
         self.objective = objective.to(self.device)
         self.objective.initialize(self.generator)
         self.U = torch.zeros(n_items, n_items, device=self.device)
-        self.U.grad = torch.zeros_like(self.U)
+        # One block of U's gradient; U itself has no .grad, so that the optimizer steps only the
+        # objective's parameters, and U (with the momentum in the optimizer's state) in `update_U`.
+        self.gradient = torch.empty(gradient_block_rows(n_items, self.device), n_items, device=self.device)
         s = self.settings
         self.optimizer = torch.optim.SGD(
             [{"params": [self.U], "lr": s.lr, "momentum": MOMENTUM, "weight_decay": s.wd}]
@@ -248,14 +270,53 @@ class Trainer:
         total = sum(losses.values())
         self.objective.zero_grad(set_to_none=True)
         total.backward()
-        # dL/dU = X_bᵀ · dL/dx̂, written over the previous gradient; the diagonal stays out of U.
-        torch.addmm(self.U.grad, rows.t().to_sparse_csr(), predictions.grad, beta=0, out=self.U.grad)
-        self.U.grad.diagonal().zero_()
         self.optimizer.step()
+        self.update_U(rows.t().to_sparse_csr(), predictions.grad)
         with torch.no_grad():
             for name, value in losses.items():
                 loss_sums[name] = loss_sums.get(name, 0) + value.detach()
             return nonfinite | ~torch.isfinite(total.detach())
+
+    def update_U(self, transposed_rows: torch.Tensor, prediction_gradient: torch.Tensor) -> None:
+        """U's SGD step (momentum, weight decay, the optimizer's current learning rate), with its
+        gradient dL/dU = X_bᵀ · dL/dx̂ computed a block of rows at a time into `self.gradient`, the
+        block's diagonal entries zeroed (they stay out of U), and the block stepped by the fused
+        kernel that `torch.optim.SGD(fused=True)` runs on the whole matrix."""
+        group, state = self.optimizer.param_groups[0], self.optimizer.state[self.U]
+        first_step = "momentum_buffer" not in state
+        if first_step:  # the first step sets the momentum to the gradient, as torch.optim.SGD does
+            state["momentum_buffer"] = torch.empty_like(self.U)
+        momentum = state["momentum_buffer"]
+        n_items, block_rows = self.U.shape[0], self.gradient.shape[0]
+        bounds = list(range(0, n_items, block_rows)) + [n_items]
+        crow, col, values = transposed_rows.crow_indices(), transposed_rows.col_indices(), transposed_rows.values()
+        offsets = crow[bounds].tolist() if len(bounds) > 2 else [0, col.shape[0]]
+        for (start, stop), (first, last) in zip(zip(bounds, bounds[1:]), zip(offsets, offsets[1:])):
+            if len(bounds) > 2:
+                block = torch.sparse_csr_tensor(
+                    crow[start : stop + 1] - first,
+                    col[first:last],
+                    values[first:last],
+                    size=(stop - start, transposed_rows.shape[1]),
+                    check_invariants=False,
+                )
+            else:
+                block = transposed_rows
+            gradient = self.gradient[: stop - start]
+            torch.addmm(gradient, block, prediction_gradient, beta=0, out=gradient)
+            gradient.diagonal(start).zero_()
+            torch._fused_sgd_(
+                [self.U[start:stop]],
+                [gradient],
+                [momentum[start:stop]],
+                weight_decay=group["weight_decay"],
+                momentum=group["momentum"],
+                lr=group["lr"],
+                dampening=group["dampening"],
+                nesterov=group["nesterov"],
+                maximize=group["maximize"],
+                is_first_step=first_step,
+            )
 
     def train_epoch(self) -> dict[str, float]:
         s = self.settings
@@ -294,9 +355,8 @@ class Trainer:
             checkpoint_epoch = self.last_checkpoint[0] if self.run.checkpoint is not None else None
             epoch = min(self.epoch + 1, self.settings.epochs)  # the epoch under way (or its checkpoint)
             raise TrainingTerminated(stop.signal_number, self.run.describe(), epoch, checkpoint_epoch) from None
-        best_U = self.U if self.best_is_current else self.best_U
         return Fitted(
-            state={"U": best_U.detach().to("cpu", copy=True)},
+            state={"U": self.best_weights()},
             item_weights=self.best_item_weights,
             history=self.history,
             best_epoch=self.best_epoch,
@@ -344,6 +404,14 @@ class Trainer:
                 self.save_checkpoint()
             if self.run.after_epoch is not None:
                 self.run.after_epoch(self.epoch, self.U)
+
+    def best_weights(self) -> torch.Tensor:
+        """The best epoch's U on the host, without a copy where there is one already: training is
+        over, so the live U on the CPU is returned itself; on a GPU it goes into the host copy."""
+        if self.best_is_current and self.U.device.type == "cpu":
+            return self.U.detach()
+        self.keep_best_copy()
+        return self.best_U
 
     def keep_best_copy(self) -> None:
         """Before U moves past its best epoch, copy it out, to the host: it needs no device memory.

@@ -470,8 +470,10 @@ def resources(
 
     Sizes: n items, nnz interactions, b users per batch. One dense item x item float32 matrix is
     D = 4 n^2 bytes: 6.8 GB for MSD's 41,140 items, 1.6 GB for ML-20M's 20,108. SGD training holds
-    U, its gradient, its momentum and the best epoch's copy, plus one more while a checkpoint is
-    written: 5 D. A batch's dense predictions and gradient are b x n float32 each.
+    U, its momentum and the best epoch's copy, and of U's gradient a block of rows of at most
+    128 MiB (semtail.training.GRADIENT_BLOCK_BYTES; on a GPU the gradient is in the GPU's memory
+    and the host holds the best copy and, while a checkpoint is written, one more): 3 D + 128 MiB.
+    A batch's dense predictions and gradient are b x n float32 each.
     """
     size = dataset_size(config, dataset, stats_file)
     n, nnz, users = size["items"], size["interactions"], max(1, size["users"])
@@ -517,7 +519,7 @@ def resources(
             batch = int(hyper["batch_size"])
             epochs = int(hyper["epochs"])
             batch_dense = 4.0 * batch * n
-            mem += 5 * dense + 4 * batch_dense + 3 * sparse
+            mem += 3 * dense + min(dense, 2.0**27) + 4 * batch_dense + 3 * sparse
             # Per step: X_b U and X_b^T G read a row of U (or G) per entry of the batch; the
             # optimiser reads and writes U, its gradient and momentum.
             step_bytes = 2 * batch * per_user * n * 4 + 6 * dense

@@ -1,0 +1,188 @@
+"""Training's memory: U's gradient computed and applied a block of rows at a time on the CPU, so
+that training holds U, its momentum and the best epoch's copy (3 items × items matrices), where it
+held 5 (also the whole gradient and a last copy of the best U).
+
+The results must not change, so the step as it was before (`TodaysTrainer`: the whole gradient
+in U.grad, one sparse product X_bᵀ·G, its diagonal zeroed, `torch.optim.SGD(fused=True)` stepping
+U and the objective's parameters together) is carried here, and U is compared with it bit for bit,
+not to float32 rounding: the blocks only split the same arithmetic, each entry of X_bᵀ·G summed
+over the same users in the same order and each entry of U stepped by the same fused kernel, so any
+difference at all would be a changed result."""
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+from method_settings import completed
+from semtail import training
+from semtail.models.base import Run
+from semtail.models.itemitem import predict
+from semtail.models.synthetic import training_data
+from semtail.registry import method_module
+
+N_ITEMS = 200
+BLOCK_ROWS = 24  # 200 items: 8 blocks of 24 rows and one of 8 (blocks hold multiples of 8 rows here)
+DATA = training_data(150, N_ITEMS, 8, 40, seed=2)
+SGD = {"lr": 0.05, "wd": 1e-3, "batch_size": 32, "epochs": 5, "patience": 5, "drop_last": False}
+HYPERPARAMETERS = {
+    "ease": SGD,
+    "cvar": {**SGD, "lam": 1.0, "beta": 0.3, "alr": 1e-3},
+    "posit": {
+        **SGD, "alr": 1.0, "nstd": 1.5, "awd": 1e-4, "adversary": "2mlp3", "signal": "recall", "ones_aware": True,
+        "k": 10, "ties": "share",
+    },
+}  # fmt: skip
+
+
+class TodaysTrainer(training.Trainer):
+    """The step before the change (2026-12-06)."""
+
+    def step(self, rows, loss_sums, nonfinite):
+        with torch.no_grad():
+            predictions = predict(rows, self.U)
+        predictions.requires_grad_(True)
+        losses = self.objective.batch_losses(predictions, rows.to_dense(), rows)
+        total = sum(losses.values())
+        self.objective.zero_grad(set_to_none=True)
+        total.backward()
+        if self.U.grad is None:
+            self.U.grad = torch.zeros_like(self.U)
+        torch.addmm(self.U.grad, rows.t().to_sparse_csr(), predictions.grad, beta=0, out=self.U.grad)
+        self.U.grad.diagonal().zero_()
+        self.optimizer.step()
+        with torch.no_grad():
+            for name, value in losses.items():
+                loss_sums[name] = loss_sums.get(name, 0) + value.detach()
+            return nonfinite | ~torch.isfinite(total.detach())
+
+    def best_weights(self):
+        best = self.U if self.best_is_current else self.best_U
+        return best.detach().to("cpu", copy=True)
+
+
+@pytest.fixture
+def blocks(monkeypatch):
+    monkeypatch.setattr(training, "GRADIENT_BLOCK_BYTES", 4 * N_ITEMS * BLOCK_ROWS)
+
+
+def trainer(method, trainer_class, monkeypatch, **run_options):
+    module = method_module(method)
+    monkeypatch.setattr(
+        module,
+        "train",
+        lambda data, hyperparameters, run, objective: trainer_class(data, hyperparameters, run, objective),
+    )
+    return module.fit(DATA, completed(method, HYPERPARAMETERS[method]), Run("toy", method, 0, **run_options))
+
+
+def fit(method, trainer_class, monkeypatch, validation=None, **run_options):
+    if validation is not None:
+        scripted = iter(validation)
+        monkeypatch.setattr(training, "validation_ndcg", lambda *args, **kwargs: next(scripted))
+    return trainer(method, trainer_class, monkeypatch, **run_options).fit()
+
+
+def identical_models(a, b):
+    assert torch.equal(a.state["U"], b.state["U"])
+    assert a.best_epoch == b.best_epoch
+    assert (a.item_weights is None) == (b.item_weights is None)
+    if a.item_weights is not None:
+        assert torch.equal(a.item_weights, b.item_weights)
+    without_time = [{k: v for k, v in entry.items() if k != "seconds"} for entry in a.history]
+    assert without_time == [{k: v for k, v in entry.items() if k != "seconds"} for entry in b.history]
+
+
+def test_gradient_blocks_fit_the_budget_and_start_where_a_vector_would():
+    # 2**27 bytes / (4 · 41,140) = 815.6 rows; 41,140 = 4 · 10,285, so 16 rows hold a multiple of 64 entries
+    assert training.gradient_block_rows(41_140, torch.device("cpu")) == 800
+    assert training.gradient_block_rows(20_108, torch.device("cpu")) == 1_664  # 20,108 = 4 · 5,027: 16 rows; 1,668.7
+    assert training.gradient_block_rows(1_682, torch.device("cpu")) == 1_682  # the demo: one block
+    assert training.gradient_block_rows(3_000_001, torch.device("cpu")) == 64  # at least one aligned block
+    assert training.gradient_block_rows(41_140, torch.device("cuda")) == 41_140
+
+
+@pytest.mark.parametrize("method", list(HYPERPARAMETERS))
+def test_each_step_gives_todays_U_and_momentum_bit_for_bit(method, blocks, monkeypatch):
+    new, today = trainer(method, training.Trainer, monkeypatch), trainer(method, TodaysTrainer, monkeypatch)
+    assert new.gradient.shape == (BLOCK_ROWS, N_ITEMS) and new.U.grad is None
+    for start in range(0, 150 - 32, 32):
+        for one in (new, today):
+            one.step(one.train_rows.rows(start, start + 32), {}, torch.zeros((), dtype=torch.bool))
+        assert torch.equal(new.U, today.U)
+        assert torch.equal(
+            new.optimizer.state[new.U]["momentum_buffer"], today.optimizer.state[today.U]["momentum_buffer"]
+        )
+        for a, b in zip(new.objective.parameters(), today.objective.parameters()):
+            assert torch.equal(a, b)
+    assert new.U.abs().max() > 1e-2  # the steps moved U
+    assert torch.equal(new.U.diagonal(), torch.zeros(N_ITEMS))
+
+
+# The best epoch: an earlier one (its copy is returned), and the last (U itself is).
+@pytest.mark.parametrize("validation", [[0.1, 0.3, 0.2, 0.25, 0.15], [0.1, 0.2, 0.3, 0.4, 0.5]])
+@pytest.mark.parametrize("method", list(HYPERPARAMETERS))
+def test_training_gives_todays_model(method, validation, blocks, monkeypatch):
+    new = fit(method, training.Trainer, monkeypatch, validation)
+    today = fit(method, TodaysTrainer, monkeypatch, validation)
+    identical_models(new, today)
+    assert new.best_epoch == validation.index(max(validation)) + 1
+
+
+@pytest.mark.parametrize("method", ["ease", "posit"])
+def test_resuming_from_a_checkpoint_of_todays_code_gives_todays_model(method, blocks, monkeypatch, tmp_path):
+    """A checkpoint after epoch 3, with the best epoch (2) in its own file, resumed by the new code."""
+    validation = [0.1, 0.3, 0.2, 0.25, 0.15]
+    uninterrupted = fit(method, TodaysTrainer, monkeypatch, validation)
+
+    class Interrupted(Exception):
+        pass
+
+    def interrupt(epoch, U):
+        if epoch == 3:
+            raise Interrupted
+
+    checkpoint = tmp_path / "checkpoint.pt"
+    with pytest.raises(Interrupted):
+        fit(
+            method,
+            TodaysTrainer,
+            monkeypatch,
+            validation,
+            checkpoint=checkpoint,
+            fingerprint="job",
+            after_epoch=interrupt,
+        )
+    assert (tmp_path / "checkpoint.pt.best-epoch2").exists()
+    resumed = fit(method, training.Trainer, monkeypatch, validation[3:], checkpoint=checkpoint, fingerprint="job")
+    identical_models(uninterrupted, resumed)
+    assert resumed.best_epoch == 2
+
+
+class ItemItemAllocations(TorchDispatchMode):
+    """Every tensor of at least items² entries that an operator returns in storage not seen before."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen: dict[int, torch.Tensor] = {}  # kept alive, so that no storage is seen twice
+        self.operators: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        result = func(*args, **(kwargs or {}))
+        for tensor in tree_flatten(result)[0]:
+            if isinstance(tensor, torch.Tensor) and tensor.layout == torch.strided and tensor.numel() >= N_ITEMS**2:
+                pointer = tensor.untyped_storage().data_ptr()
+                if pointer not in self.seen:
+                    self.seen[pointer] = tensor
+                    self.operators.append(str(func.overloadpacket.__name__))
+        return result
+
+
+@pytest.mark.parametrize(("trainer_class", "matrices"), [(training.Trainer, 3), (TodaysTrainer, 5)])
+def test_training_allocates_three_item_item_matrices(trainer_class, matrices, blocks, monkeypatch):
+    """U, its momentum and the best epoch's copy; before, also the whole gradient and a copy of the
+    best U to return."""
+    with ItemItemAllocations() as allocations:
+        fitted = fit("posit", trainer_class, monkeypatch, [0.1, 0.3, 0.2, 0.25, 0.15])
+    assert fitted.best_epoch == 2
+    assert len(allocations.operators) == matrices, allocations.operators
