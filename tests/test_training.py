@@ -450,7 +450,7 @@ def test_sigterm_while_a_checkpoint_is_written_removes_it_and_says_where_the_job
 
     monkeypatch.setattr(torch, "save", save_then_terminate)
     log = logging.getLogger("test.sigterm")
-    with caplog.at_level(logging.INFO), pytest.raises(SystemExit) as ended, ending_on_signal(log):
+    with caplog.at_level(logging.INFO), pytest.raises(SystemExit) as ended, ending_on_signal(log, exit_at_once=False):
         train_and_save(
             dataset="toy",
             method="ease",
