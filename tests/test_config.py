@@ -313,6 +313,18 @@ def test_a_split_lives_in_a_folder_of_its_preprocess_settings(demo):
     )
 
 
+def test_the_split_files_are_the_preprocess_outputs(demo):
+    from semtail.datasets.preprocess import OUTPUT_NAMES
+
+    assert list(plan.SPLIT_FILES) == list(OUTPUT_NAMES)
+    folder = plan.processed_dir(demo, "ml-100k")
+    patterns = plan.split_file_patterns()
+    assert plan.split_files(demo, "ml-100k") == {
+        name: pattern.format(dataset="ml-100k", split=folder.rsplit("/", 1)[1]) for name, pattern in patterns.items()
+    }
+    assert patterns["item_ids"] == "data/processed/{dataset}/{split}/items.txt"
+
+
 def test_a_split_of_other_settings_is_refused_by_name(demo):
     key = plan.split_key(demo, "ml-100k")
     assert plan.split_settings(demo, "ml-100k", key) == demo["datasets"]["ml-100k"]["preprocess"]
