@@ -72,6 +72,7 @@ wildcard_constraints:
     dataset="|".join(map(re.escape, DATASETS)),
     method="|".join(map(re.escape, METHODS)),
     seed=r"\d+",
+    split=f"[0-9a-f]{{{plan.SPLIT_KEY_LENGTH}}}",
     candidate=f"[0-9a-f]{{{search.NAME_LENGTH}}}",
 
 
@@ -98,7 +99,7 @@ def dataset_sources(wildcards):
 
 
 def preprocess_parameters(wildcards):
-    return plan.dataset_config(config, wildcards.dataset)["preprocess"]
+    return plan.split_settings(config, wildcards.dataset, wildcards.split)
 
 
 def expected_sizes(wildcards):
@@ -247,6 +248,14 @@ def method_code_version(wildcards):
 
 def figure_styles(wildcards):
     return plan.figure_styles(config)
+
+
+def evaluation_inputs(wildcards):
+    return plan.evaluation_inputs(config, wildcards.dataset)
+
+
+def split_train(wildcards):
+    return plan.split_files(config, wildcards.dataset, ("train",))["train"]
 
 
 def run_inputs(wildcards):

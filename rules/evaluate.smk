@@ -1,11 +1,8 @@
 rule evaluate:
     input:
         unpack(selections_of_run),
+        unpack(evaluation_inputs),
         model=results("{dataset}/{method}/seed{seed}/model.pt"),
-        train="data/processed/{dataset}/train.npz",
-        test_tr="data/processed/{dataset}/test_tr.npz",
-        test_te="data/processed/{dataset}/test_te.npz",
-        test_users="data/processed/{dataset}/test_users.txt",
     output:
         metrics=results("{dataset}/{method}/seed{seed}/metrics.json"),
         topk=results("{dataset}/{method}/seed{seed}/topk.npz"),

@@ -2,18 +2,9 @@ rule preprocess:
     input:
         provenance="data/raw/{dataset}/provenance.json",
     output:
-        train="data/processed/{dataset}/train.npz",
-        validation_tr="data/processed/{dataset}/validation_tr.npz",
-        validation_te="data/processed/{dataset}/validation_te.npz",
-        test_tr="data/processed/{dataset}/test_tr.npz",
-        test_te="data/processed/{dataset}/test_te.npz",
-        item_ids="data/processed/{dataset}/items.txt",
-        train_users="data/processed/{dataset}/train_users.txt",
-        validation_users="data/processed/{dataset}/validation_users.txt",
-        test_users="data/processed/{dataset}/test_users.txt",
-        stats="data/processed/{dataset}/stats.json",
+        **plan.split_file_patterns(),
     log:
-        "logs/preprocess/{dataset}.log",
+        "logs/preprocess/{dataset}/{split}.log",
     benchmark:
         benchmark_file("preprocess")
     conda:

@@ -104,7 +104,7 @@ rule plot:
 
 rule plot_weight_landscape:
     input:
-        train="data/processed/{dataset}/train.npz",
+        train=split_train,
         models=weight_landscape_models,
     output:
         weight_landscape=report(

@@ -266,8 +266,75 @@ def test_an_experiment_has_results_and_logs_of_its_own(demo):
     assert "results/ablation/ml-100k/summary.md" in plan.final_targets(config)
     assert "results/ablation/ml-100k/figures/adversary.png" in plan.final_targets(config)
     assert plan.run_dir(config, "ml-100k", "ease", 0) == "results/ablation/ml-100k/ease/seed0"
-    assert plan.train_inputs(config, "ml-100k", "ease", 0)["train"] == "data/processed/ml-100k/train.npz"
+    assert plan.train_inputs(config, "ml-100k", "ease", 0)["train"] == f"{plan.processed_dir(demo, 'ml-100k')}/train.npz"
     assert plan.results_root(demo) == "results"
+
+
+def settings_hash(settings: dict) -> str:
+    """The split key written out: sha256 of the settings as sorted JSON, threshold and test_prop as
+    floats, the first 10 hex digits."""
+    import hashlib
+    import json
+
+    normal = {"threshold": None, **settings}
+    for key in ("threshold", "test_prop"):
+        normal[key] = None if normal[key] is None else float(normal[key])
+    return hashlib.sha256(json.dumps(normal, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def test_a_split_lives_in_a_folder_of_its_preprocess_settings(demo):
+    """Each dataset's split is data/processed/<dataset>/<hash of its preprocess settings>/, so that
+    configs splitting one dataset otherwise keep their own; settings that split alike share it."""
+    settings = demo["datasets"]["ml-100k"]["preprocess"]
+    folder = f"data/processed/ml-100k/{settings_hash(settings)}"
+    assert plan.processed_dir(demo, "ml-100k") == folder
+    assert plan.train_inputs(demo, "ml-100k", "ease", 0) == {
+        "train": f"{folder}/train.npz", "validation_tr": f"{folder}/validation_tr.npz",
+        "validation_te": f"{folder}/validation_te.npz", "stats": f"{folder}/stats.json",
+    }  # fmt: skip
+    assert plan.evaluation_inputs(demo, "ml-100k") == {
+        "train": f"{folder}/train.npz", "test_tr": f"{folder}/test_tr.npz", "test_te": f"{folder}/test_te.npz",
+        "test_users": f"{folder}/test_users.txt",
+    }  # fmt: skip
+    assert plan.run_files(demo, "ml-100k")["train"] == f"{folder}/train.npz"
+
+    other = copy.deepcopy(demo)
+    other["datasets"]["ml-100k"]["preprocess"]["n_heldout"] = 60
+    assert plan.processed_dir(other, "ml-100k") == f"data/processed/ml-100k/{settings_hash({**settings, 'n_heldout': 60})}"
+    assert plan.processed_dir(other, "ml-100k") != folder
+    same = copy.deepcopy(demo)
+    same["datasets"]["ml-100k"]["preprocess"] = dict(reversed(settings.items()))
+    assert plan.processed_dir(same, "ml-100k") == folder  # key order does not matter
+    whole = {**settings, "threshold": 4, "test_prop": 0.25}
+    as_floats = {**settings, "threshold": 4.0, "test_prop": 0.25}
+    assert plan.split_key({"datasets": {"d": {"preprocess": whole}}}, "d") == settings_hash(as_floats)
+    without = {k: v for k, v in settings.items() if k != "threshold"}
+    assert plan.split_key({"datasets": {"d": {"preprocess": without}}}, "d") == plan.split_key(
+        {"datasets": {"d": {"preprocess": {**settings, "threshold": None}}}}, "d"
+    )
+
+
+def test_the_split_files_are_the_preprocess_outputs(demo):
+    from semtail.datasets.preprocess import OUTPUT_NAMES
+
+    assert list(plan.SPLIT_FILES) == list(OUTPUT_NAMES)
+    folder = plan.processed_dir(demo, "ml-100k")
+    patterns = plan.split_file_patterns()
+    assert plan.split_files(demo, "ml-100k") == {
+        name: pattern.format(dataset="ml-100k", split=folder.rsplit("/", 1)[1]) for name, pattern in patterns.items()
+    }
+    assert patterns["item_ids"] == "data/processed/{dataset}/{split}/items.txt"
+
+
+def test_a_split_of_other_settings_is_refused_by_name(demo):
+    key = plan.split_key(demo, "ml-100k")
+    assert plan.split_settings(demo, "ml-100k", key) == demo["datasets"]["ml-100k"]["preprocess"]
+    with pytest.raises(plan.ConfigError) as error:
+        plan.split_settings(demo, "ml-100k", "0123456789")
+    assert str(error.value).startswith(
+        f"data/processed/ml-100k/0123456789: not the split of this config's datasets.ml-100k.preprocess settings, "
+        f"which is data/processed/ml-100k/{key}"
+    )
 
 # ------------------------------------------------------------------ checks when the workflow starts
 

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from semtail.datasets.formats import FORMATS, RawFormatError, read_interactions
+from semtail.datasets.formats import FORMATS, Anomalies, RawFormatError, read_interactions
 from synthetic_data import SOURCE_OPTIONS, add_bytes, netflix_movie_texts, synthetic_for_format, write_netflix_tar
 
 
@@ -312,14 +312,47 @@ def test_delimited_quoted_fields_keep_the_separator(tmp_path):
         ("u;i;r\na;b;5\nc;d\n", {"columns": {"user": "u", "item": "i", "rating": "r"}}, "line 3: expected 3 fields separated by ';', found 2"),
         ("u;i;r\na;b;5\n;d;4\n", {"columns": {"user": "u", "item": "i", "rating": "r"}}, "line 3: bad user value"),
         ("u;i;r\na;b;5\nc;d;many\n", {"columns": {"user": "u", "item": "i", "rating": "r"}}, "line 3: bad rating value b'many'"),
-        ("u;i;r\na;b;5\nc;d;4", {"columns": {"user": "u", "item": "i", "rating": "r"}}, "line 3: the file does not end with a newline"),
+        ("u;i;r\na;b;5\nc;d", {"columns": {"user": "u", "item": "i", "rating": "r"}},
+         "line 3: expected 3 fields separated by ';', found 2: b'c;d' (truncated or malformed file?); it is the last "
+         "line, and the file does not end with a newline, so it looks truncated"),
+        ("u;i;r\r\na;b;5\r\nc;d;", {"columns": {"user": "u", "item": "i", "rating": "r"}},
+         "line 3: bad rating value b'' in b'c;d;'; it is the last line, and the file does not end with a newline"),
+        ('u;i;r\nx;y;3\n"line1\nline2";b;5\nc;d;4\n', {"columns": {"user": "u", "item": "i", "rating": "r"}},
+         "line 3: the user id 'line1\\nline2' holds a line break; the split writes ids one a line"),
+        ('u;i;r\nx;y;3\nc;"a\r\nb";4\n', {"columns": {"user": "u", "item": "i", "rating": "r"}},
+         "line 3: the item id 'a\\r\\nb' holds a line break"),
+        ("u;i;r\nx;y;3\nc;d;4\nc;it\u2028em;4\n", {"columns": {"user": "u", "item": "i", "rating": "r"}},
+         "line 4: the item id 'it\\u2028em' holds a line break"),
+        ("", {"columns": {"user": "customer", "item": "i"}}, "the file is empty"),
+        ("", {"header": False, "columns": {"user": 0, "item": 1}}, "the file is empty"),
+        ("\n\r\n", {"columns": {"user": "customer", "item": "i"}}, "the file is empty (blank lines only)"),
     ],
 )
 def test_delimited_bad_lines_are_named(tmp_path, text, options, problem):
     files, source = delimited(tmp_path, text, sep=";", **options)
     with pytest.raises(RawFormatError) as error:
         read_interactions("delimited", files, source)
-    assert str(error.value).startswith(f"{files[0]}, {problem}"), str(error.value)
+    separator = ": " if problem.startswith("the file is empty") else ", "
+    assert str(error.value).startswith(f"{files[0]}{separator}{problem}"), str(error.value)
+
+
+def test_a_delimited_file_without_a_final_newline_is_read_whole(tmp_path):
+    """Own data need not end with a newline (the HetRec Last.fm file: tab-separated, CRLF, none at
+    the end): a last line that parses whole is read, blank lines counted as ever."""
+    files, source = delimited(tmp_path, "", sep="\t", columns={"user": "userID", "item": "artistID", "rating": "weight"})
+    files[0].write_bytes(b"userID\tartistID\tweight\r\n2\t51\t13883\r\n\r\n2\t52\t11690\r\n3\t51\t228")
+    anomalies = Anomalies()
+    assert rows(read_interactions("delimited", files, source, anomalies)) == [
+        ("2", "51", 13883.0), ("2", "52", 11690.0), ("3", "51", 228.0)
+    ]  # fmt: skip
+    assert anomalies.as_dict() == {"blank_lines": {"count": 1, "first": f"{files[0]}, line 3", "action": "skipped"}}
+
+
+def test_an_empty_file_of_a_known_format_says_so(tmp_path):
+    empty = tmp_path / "ratings.csv"
+    empty.write_bytes(b"")
+    with pytest.raises(RawFormatError, match=rf"^{empty}: the file is empty$"):
+        read_interactions("ml-20m", [empty])
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from semtail import workflow as plan
 from semtail.provenance import code_version
 from synthetic_data import DELIMITED_SOURCE, synthetic_for_format, write_delimited
 from workflow_runs import REPO, copy_repo, dry_run_blocks, snakemake_env
@@ -94,8 +95,9 @@ def test_a_parent_workflows_jobs_run_the_modules_code(tmp_path):
     configfile = tmp_path / "shop.yaml"
     configfile.write_text(yaml.safe_dump(config))
     folder = parent_workflow(tmp_path / "parent", configfile, module / "Snakefile")
-    run_snakemake(folder, "data/processed/shop/stats.json")
+    stats_file = f"{plan.processed_dir(config, 'shop')}/stats.json"
+    run_snakemake(folder, stats_file)
     provenance = json.loads((folder / "data/raw/shop/provenance.json").read_text())
     assert provenance["code_version"] == module_version
-    stats = json.loads((folder / "data/processed/shop/stats.json").read_text())
+    stats = json.loads((folder / stats_file).read_text())
     assert stats["raw"]["format"] == "delimited" and stats["users_per_part"]["test"] == 10

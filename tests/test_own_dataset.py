@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from semtail import workflow as plan
 from workflow_runs import REPO, copy_repo, copy_run, job, planned_jobs, snakemake
 
 pytestmark = pytest.mark.slow
@@ -106,7 +107,7 @@ def test_the_split_matches_the_steps_written_out(shop_run):
     workdir, rows, config, _ = shop_run
     settings = config["datasets"]["shop"]["preprocess"]
     parts, items, interactions = expected_split(rows, settings)
-    processed = workdir / "data/processed/shop"
+    processed = workdir / plan.processed_dir(config, "shop")
     for part, users in parts.items():
         assert (processed / f"{part}_users.txt").read_text().splitlines() == users, part
     assert (processed / "items.txt").read_text().splitlines() == items
@@ -149,3 +150,41 @@ def test_a_runs_deleted_files_are_made_again(shop_run, tmp_path):
     for method in ("ease", "mostpop"):
         reason = planned[job("evaluate", dataset="shop", method=method, seed=0)]
         assert "Missing output files" in reason and f"results/shop/{method}/seed0/metrics.json" in reason
+
+
+def test_experiments_splitting_one_dataset_otherwise_keep_their_own_splits(tmp_path):
+    """Two experiments on the same own data with other n_heldout: the second makes a split of its
+    own beside the first's, and the first then plans nothing. (Before the splits were keyed by their
+    settings, the second rewrote the first's split, and the first's rerun replanned everything.)"""
+    workdir = copy_repo(tmp_path / "repo", raw_cache=False)
+    rows = shop_rows(n_users=60, n_items=50)
+    csv = tmp_path / "shop.csv"
+    write_shop_csv(csv, rows)
+    base = readme_config()
+    base["datasets"]["shop"]["sources"][0]["path"] = str(csv)
+    base.update(methods=["mostpop"], hyperparameters={"mostpop": {}}, compute={"device": "cpu", "gpus_per_job": 1})
+    base["evaluation"].update(ks=[5, 10], coverage_block_size=5)
+    configs = {}
+    for experiment, n_heldout in (("first", 10), ("second", 12)):
+        config = {**base, "experiment": experiment}
+        config["datasets"] = {"shop": {**base["datasets"]["shop"], "preprocess": {
+            **base["datasets"]["shop"]["preprocess"], "n_heldout": n_heldout}}}  # fmt: skip
+        (workdir / f"{experiment}.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        configs[experiment] = config
+
+    def summary(experiment):
+        return f"results/{experiment}/shop/summary.md"
+
+    for experiment in configs:
+        snakemake(workdir, summary(experiment), cores=2, configfile=f"{experiment}.yaml")
+    folders = {experiment: workdir / plan.processed_dir(config, "shop") for experiment, config in configs.items()}
+    assert folders["first"] != folders["second"] and folders["first"].parent == folders["second"].parent
+    for experiment, n_heldout in (("first", 10), ("second", 12)):
+        stats = json.loads((folders[experiment] / "stats.json").read_text())
+        assert stats["users_per_part"]["test"] == n_heldout and stats["preprocess"]["n_heldout"] == n_heldout
+        assert len((folders[experiment] / "test_users.txt").read_text().splitlines()) == n_heldout
+        metrics = json.loads((workdir / f"results/{experiment}/shop/mostpop/seed0/metrics.json").read_text())
+        assert metrics["n_test_users"] == n_heldout
+    for experiment in configs:
+        done = snakemake(workdir, "--dry-run", summary(experiment), configfile=f"{experiment}.yaml")
+        assert "Nothing to be done" in done.stdout, (experiment, done.stdout[-3000:])

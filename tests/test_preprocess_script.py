@@ -329,3 +329,52 @@ def test_ratings_outside_each_formats_scale_are_counted(raw_format, outside):
     count_outside_scale(pd.DataFrame({"rating": np.array(ratings, dtype=np.float32)}), raw_format, anomalies)
     found = anomalies.as_dict()["ratings_outside_scale"]
     assert (found["count"], found["lowest"], found["highest"]) == (len(outside), min(outside), max(outside))
+
+
+def test_own_data_with_repeated_pairs_and_no_final_newline(tmp_path):
+    """A delimited file with CRLF endings and no final newline is read whole; its repeated (user,
+    item) lines are merged before the split, so no pair sits on both sides of a held-out user, and
+    counted in the log and stats.json; with min_sc 0, validation and test interactions on items no
+    training user has are dropped, and the log says how many."""
+    rng = np.random.default_rng(3)
+    lines, repeated = [], 0
+    for user in range(80):
+        items = rng.choice(60, size=12, replace=False).tolist() + [100 + user]  # one item of its own
+        for item in items:
+            lines.append(f"u{user}\ti{item}\t5")
+        for item in items[:3]:
+            lines.append(f"u{user}\ti{item}\t4")  # the same pair again
+            repeated += 1
+    path = tmp_path / "user_items.dat"
+    path.write_bytes(("user\titem\tweight\r\n" + "\r\n".join(lines)).encode())
+    provenance = tmp_path / "raw/provenance.json"
+    source = {"path": str(path), "format": "delimited", "sep": "\t", "columns": {"user": "user", "item": "item", "rating": "weight"}}
+    fetch_dataset("own", [source], provenance)
+    outputs = output_paths(tmp_path / "out")
+    settings = {"threshold": 3.5, "min_uc": 5, "min_sc": 0, "n_heldout": 10, "seed": 98765, "test_prop": 0.2}
+    result = run_preprocess(tmp_path, provenance, {"dataset": "own", "preprocess": settings}, outputs)
+    assert result.returncode == 0, result.stderr
+
+    stats = json.loads(outputs["stats"].read_text())
+    assert stats["data_warnings"] == {
+        "repeated_pairs": {
+            "count": repeated, "first": f"user 'u0', item 'i{lines[0].split(chr(9))[1][1:]}'",
+            "action": "merged before the split: a pair counts once, as a positive when any of its lines is one "
+            "(the highest rating decides), at its first such line",
+        }
+    }  # fmt: skip
+    assert stats["interactions_after_filtering"] == 80 * 13
+    for part in ("validation", "test"):
+        fold_in, held_out = (sp.load_npz(outputs[f"{part}_{side}"]) for side in ("tr", "te"))
+        assert fold_in.multiply(held_out).nnz == 0 and held_out.nnz > 0
+    # Each held-out user's own item is in no training user's interactions: dropped, and said so.
+    items = set(outputs["item_ids"].read_text().splitlines())
+    dropped = {}
+    for part in ("validation", "test"):
+        users = set(outputs[f"{part}_users"].read_text().splitlines())
+        pairs = {tuple(line.split("\t")[:2]) for line in lines if line.split("\t")[0] in users}
+        dropped[part] = sum(item not in items for _, item in pairs)
+    assert dropped == {"validation": 10, "test": 10} == stats["dropped_validation_test_interactions_on_items_not_in_train"]
+    log = (tmp_path / "preprocess.log").read_text()
+    assert f"own: {repeated} line(s) repeating an earlier line's (user, item) pair, merged before the split" in log
+    assert "own: 10 validation and 10 test interactions dropped: their items are in no training user's interactions" in log

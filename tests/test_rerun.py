@@ -25,6 +25,7 @@ import psutil
 import pytest
 import torch
 
+from semtail import workflow as plan
 from workflow_runs import (
     SECOND_DATASET,
     SGD_METHODS,
@@ -119,23 +120,26 @@ def test_hyperparameter_change_reruns_that_method_and_its_dependents(demo_copy):
 
 def test_preprocess_change_of_one_dataset_reruns_that_dataset_only(demo_copy):
     """A second dataset (the same ratings, fewer users) is added and run; then a preprocessing
-    value of it changes: all of it reruns, nothing of the first."""
+    value of it changes: all of it reruns, on a split of its own beside the first one, and nothing
+    of the first dataset."""
     config = read_config(demo_copy)
     config["datasets"][SECOND_DATASET] = second_dataset_config(config)
     write_config(demo_copy, config)
     snakemake(demo_copy, "--omit-from", *FIGURE_RULES)
+    stats_before = demo_copy / plan.split_files(config, SECOND_DATASET, ("stats",))["stats"]
+    users_before = json.loads(stats_before.read_text())["users"]
 
     config["datasets"][SECOND_DATASET]["preprocess"]["min_uc"] += 2
     write_config(demo_copy, config)
     expected = (
-        {job("preprocess", dataset=SECOND_DATASET)}
+        {job("preprocess", dataset=SECOND_DATASET, split=plan.split_key(config, SECOND_DATASET))}
         | run_jobs(config, datasets=[SECOND_DATASET])
         | report_jobs(config, datasets=[SECOND_DATASET])
     )
-    stats = demo_copy / f"data/processed/{SECOND_DATASET}/stats.json"
-    users_before = json.loads(stats.read_text())["users"]
-    assert_reruns_exactly(demo_copy, expected, reason="Params have changed")
+    assert_reruns_exactly(demo_copy, expected, reason="Missing output files")
+    stats = demo_copy / plan.split_files(config, SECOND_DATASET, ("stats",))["stats"]
     assert json.loads(stats.read_text())["users"] < users_before  # a stricter user filter kept fewer
+    assert json.loads(stats_before.read_text())["users"] == users_before  # the first split is kept
 
     # Its sources, too (planned only): the download that ran here recorded them.
     config["datasets"][SECOND_DATASET]["sources"] = config["datasets"][SECOND_DATASET]["sources"][::-1]

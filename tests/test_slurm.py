@@ -218,7 +218,7 @@ def test_demo_on_slurm_equals_the_local_run(slurm_cluster, completed_demo, tmp_p
     sbatch_calls = re.findall(r"sbatch call: (sbatch .*)", output)
     submitted = {re.search(r"--comment '?rule_(\w+?)_wildcards", call).group(1) for call in sbatch_calls}
     assert submitted == {"preprocess", "train", "evaluate", "plot_weight_landscape"}  # the rest are local
-    stats = workdir / f"data/processed/{dataset}/stats.json"
+    stats = workdir / plan.split_files(config, dataset, ("stats",))["stats"]
     for call in sbatch_calls:
         assert f"-p {slurm_cluster.partition}" in call and "--gres" not in call
         rule, wildcards = re.search(r"--comment '?rule_(\w+?)_wildcards_([\w.-]+)", call).groups()

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from semtail.datasets import DataError
-from semtail.datasets.split import EmptySplitError, SplitParameters, heldout_draw, liang_split, sorted_codes
+from semtail.datasets.split import MATRICES, EmptySplitError, SplitParameters, heldout_draw, liang_split, sorted_codes
 from synthetic_data import synthetic_ratings
 
 ML = dict(threshold=3.5, min_uc=5, min_sc=0, n_heldout=15, seed=98765, test_prop=0.2)
@@ -250,17 +250,47 @@ def test_sorted_codes_of_a_categorical_ignore_category_order():
     assert codes.tolist() == [1, 2, 0, 1] and uniques.tolist() == ["a", "b", "c"]  # unused 'z' dropped
 
 
-def test_duplicate_pairs_are_binary_and_counted():
-    raw = pd.DataFrame(
-        [(u, i, 4.0) for u in range(1, 12) for i in range(1, 8)] + [(1, 1, 5.0), (1, 1, 4.5)],
-        columns=["user", "item", "rating"],
-    )
-    settings = {**ML, "n_heldout": 2}
-    split = liang_split(raw, SplitParameters(**settings), "synthetic")
-    expected = reference_split(raw, **settings)
-    assert sum(split.rows.values()) == len(raw)
-    assert sum(m.nnz for m in split.matrices.values()) == sum(int(expected[n].sum()) for n in split.matrices)
-    assert all(set(np.unique(m.data)) <= {1.0} for m in split.matrices.values())
+def repeated_pairs_data() -> pd.DataFrame:
+    """40 users rating items 1-10, then each of them again on items 1-3 (a higher rating); user 1
+    rates item 11 below the threshold, then above it; user 2 rates item 12 below it twice."""
+    rows = [(u, i, 4.0) for u in range(1, 41) for i in range(1, 11)]
+    rows += [(u, i, 5.0) for u in range(1, 41) for i in range(1, 4)]
+    rows += [(1, 11, 2.0), (2, 12, 1.0), (1, 11, 4.5), (2, 12, 3.0)]
+    return pd.DataFrame(rows, columns=["user", "item", "rating"])
+
+
+@pytest.mark.parametrize("string_ids", [False, True], ids=["integer-ids", "categorical-ids"])
+def test_repeated_pairs_are_merged_before_the_split(string_ids):
+    """A (user, item) pair on several lines counts once, before any filter counts or the held-out
+    draw: as a positive when any of its lines is one, at its first such line. The split is the
+    reference's on the data merged so (written out here with pandas), so no pair of a held-out user
+    sits on both sides. (Merged after the split, the pairs of items 1-3 fell on both sides.)"""
+    raw = repeated_pairs_data()
+    settings = {**ML, "n_heldout": 5, "min_uc": 3}
+    positives = raw[raw["rating"] > settings["threshold"]]
+    merged = positives.drop_duplicates(["user", "item"], keep="first")
+    assert len(positives) - len(merged) == 40 * 3
+    expected = reference_split(merged, **settings)
+    frame = as_categorical_strings(raw) if string_ids else raw
+    split = liang_split(frame, SplitParameters(**settings), "synthetic")
+    assert split.item_ids.tolist() == expected["items"]
+    for name in MATRICES:
+        np.testing.assert_array_equal(split.matrices[name].toarray(), expected[name], err_msg=name)
+        assert split.rows[name] == expected[name].sum(), name
+    for part in ("validation", "test"):
+        both = split.matrices[f"{part}_tr"].multiply(split.matrices[f"{part}_te"])
+        assert both.nnz == 0 and split.matrices[f"{part}_te"].nnz > 0, part
+    assert split.repeated_pairs == 120 and split.first_repeated_pair == (1, 1)
+    assert [type(value) for value in split.first_repeated_pair] == [int, int]  # not numpy scalars
+    assert split.filtering[2] == {
+        "step": "repeated (user, item) pairs merged", "interactions": len(merged), "users": 40, "items": 11
+    }  # fmt: skip
+
+
+def test_no_merge_step_where_no_pair_repeats():
+    split = liang_split(synthetic_ratings(seed=15), SplitParameters(**ML), "synthetic")
+    assert split.repeated_pairs == 0 and split.first_repeated_pair is None
+    assert "merged" not in " ".join(step["step"] for step in split.filtering)
 
 
 @pytest.mark.parametrize("settings", [ML, MSD, {**ML, "min_sc": 10}], ids=["ml", "msd", "ml-min_sc"])

@@ -18,6 +18,7 @@ import torch
 import yaml
 from scipy import stats
 
+from semtail import workflow as plan
 from workflow_runs import job, output_times, planned_jobs, read_config, snakemake, write_config
 
 pytestmark = pytest.mark.slow
@@ -121,7 +122,7 @@ def test_search_selects_the_best_candidate_and_reruns_only_what_a_new_one_change
 def test_per_user_means_are_the_metrics_and_the_tables_test_against_ease(completed_demo):
     config = read_config(completed_demo)
     results = completed_demo / "results" / DATASET
-    test_users = (completed_demo / f"data/processed/{DATASET}/test_users.txt").read_text().split()
+    test_users = (completed_demo / plan.evaluation_inputs(config, DATASET)["test_users"]).read_text().split()
     for method in config["methods"]:
         for seed in config["seeds"]:
             per_user = pd.read_csv(results / method / f"seed{seed}/per_user.csv", dtype={"user": str})

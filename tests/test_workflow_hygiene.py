@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from semtail import workflow as plan
 from workflow_runs import (
     REPO,
     copy_repo,
@@ -87,11 +88,12 @@ def test_failed_preprocess_writes_its_reason_to_its_log(demo_copy):
     config = read_config(demo_copy)
     config["datasets"]["ml-100k"]["preprocess"]["n_heldout"] = 100_000  # more than ML-100K has users
     write_config(demo_copy, config)
-    done = snakemake(demo_copy, "data/processed/ml-100k/stats.json", check=False)
+    split = plan.processed_dir(config, "ml-100k")
+    done = snakemake(demo_copy, f"{split}/stats.json", check=False)
     assert done.returncode != 0
-    log = (demo_copy / "logs/preprocess/ml-100k.log").read_text()
+    log = (demo_copy / f"logs/preprocess/ml-100k/{plan.split_key(config, 'ml-100k')}.log").read_text()
     assert "n_heldout" in log and "100000" in log.replace(",", ""), log
-    assert not (demo_copy / "data/processed/ml-100k/stats.json").exists()
+    assert not (demo_copy / f"{split}/stats.json").exists()
 
 
 @pytest.mark.slow
@@ -102,10 +104,11 @@ def test_corrupt_raw_file_is_named_in_the_log(demo_copy):
     for raw in raw_files:
         lines = raw.read_text().splitlines(keepends=True)
         raw.write_text("".join(lines[: len(lines) // 2]) + "196\tnot-an-item\n" + "".join(lines[len(lines) // 2 :]))
-    target = "data/processed/ml-100k/stats.json"
+    config = read_config(demo_copy)
+    target = f"{plan.processed_dir(config, 'ml-100k')}/stats.json"
     done = snakemake(demo_copy, "--forcerun", target, "--until", "preprocess", target, check=False)
     assert done.returncode != 0, done.stdout[-2000:]
-    log = (demo_copy / "logs/preprocess/ml-100k.log").read_text()
+    log = (demo_copy / f"logs/preprocess/ml-100k/{plan.split_key(config, 'ml-100k')}.log").read_text()
     assert any(raw.name in log for raw in raw_files), log
     assert "Traceback" not in log or "Error" in log.splitlines()[-1]
 

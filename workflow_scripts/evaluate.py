@@ -4,7 +4,7 @@ import torch
 
 from semtail.device import select_device
 from semtail.evaluate import evaluate_model_file, load_split, read_user_ids, write_outputs, write_per_user
-from semtail.run_metrics import SPLIT_FILES
+from semtail.run_metrics import CHECKSUMMED_SPLIT_FILES
 from semtail.script_io import plain, script_run, setup_logging
 
 run = script_run(globals(), "Evaluate a model file on the test split (see docs/metrics.md).")
@@ -20,7 +20,7 @@ expected = {key: run.wildcards.get(name) for key, name in names.items() if run.w
 trained_with = None
 if run.params.get("hyperparameters") is not None:
     trained_with = {"hyperparameters": plain(run.params.hyperparameters), "code_version": run.params.model_code_version}
-split_files = {name: run.input[name] for name in SPLIT_FILES}
+split_files = {name: run.input[name] for name in CHECKSUMMED_SPLIT_FILES}
 record, result = evaluate_model_file(
     run.input.model, split, plain(run.params.evaluation), device, expected, run.params.get("code_version"),
     trained_with, split_files,

@@ -1,5 +1,5 @@
 """Preprocess stage: the Liang et al. (2018) split of a downloaded dataset into
-data/processed/{dataset}/ (train, validation_tr/te, test_tr/te matrices, id lists, stats.json).
+data/processed/{dataset}/{p}/ (train, validation_tr/te, test_tr/te matrices, id lists, stats.json).
 
 Standalone:  python workflow_scripts/preprocess.py --input provenance=data/raw/ml-100k/provenance.json \
                  --output train=OUT/train.npz --output validation_tr=OUT/validation_tr.npz ... \
@@ -16,7 +16,7 @@ from semtail.datasets import DataError
 from semtail.datasets.preprocess import OUTPUT_NAMES, preprocess
 from semtail.script_io import plain, script_run, setup_logging
 
-run = script_run(globals(), "Split a downloaded dataset as Liang et al. (2018) do, into data/processed/{dataset}/.")
+run = script_run(globals(), "Split a downloaded dataset as Liang et al. (2018) do, into data/processed/{dataset}/{p}/.")
 log = setup_logging(run, "preprocess")
 outputs = {name: run.output.get(name) for name in OUTPUT_NAMES if run.output.get(name)}
 try:

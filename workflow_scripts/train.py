@@ -2,13 +2,14 @@
 
 Snakemake runs it from rules/train.smk. By hand, for example:
 
-    python workflow_scripts/train.py --input train=data/processed/ml-100k/train.npz \\
-        --input validation_tr=data/processed/ml-100k/validation_tr.npz \\
-        --input validation_te=data/processed/ml-100k/validation_te.npz \\
+    python workflow_scripts/train.py --input train=data/processed/ml-100k/<p>/train.npz \\
+        --input validation_tr=data/processed/ml-100k/<p>/validation_tr.npz \\
+        --input validation_te=data/processed/ml-100k/<p>/validation_te.npz \\
         --output model=/tmp/model.pt --param dataset=ml-100k --param method=ease --param seed=0 \\
         --params hyperparameters.yaml --param device=cpu --log /tmp/train.log
 
-where hyperparameters.yaml holds `hyperparameters: {lr: ..., ...}`. The checkpoint cadence comes
+where <p> is the split's folder (the preprocess job of `snakemake --dry-run` names it) and
+hyperparameters.yaml holds `hyperparameters: {lr: ..., ...}`. The checkpoint cadence comes
 from the workflow config's `checkpoints` block (by hand: `--configfile config.yaml`), not from the
 params: it does not change the model, so changing it reruns nothing.
 """

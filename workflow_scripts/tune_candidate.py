@@ -3,13 +3,13 @@ results/{dataset}/{method}/tuning/{candidate}/validation.json (no model file).
 
 Snakemake runs it from rules/tuning.smk. By hand, for example:
 
-    python workflow_scripts/tune_candidate.py --input train=data/processed/ml-100k/train.npz \\
-        --input validation_tr=data/processed/ml-100k/validation_tr.npz \\
-        --input validation_te=data/processed/ml-100k/validation_te.npz \\
+    python workflow_scripts/tune_candidate.py --input train=data/processed/ml-100k/<p>/train.npz \\
+        --input validation_tr=data/processed/ml-100k/<p>/validation_tr.npz \\
+        --input validation_te=data/processed/ml-100k/<p>/validation_te.npz \\
         --output validation=/tmp/validation.json --params candidate.yaml --log /tmp/candidate.log
 
-where candidate.yaml holds dataset, method, variant, candidate, settings, seed, hyperparameters,
-evaluation and device, as the rule's params. The checkpoint cadence comes from the workflow config's
+where <p> is the split's folder (as for train.py) and candidate.yaml holds dataset, method, variant,
+candidate, settings, seed, hyperparameters, evaluation and device, as the rule's params. The checkpoint cadence comes from the workflow config's
 `checkpoints` block (by hand: `--configfile config.yaml`), as in train.py.
 """
 

@@ -360,7 +360,7 @@ def write_outputs(record: dict, result: Evaluation, metrics_path, topk_path, ite
 
 
 def read_user_ids(path: str | Path, n_users: int) -> list[str]:
-    """The raw ids of a split's users, one a line in row order (data/processed/{d}/test_users.txt)."""
+    """The raw ids of a split's users, one a line in row order (data/processed/{d}/{p}/test_users.txt)."""
     ids = Path(path).read_text().splitlines()
     if len(ids) != n_users:
         raise ValueError(f"{path}: {len(ids)} user ids, but the split has {n_users} users")

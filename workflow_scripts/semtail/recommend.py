@@ -1,6 +1,6 @@
 """Recommendations for one user, by raw id, from a model file and the split it was trained on:
 
-    python -m semtail.recommend results/<d>/<m>/seed<s>/model.pt --split data/processed/<d> --user <raw id> -k 10
+    python -m semtail.recommend results/<d>/<m>/seed<s>/model.pt --split data/processed/<d>/<split key> --user <raw id> -k 10
 
 prints the k best items (raw ids) with their scores, best first, ties to the lower item column as in
 the evaluation, leaving out the items the user interacted with in the split's own files: a
@@ -104,14 +104,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--user", required=True, help="the user's raw id, as in the split's *_users.txt")
     parser.add_argument("-k", type=int, default=10, help="how many items (default 10)")
     parser.add_argument(
-        "--split", help="the split folder the model was trained from (data/processed/<dataset>): required"
+        "--split", help="the split folder the model was trained from (data/processed/<dataset>/<split key>): required"
     )
     parser.add_argument("--device", default="cpu", help="where to score (default cpu)")
     args = parser.parse_args(argv)
     if args.split is None:
         parser.error(
             f"{args.model}: a model file does not record the split folder it was trained from; "
-            "name it with --split (the train job's input folder, data/processed/<dataset>)"
+            "name it with --split (the train job's input folder, data/processed/<dataset>/<split key>)"
         )
     try:
         recommendations = recommend(args.model, args.split, args.user, args.k, args.device)

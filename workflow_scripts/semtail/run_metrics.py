@@ -37,7 +37,7 @@ def read_metrics_json(path: str | os.PathLike, fields=RECORD_FIELDS) -> dict:
     return record
 
 
-SPLIT_FILES = ("train", "test_tr", "test_te")  # the split files an evaluation reads, by their input names
+CHECKSUMMED_SPLIT_FILES = ("train", "test_tr", "test_te")  # the split files an evaluation reads, by their input names
 
 
 def split_checksums(split_files: dict) -> dict[str, str]:
@@ -72,14 +72,14 @@ def check_runs_current(metric_paths, expected_runs: dict | None, split_files=Non
     metrics.json records other hyperparameters, another code version of its method, or another
     split than the config resolves to now (`expected_runs`: per name in `methods:`, its
     {hyperparameters, code_version}; `split_files`: a mapping that holds the split files by their
-    names in SPLIT_FILES, such as the rule's input, or None). This happens when a
+    names in CHECKSUMMED_SPLIT_FILES, such as the rule's input, or None). This happens when a
     retrain failed or was killed and Snakemake was told to go on without it (for example by
     --rerun-triggers without params). The error names each such run, the key that differs and
     both values, and the command that redoes them. None for `expected_runs` (a script run by hand
     without them) checks nothing."""
     if expected_runs is None:
         return
-    split = split_checksums({name: split_files[name] for name in SPLIT_FILES if name in (split_files or {}).keys()})
+    split = split_checksums({name: split_files[name] for name in CHECKSUMMED_SPLIT_FILES if name in (split_files or {}).keys()})
     stale, models = [], []
     for path in [metric_paths] if isinstance(metric_paths, (str, os.PathLike)) else metric_paths:
         record = read_metrics_json(path)

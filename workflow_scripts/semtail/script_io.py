@@ -65,7 +65,7 @@ def _pairs(values: list[str], flag: str) -> dict[str, str]:
 def script_run(namespace: dict, description: str) -> ScriptRun:
     """The `snakemake` object when Snakemake runs the script, else one built from sys.argv.
 
-    By hand:  python workflow_scripts/train.py --input train=data/processed/ml-100k/train.npz ...
+    By hand:  python workflow_scripts/train.py --input train=data/processed/ml-100k/<p>/train.npz ...
               --output model=/tmp/model.pt --params params.yaml --param seed=0 --log /tmp/train.log
     `--params` reads a YAML/JSON mapping; `--param NAME=VALUE` parses VALUE as YAML; `--configfile`
     reads a workflow config, for the settings a script takes from the config rather than from its

@@ -4,6 +4,7 @@ which files to build, the resolved hyperparameters of a job, and the resources i
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import math
 import os
@@ -18,7 +19,7 @@ from semtail.datasets import DataError
 from semtail.datasets.formats import DelimitedOptions
 from semtail.datasets.split import SplitParameters
 from semtail.provenance import code_version  # noqa: F401  (re-exported for rules/common.smk)
-from semtail.run_metrics import SPLIT_FILES
+from semtail.run_metrics import CHECKSUMMED_SPLIT_FILES
 
 FIGURES = ("coverage_at_k", "item_recall_by_popularity", "accuracy_coverage_tradeoff", "lorenz")
 TABLES = (
@@ -188,8 +189,70 @@ def resolve_hyperparameters(config: dict, dataset: str, name: str) -> dict:
     return checked(registry.declaration(method).complete, resolved, f"{name} for {dataset}")
 
 
-def processed_dir(dataset: str) -> str:
-    return f"data/processed/{dataset}"
+# Where the preprocess stage writes a split: one folder per dataset and preprocess settings, so that
+# configs that split one dataset differently (experiments) each keep their own.
+PROCESSED_DIR = "data/processed/{dataset}/{split}"
+SPLIT_KEY_LENGTH = 10
+# The preprocess stage's outputs, by the names its rule and script give them.
+SPLIT_FILES = {
+    "train": "train.npz",
+    "validation_tr": "validation_tr.npz",
+    "validation_te": "validation_te.npz",
+    "test_tr": "test_tr.npz",
+    "test_te": "test_te.npz",
+    "item_ids": "items.txt",
+    "train_users": "train_users.txt",
+    "validation_users": "validation_users.txt",
+    "test_users": "test_users.txt",
+    "stats": "stats.json",
+}
+
+
+def split_key(config: dict, dataset: str) -> str:
+    """A short hash of the dataset's preprocess settings as the split reads them (SplitParameters:
+    a threshold left out is null, numbers compared as numbers), naming its split's folder."""
+    where = f"datasets.{dataset}.preprocess"
+    try:
+        parameters = SplitParameters.from_config(dict(dataset_config(config, dataset)["preprocess"]), where)
+    except DataError as error:
+        raise ConfigError(str(error)) from None
+    settings = {
+        name: float(value) if name in ("threshold", "test_prop") and value is not None else value
+        for name, value in vars(parameters).items()
+    }
+    text = json.dumps(settings, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:SPLIT_KEY_LENGTH]
+
+
+def processed_dir(config: dict, dataset: str) -> str:
+    """data/processed/{dataset}/{split key}: the folder of the split that the config's preprocess
+    settings of `dataset` make. Every path of a split is built from it."""
+    return PROCESSED_DIR.format(dataset=dataset, split=split_key(config, dataset))
+
+
+def split_files(config: dict, dataset: str, names=tuple(SPLIT_FILES)) -> dict[str, str]:
+    """The paths of the split's outputs named (SPLIT_FILES' names), for the rules that read them."""
+    folder = processed_dir(config, dataset)
+    return {name: f"{folder}/{SPLIT_FILES[name]}" for name in names}
+
+
+def split_file_patterns() -> dict[str, str]:
+    """The preprocess rule's outputs, with the wildcards {dataset} and {split}."""
+    return {name: f"{PROCESSED_DIR}/{file}" for name, file in SPLIT_FILES.items()}
+
+
+def split_settings(config: dict, dataset: str, split: str) -> dict:
+    """The preprocess settings of the split `data/processed/{dataset}/{split}`, which must be the one
+    that the config's settings of `dataset` name: another config's split is not made from this one."""
+    settings = dataset_config(config, dataset)["preprocess"]
+    wanted = split_key(config, dataset)
+    if split != wanted:
+        raise ConfigError(
+            f"{PROCESSED_DIR.format(dataset=dataset, split=split)}: not the split of this config's "
+            f"datasets.{dataset}.preprocess settings, which is {processed_dir(config, dataset)}; a split "
+            "of other settings is made by a config that has them"
+        )
+    return settings
 
 
 def results_root(config: dict) -> str:
@@ -206,13 +269,7 @@ def run_dir(config: dict, dataset: str, name: str, seed) -> str:
 
 
 def train_inputs(config: dict, dataset: str, name: str, seed) -> dict:
-    split = processed_dir(dataset)
-    inputs = {
-        "train": f"{split}/train.npz",
-        "validation_tr": f"{split}/validation_tr.npz",
-        "validation_te": f"{split}/validation_te.npz",
-        "stats": f"{split}/stats.json",
-    }
+    inputs = split_files(config, dataset, ("train", "validation_tr", "validation_te", "stats"))
     if registry.declaration(method_of(config, name)).training == "on_base":
         base = resolve_hyperparameters(config, dataset, name)["base"]
         inputs["base_model"] = f"{run_dir(config, dataset, base, seed)}/model.pt"
@@ -221,15 +278,20 @@ def train_inputs(config: dict, dataset: str, name: str, seed) -> dict:
 
 def run_files(config: dict, dataset: str) -> dict[str, list[str]]:
     """Every (method, seed) run's evaluation outputs of a dataset, method-major, plus the split
-    they were evaluated on (run_metrics.SPLIT_FILES), whose checksums each metrics.json records."""
+    they were evaluated on (run_metrics.CHECKSUMMED_SPLIT_FILES), whose checksums each metrics.json records."""
     runs = [run_dir(config, dataset, m, s) for m in config["methods"] for s in config["seeds"]]
     return {
         "metrics": [f"{r}/metrics.json" for r in runs],
         "topk": [f"{r}/topk.npz" for r in runs],
         "item_stats": [f"{r}/items.npz" for r in runs],
         "per_user": [f"{r}/per_user.csv" for r in runs],
-        **{name: f"{processed_dir(dataset)}/{name}.npz" for name in SPLIT_FILES},
+        **split_files(config, dataset, CHECKSUMMED_SPLIT_FILES),
     }
+
+
+def evaluation_inputs(config: dict, dataset: str) -> dict[str, str]:
+    """The split's files that evaluating a run reads."""
+    return split_files(config, dataset, ("train", "test_tr", "test_te", "test_users"))
 
 
 # The significance tests of the aggregate rule (semtail/significance.py), unless `compare:` says otherwise.
@@ -303,7 +365,7 @@ def final_targets(config: dict) -> list[str]:
 # experiment's logs folder; the data's jobs, shared by experiments, under logs/.
 BENCHMARKS = {
     "download": "benchmarks/download/{dataset}.jsonl",
-    "preprocess": "benchmarks/preprocess/{dataset}.jsonl",
+    "preprocess": "benchmarks/preprocess/{dataset}/{split}.jsonl",
     "train": "benchmarks/train/{dataset}/{method}/seed{seed}.jsonl",
     "evaluate": "benchmarks/evaluate/{dataset}/{method}/seed{seed}.jsonl",
     "aggregate": "benchmarks/aggregate/{dataset}.jsonl",
@@ -331,7 +393,7 @@ def benchmark_files(config: dict) -> list[str]:
         def of(rule, **wildcards):
             return benchmark_pattern(config, rule).format(dataset=dataset, **wildcards)
 
-        files += [of("download"), of("preprocess")]
+        files += [of("download"), of("preprocess", split=split_key(config, dataset))]
         for name in tuning.tuned_names(config, dataset):
             files += [of("tune_candidate", method=name, candidate=c.name) for c in tuning.candidates(config, dataset, name)]
             files.append(of("select_hyperparameters", method=name))
@@ -406,9 +468,9 @@ def dataset_size(config: dict, dataset: str, stats_file: str | os.PathLike | Non
     once preprocessing ran, else the config's `expected` sizes, else a demo-sized guess.
 
     stats_file: where the job's stats.json is (rules pass the one among their inputs); by default
-    data/processed/{dataset}/stats.json under the working directory.
+    the config's split's (split_files) under the working directory.
     """
-    stats_file = Path(stats_file) if stats_file is not None else Path(processed_dir(dataset)) / "stats.json"
+    stats_file = Path(stats_file if stats_file is not None else split_files(config, dataset, ("stats",))["stats"])
     if stats_file.is_file():
         try:
             stats = json.loads(stats_file.read_text())

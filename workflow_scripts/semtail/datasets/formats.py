@@ -17,7 +17,12 @@ Parsing is vectorised (pyarrow); a malformed file is then scanned line by line t
 A file cut short can still parse: `1,3,5.0,1` may be the start of `1,3,5.0,1427784002`. The genuine
 delimited files (GroupLens's ratings.csv and u.data, RecBole's ml-100k.inter, the MSD triplets) all end
 with a newline, so one that does not is refused as truncated. Netflix text is not known to always end
-with one, so there a last line without a newline must be a complete `CustomerID,Rating,YYYY-MM-DD`.
+with one, so there a last line without a newline must be a complete `CustomerID,Rating,YYYY-MM-DD`;
+likewise a `delimited` file (your own data: many complete files lack the final newline), whose last
+line must parse whole.
+
+The split writes ids one a line, so an id that holds a line break (a quoted field spanning lines, or
+a character that Python's str.splitlines breaks at) is refused, naming its line.
 """
 
 from __future__ import annotations
@@ -94,6 +99,7 @@ class Delimited:
     header: tuple[str, ...] | None = None  # the exact header fields, when the file has a header line
     id_type: str = "int"  # "int", or "token" for string ids
     quoted: bool = False  # fields may be enclosed in double quotes
+    final_newline: bool = True  # the genuine file ends with a newline: one without it looks truncated
 
 
 ML_100K = Delimited("\t", ("user", "item", "rating", "timestamp"))
@@ -112,6 +118,7 @@ def read_delimited(path: Path, spec: Delimited, anomalies: Anomalies | None = No
     anomalies = anomalies if anomalies is not None else Anomalies()
     if not path.is_file():
         raise RawFormatError(f"{path}: file not found")
+    check_not_empty(path)
     skip = 0
     if spec.header is not None:
         first = _first_line(path)
@@ -120,7 +127,8 @@ def read_delimited(path: Path, spec: Delimited, anomalies: Anomalies | None = No
                 f"{path}, line 1: expected the header {spec.delimiter.join(spec.header)!r}, found {first[:200]!r}"
             )
         skip = 1
-    _check_final_newline(path)
+    if spec.final_newline:
+        _check_final_newline(path)
     id_type = pa.dictionary(pa.int32(), pa.string()) if spec.id_type == "token" else pa.int64()
     used = [name for name in ("user", "item", "rating") if name in spec.columns]
     try:
@@ -141,10 +149,12 @@ def read_delimited(path: Path, spec: Delimited, anomalies: Anomalies | None = No
         raise RawFormatError(f"{path}: no interactions in the file")
     if any(table.column(c).null_count for c in used):
         raise _locate_delimited(path, spec, skip, "empty values")
+    columns = {"user": _ids(table.column("user")), "item": _ids(table.column("item"))}
+    if spec.id_type == "token":
+        _refuse_line_breaks_in_ids(path, spec, skip, columns)
     blank = _count_lines(path) - skip - table.num_rows
     if blank:
         anomalies.add("blank_lines", blank, _first_blank_line(path), "skipped")
-    columns = {"user": _ids(table.column("user")), "item": _ids(table.column("item"))}
     if "rating" in used:
         rating = table.column("rating").to_numpy()
         finite = np.isfinite(rating)
@@ -177,9 +187,46 @@ def _split_line(line: str, spec: Delimited) -> list[str]:
 
 
 def _count_lines(path: Path) -> int:
-    """Lines of a file that ends with a newline (which _check_final_newline made sure of)."""
+    """Lines of a file, its last one counted whether or not it ends with a newline."""
     with open(path, "rb") as handle:
-        return sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(CSV_BLOCK_BYTES), b""))
+        newlines = sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(CSV_BLOCK_BYTES), b""))
+    return newlines + (not _ends_with_newline(path))
+
+
+def check_not_empty(path: Path) -> None:
+    """Refuses a file of no bytes, or of blank lines only, by saying so."""
+    with open(path, "rb") as handle:
+        if not any(chunk.strip() for chunk in iter(lambda: handle.read(CSV_BLOCK_BYTES), b"")):
+            raise RawFormatError(f"{path}: the file is empty" + (" (blank lines only)" if handle.tell() else ""))
+
+
+# What str.splitlines (and so every reader of the id lists) takes as the end of a line.
+LINE_BREAK = re.compile("[\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]")
+
+
+def _refuse_line_breaks_in_ids(path: Path, spec: Delimited, skip: int, columns: Mapping) -> None:
+    """Text ids holding a line break: the id lists that the split writes, one id a line, could not
+    hold them. Names the line where the first such id starts."""
+    broken = [
+        role for role, ids in columns.items()
+        if any(LINE_BREAK.search(value) for value in pd.Categorical(ids).categories)
+    ]  # fmt: skip
+    if not broken:
+        return
+    positions = {role: spec.columns.index(role) for role in broken}
+    with open(path, newline="", encoding="utf-8", errors="replace") as handle:
+        reader = csv.reader(handle, delimiter=spec.delimiter, quotechar='"' if spec.quoted else None)
+        start = 1
+        for fields in reader:
+            if reader.line_num > skip:
+                for role, index in positions.items():
+                    if index < len(fields) and LINE_BREAK.search(fields[index]):
+                        raise RawFormatError(
+                            f"{line_location(path, start)}: the {role} id {fields[index][:100]!r} holds a line break; "
+                            "the split writes ids one a line, so an id may not hold one: remove it from the id"
+                        )
+            start = reader.line_num + 1
+    raise RawFormatError(f"{path}: a {' and '.join(broken)} id holds a line break; an id may not hold one")
 
 
 def line_location(origin: Path | str, number: int) -> str:
@@ -230,7 +277,18 @@ def _locate_delimited(path: Path, spec: Delimited, skip: int, message: str) -> R
     if found is None:
         return RawFormatError(f"{path}: cannot be parsed ({message})")
     number, problem = found
+    if not _ends_with_newline(path) and number == _count_lines(path):
+        problem += "; it is the last line, and the file does not end with a newline, so it looks truncated"
     return RawFormatError(f"{line_location(path, number)}: {problem}")
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        size = handle.seek(0, io.SEEK_END)
+        if size == 0:
+            return True
+        handle.seek(size - 1)
+        return handle.read(1) == b"\n"
 
 
 def _first_bad_line(path: Path, spec: Delimited, skip: int, finite_ratings: bool = False) -> tuple[int, str] | None:
@@ -591,6 +649,7 @@ class DelimitedOptions:
         path = Path(path)
         if not path.is_file():
             raise RawFormatError(f"{path}: file not found")
+        check_not_empty(path)
         probe = Delimited(self.sep, (), quoted=True)
         if self.header:
             line, number = _first_line(path), 1
@@ -616,7 +675,8 @@ class DelimitedOptions:
                 )
             else:
                 roles[value] = role
-        return Delimited(self.sep, tuple(roles), tuple(names) if names is not None else None, "token", quoted=True)
+        header = tuple(names) if names is not None else None
+        return Delimited(self.sep, tuple(roles), header, "token", quoted=True, final_newline=False)
 
 
 def _lines(path: Path):

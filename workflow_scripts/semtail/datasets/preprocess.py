@@ -1,6 +1,6 @@
 """The preprocess stage: the raw files that provenance.json names -> the Liang et al. (2018) split
-in data/processed/{dataset}/: five binary CSR matrices, the id lists of their rows and columns, and
-stats.json. Every output is written to a temporary file first and renamed at the end, stats.json last,
+in data/processed/{dataset}/{p}/ (p: semtail.workflow.split_key): five binary CSR matrices, the id
+lists of their rows and columns, and stats.json. Every output is written to a temporary file first and renamed at the end, stats.json last,
 so a failure leaves none of them behind."""
 
 from __future__ import annotations
@@ -86,7 +86,31 @@ def count_outside_scale(frame, raw_format: str, anomalies: Anomalies) -> None:
         )  # fmt: skip
 
 
-ANOMALY_LABELS = {"blank_lines": "blank line(s)", "non_finite_ratings": "non-finite rating(s) (NaN or infinite)"}
+ANOMALY_LABELS = {
+    "blank_lines": "blank line(s)",
+    "non_finite_ratings": "non-finite rating(s) (NaN or infinite)",
+    "repeated_pairs": "line(s) repeating an earlier line's (user, item) pair",
+}
+REPEATED_PAIRS_ACTION = (
+    "merged before the split: a pair counts once, as a positive when any of its lines is one "
+    "(the highest rating decides), at its first such line"
+)
+
+
+def count_repeated_pairs(split: Split, anomalies: Anomalies) -> None:
+    if split.repeated_pairs:
+        user, item = split.first_repeated_pair
+        anomalies.add("repeated_pairs", split.repeated_pairs, f"user {user!r}, item {item!r}", REPEATED_PAIRS_ACTION)
+
+
+def log_dropped_heldout(dataset: str, dropped: Mapping[str, int]) -> None:
+    """Validation and test interactions on items that no training user has (step 4 of the split)."""
+    if any(dropped.values()):
+        log.warning(
+            "%s: %s interactions dropped: their items are in no training user's interactions, so the split "
+            "has no column for them (Liang et al.); see stats.json, dropped_validation_test_interactions_on_items_not_in_train",
+            dataset, " and ".join(f"{count:,} {part}" for part, count in dropped.items()),
+        )  # fmt: skip
 
 
 def log_anomalies(dataset: str, raw_format: str, anomalies: dict) -> None:
@@ -112,7 +136,6 @@ def split_statistics(split: Split) -> dict:
         matrix = split.matrices[name]
         rows_with_items = int(np.count_nonzero(np.diff(matrix.indptr)))
         matrices[name] = {"rows": matrix.shape[0], "interactions": nnz[name], "rows_with_interactions": rows_with_items}
-    duplicates = {name: split.rows[name] - nnz[name] for name in MATRICES if split.rows[name] != nnz[name]}
     return {
         "users": n_users,
         "items": n_items,
@@ -124,7 +147,6 @@ def split_statistics(split: Split) -> dict:
         "matrices": matrices,
         "filtering": split.filtering,
         "dropped_validation_test_interactions_on_items_not_in_train": split.dropped_unknown_items,
-        "duplicate_interactions_merged": duplicates,
     }
 
 
@@ -187,6 +209,7 @@ def preprocess(
     frames = [read_interactions(raw_format, files, provenance.get("source"), anomalies)]
     count_outside_scale(frames[0], raw_format, anomalies)
     split = liang_split(frames.pop(), split_parameters, dataset)
+    count_repeated_pairs(split, anomalies)
     stats = {"dataset": dataset, **split_statistics(split), "data_warnings": anomalies.as_dict()}
     log_anomalies(dataset, raw_format, stats["data_warnings"])
     for step in split.filtering:
@@ -198,8 +221,7 @@ def preprocess(
     )  # fmt: skip
     for name, detail in stats["matrices"].items():
         log.info("%s: %s: %s", dataset, name, detail)
-    if stats["duplicate_interactions_merged"]:
-        log.warning("%s: repeated (user, item) pairs merged: %s", dataset, stats["duplicate_interactions_merged"])
+    log_dropped_heldout(dataset, split.dropped_unknown_items)
     mismatches = expected_mismatches(stats, expected)
     if mismatches:
         banner = "!" * 78
