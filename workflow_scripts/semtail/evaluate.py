@@ -4,7 +4,6 @@ docs/metrics.md, and the per-user lists and per-item counts that the tables and 
 from __future__ import annotations
 
 import csv
-import hashlib
 import logging
 import math
 import time
@@ -18,7 +17,7 @@ import torch
 
 from semtail import metrics, run_metrics
 from semtail.device import describe
-from semtail.files import atomic_path, write_json
+from semtail.files import atomic_path, sha256_file, write_json
 from semtail.modelfile import load_model, scorer
 from semtail.models.base import read_interactions
 from semtail.provenance import code_version, environment
@@ -284,14 +283,6 @@ def evaluate_as_configured(score, split: Split, evaluation: dict, device: torch.
     )
 
 
-def sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def evaluate_model_file(
     model_path: str | Path,
     split: Split,
@@ -299,12 +290,14 @@ def evaluate_model_file(
     device: torch.device,
     expected: dict | None = None,
     stage_code_version: str | None = None,
+    base_model: str | Path | None = None,
 ) -> tuple[dict, Evaluation]:
     """Loads a model file, evaluates it and returns the metric JSON's record with the evaluation.
 
-    `expected` (dataset, variant, seed), when given, must match what the model file says it is.
-    `stage_code_version`: the evaluate stage's code version where the caller has it (the rule's
-    params), else computed here.
+    `expected` (dataset, variant, seed; a seed of None for a seed-independent run), when given,
+    must match what the model file says it is. `base_model`, when given, must be the base model
+    file that the model file refers to (the evaluate job's input). `stage_code_version`: the
+    evaluate stage's code version where the caller has it (the rule's params), else computed here.
     """
     started = time.perf_counter()
     check_ks(evaluation["ks"], split.n_items, (expected or {}).get("dataset"))
@@ -312,6 +305,10 @@ def evaluate_model_file(
     for key, value in (expected or {}).items():
         if str(model.get(key)) != str(value):
             raise ValueError(f"{model_path}: the model file says {key}={model.get(key)!r}, expected {value!r}")
+    if base_model is not None:
+        referred = (model["base"] or {}).get("path")
+        if referred is None or not Path(referred).resolve() == Path(base_model).resolve():
+            raise ValueError(f"{model_path}: refers to the base model file {referred}, but the job's base is {base_model}")
     if int(model["n_items"]) != split.n_items:
         raise ValueError(f"{model_path}: the model has {model['n_items']} items, the split has {split.n_items}")
     result = evaluate_as_configured(scorer(model, device), split, evaluation, device)
@@ -320,7 +317,7 @@ def evaluate_model_file(
         "dataset": model["dataset"],
         "method": model["method"],
         "variant": model["variant"],
-        "seed": int(model["seed"]),
+        "seed": model["seed"],
         "hyperparameters": model["hyperparameters"],
         "n_test_users": result.n_test_users,
         "n_excluded_users": result.n_excluded_users,
@@ -334,11 +331,12 @@ def evaluate_model_file(
         "code_version": stage_code_version or code_version("evaluate"),
         "model": {
             "path": str(model_path),
-            "sha256": sha256(model_path),
+            "sha256": sha256_file(model_path),
             "code_version": model.get("code_version"),
             "best_epoch": model.get("best_epoch"),
             "train_seconds": model.get("train_seconds"),
             "device": (model.get("environment") or {}).get("device"),
+            "base": None if model["base"] is None else {key: model["base"][key] for key in ("path", "sha256")},
         },
         "environment": environment(),
     }
