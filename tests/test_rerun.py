@@ -112,7 +112,7 @@ def test_hyperparameter_change_reruns_that_method_and_its_dependents(demo_copy):
     expected = run_jobs(config, methods=methods) | report_jobs(config, weight_landscape=False)
     planned = assert_reruns_exactly(demo_copy, expected)
     for dataset in config["datasets"]:
-        assert "Params have changed" in planned[job("train", dataset=dataset, method="ease", seed=0)]
+        assert "Params have changed" in planned[job("train", dataset=dataset, method="ease", run="seed0")]
 
 
 def test_preprocess_change_of_one_dataset_reruns_that_dataset_only(demo_copy):
@@ -346,5 +346,5 @@ def test_a_variant_runs_beside_its_method_and_reruns_alone(demo_copy):
     config["variants"]["posit_share"]["nstd"] = 0.5
     write_config(demo_copy, config)
     planned = assert_reruns_exactly(demo_copy, expected)
-    assert "Params have changed" in planned[job("train", dataset="ml-100k", method="posit_share", seed=0)]
+    assert "Params have changed" in planned[job("train", dataset="ml-100k", method="posit_share", run="seed0")]
     assert metrics_of(demo_copy, "ml-100k", "posit", 0) == posit_before
