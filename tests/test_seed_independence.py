@@ -14,7 +14,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
@@ -63,7 +62,11 @@ CLOSED_FORM = """{
     [
         (CLOSED_FORM.replace("SEEDING", ""), True, None),  # the default: one run per seed
         (CLOSED_FORM.replace("SEEDING", '"seed_dependent": False,'), False, None),
-        (CLOSED_FORM.replace("SEEDING", '"seed_dependent": "no",'), None, "DECLARATION.seed_dependent: must be true or false"),
+        (
+            CLOSED_FORM.replace("SEEDING", '"seed_dependent": "no",'),
+            None,
+            "DECLARATION.seed_dependent: must be true or false",
+        ),
         (
             CLOSED_FORM.replace('"closed_form"', '"on_base"').replace("SEEDING", ""),
             None,
@@ -102,7 +105,9 @@ def test_paper_with_three_seeds_plans_one_mostpop_and_one_ease_closed_run_per_da
         # rerank and post are on ease, whose runs are per seed: so are theirs, each on its own seed
         assert plan.train_inputs(paper, dataset, "post", 1)["base_model"] == f"results/{dataset}/ease/seed1/model.pt"
     # the train jobs: one model file per run, and the bases among them
-    models = {f"{path.rsplit('/', 1)[0]}/model.pt" for d in paper["datasets"] for path in plan.run_files(paper, d)["metrics"]}
+    models = {
+        f"{path.rsplit('/', 1)[0]}/model.pt" for d in paper["datasets"] for path in plan.run_files(paper, d)["metrics"]
+    }
     assert len(models) == 3 * (2 + 7 * 3)
     assert sum("/mostpop/" in m for m in models) == sum("/ease_closed/" in m for m in models) == 3
 
@@ -120,7 +125,9 @@ def test_a_method_on_a_seed_independent_base_runs_once_on_that_dataset(tmp_path)
     assert plan.base_model_input(config, "ml-100k", "rerank_closed", None) == {
         "base_model": "results/ml-100k/ease_closed/seed-independent/model.pt"
     }
-    assert plan.base_model_input(config, "other", "rerank_closed", 2) == {"base_model": "results/other/ease/seed2/model.pt"}
+    assert plan.base_model_input(config, "other", "rerank_closed", 2) == {
+        "base_model": "results/other/ease/seed2/model.pt"
+    }
     assert plan.base_model_input(config, "ml-100k", "ease", 2) == {}
 
 
@@ -140,7 +147,13 @@ def test_the_model_file_estimate_of_paper_yaml():
     rows = plan.model_file_estimate(load("configs/paper.yaml"))
     by_run = {(row["dataset"], row["name"]): row for row in rows}
     n = PAPER_ITEMS["msd"]
-    assert by_run["msd", "ease_closed"] == {"dataset": "msd", "name": "ease_closed", "runs": 1, "bytes_each": 4 * n * n, "bytes": 4 * n * n}
+    assert by_run["msd", "ease_closed"] == {
+        "dataset": "msd",
+        "name": "ease_closed",
+        "runs": 1,
+        "bytes_each": 4 * n * n,
+        "bytes": 4 * n * n,
+    }
     assert by_run["msd", "posit"]["bytes"] == 3 * 4 * (n * n + n)  # U and the item weights
     assert by_run["msd", "rerank"]["bytes"] == 3 * 4 * n  # the popularity; the base's matrix is referred to
     # per dataset: ease_closed once and five SGD methods per seed hold an items x items matrix; POSIT's
@@ -201,7 +214,9 @@ def test_a_method_on_a_base_stores_a_reference_to_its_base_not_its_matrix(result
     # the whole tree moved elsewhere still loads: the reference is relative to the model file
     moved = base.parents[4] / "elsewhere"
     shutil.copytree(base.parents[3], moved)
-    assert torch.equal(load_model(moved / "toy/rerank/seed-independent/model.pt")["state"]["base"], loaded["state"]["base"])
+    assert torch.equal(
+        load_model(moved / "toy/rerank/seed-independent/model.pt")["state"]["base"], loaded["state"]["base"]
+    )
 
 
 def test_loading_refuses_a_changed_or_missing_base(results, split_files):
@@ -226,7 +241,10 @@ def test_a_seed_independent_run_and_its_evaluation(results, split_files, tmp_pat
     record, _ = evaluate_model_file(rerank, split, evaluation, torch.device("cpu"), expected, "test", base_model=base)
     assert record["seed"] is None
     assert record["model"]["base"] == {"path": str(base), "sha256": hashlib.sha256(base.read_bytes()).hexdigest()}
-    with pytest.raises(ValueError, match=re.escape(f"{rerank}: refers to the base model file {base}, but the job's base is elsewhere.pt")):
+    with pytest.raises(
+        ValueError,
+        match=re.escape(f"{rerank}: refers to the base model file {base}, but the job's base is elsewhere.pt"),
+    ):
         evaluate_model_file(rerank, split, evaluation, torch.device("cpu"), expected, "test", base_model="elsewhere.pt")
     with pytest.raises(ValueError, match="the model file says seed=None, expected 0"):
         evaluate_model_file(rerank, split, evaluation, torch.device("cpu"), {**expected, "seed": 0}, "test")
@@ -291,10 +309,30 @@ def test_a_dry_run_plans_seed_independent_runs_once_with_their_base_as_an_input(
     jobs = re.findall(r"rule (train|evaluate):\n    input: ([^\n]*)\n    output: ([^\n]*)", done.stdout)
     outputs = sorted(output.split(",")[0] for rule, _, output in jobs if rule == "train")
     once = ["ease_closed", "mostpop", "rerank_closed"]
-    assert [o for o in outputs if o.split("/")[2] in once] == [f"results/ml-100k/{m}/seed-independent/model.pt" for m in once]
+    assert [o for o in outputs if o.split("/")[2] in once] == [
+        f"results/ml-100k/{m}/seed-independent/model.pt" for m in once
+    ]
     assert len(outputs) == 3 + 7 * 3
     evaluate_inputs = {output.split(",")[0]: inputs for rule, inputs, output in jobs if rule == "evaluate"}
-    assert "results/ml-100k/ease_closed/seed-independent/model.pt" in evaluate_inputs[
-        "results/ml-100k/rerank_closed/seed-independent/metrics.json"
-    ]
+    assert (
+        "results/ml-100k/ease_closed/seed-independent/model.pt"
+        in evaluate_inputs["results/ml-100k/rerank_closed/seed-independent/metrics.json"]
+    )
     assert "results/ml-100k/ease/seed1/model.pt" in evaluate_inputs["results/ml-100k/rerank/seed1/metrics.json"]
+
+
+def test_the_figures_read_a_seed_independent_run_and_say_so(tmp_path):
+    from semtail import figures
+
+    paths = {"metrics": [], "topk": [], "item_stats": []}
+    for method, seed in (("ease", 0), ("ease", 1), ("mostpop", None)):
+        metrics = write_run(tmp_path, method, seed, 0.4)
+        record = json.loads(metrics.read_text())
+        metrics.write_text(json.dumps({**record, "evaluation": {"coverage_block_size": 2}}))
+        paths["metrics"].append(metrics)
+        for name in ("topk", "item_stats"):
+            paths[name].append(metrics.with_name(f"{name}.npz"))
+    runs = figures.load_runs(paths["metrics"], paths["topk"], paths["item_stats"])
+    assert [(run.method, run.seed) for run in runs] == [("ease", 0), ("ease", 1), ("mostpop", None)]
+    assert figures._runs_note(runs) == "2 seeds per method; one run of a seed-independent method"
+    assert figures._runs_note(runs[2:]) == "one run of a seed-independent method"

@@ -21,6 +21,7 @@ sys.path.insert(0, str(ROOT / "workflow_scripts"))
 
 from semtail import workflow  # noqa: E402
 
+
 def size(n_bytes: int) -> str:
     """Decimal units: 1.62 GB, 80.4 kB."""
     for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
@@ -32,10 +33,14 @@ def size(n_bytes: int) -> str:
 def table(rows: list[dict]) -> str:
     lines = ["| dataset | name | runs | one model file | all |", "|---|---|---|---|---|"]
     for row in rows:
-        lines.append(f"| {row['dataset']} | {row['name']} | {row['runs']} | {size(row['bytes_each'])} | {size(row['bytes'])} |")
+        lines.append(
+            f"| {row['dataset']} | {row['name']} | {row['runs']} | {size(row['bytes_each'])} | {size(row['bytes'])} |"
+        )
     for dataset in dict.fromkeys(row["dataset"] for row in rows):
         of_dataset = [row for row in rows if row["dataset"] == dataset]
-        lines.append(f"| {dataset} | all | {sum(r['runs'] for r in of_dataset)} | | {size(sum(r['bytes'] for r in of_dataset))} |")
+        lines.append(
+            f"| {dataset} | all | {sum(r['runs'] for r in of_dataset)} | | {size(sum(r['bytes'] for r in of_dataset))} |"
+        )
     lines.append(f"| all | all | {sum(row['runs'] for row in rows)} | | {size(sum(row['bytes'] for row in rows))} |")
     return "\n".join(lines)
 
