@@ -1,6 +1,7 @@
 """What the methods trained on top of a base run share (their declaration's training: on_base): the
-base run's model file, checked to be of the same dataset, seed and catalog, and its item–item
-matrix M, whose X·M are the base's scores."""
+base run's model file, checked to be of the same dataset, seed (or seed-independent) and catalog,
+and its item–item matrix M, whose X·M are the base's scores. Their model files refer to the base's
+file instead of storing M (semtail.modelfile)."""
 
 from __future__ import annotations
 
