@@ -49,10 +49,9 @@ def owner(path: str):
     """The job that writes a file under results/."""
     parts = Path(path).parts
     dataset = parts[1]
-    if len(parts) == 5 and parts[3].startswith("seed"):
-        method, seed = parts[2], parts[3].removeprefix("seed")
+    if len(parts) == 5 and parts[3].startswith("seed"):  # seed<N> or seed-independent
         rule = "train" if parts[4] == "model.pt" else "evaluate"
-        return job(rule, dataset=dataset, method=method, seed=seed)
+        return job(rule, dataset=dataset, method=parts[2], run=parts[3])
     if len(parts) == 4 and parts[2] == "figures":
         rule = {"weight_landscape": "plot_weight_landscape", "adversary": "plot_adversary"}.get(parts[3].split(".")[0], "plot")
         return job(rule, dataset=dataset)
