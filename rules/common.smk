@@ -71,7 +71,7 @@ def logs(path):
 wildcard_constraints:
     dataset="|".join(map(re.escape, DATASETS)),
     method="|".join(map(re.escape, METHODS)),
-    seed=r"\d+",
+    run=rf"seed\d+|{plan.SEED_INDEPENDENT}",
     split=f"[0-9a-f]{{{plan.SPLIT_KEY_LENGTH}}}",
     candidate=f"[0-9a-f]{{{search.NAME_LENGTH}}}",
 
@@ -152,12 +152,18 @@ def follow_selections(dataset, names, candidate=False):
         checkpoints.select_hyperparameters.get(dataset=dataset, method=name)
 
 
+def run_seed(wildcards):
+    """The seed of a run folder: seed<N> gives N, seed-independent None (and a folder that does
+    not fit the method is an error)."""
+    return plan.run_seed(config, wildcards.dataset, wildcards.method, wildcards.run)
+
+
 def train_inputs(wildcards):
     """The split, and rerank's base model; see follow_selections. The train job of a searched
     method reruns when its choice changes, through its hyperparameters param."""
     follow_selections(wildcards.dataset, [wildcards.method])
     return plan.train_inputs(
-        config, wildcards.dataset, wildcards.method, wildcards.seed
+        config, wildcards.dataset, wildcards.method, run_seed(wildcards)
     )
 
 
@@ -172,10 +178,13 @@ def candidate_inputs(wildcards):
     return search.candidate_inputs(config, wildcards.dataset, wildcards.method)
 
 
-def selections_of_run(wildcards):
-    """No files: the evaluation of a run follows its train job's selections (follow_selections)."""
+def base_model_of_run(wildcards):
+    """The base model of a run on a base, which its scoring reads; and the evaluation of a run
+    follows its train job's selections (follow_selections)."""
     follow_selections(wildcards.dataset, [wildcards.method])
-    return {}
+    return plan.base_model_input(
+        config, wildcards.dataset, wildcards.method, run_seed(wildcards)
+    )
 
 
 def candidate_settings(wildcards):

@@ -1,15 +1,15 @@
 rule evaluate:
     input:
-        unpack(selections_of_run),
+        unpack(base_model_of_run),
         unpack(evaluation_inputs),
-        model=results("{dataset}/{method}/seed{seed}/model.pt"),
+        model=results("{dataset}/{method}/{run}/model.pt"),
     output:
-        metrics=results("{dataset}/{method}/seed{seed}/metrics.json"),
-        topk=results("{dataset}/{method}/seed{seed}/topk.npz"),
-        item_stats=results("{dataset}/{method}/seed{seed}/items.npz"),
-        per_user=results("{dataset}/{method}/seed{seed}/per_user.csv"),
+        metrics=results("{dataset}/{method}/{run}/metrics.json"),
+        topk=results("{dataset}/{method}/{run}/topk.npz"),
+        item_stats=results("{dataset}/{method}/{run}/items.npz"),
+        per_user=results("{dataset}/{method}/{run}/per_user.csv"),
     log:
-        logs("evaluate/{dataset}/{method}/seed{seed}.log"),
+        logs("evaluate/{dataset}/{method}/{run}.log"),
     benchmark:
         benchmark_file("evaluate")
     conda:
@@ -22,6 +22,7 @@ rule evaluate:
         runtime=resource("runtime", "evaluate"),
     params:
         evaluation=config["evaluation"],
+        seed=run_seed,
         device=compute_device,
         code_version=stage_code_version("evaluate"),
         # What the model must have been trained with: the train job's, so that a retrain that

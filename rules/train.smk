@@ -2,9 +2,9 @@ rule train:
     input:
         unpack(train_inputs),
     output:
-        model=results("{dataset}/{method}/seed{seed}/model.pt"),
+        model=results("{dataset}/{method}/{run}/model.pt"),
     log:
-        logs("train/{dataset}/{method}/seed{seed}.log"),
+        logs("train/{dataset}/{method}/{run}.log"),
     benchmark:
         benchmark_file("train")
     conda:
@@ -19,10 +19,10 @@ rule train:
         dataset="{dataset}",
         method=method_of,
         variant="{method}",
-        seed="{seed}",
+        seed=run_seed,
         hyperparameters=method_hyperparameters,
         device=compute_device,
         code_version=method_code_version,
-        checkpoint=results("{dataset}/{method}/seed{seed}/checkpoint.pt"),
+        checkpoint=results("{dataset}/{method}/{run}/checkpoint.pt"),
     script:
         "../workflow_scripts/train.py"

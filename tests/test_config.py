@@ -163,8 +163,11 @@ def test_targets_cover_every_dataset_table_and_figure(demo):
 
 def test_run_files_list_every_method_and_seed(demo):
     files = plan.run_files(demo, "ml-100k")
-    assert len(files["metrics"]) == len(demo["methods"]) * len(demo["seeds"])
-    assert files["metrics"][0] == f"results/ml-100k/{demo['methods'][0]}/seed{demo['seeds'][0]}/metrics.json"
+    # mostpop and ease_closed run once; the 7 others once per seed
+    assert demo["methods"][:2] == ["mostpop", "ease_closed"]
+    assert len(files["metrics"]) == 2 + 7 * len(demo["seeds"])
+    assert files["metrics"][0] == "results/ml-100k/mostpop/seed-independent/metrics.json"
+    assert files["metrics"][2] == f"results/ml-100k/ease/seed{demo['seeds'][0]}/metrics.json"
 
 
 def test_rerank_trains_on_its_base_model_of_the_same_seed(demo):
@@ -486,7 +489,11 @@ def test_a_delimited_layout_the_download_would_refuse_is_refused_when_planning(d
 
 def test_every_run_is_a_target_of_its_own(demo):
     targets = plan.final_targets(demo)
-    runs = [f"results/ml-100k/{m}/seed{s}/metrics.json" for m in demo["methods"] for s in demo["seeds"]]
+    runs = [
+        f"results/ml-100k/{m}/{'seed-independent' if m in ('mostpop', 'ease_closed') else f'seed{s}'}/metrics.json"
+        for m in demo["methods"]
+        for s in ([None] if m in ("mostpop", "ease_closed") else demo["seeds"])
+    ]
     assert [t for t in targets if t.endswith("metrics.json")] == runs
 
 

@@ -198,7 +198,7 @@ def test_load_split_rejects_mismatched_and_overlapping_files(tmp_path):
 def hand_made_model(path: Path, weights: np.ndarray, method="ease_closed", seed=0):
     """A model file as the methods' contract describes it (semtail.modelfile)."""
     model = {
-        "format_version": 2,
+        "format_version": 3,
         "dataset": "tiny",
         "method": method,
         "variant": method,
@@ -213,6 +213,7 @@ def hand_made_model(path: Path, weights: np.ndarray, method="ease_closed", seed=
         "code_version": "abc",
         "environment": {"device": "cpu"},
         "train_seconds": 1.5,
+        "base": None,
     }
     torch.save(model, path)
     return model

@@ -291,10 +291,10 @@ def test_weight_landscape_script_on_model_files(tiny_results, tmp_path):
     for seed in (0, 1):
         path = tmp_path / f"posit{seed}.pt"
         torch.save({
-            "format_version": 2, "dataset": "tiny", "method": "posit", "variant": "posit", "seed": seed, "hyperparameters": {},
+            "format_version": 3, "dataset": "tiny", "method": "posit", "variant": "posit", "seed": seed, "hyperparameters": {},
             "n_items": n_items, "n_train_users": 80, "state": {"U": torch.eye(n_items)},
             "item_weights": torch.linspace(0.5, 1.5, n_items), "history": [], "best_epoch": 1,
-            "code_version": "x", "environment": {"device": "cpu"}, "train_seconds": 0.1,
+            "code_version": "x", "environment": {"device": "cpu"}, "train_seconds": 0.1, "base": None,
         }, path)  # fmt: skip
         models.append(path)
     command = [

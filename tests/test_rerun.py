@@ -52,10 +52,9 @@ def owner(path: str):
     """The job that writes a file under results/."""
     parts = Path(path).parts
     dataset = parts[1]
-    if len(parts) == 5 and parts[3].startswith("seed"):
-        method, seed = parts[2], parts[3].removeprefix("seed")
+    if len(parts) == 5 and parts[3].startswith("seed"):  # seed<N> or seed-independent
         rule = "train" if parts[4] == "model.pt" else "evaluate"
-        return job(rule, dataset=dataset, method=method, seed=seed)
+        return job(rule, dataset=dataset, method=parts[2], run=parts[3])
     if len(parts) == 4 and parts[2] == "figures":
         rule = {"weight_landscape": "plot_weight_landscape", "adversary": "plot_adversary"}.get(parts[3].split(".")[0], "plot")
         return job(rule, dataset=dataset)
@@ -115,7 +114,7 @@ def test_hyperparameter_change_reruns_that_method_and_its_dependents(demo_copy):
     expected = run_jobs(config, methods=methods) | report_jobs(config, weight_landscape=False)
     planned = assert_reruns_exactly(demo_copy, expected)
     for dataset in config["datasets"]:
-        assert "Params have changed" in planned[job("train", dataset=dataset, method="ease", seed=0)]
+        assert "Params have changed" in planned[job("train", dataset=dataset, method="ease", run="seed0")]
 
 
 def test_preprocess_change_of_one_dataset_reruns_that_dataset_only(demo_copy):
@@ -352,7 +351,7 @@ def test_a_variant_runs_beside_its_method_and_reruns_alone(demo_copy):
     config["variants"]["posit_share"]["nstd"] = 0.5
     write_config(demo_copy, config)
     planned = assert_reruns_exactly(demo_copy, expected)
-    assert "Params have changed" in planned[job("train", dataset="ml-100k", method="posit_share", seed=0)]
+    assert "Params have changed" in planned[job("train", dataset="ml-100k", method="posit_share", run="seed0")]
     assert metrics_of(demo_copy, "ml-100k", "posit", 0) == posit_before
 
 

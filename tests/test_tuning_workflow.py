@@ -57,13 +57,14 @@ def selected(workdir: Path) -> dict:
     return yaml.safe_load((workdir / f"results/{DATASET}/{METHOD}/selected.yaml").read_text())
 
 
-def model_hyperparameters(workdir: Path, seed) -> dict:
-    model = torch.load(workdir / f"results/{DATASET}/{METHOD}/seed{seed}/model.pt", weights_only=True)
+def model_hyperparameters(workdir: Path) -> dict:
+    """Of the closed-form EASE's one run: it gives the same result for every seed."""
+    model = torch.load(workdir / f"results/{DATASET}/{METHOD}/seed-independent/model.pt", weights_only=True)
     return model["hyperparameters"]
 
 
 def runs_of(paths: set[str]) -> set[tuple[str, str]]:
-    """(method, seed folder) of the rewritten files under results/<dataset>/<method>/seed<s>/."""
+    """(method, run folder) of the rewritten files under results/<dataset>/<method>/seed<s>/ (or seed-independent/)."""
     return {(Path(p).parts[2], Path(p).parts[3]) for p in paths if len(Path(p).parts) == 5 and Path(p).parts[3].startswith("seed")}
 
 
@@ -81,10 +82,9 @@ def test_search_selects_the_best_candidate_and_reruns_only_what_a_new_one_change
     assert chosen["settings"] == {"l2": max(scores, key=scores.get)} == {"l2": 25.0}
     assert chosen["hyperparameters"] == {"l2": 25.0} and chosen["metric"] == "ndcg@100"
     assert {c["settings"]["l2"]: c["metrics"]["ndcg@100"] for c in chosen["candidates"]} == scores
-    for seed in config["seeds"]:
-        assert model_hyperparameters(demo_copy, seed) == chosen["hyperparameters"]
-    # the configured l2 (400) gave way to the choice: that method's runs and nothing else's
-    assert runs_of(rewritten) == {(METHOD, f"seed{s}") for s in config["seeds"]}
+    assert model_hyperparameters(demo_copy) == chosen["hyperparameters"]
+    # the configured l2 (400) gave way to the choice: that method's one run and nothing else's
+    assert runs_of(rewritten) == {(METHOD, "seed-independent")}
     assert f"results/{DATASET}/tuning.md" in rewritten and f"results/{DATASET}/summary.md" in rewritten
     assert planned_jobs(demo_copy, *TABLES) == {}
 
@@ -108,9 +108,8 @@ def test_search_selects_the_best_candidate_and_reruns_only_what_a_new_one_change
     scores = candidate_scores(demo_copy)
     assert max(scores, key=scores.get) == 400.0
     assert selected(demo_copy)["hyperparameters"] == {"l2": 400.0}
-    assert runs_of(rewritten) == {(METHOD, f"seed{s}") for s in config["seeds"]}
-    for seed in config["seeds"]:
-        assert model_hyperparameters(demo_copy, seed) == {"l2": 400.0}
+    assert runs_of(rewritten) == {(METHOD, "seed-independent")}
+    assert model_hyperparameters(demo_copy) == {"l2": 400.0}
 
     # The HTML report shows the search: its table, captioned.
     snakemake(demo_copy, "--report", "report.html", *TABLES)
@@ -124,9 +123,10 @@ def test_per_user_means_are_the_metrics_and_the_tables_test_against_ease(complet
     results = completed_demo / "results" / DATASET
     test_users = (completed_demo / plan.evaluation_inputs(config, DATASET)["test_users"]).read_text().split()
     for method in config["methods"]:
-        for seed in config["seeds"]:
-            per_user = pd.read_csv(results / method / f"seed{seed}/per_user.csv", dtype={"user": str})
-            metrics = json.loads((results / method / f"seed{seed}/metrics.json").read_text())["metrics"]
+        for seed in plan.run_seeds(config, DATASET, method):
+            run = results / method / plan.run_folder(seed)
+            per_user = pd.read_csv(run / "per_user.csv", dtype={"user": str})
+            metrics = json.loads((run / "metrics.json").read_text())["metrics"]
             assert per_user["user"].tolist() == test_users
             for key in per_user.columns[2:]:
                 assert per_user[key].mean() == pytest.approx(metrics[key], rel=1e-12), (method, seed, key)

@@ -116,14 +116,14 @@ def test_corrupt_raw_file_is_named_in_the_log(demo_copy):
 @pytest.mark.slow
 def test_one_diverging_method_fails_alone_under_keep_going(demo_copy):
     """An absurd learning rate makes IPW diverge: its jobs fail with the NaN guard's message in their
-    logs, no model file, while other methods' pending jobs (seed 1 of two of them, removed) finish."""
+    logs, no model file, while other methods' pending jobs (the one run of two of them, removed) finish."""
     config = read_config(demo_copy)
     dataset = "ml-100k"
     config["overrides"] = {dataset: {"ipw": {"lr": 1.0e30}}}
     write_config(demo_copy, config)
     pending = ["mostpop", "ease_closed"]
     for method in pending:
-        shutil.rmtree(demo_copy / f"results/{dataset}/{method}/seed1")
+        shutil.rmtree(demo_copy / f"results/{dataset}/{method}/seed-independent")
     done = snakemake(demo_copy, "--keep-going", check=False)
     assert done.returncode != 0
     output = done.stdout + done.stderr
@@ -135,7 +135,7 @@ def test_one_diverging_method_fails_alone_under_keep_going(demo_copy):
         assert not (demo_copy / f"results/{dataset}/ipw/seed{seed}/model.pt").exists()
         assert f"logs/train/{dataset}/ipw/seed{seed}.log" in output
     for method in pending:
-        assert (demo_copy / f"results/{dataset}/{method}/seed1/metrics.json").is_file(), method
+        assert (demo_copy / f"results/{dataset}/{method}/seed-independent/metrics.json").is_file(), method
 
 
 def test_jobs_import_the_semtail_beside_the_snakefile(monkeypatch):

@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from semtail import registry
+from semtail import workflow as plan
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_CONFIG = "test-config.yaml"
@@ -182,13 +183,18 @@ def planned_jobs(workdir: Path, *args: str, configfile: str | None = TEST_CONFIG
 
 
 def run_jobs(config: dict, datasets=None, methods=None, seeds=None) -> set[Job]:
-    """The train and evaluate jobs of the given datasets, methods and seeds (default: all of them)."""
+    """The train and evaluate jobs of the given datasets, methods and seeds (default: all of them);
+    a seed-independent method's one run (tests/test_seed_independence.py) only where `seeds` is
+    left out."""
     jobs = set()
     for dataset in datasets or config["datasets"]:
         for method in methods or config["methods"]:
-            for seed in config["seeds"] if seeds is None else seeds:
-                jobs.add(job("train", dataset=dataset, method=method, seed=seed))
-                jobs.add(job("evaluate", dataset=dataset, method=method, seed=seed))
+            runs = plan.run_seeds(config, dataset, method)
+            for seed in runs if seeds is None or runs == [None] else seeds:
+                if seed is None and seeds is not None:
+                    continue
+                jobs.add(job("train", dataset=dataset, method=method, run=plan.run_folder(seed)))
+                jobs.add(job("evaluate", dataset=dataset, method=method, run=plan.run_folder(seed)))
     return jobs
 
 

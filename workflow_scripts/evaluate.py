@@ -13,9 +13,12 @@ torch.set_num_threads(max(1, int(run.threads)))  # the CPU threads Snakemake gav
 
 device = select_device(run.params.device, run.resources.get("gpu", 1))
 split = load_split(run.input.train, run.input.test_tr, run.input.test_te)
-# The rule's `method` wildcard is the name in the config's `methods:`, which the model file calls its variant.
-names = {"dataset": "dataset", "variant": "method", "seed": "seed"}
+# The rule's `method` wildcard is the name in the config's `methods:`, which the model file calls its variant;
+# its seed param is None for a seed-independent run.
+names = {"dataset": "dataset", "variant": "method"}
 expected = {key: run.wildcards.get(name) for key, name in names.items() if run.wildcards.get(name) is not None}
+if "seed" in run.params.keys():
+    expected["seed"] = run.params.seed
 # What the run must have been trained with now (the train job's params; by hand, optional), and the split files.
 trained_with = None
 if run.params.get("hyperparameters") is not None:
@@ -23,7 +26,7 @@ if run.params.get("hyperparameters") is not None:
 split_files = {name: run.input[name] for name in CHECKSUMMED_SPLIT_FILES}
 record, result = evaluate_model_file(
     run.input.model, split, plain(run.params.evaluation), device, expected, run.params.get("code_version"),
-    trained_with, split_files,
+    trained_with, split_files, base_model=run.input.get("base_model"),
 )
 write_per_user(run.output.per_user, result, read_user_ids(run.input.test_users, result.n_test_users))
 write_outputs(record, result, run.output.metrics, run.output.topk, run.output.item_stats)

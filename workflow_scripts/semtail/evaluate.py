@@ -292,14 +292,17 @@ def evaluate_model_file(
     stage_code_version: str | None = None,
     trained_with: dict | None = None,
     split_files: dict | None = None,
+    base_model: str | Path | None = None,
 ) -> tuple[dict, Evaluation]:
     """Loads a model file, evaluates it and returns the metric JSON's record with the evaluation.
 
-    `expected` (dataset, variant, seed), when given, must match what the model file says it is;
-    so must `trained_with`, the run's {hyperparameters, code_version} as the config resolves them
-    now (the rule's params). `stage_code_version`: the evaluate stage's code version where the
-    caller has it (the rule's params), else computed here. `split_files` (train, test_tr, test_te
-    by name): their checksums go into the record, for the tables to compare with the split they read.
+    `expected` (dataset, variant, seed; a seed of None for a seed-independent run), when given,
+    must match what the model file says it is; so must `trained_with`, the run's {hyperparameters,
+    code_version} as the config resolves them now (the rule's params). `base_model`, when given,
+    must be the base model file that the model file refers to (the evaluate job's input).
+    `stage_code_version`: the evaluate stage's code version where the caller has it (the rule's
+    params), else computed here. `split_files` (train, test_tr, test_te by name): their checksums
+    go into the record, for the tables to compare with the split they read.
     """
     started = time.perf_counter()
     check_ks(evaluation["ks"], split.n_items, (expected or {}).get("dataset"))
@@ -316,6 +319,10 @@ def evaluate_model_file(
                 + "; ".join(f"{key} is {was!r} there, {now!r} now" for key, was, now in found)
                 + f". Retrain it: snakemake --cores all --forcerun {model_path}"
             )
+    if base_model is not None:
+        referred = (model["base"] or {}).get("path")
+        if referred is None or not Path(referred).resolve() == Path(base_model).resolve():
+            raise ValueError(f"{model_path}: refers to the base model file {referred}, but the job's base is {base_model}")
     if int(model["n_items"]) != split.n_items:
         raise ValueError(f"{model_path}: the model has {model['n_items']} items, the split has {split.n_items}")
     result = evaluate_as_configured(scorer(model, device), split, evaluation, device)
@@ -324,7 +331,7 @@ def evaluate_model_file(
         "dataset": model["dataset"],
         "method": model["method"],
         "variant": model["variant"],
-        "seed": int(model["seed"]),
+        "seed": model["seed"],
         "hyperparameters": model["hyperparameters"],
         "n_test_users": result.n_test_users,
         "n_excluded_users": result.n_excluded_users,
@@ -344,6 +351,7 @@ def evaluate_model_file(
             "best_epoch": model.get("best_epoch"),
             "train_seconds": model.get("train_seconds"),
             "device": (model.get("environment") or {}).get("device"),
+            "base": None if model["base"] is None else {key: model["base"][key] for key in ("path", "sha256")},
         },
         "environment": environment(),
     }

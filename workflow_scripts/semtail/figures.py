@@ -86,10 +86,11 @@ def save(figure: plt.Figure, png: str | Path, pdf: str | Path) -> None:
 @dataclass
 class Run:
     """One (method, seed) evaluation: its metric JSON and the paths of its lists and item counts.
-    `method` is the run's name in the config's `methods:`, a method or a variant of one."""
+    `method` is the run's name in the config's `methods:`, a method or a variant of one; `seed` is
+    None for the one run of a seed-independent method."""
 
     method: str
-    seed: int
+    seed: int | None
     record: dict
     topk: Path
     item_stats: Path
@@ -121,7 +122,8 @@ def load_runs(metric_paths, topk_paths, item_paths) -> list[Run]:
         if not Path(metric_path).parent == Path(topk).parent == Path(item_stats).parent:
             raise ValueError(f"{metric_path}, {topk} and {item_stats} are not the same run's files")
         record = run_metrics.read_metrics_json(metric_path, (*run_metrics.RECORD_FIELDS, "evaluation"))
-        runs.append(Run(record["variant"], int(record["seed"]), record, Path(topk), Path(item_stats)))
+        seed = None if record["seed"] is None else int(record["seed"])
+        runs.append(Run(record["variant"], seed, record, Path(topk), Path(item_stats)))
     if not runs:
         raise ValueError("no runs to plot")
     return runs
@@ -131,8 +133,13 @@ def _methods(runs: list[Run]) -> list[str]:
     return list(dict.fromkeys(run.method for run in runs))
 
 
-def _seeds_per_method(runs: list[Run]) -> list[int]:
-    return list(Counter(run.method for run in runs).values())
+def _runs_note(runs: list[Run]) -> str:
+    """_seed_note of the seed-dependent methods' runs, and a word for the seed-independent ones."""
+    counts = list(Counter(run.method for run in runs if run.seed is not None).values())
+    notes = [_seed_note(counts)] if counts else []
+    if any(run.seed is None for run in runs):
+        notes.append("one run of a seed-independent method")
+    return "; ".join(notes)
 
 
 def _seed_note(counts) -> str:
@@ -183,7 +190,7 @@ def coverage_at_k_figure(runs: list[Run], dataset: str) -> plt.Figure:
     axes.set_ylabel(f"Coverage@k (distinct items per {block_size} test users)")
     axes.set_xlim(1, frame["k"].max())
     axes.set_ylim(bottom=0)
-    axes.set_title(f"{dataset}: catalog coverage against list length\nfold-in items masked; band: ±1 SD over seeds ({_seed_note(_seeds_per_method(runs))})")
+    axes.set_title(f"{dataset}: catalog coverage against list length\nfold-in items masked; band: ±1 SD over seeds ({_runs_note(runs)})")
     _legend_outside(axes)
     return figure
 
@@ -235,7 +242,7 @@ def item_recall_by_popularity_figure(runs: list[Run], dataset: str, k: int = 100
     axes.set_ylabel(f"Item Recall@{k}\n(mean over the decile's items held out at least once)")
     axes.set_title(
         f"{dataset}: Item Recall@{k} by item popularity, over the items held out at least once\n"
-        f"(never held out, an item would count 0); error bars: ±1 SD over seeds ({_seed_note(_seeds_per_method(runs))})"
+        f"(never held out, an item would count 0); error bars: ±1 SD over seeds ({_runs_note(runs)})"
     )
     _legend_outside(axes)
     return figure
@@ -271,7 +278,7 @@ def tradeoff_figure(runs: list[Run], dataset: str) -> plt.Figure:
     if len(panels) > 1:
         left_out = ", ".join(style.label for style in drawn.values() if style.outlier)
         axes_list[0][1].set_title(f"without {left_out} (zoomed)")
-    figure.suptitle(f"{dataset}: accuracy against coverage; mean over seeds, error bars ±1 SD ({_seed_note(_seeds_per_method(runs))})")
+    figure.suptitle(f"{dataset}: accuracy against coverage; mean over seeds, error bars ±1 SD ({_runs_note(runs)})")
     handles, labels = axes_list[0][0].get_legend_handles_labels()
     figure.legend(handles, labels, title="method", loc="upper left", bbox_to_anchor=(1.0, 0.9), frameon=False)
     figure.tight_layout()

@@ -23,6 +23,12 @@ check all come from here. docs/adding_a_method.md walks through adding one. The 
                      on_base method may take it as its base
     item_weights     optional, true: the model file holds learned item weights and its history
                      their per-epoch statistics (POSIT's adversary table and weight landscape)
+    seed_dependent   optional, default true; false: the method's result does not depend on the
+                     seed, so that it is trained and evaluated once per dataset, whatever the
+                     seeds (mostpop, ease_closed). An on_base method that says false follows its
+                     base: its run is seed-independent exactly when its base's is (rerank, post).
+                     An on_base method's state holds `base`, items × items: its base's
+                     item_item matrix, which its model file refers to instead of storing
     resources        gpu: whether the train job uses a GPU where there is one; optional `memory`
                      and `runtime` terms on top of the training loop's, and `evaluation` terms of
                      its scoring on top of the evaluation's own (semtail.workflow.resources)
@@ -73,7 +79,10 @@ RUNTIME_TERMS = ("dense_file_passes", "sparse_passes", "cubic_flops")
 EVALUATION_TERMS = ("dense", "batch_entry_bytes", "batch_sorts")
 FIGURE_KEYS = {"label", "colour", "marker", "marker_size", "outlier"}
 COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
-FIELDS = {"training", "hyperparameters", "constraints", "state", "item_item", "item_weights", "resources", "figures"}
+FIELDS = {
+    "training", "hyperparameters", "constraints", "state", "item_item", "item_weights", "seed_dependent", "resources",
+    "figures",
+}  # fmt: skip
 REQUIRED_FIELDS = ("training", "hyperparameters", "state", "resources", "figures")
 
 
@@ -97,6 +106,7 @@ class Method:
     state: dict[str, tuple[str, ...]]
     item_item: str | None
     item_weights: bool
+    seed_dependent: bool
     resources: dict
     figures: dict
 
@@ -252,6 +262,14 @@ def read_declaration(path: Path) -> Method | None:
     item_weights = declared.get("item_weights", False)
     if not isinstance(item_weights, bool):
         raise DeclarationError(f"{where}.item_weights: must be true or false")
+    seed_dependent = declared.get("seed_dependent", True)
+    if not isinstance(seed_dependent, bool):
+        raise DeclarationError(f"{where}.seed_dependent: must be true or false")
+    if training == "on_base" and state.get(BASE) != ("items", "items"):
+        raise DeclarationError(
+            f"{where}.state: an on_base method's state holds {BASE!r}, items × items: its base's matrix, which "
+            "its model file refers to rather than stores"
+        )
     return Method(
         name=name,
         path=path,
@@ -261,6 +279,7 @@ def read_declaration(path: Path) -> Method | None:
         state=state,
         item_item=item_item,
         item_weights=item_weights,
+        seed_dependent=seed_dependent,
         resources=check_resources(declared["resources"], f"{where}.resources"),
         figures=check_figures(declared["figures"], f"{where}.figures"),
     )
@@ -367,7 +386,8 @@ def describe() -> str:
     """Every method with its training, hyperparameters (type, range, default, description) and state."""
     lines = []
     for method in methods().values():
-        lines.append(f"{method.name} ({method.label}; training: {method.training}; state: "
+        seeding = "" if method.seed_dependent else "; seed-independent" + (" where its base is" if method.training == "on_base" else "")
+        lines.append(f"{method.name} ({method.label}; training: {method.training}{seeding}; state: "
                      + ", ".join(f"{key} {' x '.join(shape)}" for key, shape in method.state.items()) + ")")  # fmt: skip
         for key, spec in method.hyperparameters.items():
             limits = [f"{symbol} {spec[bound]}" for bound, symbol in BOUNDS.items() if bound in spec]

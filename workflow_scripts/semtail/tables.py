@@ -53,30 +53,45 @@ def metric_groups(keys) -> list[tuple[str, list[str]]]:
 def load_runs(paths, dataset: str | None = None) -> pd.DataFrame:
     """One row per metric JSON: dataset, method, seed and one column per metric, in file order.
     `method` is the run's name in the config's `methods:` (the record's `variant`): a method, or a
-    named variant of one."""
+    named variant of one. A seed-independent run's seed is None: its method's only run."""
     rows, keys, sources = [], None, {}
     for path in [paths] if isinstance(paths, (str, Path)) else paths:
         record = read_metrics_json(path)
         if dataset is not None and record["dataset"] != dataset:
             raise ValueError(f"{path}: dataset {record['dataset']!r}, expected {dataset!r}")
-        run = (record["variant"], int(record["seed"]))
+        seed = None if record["seed"] is None else int(record["seed"])
+        run = (record["variant"], seed)
         if run in sources:
-            raise ValueError(f"{path} and {sources[run]} are both {run[0]} seed {run[1]}")
+            raise ValueError(f"{path} and {sources[run]} are both {run[0]} {seed_words(seed)}")
+        other = next((source for (variant, s), source in sources.items() if variant == run[0] and (s is None) != (seed is None)), None)
+        if other is not None:
+            raise ValueError(f"{path} and {other} are both runs of {run[0]}, but only one of them is seed-independent")
         sources[run] = path
         if keys is None:
             keys, first = list(record["metrics"]), path
         elif set(record["metrics"]) != set(keys):
             difference = sorted(set(record["metrics"]) ^ set(keys))
             raise ValueError(f"{path} and {first} record different metrics: {difference}")
-        rows.append({"dataset": record["dataset"], "method": record["variant"], "seed": int(record["seed"]), **record["metrics"]})
+        rows.append({"dataset": record["dataset"], "method": record["variant"], "seed": seed, **record["metrics"]})
     if not rows:
         raise ValueError("no metric JSONs to aggregate")
-    return pd.DataFrame(rows, columns=["dataset", "method", "seed", *keys])
+    frame = pd.DataFrame(rows, columns=["dataset", "method", "seed", *keys])
+    frame["seed"] = pd.Series([row["seed"] for row in rows], dtype=object)  # integers and None, never floats
+    return frame
+
+
+def seed_words(seed) -> str:
+    return SEED_INDEPENDENT if seed is None else f"seed {seed}"
+
+
+# The `seeds` of a seed-independent method's one run (semtail.workflow.SEED_INDEPENDENT).
+SEED_INDEPENDENT = "seed-independent"
 
 
 def summarise(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per method, in order of first appearance: n_seeds, the seeds, and for every metric
-    its mean and sample standard deviation (ddof 1; empty with a single seed) over seeds."""
+    its mean and sample standard deviation (ddof 1; empty with a single seed) over seeds. A
+    seed-independent method has one run, n_seeds 1 and seeds "seed-independent"."""
     metric_keys = [c for c in runs.columns if c not in ("dataset", "method", "seed")]
     rows = []
     for method in pd.unique(runs["method"]):
@@ -85,7 +100,7 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
             "dataset": group["dataset"].iloc[0],
             "method": method,
             "n_seeds": len(group),
-            "seeds": " ".join(str(s) for s in sorted(group["seed"])),
+            "seeds": " ".join(str(s) for s in sorted(group["seed"])) if group["seed"].notna().all() else SEED_INDEPENDENT,
         }
         for key in metric_keys:
             values = [float(v) for v in group[key]]
@@ -94,6 +109,11 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
             row[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else math.nan
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def seeds_cell(row, dash: str = "–") -> str:
+    """A summary row's number of seeds, or `dash` for a seed-independent method."""
+    return dash if row["seeds"] == SEED_INDEPENDENT else str(row["n_seeds"])
 
 
 def metric_keys_of(summary: pd.DataFrame) -> list[str]:
@@ -128,12 +148,20 @@ def summary_markdown(
     `disagreements` and `unchanged` (semtail.flags), a section of flags, and the values whose seeds
     disagree by more than their difference from the reference marked."""
     keys = metric_keys_of(summary)
-    n_seeds = sorted(set(summary["n_seeds"]))
+    seeded = summary[summary["seeds"] != SEED_INDEPENDENT]
+    independent = list(summary.loc[summary["seeds"] == SEED_INDEPENDENT, "method"])
+    n_seeds = sorted(set(seeded["n_seeds"]))
     marked = set() if significance is None else significant_pairs(significance)
     disagreeing = set() if disagreements is None else set(zip(disagreements["method"], disagreements["metric"]))
+    once = (
+        f" {', '.join(independent)} give{'s' if len(independent) == 1 else ''} the same result for every seed: "
+        "trained and evaluated once, seeds –."
+        if independent
+        else ""
+    )
     parts = [
         f"# {dataset}: mean ± standard deviation over seeds\n",
-        f"Seeds per method: {', '.join(map(str, n_seeds))}. The standard deviation is the sample one "
+        f"Seeds per method: {', '.join(map(str, n_seeds)) or '–'}.{once} The standard deviation is the sample one "
         "(n − 1); with a single seed only the value is shown. Metric definitions: docs/metrics.md and "
         "the `definitions` block of every metrics.json. coverage@k masks each user's fold-in items; "
         "coverage_unmasked@k does not, as the paper's authors computed it.\n",
@@ -158,7 +186,7 @@ def summary_markdown(
 def _summary_group(summary: pd.DataFrame, title: str, keys: list[str], marked=frozenset(), disagreeing=frozenset()) -> str:
     rows = []
     for _, row in summary.iterrows():
-        cells = [str(row["method"]), str(row["n_seeds"])]
+        cells = [str(row["method"]), seeds_cell(row)]
         for key in keys:
             decimals = decimals_of(key)
             mark = SIGNIFICANT_MARK if (row["method"], key) in marked else ""
@@ -321,7 +349,7 @@ def summary_latex(
     for title, group_keys in metric_groups(keys):
         table = pd.DataFrame({
             "method": [latex_escape(m) for m in summary["method"]],
-            "seeds": [str(n) for n in summary["n_seeds"]],
+            "seeds": [seeds_cell(row, "--") for _, row in summary.iterrows()],
             **{
                 latex_escape(key): [
                     latex_mean_std(row[f"{key}_mean"], row[f"{key}_std"], decimals_of(key))

@@ -20,7 +20,7 @@ from semtail import registry
 from semtail.checkpoint_cadence import check_checkpoint_cadence
 from semtail.device import describe, select_device
 from semtail.files import partial_files
-from semtail.modelfile import FORMAT_VERSION, load_model, model_file, save_model
+from semtail.modelfile import FORMAT_VERSION, base_reference, load_model, model_file, save_model
 from semtail.models.base import Run, TrainingData, TrainingTerminated, read_interactions
 from semtail.provenance import TRAIN_SCRIPT, code_version, environment
 from semtail.script_io import ScriptRun, plain
@@ -40,7 +40,7 @@ def fingerprint(
         "dataset": dataset,
         "method": method,
         "variant": variant,
-        "seed": int(seed),
+        "seed": None if seed is None else int(seed),
         "hyperparameters": hyperparameters,
         "code_version": code_version,
         "inputs": files,
@@ -51,7 +51,7 @@ def fingerprint(
 def job_arguments(run: ScriptRun, script: str = TRAIN_SCRIPT) -> dict:
     """`train_model`'s keyword arguments (but `log` and `progress`) from the run of a script that
     trains (train.py; tune_candidate.py, `script`, whose code version differs), once torch has
-    the job's threads: its params (dataset, method, seed, hyperparameters, and optionally variant,
+    the job's threads: its params (dataset, method, seed (None: a seed-independent run), hyperparameters, and optionally variant,
     device, checkpoint and code_version), its inputs, its `gpu` resource, and the checkpoint
     cadence of the workflow config's `checkpoints` block."""
     torch.set_num_threads(max(1, int(run.threads)))  # Snakemake's threads; more only contend on small data
@@ -63,7 +63,7 @@ def job_arguments(run: ScriptRun, script: str = TRAIN_SCRIPT) -> dict:
         "dataset": str(params.dataset),
         "method": method,
         "variant": str(variant) if variant else None,
-        "seed": int(params.seed),
+        "seed": None if params.seed is None else int(params.seed),
         "hyperparameters": plain(params.hyperparameters),
         # stats.json is read by the planner for resources; the matrices carry the sizes
         "inputs": {name: str(run.input[name]) for name in run.input.keys() if name != "stats"},
@@ -144,7 +144,7 @@ def train_model(
     *,
     dataset: str,
     method: str,
-    seed: int,
+    seed: int | None,
     hyperparameters: dict,
     inputs: dict,
     device: torch.device,
@@ -164,6 +164,7 @@ def train_model(
     device in words (semtail.provenance.environment() and semtail.device.describe()).
 
     `variant` is the run's name in the config's `methods:` when it is a variant of `method`.
+    `seed` is None for the one run of a seed-independent method (semtail.workflow.seed_independent).
 
     `hyperparameters` may leave out what the method declares a default for; the model file records
     them all. A missing, unknown or wrongly typed one is an error naming it.
@@ -175,12 +176,14 @@ def train_model(
     cadence = check_checkpoint_cadence(checkpoint_cadence or {})
     declared = registry.declaration(method)
     hyperparameters = declared.complete(hyperparameters, f"hyperparameters.{variant}")
+    if seed is None and declared.seed_dependent:
+        raise ValueError(f"{dataset}/{variant}: {method} depends on the seed; its training needs one")
     data = read_training_data(inputs)
     run = Run(
         dataset=dataset,
         method=method,
         variant=variant,
-        seed=int(seed),
+        seed=None if seed is None else int(seed),
         device=device,
         checkpoint=None if checkpoint is None else Path(checkpoint),
         fingerprint=fingerprint(
@@ -221,5 +224,6 @@ def train_model(
         code_version=code_version,
         environment=environment,
         train_seconds=seconds,
+        base=base_reference(inputs["base_model"], data.base_model) if data.base_model is not None else None,
     )
     return model, run

@@ -264,22 +264,87 @@ def logs_root(config: dict) -> str:
     return "logs" if not config.get("experiment") else f"logs/{config['experiment']}"
 
 
+# The run folder of a name whose result does not depend on the seed: trained and evaluated once.
+SEED_INDEPENDENT = "seed-independent"
+SEEDED_RUN = re.compile(r"^seed(\d+)$")
+
+
+def seed_independent(config: dict, dataset: str, name: str) -> bool:
+    """Whether a name in `methods:` gives the same result for every seed on a dataset: its method
+    declares `seed_dependent: false` and, for a method on a base, that base is seed-independent too
+    (rerank and post on ease_closed, not on ease)."""
+    seen = []
+    while name not in seen:
+        seen.append(name)
+        declared = registry.declaration(method_of(config, name))
+        if declared.seed_dependent:
+            return False
+        if declared.training != "on_base":
+            return True
+        name = resolve_hyperparameters(config, dataset, name)[registry.BASE]
+    raise ConfigError(f"{dataset}: the bases of {seen[0]} go round in a circle ({' -> '.join(seen + [name])})")
+
+
+def run_seeds(config: dict, dataset: str, name: str) -> list:
+    """The seeds a name runs with on a dataset: the config's `seeds`, or [None], one run, for a
+    seed-independent name."""
+    return [None] if seed_independent(config, dataset, name) else list(config["seeds"])
+
+
+def run_folder(seed) -> str:
+    """seed<seed>, or seed-independent for the seed None."""
+    return SEED_INDEPENDENT if seed is None else f"seed{seed}"
+
+
 def run_dir(config: dict, dataset: str, name: str, seed) -> str:
-    return f"{results_root(config)}/{dataset}/{name}/seed{seed}"
+    """A run's folder: results/{dataset}/{name}/seed{seed}, or .../{name}/seed-independent for a
+    seed-independent name, whatever `seed` is (so that a run on such a base finds it)."""
+    if seed_independent(config, dataset, name):
+        seed = None
+    elif seed is None:
+        raise ConfigError(f"{dataset}/{name} depends on the seed: its runs need one")
+    return f"{results_root(config)}/{dataset}/{name}/{run_folder(seed)}"
+
+
+def run_seed(config: dict, dataset: str, name: str, folder: str) -> int | None:
+    """The seed of a run folder (the rules' `run` wildcard): seed<N> gives N, seed-independent None.
+    A folder that does not fit the name (seed0 of mostpop, seed-independent of ease) is an error
+    naming the folder that does."""
+    match = SEEDED_RUN.match(folder)
+    if seed_independent(config, dataset, name):
+        if folder != SEED_INDEPENDENT:
+            raise ConfigError(
+                f"{dataset}/{name}/{folder}: {name} gives the same result for every seed, so it runs once, "
+                f"in {run_dir(config, dataset, name, None)}"
+            )
+        return None
+    if match is None:
+        raise ConfigError(
+            f"{dataset}/{name}/{folder}: {name} depends on the seed, so its runs are seed<N> folders "
+            f"({', '.join(run_folder(s) for s in config['seeds'])})"
+        )
+    return int(match.group(1))
 
 
 def train_inputs(config: dict, dataset: str, name: str, seed) -> dict:
     inputs = split_files(config, dataset, ("train", "validation_tr", "validation_te", "stats"))
-    if registry.declaration(method_of(config, name)).training == "on_base":
-        base = resolve_hyperparameters(config, dataset, name)["base"]
-        inputs["base_model"] = f"{run_dir(config, dataset, base, seed)}/model.pt"
-    return inputs
+    return {**inputs, **base_model_input(config, dataset, name, seed)}
+
+
+def base_model_input(config: dict, dataset: str, name: str, seed) -> dict:
+    """{"base_model": the model file of its base} for a name on a base (of the same seed, or the
+    base's seed-independent run), else {}: an input of the name's train and evaluate jobs."""
+    if registry.declaration(method_of(config, name)).training != "on_base":
+        return {}
+    base = resolve_hyperparameters(config, dataset, name)[registry.BASE]
+    return {"base_model": f"{run_dir(config, dataset, base, seed)}/model.pt"}
 
 
 def run_files(config: dict, dataset: str) -> dict[str, list[str]]:
-    """Every (method, seed) run's evaluation outputs of a dataset, method-major, plus the split
-    they were evaluated on (run_metrics.CHECKSUMMED_SPLIT_FILES), whose checksums each metrics.json records."""
-    runs = [run_dir(config, dataset, m, s) for m in config["methods"] for s in config["seeds"]]
+    """Every run's evaluation outputs of a dataset, method-major (one run of a seed-independent
+    name, one per seed of the others), plus the split they were evaluated on
+    (run_metrics.CHECKSUMMED_SPLIT_FILES), whose checksums each metrics.json records."""
+    runs = [run_dir(config, dataset, m, s) for m in config["methods"] for s in run_seeds(config, dataset, m)]
     return {
         "metrics": [f"{r}/metrics.json" for r in runs],
         "topk": [f"{r}/topk.npz" for r in runs],
@@ -330,12 +395,16 @@ def weight_landscape_models(config: dict, dataset: str) -> list[str]:
     method itself, else the first variant of one."""
     runs = weighted_runs(config)
     name = next((name for name in runs if name == method_of(config, name)), runs[0])
-    return [f"{run_dir(config, dataset, name, s)}/model.pt" for s in config["seeds"]]
+    return [f"{run_dir(config, dataset, name, s)}/model.pt" for s in run_seeds(config, dataset, name)]
 
 
 def adversary_models(config: dict, dataset: str) -> list[str]:
     """Every weighted run's model files, name-major."""
-    return [f"{run_dir(config, dataset, name, s)}/model.pt" for name in weighted_runs(config) for s in config["seeds"]]
+    return [
+        f"{run_dir(config, dataset, name, s)}/model.pt"
+        for name in weighted_runs(config)
+        for s in run_seeds(config, dataset, name)
+    ]
 
 
 def figure_styles(config: dict) -> dict[str, dict]:
@@ -366,8 +435,8 @@ def final_targets(config: dict) -> list[str]:
 BENCHMARKS = {
     "download": "benchmarks/download/{dataset}.jsonl",
     "preprocess": "benchmarks/preprocess/{dataset}/{split}.jsonl",
-    "train": "benchmarks/train/{dataset}/{method}/seed{seed}.jsonl",
-    "evaluate": "benchmarks/evaluate/{dataset}/{method}/seed{seed}.jsonl",
+    "train": "benchmarks/train/{dataset}/{method}/{run}.jsonl",
+    "evaluate": "benchmarks/evaluate/{dataset}/{method}/{run}.jsonl",
     "aggregate": "benchmarks/aggregate/{dataset}.jsonl",
     "plot": "benchmarks/plot/{dataset}.jsonl",
     "plot_weight_landscape": "benchmarks/plot_weight_landscape/{dataset}.jsonl",
@@ -400,8 +469,9 @@ def benchmark_files(config: dict) -> list[str]:
         if tuning.tuned_names(config, dataset):
             files.append(of("tuning_table"))
         for name in config["methods"]:
-            for seed in config["seeds"]:
-                files += [of("train", method=name, seed=seed), of("evaluate", method=name, seed=seed)]
+            for seed in run_seeds(config, dataset, name):
+                run = run_folder(seed)
+                files += [of("train", method=name, run=run), of("evaluate", method=name, run=run)]
         files += [of("aggregate"), of("plot")]
         if weighted_runs(config):
             files += [of("plot_weight_landscape"), of("plot_adversary")]
@@ -482,6 +552,27 @@ def dataset_size(config: dict, dataset: str, stats_file: str | os.PathLike | Non
     items = int(expected.get("items", 5_000))
     interactions = int(expected.get("interactions", users * 100))
     return {"users": users, "items": items, "interactions": interactions}
+
+
+def model_file_bytes(config: dict, dataset: str, name: str, stats_file: str | os.PathLike | None = None) -> int:
+    """About how many bytes one model file of a name holds on a dataset (dataset_size): the float32
+    tensors of its declared state, but the base matrix that a method on a base refers to instead of
+    storing, and its item weights. The history and the rest add a few kilobytes, left out."""
+    n = dataset_size(config, dataset, stats_file)["items"]
+    declared = registry.declaration(method_of(config, name))
+    stored = [shape for key, shape in declared.state.items() if not (declared.training == "on_base" and key == registry.BASE)]
+    return 4 * (sum(n ** len(shape) for shape in stored) + (n if declared.item_weights else 0))
+
+
+def model_file_estimate(config: dict) -> list[dict]:
+    """What a run of the config writes in model files, from the datasets' sizes: per (dataset, name)
+    its number of runs, the bytes of one model file and of all of them."""
+    rows = []
+    for dataset in config["datasets"]:
+        for name in config["methods"]:
+            runs, each = len(run_seeds(config, dataset, name)), model_file_bytes(config, dataset, name)
+            rows.append({"dataset": dataset, "name": name, "runs": runs, "bytes_each": each, "bytes": runs * each})
+    return rows
 
 
 # What the resource model assumes of the hardware. Conservative on purpose: a job that asks for too

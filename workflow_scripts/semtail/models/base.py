@@ -49,7 +49,7 @@ class Run:
 
     dataset: str
     method: str
-    seed: int
+    seed: int | None  # None: the one run of a seed-independent method
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     checkpoint: Path | None = None  # SGD methods: where to keep the checkpoint
     fingerprint: str = ""  # identifies the job; a checkpoint is resumed only when it matches
@@ -66,7 +66,8 @@ class Run:
     variant: str | None = None  # the name in the config's `methods:` when it is a variant of `method`
 
     def describe(self) -> str:
-        return f"{self.dataset}/{self.variant or self.method} seed {self.seed}"
+        seeding = "seed-independent" if self.seed is None else f"seed {self.seed}"
+        return f"{self.dataset}/{self.variant or self.method} {seeding}"
 
     def best_weights_file(self, epoch: int) -> Path:
         """Beside the checkpoint: the best epoch's U, written once each time the best epoch is left

@@ -22,6 +22,7 @@ DECLARATION = {
     },
     "state": {"B": ["items", "items"]},
     "item_item": "B",
+    "seed_dependent": False,
     # The Gram matrix and its inverse in float64, and the solver's workspace; a Cholesky solve.
     "resources": {"gpu": True, "memory": {"dense": 6, "sparse": 2}, "runtime": {"cubic_flops": 2, "dense_file_passes": 2}},
     "figures": {"label": "EASE (closed form)", "colour": "#56b4e9", "marker": "P"},

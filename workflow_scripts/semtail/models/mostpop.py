@@ -10,6 +10,7 @@ DECLARATION = {
     "training": "closed_form",
     "hyperparameters": {},
     "state": {"popularity": ["items"]},
+    "seed_dependent": False,
     "resources": {"gpu": False, "memory": {"sparse": 2}, "runtime": {"sparse_passes": 2}, "evaluation": {"dense": 0, "batch_entry_bytes": 4}},
     "figures": {"label": "MostPop", "colour": "#949494", "marker": "X", "outlier": True},
 }

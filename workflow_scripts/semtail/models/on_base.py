@@ -1,6 +1,7 @@
 """What the methods trained on top of a base run share (their declaration's training: on_base): the
-base run's model file, checked to be of the same dataset, seed and catalog, and its item–item
-matrix M, whose X·M are the base's scores."""
+base run's model file, checked to be of the same dataset, seed (or seed-independent) and catalog,
+and its item–item matrix M, whose X·M are the base's scores. Their model files refer to the base's
+file instead of storing M (semtail.modelfile)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,12 @@ from semtail.models.base import Fitted, Run, TrainingData
 
 
 def base_matrix(data: TrainingData, hyperparameters: dict, run: Run) -> torch.Tensor:
-    """The base run's scoring matrix, from the loaded model file in `data.base_model`."""
+    """The base run's scoring matrix, from the loaded model file in `data.base_model`: a run of the
+    same seed, or the one run of a seed-independent base."""
     base = data.base_model
     if base is None:
         raise ValueError(f"{run.describe()}: {run.method} needs the model file of its base run (input base_model)")
-    expected = (run.dataset, hyperparameters["base"], run.seed, data.n_items)
+    expected = (run.dataset, hyperparameters["base"], run.seed if base["seed"] is not None else None, data.n_items)
     found = (base["dataset"], base["variant"], base["seed"], base["n_items"])
     if found != expected:
         raise ValueError(

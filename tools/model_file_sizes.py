@@ -1,0 +1,58 @@
+"""How much a config's run writes in model files, without running it: per dataset and name in
+`methods:`, its runs (one for a seed-independent name) and the size of their model files, from the
+datasets' sizes (their stats.json once preprocessed, else the config's `expected:` sizes).
+
+    .venv/bin/python tools/model_file_sizes.py configs/paper.yaml
+
+semtail.workflow.model_file_estimate does the counting; docs/running.md ("Disk") shows its output
+for the paper config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "workflow_scripts"))
+
+from semtail import workflow  # noqa: E402
+
+
+def size(n_bytes: int) -> str:
+    """Decimal units: 1.62 GB, 80.4 kB."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n_bytes >= scale:
+            return f"{n_bytes / scale:.{2 if unit == 'GB' else 1}f} {unit}"
+    return f"{n_bytes} B"
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| dataset | name | runs | one model file | all |", "|---|---|---|---|---|"]
+    for row in rows:
+        lines.append(
+            f"| {row['dataset']} | {row['name']} | {row['runs']} | {size(row['bytes_each'])} | {size(row['bytes'])} |"
+        )
+    for dataset in dict.fromkeys(row["dataset"] for row in rows):
+        of_dataset = [row for row in rows if row["dataset"] == dataset]
+        lines.append(
+            f"| {dataset} | all | {sum(r['runs'] for r in of_dataset)} | | {size(sum(r['bytes'] for r in of_dataset))} |"
+        )
+    lines.append(f"| all | all | {sum(row['runs'] for row in rows)} | | {size(sum(row['bytes'] for row in rows))} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("config", type=Path, help="a workflow config, e.g. configs/paper.yaml")
+    args = parser.parse_args(argv)
+    config = yaml.safe_load(args.config.read_text())
+    workflow.check_config(config)
+    print(table(workflow.model_file_estimate(config)))
+
+
+if __name__ == "__main__":
+    main()
