@@ -291,3 +291,17 @@ def test_a_truncated_per_user_file_is_named(tmp_path, cut, message, damaged):
     assert text.startswith(f"{per_user}: ") and message in text, text
     assert "delete it and the metrics.json beside it" in text
     assert all(str(f[1]) not in text for f in files if f[1] != per_user)
+
+
+def test_a_seed_independent_run_among_seeded_ones_is_keyed_by_none(tmp_path):
+    """tables.load_runs gives a seed-independent run the seed None, which pandas stores as NaN in a
+    column of seeds: user_values keys that run by None and the others by their seed."""
+    users = ["a", "b"]
+    files = [write_run(tmp_path, "mostpop", "-independent", users, {"ndcg@100": [0.1, 0.2]})]
+    files += [write_run(tmp_path, "ease", seed, users, {"ndcg@100": [0.3 + seed, 0.4]}) for seed in (0, 1)]
+    runs = pd.DataFrame([{"method": "mostpop", "seed": None}, {"method": "ease", "seed": 0}, {"method": "ease", "seed": 1}])
+    assert runs["seed"].isna().iloc[0]
+    values = sig.user_values(runs, [f[0] for f in files], [f[1] for f in files])
+    assert list(values["mostpop"]) == [None] and list(values["ease"]) == [0, 1]
+    assert values["ease"][1].loc["a", "ndcg@100"] == 1.3
+    assert sig.seed_pairs(values["mostpop"], values["ease"], "mostpop", "ease") == [(None, 0), (None, 1)]

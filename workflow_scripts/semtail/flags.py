@@ -58,7 +58,7 @@ def unchanged_on_base(metric_paths, topk_paths) -> pd.DataFrame:
             raise ValueError(f"{topk_path} is not beside {metrics_path}")
         record = read_metrics_json(metrics_path, RECORD_FIELDS + ("method",))
         name = record["variant"]
-        lists.setdefault(name, {})[int(record["seed"])] = topk_path
+        lists.setdefault(name, {})[None if record["seed"] is None else int(record["seed"])] = topk_path
         if registry.declaration(record["method"]).training == "on_base":
             base = record.get("hyperparameters", {}).get(registry.BASE)
             if base is None:
