@@ -421,13 +421,33 @@ def test_training_steps_match_sgd_on_the_loss_written_out(method, monkeypatch):
         assert not np.allclose(weights[2], 1.0)  # w̄ of step 2 (used by step 3) comes from the updated adversary
 
 
+def train_until_terminated(folder, checkpoint, output):
+    """train_and_save of a toy job with a checkpoint after every epoch, under ending_on_signal."""
+    for name in ("train", "validation_tr", "validation_te"):
+        sp.save_npz(folder / f"{name}.npz", getattr(DATA, name))
+    log = logging.getLogger("test.sigterm")
+    with ending_on_signal(log, exit_at_once=False):
+        train_and_save(
+            dataset="toy",
+            method="ease",
+            seed=3,
+            hyperparameters={**SGD, "epochs": 6, "patience": 6},
+            inputs={name: str(folder / f"{name}.npz") for name in ("train", "validation_tr", "validation_te")},
+            output=output,
+            device=torch.device("cpu"),
+            environment={"torch": torch.__version__, "device": "cpu"},
+            code_version="test",
+            checkpoint=checkpoint,
+            checkpoint_cadence={"every_epochs": 1, "min_seconds": 0},
+            log=log,
+        )
+
+
 def test_sigterm_while_a_checkpoint_is_written_removes_it_and_says_where_the_job_stopped(tmp_path, monkeypatch, caplog):
     """A real SIGTERM, sent to this process in the middle of the second checkpoint's write (its
     content written, not yet renamed into place): the half-written file is removed, the first
     checkpoint stays for the rerun, and the log names the epoch and how to resume. A job killed
     outright earlier left half-written files of its own: they are removed when the job starts."""
-    for name in ("train", "validation_tr", "validation_te"):
-        sp.save_npz(tmp_path / f"{name}.npz", getattr(DATA, name))
     checkpoint, output = tmp_path / "checkpoint.pt", tmp_path / "model.pt"
     left_by_a_killed_job = [
         tmp_path / ".checkpoint.k1lled_0.partial.pt",
@@ -449,22 +469,8 @@ def test_sigterm_while_a_checkpoint_is_written_removes_it_and_says_where_the_job
                 os.kill(os.getpid(), signal.SIGTERM)
 
     monkeypatch.setattr(torch, "save", save_then_terminate)
-    log = logging.getLogger("test.sigterm")
-    with caplog.at_level(logging.INFO), pytest.raises(SystemExit) as ended, ending_on_signal(log, exit_at_once=False):
-        train_and_save(
-            dataset="toy",
-            method="ease",
-            seed=3,
-            hyperparameters={**SGD, "epochs": 6, "patience": 6},
-            inputs={name: str(tmp_path / f"{name}.npz") for name in ("train", "validation_tr", "validation_te")},
-            output=output,
-            device=torch.device("cpu"),
-            environment={"torch": torch.__version__, "device": "cpu"},
-            code_version="test",
-            checkpoint=checkpoint,
-            checkpoint_cadence={"every_epochs": 1, "min_seconds": 0},
-            log=log,
-        )
+    with caplog.at_level(logging.INFO), pytest.raises(SystemExit) as ended:
+        train_until_terminated(tmp_path, checkpoint, output)
     assert ended.value.code == 128 + signal.SIGTERM
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is taken down again
     assert len(checkpoint_writes) == 2 and checkpoint_writes[1].startswith(".checkpoint.")  # it was mid-write
@@ -477,3 +483,27 @@ def test_sigterm_while_a_checkpoint_is_written_removes_it_and_says_where_the_job
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == [unrelated.name]
     assert torch.load(checkpoint, weights_only=True)["epoch"] == 1
     assert not output.exists()
+
+
+def test_sigterm_as_a_checkpoint_is_put_in_place_names_that_checkpoint(tmp_path, monkeypatch, caplog):
+    """SIGTERM just after the second checkpoint is renamed into place: the signal waits until the
+    job has recorded it, so the epoch the log names for resuming is the one the file holds."""
+    checkpoint, output = tmp_path / "checkpoint.pt", tmp_path / "model.pt"
+    replacing = os.replace
+    renamed = []
+
+    def replace_then_terminate(source, target):
+        replacing(source, target)
+        if Path(target) == checkpoint:
+            renamed.append(target)
+            if len(renamed) == 2:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(os, "replace", replace_then_terminate)
+    with caplog.at_level(logging.INFO), pytest.raises(SystemExit):
+        train_until_terminated(tmp_path, checkpoint, output)
+    assert caplog.records[-1].getMessage() == (
+        "toy/ease seed 3: terminated by signal at epoch 3; rerun with --rerun-incomplete to resume "
+        "from the checkpoint after epoch 2"
+    )
+    assert torch.load(checkpoint, weights_only=True)["epoch"] == 2

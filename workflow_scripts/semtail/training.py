@@ -22,6 +22,7 @@ killed job continues bit for bit. A NaN or inf stops the job.
 from __future__ import annotations
 
 import math
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -467,16 +468,24 @@ class Trainer:
             with atomic_path(self.run.best_weights_file(self.best_epoch)) as tmp:
                 torch.save({"fingerprint": self.run.fingerprint, "epoch": self.best_epoch, "U": self.best_U}, tmp)
             self.best_U_saved_epoch = self.best_epoch
-        with atomic_path(self.run.checkpoint) as tmp:
-            torch.save(self.checkpoint_payload(), tmp)
-        needed = None if self.best_is_current else self.run.best_weights_file(self.best_epoch)
-        for path in self.run.best_weights_files():
-            if path != needed:
-                path.unlink(missing_ok=True)
-        self.last_checkpoint = (self.epoch, checkpoint_clock())
-        self.run.log.info(
-            "checkpoint after epoch %d written to %s (%.1f s)", self.epoch, self.run.checkpoint, time.perf_counter() - started
-        )
+        # SIGTERM waits while the new checkpoint is put in place and recorded: the epoch that a
+        # terminated job names for its resumption (TrainingTerminated) is then the one it finds.
+        mask = None
+        try:
+            with atomic_path(self.run.checkpoint) as tmp:
+                torch.save(self.checkpoint_payload(), tmp)
+                mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+            needed = None if self.best_is_current else self.run.best_weights_file(self.best_epoch)
+            for path in self.run.best_weights_files():
+                if path != needed:
+                    path.unlink(missing_ok=True)
+            self.last_checkpoint = (self.epoch, checkpoint_clock())
+            self.run.log.info(
+                "checkpoint after epoch %d written to %s (%.1f s)", self.epoch, self.run.checkpoint, time.perf_counter() - started
+            )
+        finally:
+            if mask is not None:
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
     def resume(self) -> None:
         path = self.run.checkpoint
