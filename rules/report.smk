@@ -36,6 +36,7 @@ rule aggregate:
     params:
         dataset="{dataset}",
         compare=compare_settings,
+        grid_edge_warnings=grid_edge_warnings,
         code_version=stage_code_version("aggregate"),
         # Read from the semtail package; its digest reruns the tables when the reported numbers change.
         paper_results=resource_version("paper_results.yaml"),

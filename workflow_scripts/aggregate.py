@@ -2,7 +2,7 @@
 reference marked), paper_comparison.{csv,md,tex} and significance.csv (paired tests over the test
 users against the reference method, semtail/significance.py)."""
 
-from semtail import significance, tables
+from semtail import selection, significance, tables
 from semtail.files import atomic_path, write_text
 from semtail.script_io import plain, script_run, setup_logging
 
@@ -28,7 +28,8 @@ tests = significance.compare(
 
 with atomic_path(run.output.summary_csv) as tmp:
     summary.to_csv(tmp, index=False)
-write_text(run.output.summary_md, tables.summary_markdown(summary, dataset, tests))
+grid_edges = selection.grid_edge_markdown(plain(run.params.get("grid_edge_warnings", [])))
+write_text(run.output.summary_md, tables.summary_markdown(summary, dataset, tests) + grid_edges)
 write_text(run.output.summary_tex, tables.summary_latex(summary, dataset, tests))
 with atomic_path(run.output.comparison_csv) as tmp:
     comparison.to_csv(tmp, index=False)
