@@ -97,6 +97,9 @@ def test_popularity_groups_hold_equal_interaction_shares_and_never_split_ties():
     assert figures.popularity_groups(popularity, 4).tolist() == [1, 3, 1, 2, 1, 4, 1, 2, 1, 3, 1]
     # in thirds, 2's middle (0.857 of a third) and 4's (1.5) share nothing with 10's (2.46)
     assert figures.popularity_groups(popularity, 3).tolist() == [1, 2, 1, 1, 1, 3, 1, 1, 1, 2, 1]
+    # weighted by held-out items instead (the figure's groups): 4, 1, 1 and 1 of 7 by value; halves
+    held_out = np.array([1, 0, 1, 1, 0, 1, 0, 0, 1, 1, 1])
+    assert figures.popularity_groups(popularity, 2, weights=held_out).tolist() == [1, 2, 1, 2, 1, 2, 1, 2, 1, 2, 1]
     # a value that holds more than a group's share leaves groups out: numbered on without a gap
     assert figures.popularity_groups(np.array([1, 1, 100]), 10).tolist() == [1, 1, 2]
     assert figures.popularity_groups(np.zeros(4, dtype=int), 10).tolist() == [1, 1, 1, 1]
@@ -121,7 +124,7 @@ def test_item_recall_by_group_averages_over_items_held_out():
         "hits_at_5": np.array([1, 0, 1, 1]),
     }
     frame = figures.item_recall_by_group(items, 5, n_groups=2)
-    # interactions 2 and 6 of 8: popularity 1 (middle 1/8) in the first half, 3 (middle 5/8) in the second;
+    # held-out items 1 and 2 of 3: popularity 1 (middle 1/6) in the first half, 3 (middle 2/3) in the second;
     # group 1 = items 0, 1: only item 0 is held out (1/2); group 2 = items 2, 3: (1/4 + 1) / 2
     assert frame["item_recall"].tolist() == pytest.approx([0.5, 0.625])
     assert frame["n_items"].tolist() == [2, 2] and frame["n_heldout_items"].tolist() == [1, 2]

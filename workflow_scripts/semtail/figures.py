@@ -192,17 +192,19 @@ def coverage_at_k_figure(runs: list[Run], dataset: str) -> plt.Figure:
 # ---- 2. item recall by popularity ----
 
 
-def popularity_groups(popularity: np.ndarray, n_groups: int = N_POPULARITY_GROUPS) -> np.ndarray:
+def popularity_groups(popularity: np.ndarray, n_groups: int = N_POPULARITY_GROUPS, weights: np.ndarray | None = None) -> np.ndarray:
     """Per item, its group 1..g (g ≤ n_groups) by training popularity, each group about an equal
-    share of the training interactions, and items of equal popularity always in one group.
+    share of the items' `weights` (default: their popularity, so a share of the training
+    interactions), and items of equal popularity always in one group.
 
-    The distinct popularity values in ascending order each hold popularity × (their number of items)
-    of the interactions; a value goes to the group in which the middle of its interactions falls
-    (group j covers the shares (j − 1)/n_groups to j/n_groups of all of them). Groups left empty,
-    because one value holds more than a group's share, are skipped, so the groups are numbered
-    1..g without gaps. Without any interactions, every item is in group 1."""
-    values, inverse, counts = np.unique(popularity, return_inverse=True, return_counts=True)
-    mass = values.astype(np.float64) * counts
+    The distinct popularity values in ascending order each hold the weights of their items; a value
+    goes to the group in which the middle of its weight falls (group j covers the shares
+    (j − 1)/n_groups to j/n_groups of the total). Groups left empty, because one value holds more
+    than a group's share, are skipped, so the groups are numbered 1..g without gaps. With no weight
+    at all, every item is in group 1."""
+    weights = popularity if weights is None else weights
+    values, inverse = np.unique(popularity, return_inverse=True)
+    mass = np.bincount(inverse.ravel(), weights=np.asarray(weights, dtype=np.float64), minlength=values.size)
     total = mass.sum()
     if total <= 0:
         return np.ones(popularity.size, dtype=np.int64)
@@ -213,13 +215,16 @@ def popularity_groups(popularity: np.ndarray, n_groups: int = N_POPULARITY_GROUP
 
 
 def item_recall_by_group(items: dict[str, np.ndarray], k: int, n_groups: int = N_POPULARITY_GROUPS) -> pd.DataFrame:
-    """Per popularity group (popularity_groups): its training-popularity range, its items, its items
-    held out at least once (`n_heldout_items`) and their held-out interactions, and Item Recall@k
-    averaged over its held-out items (NaN for a group without any). `enough`: whether the group has
-    at least MIN_HELDOUT_ITEMS held-out items, below which its mean is mostly noise."""
+    """Per popularity group: its training-popularity range, its items, its items held out at least
+    once (`n_heldout_items`) and their held-out interactions, and Item Recall@k averaged over its
+    held-out items (NaN for a group without any). The groups (popularity_groups) each hold about an
+    equal share of the items held out at least once, the items that the means are over, so that
+    no group's mean rests on a handful of them while another's rests on thousands. `enough`:
+    whether the group has at least MIN_HELDOUT_ITEMS held-out items, below which its mean is mostly
+    noise (a tie of many items, or a small test split)."""
     popularity = items["train_popularity"]
-    groups = popularity_groups(popularity, n_groups)
     held = items["heldout_count"] > 0
+    groups = popularity_groups(popularity, n_groups, weights=held)
     per_item = np.zeros(groups.size)
     per_item[held] = items[f"hits_at_{k}"][held] / items["heldout_count"][held]
     rows = []
@@ -272,9 +277,9 @@ def item_recall_by_popularity_figure(runs: list[Run], dataset: str, k: int = 100
                 bar.set_hatch("//")
     axes.set_xticks(range(len(groups)), [popularity_group_label(row) for _, row in groups.iterrows()], fontsize=8)
     axes.set_xlabel(
-        f"training popularity of the item (users with it), in groups of about 1/{N_POPULARITY_GROUPS} of the training "
-        "interactions each, equal popularity never split;\nunder each: its items, and those held out at least once; "
-        f"hatched, \"too few\": under {MIN_HELDOUT_ITEMS} held out"
+        f"training popularity of the item (users with it), in groups of about 1/{N_POPULARITY_GROUPS} of the items held "
+        "out at least once each, equal popularity never split;\nunder each group: its items, and those held out at least "
+        f"once; hatched, \"too few\": under {MIN_HELDOUT_ITEMS} held out"
     )
     axes.set_ylabel(f"Item Recall@{k}\n(mean over the group's items held out at least once)")
     axes.set_ylim(bottom=0)
