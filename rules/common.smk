@@ -67,6 +67,14 @@ wildcard_constraints:
     candidate=f"[0-9a-f]{{{search.NAME_LENGTH}}}",
 
 
+def job_line(text):
+    """A rule's `message:`, its job's one line on the console, with the profile's `quiet: [reason]`
+    (profiles/default). Without it (`--quiet host`, `--workflow-profile none`, other profiles)
+    none, so that Snakemake prints each job's full block: input, output, log, wildcards, reason."""
+    quiet = {getattr(value, "name", str(value)).lower() for value in workflow.output_settings.quiet or ()}
+    return text if "reason" in quiet else None
+
+
 def final_targets():
     return plan.final_targets(config) + search.tuning_targets(config)
 

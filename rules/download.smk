@@ -1,4 +1,6 @@
 rule download:
+    message:
+        job_line("download {wildcards.dataset}")
     output:
         provenance="data/raw/{dataset}/provenance.json",
     log:

@@ -1,4 +1,6 @@
 rule evaluate:
+    message:
+        job_line("evaluate {wildcards.dataset} {wildcards.method} seed {wildcards.seed}")
     input:
         unpack(selections_of_run),
         model=results("{dataset}/{method}/seed{seed}/model.pt"),

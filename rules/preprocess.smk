@@ -1,4 +1,6 @@
 rule preprocess:
+    message:
+        job_line("preprocess {wildcards.dataset}")
     input:
         provenance="data/raw/{dataset}/provenance.json",
     output:

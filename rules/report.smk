@@ -1,4 +1,6 @@
 rule aggregate:
+    message:
+        job_line("aggregate {wildcards.dataset}")
     input:
         unpack(run_inputs),
     output:
@@ -45,6 +47,8 @@ rule aggregate:
 
 
 rule plot:
+    message:
+        job_line("plot {wildcards.dataset}")
     input:
         unpack(run_inputs),
     output:
@@ -98,6 +102,8 @@ rule plot:
 
 
 rule plot_weight_landscape:
+    message:
+        job_line("plot_weight_landscape {wildcards.dataset}")
     input:
         train="data/processed/{dataset}/train.npz",
         models=weight_landscape_models,
@@ -125,6 +131,8 @@ rule plot_weight_landscape:
 
 
 rule plot_adversary:
+    message:
+        job_line("plot_adversary {wildcards.dataset}")
     input:
         metrics=lambda wildcards: run_inputs(wildcards)["metrics"],
         models=adversary_models,

@@ -1,4 +1,6 @@
 rule train:
+    message:
+        job_line("train {wildcards.dataset} {wildcards.method} seed {wildcards.seed}")
     input:
         unpack(train_inputs),
     output:

@@ -6,6 +6,10 @@
 
 
 rule tune_candidate:
+    message:
+        job_line(
+        "tune_candidate {wildcards.dataset} {wildcards.method} {wildcards.candidate} seed {params.seed}: {params.settings}"
+    )
     input:
         unpack(candidate_inputs),
     output:
@@ -46,6 +50,8 @@ use rule tune_candidate as tune_candidate_seed with:
 
 
 checkpoint select_hyperparameters:
+    message:
+        job_line("select_hyperparameters {wildcards.dataset} {wildcards.method}")
     input:
         candidates=candidate_files,
     output:
@@ -69,6 +75,8 @@ checkpoint select_hyperparameters:
 
 
 rule tuning_table:
+    message:
+        job_line("tuning_table {wildcards.dataset}")
     input:
         selected=searched_selected_files,
     output:
