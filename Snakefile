@@ -35,7 +35,7 @@ include: "rules/unconfigured.smk"
 
 rule all:
     default_target: True
-    message:
-        job_line("all: the workflow's targets")
     input:
         final_targets(),
+    message:
+        job_line("all: the workflow's targets")

@@ -70,8 +70,12 @@ wildcard_constraints:
 def job_line(text):
     """A rule's `message:`, its job's one line on the console, with the profile's `quiet: [reason]`
     (profiles/default). Without it (`--quiet host`, `--workflow-profile none`, other profiles)
-    none, so that Snakemake prints each job's full block: input, output, log, wildcards, reason."""
-    quiet = {getattr(value, "name", str(value)).lower() for value in workflow.output_settings.quiet or ()}
+    none, so that Snakemake prints each job's full block: input, output, log, wildcards, reason.
+    """
+    quiet = {
+        getattr(value, "name", str(value)).lower()
+        for value in workflow.output_settings.quiet or ()
+    }
     return text if "reason" in quiet else None
 
 
@@ -207,7 +211,10 @@ def grid_edge_warnings(wildcards):
     same choice reruns no table."""
     follow_selections(wildcards.dataset, config["methods"])
     return selection.grid_edge_warnings(
-        [selection.read_selected(path) for path in search.selected_files(config, wildcards.dataset)]
+        [
+            selection.read_selected(path)
+            for path in search.selected_files(config, wildcards.dataset)
+        ]
     )
 
 

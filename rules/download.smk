@@ -1,6 +1,4 @@
 rule download:
-    message:
-        job_line("download {wildcards.dataset}")
     output:
         provenance="data/raw/{dataset}/provenance.json",
     log:
@@ -18,5 +16,7 @@ rule download:
     params:
         dataset="{dataset}",
         sources=dataset_sources,
+    message:
+        job_line("download {wildcards.dataset}")
     script:
         "../workflow_scripts/download.py"

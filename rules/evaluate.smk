@@ -1,6 +1,4 @@
 rule evaluate:
-    message:
-        job_line("evaluate {wildcards.dataset} {wildcards.method} seed {wildcards.seed}")
     input:
         unpack(selections_of_run),
         model=results("{dataset}/{method}/seed{seed}/model.pt"),
@@ -27,5 +25,9 @@ rule evaluate:
         evaluation=config["evaluation"],
         device=compute_device,
         code_version=stage_code_version("evaluate"),
+    message:
+        job_line(
+            "evaluate {wildcards.dataset} {wildcards.method} seed {wildcards.seed}"
+        )
     script:
         "../workflow_scripts/evaluate.py"

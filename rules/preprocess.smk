@@ -1,6 +1,4 @@
 rule preprocess:
-    message:
-        job_line("preprocess {wildcards.dataset}")
     input:
         provenance="data/raw/{dataset}/provenance.json",
     output:
@@ -27,5 +25,7 @@ rule preprocess:
         preprocess=preprocess_parameters,
         expected=expected_sizes,
         code_version=stage_code_version("preprocess"),
+    message:
+        job_line("preprocess {wildcards.dataset}")
     script:
         "../workflow_scripts/preprocess.py"

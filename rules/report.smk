@@ -1,6 +1,4 @@
 rule aggregate:
-    message:
-        job_line("aggregate {wildcards.dataset}")
     input:
         unpack(run_inputs),
     output:
@@ -42,13 +40,13 @@ rule aggregate:
         code_version=stage_code_version("aggregate"),
         # Read from the semtail package; its digest reruns the tables when the reported numbers change.
         paper_results=resource_version("paper_results.yaml"),
+    message:
+        job_line("aggregate {wildcards.dataset}")
     script:
         "../workflow_scripts/aggregate.py"
 
 
 rule plot:
-    message:
-        job_line("plot {wildcards.dataset}")
     input:
         unpack(run_inputs),
     output:
@@ -97,13 +95,13 @@ rule plot:
         dataset="{dataset}",
         code_version=stage_code_version("plot"),
         figure_styles=figure_styles,
+    message:
+        job_line("plot {wildcards.dataset}")
     script:
         "../workflow_scripts/plot.py"
 
 
 rule plot_weight_landscape:
-    message:
-        job_line("plot_weight_landscape {wildcards.dataset}")
     input:
         train="data/processed/{dataset}/train.npz",
         models=weight_landscape_models,
@@ -126,13 +124,13 @@ rule plot_weight_landscape:
     params:
         dataset="{dataset}",
         code_version=stage_code_version("plot_weight_landscape"),
+    message:
+        job_line("plot_weight_landscape {wildcards.dataset}")
     script:
         "../workflow_scripts/plot_weight_landscape.py"
 
 
 rule plot_adversary:
-    message:
-        job_line("plot_adversary {wildcards.dataset}")
     input:
         metrics=lambda wildcards: run_inputs(wildcards)["metrics"],
         models=adversary_models,
@@ -164,5 +162,7 @@ rule plot_adversary:
         dataset="{dataset}",
         code_version=stage_code_version("plot_adversary"),
         figure_styles=figure_styles,
+    message:
+        job_line("plot_adversary {wildcards.dataset}")
     script:
         "../workflow_scripts/plot_adversary.py"

@@ -1,6 +1,4 @@
 rule train:
-    message:
-        job_line("train {wildcards.dataset} {wildcards.method} seed {wildcards.seed}")
     input:
         unpack(train_inputs),
     output:
@@ -24,5 +22,7 @@ rule train:
         device=compute_device,
         code_version=method_code_version,
         checkpoint=results("{dataset}/{method}/seed{seed}/checkpoint.pt"),
+    message:
+        job_line("train {wildcards.dataset} {wildcards.method} seed {wildcards.seed}")
     script:
         "../workflow_scripts/train.py"

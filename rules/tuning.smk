@@ -6,10 +6,6 @@
 
 
 rule tune_candidate:
-    message:
-        job_line(
-        "tune_candidate {wildcards.dataset} {wildcards.method} {wildcards.candidate} seed {params.seed}: {params.settings}"
-    )
     input:
         unpack(candidate_inputs),
     output:
@@ -36,6 +32,10 @@ rule tune_candidate:
         device=compute_device,
         code_version=candidate_code_version,
         checkpoint=candidate_checkpoint,
+    message:
+        job_line(
+            "tune_candidate {wildcards.dataset} {wildcards.method} {wildcards.candidate} seed {params.seed}: {params.settings}"
+        )
     script:
         "../workflow_scripts/tune_candidate.py"
 
@@ -44,14 +44,14 @@ rule tune_candidate:
 # above, so adding seeds to a search runs only the new ones.
 use rule tune_candidate as tune_candidate_seed with:
     output:
-        validation=results("{dataset}/{method}/tuning/{candidate}/seed{seed}/validation.json"),
+        validation=results(
+            "{dataset}/{method}/tuning/{candidate}/seed{seed}/validation.json"
+        ),
     log:
         logs("tune_candidate/{dataset}/{method}/{candidate}.seed{seed}.log"),
 
 
 checkpoint select_hyperparameters:
-    message:
-        job_line("select_hyperparameters {wildcards.dataset} {wildcards.method}")
     input:
         candidates=candidate_files,
     output:
@@ -70,13 +70,13 @@ checkpoint select_hyperparameters:
         within=selection_guards,
         seeds=search_seeds,
         code_version=stage_code_version("select_hyperparameters"),
+    message:
+        job_line("select_hyperparameters {wildcards.dataset} {wildcards.method}")
     script:
         "../workflow_scripts/select_hyperparameters.py"
 
 
 rule tuning_table:
-    message:
-        job_line("tuning_table {wildcards.dataset}")
     input:
         selected=searched_selected_files,
     output:
@@ -96,5 +96,7 @@ rule tuning_table:
     params:
         dataset="{dataset}",
         code_version=stage_code_version("tuning_table"),
+    message:
+        job_line("tuning_table {wildcards.dataset}")
     script:
         "../workflow_scripts/tuning_table.py"
