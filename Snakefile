@@ -38,3 +38,5 @@ rule all:
     default_target: True
     input:
         final_targets(),
+    message:
+        job_line("all: the workflow's targets")

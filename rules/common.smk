@@ -71,9 +71,22 @@ def logs(path):
 wildcard_constraints:
     dataset="|".join(map(re.escape, DATASETS)),
     method="|".join(map(re.escape, METHODS)),
+    seed=r"\d+",
     run=rf"seed\d+|{plan.SEED_INDEPENDENT}",
     split=f"[0-9a-f]{{{plan.SPLIT_KEY_LENGTH}}}",
     candidate=f"[0-9a-f]{{{search.NAME_LENGTH}}}",
+
+
+def job_line(text):
+    """A rule's `message:`, its job's one line on the console, with the profile's `quiet: [reason]`
+    (profiles/default). Without it (`--quiet host`, `--workflow-profile none`, other profiles)
+    none, so that Snakemake prints each job's full block: input, output, log, wildcards, reason.
+    """
+    quiet = {
+        getattr(value, "name", str(value)).lower()
+        for value in workflow.output_settings.quiet or ()
+    }
+    return text if "reason" in quiet else None
 
 
 def final_targets():
@@ -173,9 +186,28 @@ def candidate(wildcards):
     )
 
 
+def candidate_seed(wildcards):
+    """The seed of a candidate's job: its `seed` wildcard (tune_candidate_seed), else the first
+    search seed (tune_candidate)."""
+    seed = getattr(wildcards, "seed", None)
+    return search.search_seeds(config)[0] if seed is None else int(seed)
+
+
 def candidate_inputs(wildcards):
     follow_selections(wildcards.dataset, [wildcards.method], candidate=True)
-    return search.candidate_inputs(config, wildcards.dataset, wildcards.method)
+    return search.candidate_inputs(
+        config, wildcards.dataset, wildcards.method, candidate_seed(wildcards)
+    )
+
+
+def candidate_checkpoint(wildcards):
+    return search.candidate_checkpoint(
+        config,
+        wildcards.dataset,
+        wildcards.method,
+        wildcards.candidate,
+        candidate_seed(wildcards),
+    )
 
 
 def base_model_of_run(wildcards):
@@ -207,8 +239,8 @@ def candidate_files(wildcards):
     return search.candidate_files(config, wildcards.dataset, wildcards.method)
 
 
-def search_seed(wildcards):
-    return search.search_seed(config)
+def search_seeds(wildcards):
+    return search.search_seeds(config)
 
 
 def selection_metric(wildcards):
@@ -217,6 +249,19 @@ def selection_metric(wildcards):
 
 def selection_guards(wildcards):
     return search.selection_rule(config, wildcards.method)["within"]
+
+
+def grid_edge_warnings(wildcards):
+    """summary.md's lines on searches whose choice sits on the edge of their grid, read from each
+    selected.yaml once the selections ran: a param, so that a rewritten selected.yaml with the
+    same choice reruns no table."""
+    follow_selections(wildcards.dataset, config["methods"])
+    return selection.grid_edge_warnings(
+        [
+            selection.read_selected(path)
+            for path in search.selected_files(config, wildcards.dataset)
+        ]
+    )
 
 
 def searched_selected_files(wildcards):

@@ -18,5 +18,7 @@ rule download:
     params:
         dataset="{dataset}",
         sources=dataset_sources,
+    message:
+        job_line("download {wildcards.dataset}")
     script:
         "../workflow_scripts/download.py"

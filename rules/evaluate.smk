@@ -29,5 +29,7 @@ rule evaluate:
         # failed or was killed (its model file removed) is redone on the next run.
         hyperparameters=method_hyperparameters,
         model_code_version=method_code_version,
+    message:
+        job_line("evaluate {wildcards.dataset} {wildcards.method} {wildcards.run}")
     script:
         "../workflow_scripts/evaluate.py"

@@ -18,5 +18,7 @@ rule preprocess:
         preprocess=preprocess_parameters,
         expected=expected_sizes,
         code_version=stage_code_version("preprocess"),
+    message:
+        job_line("preprocess {wildcards.dataset}")
     script:
         "../workflow_scripts/preprocess.py"

@@ -39,9 +39,12 @@ rule aggregate:
         dataset="{dataset}",
         runs=current_runs,
         compare=compare_settings,
+        grid_edge_warnings=grid_edge_warnings,
         code_version=stage_code_version("aggregate"),
         # Read from the semtail package; its digest reruns the tables when the reported numbers change.
         paper_results=resource_version("paper_results.yaml"),
+    message:
+        job_line("aggregate {wildcards.dataset}")
     script:
         "../workflow_scripts/aggregate.py"
 
@@ -98,6 +101,8 @@ rule plot:
         runs=current_runs,
         code_version=stage_code_version("plot"),
         figure_styles=figure_styles,
+    message:
+        job_line("plot {wildcards.dataset}")
     script:
         "../workflow_scripts/plot.py"
 
@@ -127,6 +132,8 @@ rule plot_weight_landscape:
     params:
         dataset="{dataset}",
         code_version=stage_code_version("plot_weight_landscape"),
+    message:
+        job_line("plot_weight_landscape {wildcards.dataset}")
     script:
         "../workflow_scripts/plot_weight_landscape.py"
 
@@ -166,5 +173,7 @@ rule plot_adversary:
         runs=current_runs,
         code_version=stage_code_version("plot_adversary"),
         figure_styles=figure_styles,
+    message:
+        job_line("plot_adversary {wildcards.dataset}")
     script:
         "../workflow_scripts/plot_adversary.py"

@@ -24,5 +24,7 @@ rule train:
         device=compute_device,
         code_version=method_code_version,
         checkpoint=results("{dataset}/{method}/{run}/checkpoint.pt"),
+    message:
+        job_line("train {wildcards.dataset} {wildcards.method} {wildcards.run}")
     script:
         "../workflow_scripts/train.py"

@@ -1,6 +1,6 @@
 # The hyperparameter search (config `tuning:`, semtail/tuning.py and semtail/selection.py): one job
-# per candidate of a searched method, trained on the training users and scored on the validation
-# users, then a selection per (dataset, method). The selection is a checkpoint: train jobs of a
+# per candidate of a searched method and search seed, trained on the training users and scored on
+# the validation users, then a selection per (dataset, method) by the mean over the seeds. The selection is a checkpoint: train jobs of a
 # searched method read their hyperparameters from selected.yaml once it exists (rules/common.smk:
 # method_hyperparameters).
 
@@ -32,14 +32,31 @@ rule tune_candidate:
         variant="{method}",
         candidate="{candidate}",
         settings=candidate_settings,
-        seed=search_seed,
+        seed=candidate_seed,
         hyperparameters=candidate_hyperparameters,
         evaluation=config["evaluation"],
         device=compute_device,
         code_version=candidate_code_version,
-        checkpoint=results("{dataset}/{method}/tuning/{candidate}/checkpoint.pt"),
+        checkpoint=candidate_checkpoint,
+    message:
+        job_line(
+            "tune_candidate {wildcards.dataset} {wildcards.method} {wildcards.candidate} seed {params.seed}: {params.settings}"
+        )
     script:
         "../workflow_scripts/tune_candidate.py"
+
+
+# A further search seed's run of a candidate (`tuning.seeds`): the first seed's keeps the path
+# above, so adding seeds to a search runs only the new ones.
+use rule tune_candidate as tune_candidate_seed with:
+    output:
+        validation=results(
+            "{dataset}/{method}/tuning/{candidate}/seed{seed}/validation.json"
+        ),
+    log:
+        logs("tune_candidate/{dataset}/{method}/{candidate}.seed{seed}.log"),
+    benchmark:
+        benchmark_file("tune_candidate_seed")
 
 
 checkpoint select_hyperparameters:
@@ -61,8 +78,10 @@ checkpoint select_hyperparameters:
         trains=method_of,
         metric=selection_metric,
         within=selection_guards,
-        seed=search_seed,
+        seeds=search_seeds,
         code_version=stage_code_version("select_hyperparameters"),
+    message:
+        job_line("select_hyperparameters {wildcards.dataset} {wildcards.method}")
     script:
         "../workflow_scripts/select_hyperparameters.py"
 
@@ -89,5 +108,7 @@ rule tuning_table:
     params:
         dataset="{dataset}",
         code_version=stage_code_version("tuning_table"),
+    message:
+        job_line("tuning_table {wildcards.dataset}")
     script:
         "../workflow_scripts/tuning_table.py"

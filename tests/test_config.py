@@ -542,7 +542,7 @@ def test_a_target_of_a_dataset_not_in_the_config_says_so(tmp_path):
 
 
 def test_seeds_from_the_command_line(tmp_path):
-    done = dry_run(tmp_path, "--config", "seeds=[5]")
+    done = dry_run(tmp_path, "--config", "seeds=[5]", "--quiet=host")  # each job's block, with its output
     assert done.returncode == 0, done.stdout + done.stderr
     models = set(re.findall(r"results/ml-100k/\w+/seed(\d+)/model.pt", done.stdout))
     assert models == {"5"}

@@ -89,23 +89,54 @@ def test_a_copied_declaration_gets_a_label_and_colour_of_its_own(monkeypatch):
     assert drawn["mostpop"].outlier and not drawn["ease"].outlier
 
 
-def test_popularity_groups_cut_sorted_items_into_equal_groups():
-    popularity = np.array([5, 1, 1, 9, 0, 3, 3, 7, 2, 8])
-    # ascending, ties by index: 4(0) 1(1) 2(1) 8(2) 5(3) 6(3) 0(5) 7(7) 9(8) 3(9)
-    assert figures.popularity_groups(popularity, 5).tolist() == [4, 1, 2, 5, 1, 3, 3, 4, 2, 5]
-    assert np.bincount(figures.popularity_groups(np.arange(23), 10))[1:].tolist() == [3, 3, 3, 2, 2, 2, 2, 2, 2, 2]
+def test_popularity_groups_hold_equal_interaction_shares_and_never_split_ties():
+    # a tied-popularity fixture: six items of popularity 1, two of 2, two of 4, one of 10:
+    # interactions 6, 4, 8, 10 of 28; their middles at 3/28, 8/28, 14/28 and 23/28 of them fall in
+    # the quarters 1, 2, 3 (14/28 = 0.5 starts the third) and 4
+    popularity = np.array([1, 4, 1, 2, 1, 10, 1, 2, 1, 4, 1])
+    assert figures.popularity_groups(popularity, 4).tolist() == [1, 3, 1, 2, 1, 4, 1, 2, 1, 3, 1]
+    # in thirds, 2's middle (0.857 of a third) and 4's (1.5) share nothing with 10's (2.46)
+    assert figures.popularity_groups(popularity, 3).tolist() == [1, 2, 1, 1, 1, 3, 1, 1, 1, 2, 1]
+    # weighted by held-out items instead (the figure's groups): 4, 1, 1 and 1 of 7 by value; halves
+    held_out = np.array([1, 0, 1, 1, 0, 1, 0, 0, 1, 1, 1])
+    assert figures.popularity_groups(popularity, 2, weights=held_out).tolist() == [1, 2, 1, 2, 1, 2, 1, 2, 1, 2, 1]
+    # a value that holds more than a group's share leaves groups out: numbered on without a gap
+    assert figures.popularity_groups(np.array([1, 1, 100]), 10).tolist() == [1, 1, 2]
+    assert figures.popularity_groups(np.zeros(4, dtype=int), 10).tolist() == [1, 1, 1, 1]
+    # a catalog of 15,000 items, 9,000 of them seen once: that popularity stays one group
+    rng = np.random.default_rng(0)
+    popularity = np.concatenate([np.ones(9000, dtype=int), rng.zipf(1.6, 6000).clip(2, 5000)])
+    groups = figures.popularity_groups(popularity, 10)
+    for value in np.unique(popularity):
+        assert np.unique(groups[popularity == value]).size == 1, value
+    assert np.all(np.diff(groups[np.argsort(popularity, kind="stable")]) >= 0)  # ordered by popularity
+    shares = np.bincount(groups, weights=popularity)[1:] / popularity.sum()
+    values, counts = np.unique(popularity, return_counts=True)
+    largest_value_share = (values * counts).max() / popularity.sum()  # the items at the cap of 5,000
+    assert shares.max() <= 0.1 + largest_value_share  # a group overshoots 1/10 by at most one value's interactions
+    assert np.all(shares[:-1] < 0.11) and len(shares) >= 6
 
 
 def test_item_recall_by_group_averages_over_items_held_out():
     items = {
-        "train_popularity": np.array([1, 2, 3, 4]),
+        "train_popularity": np.array([1, 1, 3, 3]),
         "heldout_count": np.array([2, 0, 4, 1]),
         "hits_at_5": np.array([1, 0, 1, 1]),
     }
     frame = figures.item_recall_by_group(items, 5, n_groups=2)
+    # held-out items 1 and 2 of 3: popularity 1 (middle 1/6) in the first half, 3 (middle 2/3) in the second;
     # group 1 = items 0, 1: only item 0 is held out (1/2); group 2 = items 2, 3: (1/4 + 1) / 2
     assert frame["item_recall"].tolist() == pytest.approx([0.5, 0.625])
-    assert frame["n_items"].tolist() == [1, 2]
+    assert frame["n_items"].tolist() == [2, 2] and frame["n_heldout_items"].tolist() == [1, 2]
+    assert frame["n_heldout"].tolist() == [2, 5] and frame["popularity_min"].tolist() == [1, 3]
+    assert frame["enough"].tolist() == [False, False]  # under MIN_HELDOUT_ITEMS
+    assert figures.popularity_group_label(frame.iloc[1]) == "3\n2 items\n2 held out\ntoo few"
+    many = {key: np.tile(value, 10) for key, value in items.items()}  # 20 held-out items a group
+    assert figures.item_recall_by_group(many, 5, n_groups=2)["enough"].tolist() == [False, False]
+    many = {key: np.tile(value, 30) for key, value in items.items()}  # 30 and 60
+    frame = figures.item_recall_by_group(many, 5, n_groups=2)
+    assert frame["enough"].tolist() == [True, True] and figures.MIN_HELDOUT_ITEMS == 30
+    assert figures.popularity_group_label(frame.iloc[0]) == "1\n60 items\n30 held out"
 
 
 def test_item_coordinates_are_the_rank_two_svd_of_the_unit_length_item_columns():
@@ -164,8 +195,8 @@ def test_item_recall_deciles_recombine_into_item_recall_pos_and_say_so(tiny_resu
         items = run.items()
         per_item = [h / n for h, n in zip(items["hits_at_100"], items["heldout_count"]) if n > 0]
         frame = figures.item_recall_by_group(items, 100).dropna()
-        recombined = (frame["item_recall"] * frame["n_items"]).sum() / frame["n_items"].sum()
-        assert frame["n_items"].sum() == len(per_item)
+        recombined = (frame["item_recall"] * frame["n_heldout_items"]).sum() / frame["n_heldout_items"].sum()
+        assert frame["n_heldout_items"].sum() == len(per_item)
         assert recombined == pytest.approx(np.mean(per_item)) == pytest.approx(run.record["metrics"]["item_recall@100_pos"])
     figure = figures.item_recall_by_popularity_figure(runs, "tiny")
     axes = figure.axes[0]

@@ -42,6 +42,19 @@ def test_gram_matrix_is_exact_in_blocks(interactions, monkeypatch):
     np.testing.assert_array_equal(gram.numpy(), dense.T @ dense)
 
 
+def test_closed_form_logs_its_progress(interactions, monkeypatch, caplog):
+    monkeypatch.setattr(ease_closed, "GRAM_BLOCK_ENTRIES", 16 * interactions.shape[0])  # 40 items: blocks of 16, 16, 8
+    monkeypatch.setattr(ease_closed, "PROGRESS_SECONDS", 0.0)  # every block
+    with caplog.at_level("INFO", logger="semtail.models.ease_closed"):
+        ease_closed.closed_form(interactions, 25.0, torch.device("cpu"))
+    messages = [record.getMessage() for record in caplog.records]
+    assert [m.split(",")[0] for m in messages[:2]] == ["XᵀX: 16 of 40 item columns", "XᵀX: 32 of 40 item columns"]
+    assert messages[2].startswith("XᵀX: 40 item columns in ")
+    assert messages[3].startswith("Cholesky factorisation of the 40 × 40 Gram matrix")
+    assert messages[4].startswith("inverse from the Cholesky factor") and messages[5].startswith("B from the inverse")
+    assert len(messages) == 6
+
+
 def test_closed_form_satisfies_the_optimality_condition(interactions):
     """For each column j: (XᵀX + λI) b_j = XᵀX e_j − μ_j e_j (a Lagrange multiplier only on row j)."""
     l2 = 25.0

@@ -25,6 +25,7 @@ from semtail import registry
 from semtail import workflow as plan
 from slurm_cluster import SlurmCluster, SlurmUnavailable
 from workflow_runs import (
+    FULL_JOB_BLOCKS,
     REPO,
     copy_repo,
     copy_run,
@@ -109,7 +110,7 @@ def test_local_gpu_limit_reaches_the_scheduler(tmp_path):
     write_config(workdir, config)
     env = snakemake_env()
     env["CUDA_VISIBLE_DEVICES"] = "0,1,2"
-    planned = snakemake(workdir, "--dry-run", env=env).stdout
+    planned = snakemake(workdir, "--dry-run", FULL_JOB_BLOCKS, env=env).stdout
     train_blocks = re.findall(r"rule train:\n(?:    .*\n)+", planned)
     # mostpop and ease_closed train once, the other methods once per seed
     assert len(train_blocks) == 2 + (len(config["methods"]) - 2) * len(config["seeds"])

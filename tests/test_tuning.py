@@ -95,6 +95,34 @@ def test_rerank_follows_the_selection_of_its_base():
     assert tuning.tuning_targets(demo()) == []
 
 
+def test_several_search_seeds_give_one_file_per_candidate_and_seed_the_first_on_the_single_seed_path():
+    config = with_tuning(grids={"ease": {"lr": [0.001, 0.002]}, "rerank": {"low": [0.1]}})
+    one_seed = tuning.candidate_files(config, "ml-100k", "ease")
+    assert tuning.search_seeds(config) == [0]
+    del config["tuning"]["grids"]["rerank"]
+    config["tuning"]["seeds"] = [3, 1]
+    first, second = (c.name for c in tuning.candidates(config, "ml-100k", "ease"))
+    assert tuning.search_seeds(config) == [3, 1]
+    assert tuning.candidate_files(config, "ml-100k", "ease") == [
+        f"results/ml-100k/ease/tuning/{first}/validation.json", f"results/ml-100k/ease/tuning/{first}/seed1/validation.json",
+        f"results/ml-100k/ease/tuning/{second}/validation.json", f"results/ml-100k/ease/tuning/{second}/seed1/validation.json",
+    ]  # fmt: skip
+    assert tuning.candidate_files(config, "ml-100k", "ease")[::2] == one_seed  # the first seed's paths as before
+    assert tuning.candidate_checkpoint(config, "ml-100k", "ease", first, 1) == f"results/ml-100k/ease/tuning/{first}/seed1/checkpoint.pt"
+    assert tuning.candidate_checkpoint(config, "ml-100k", "ease", first, 3) == f"results/ml-100k/ease/tuning/{first}/checkpoint.pt"
+    config["tuning"]["grids"]["rerank"] = {"low": [0.1]}
+    assert tuning.candidate_inputs(config, "ml-100k", "rerank", 1)["base_model"] == "results/ml-100k/ease/seed1/model.pt"
+    assert tuning.candidate_inputs(config, "ml-100k", "rerank")["base_model"] == "results/ml-100k/ease/seed3/model.pt"
+    validate(config, str(SCHEMA))
+    tuning.check_tuning(config)
+    config["tuning"]["seed"] = 0
+    with pytest.raises(ConfigError, match=r"tuning: give `seeds` \(a list\) or `seed` \(one seed\), not both"):
+        tuning.check_tuning(config)
+    for seeds in ([0, 0], [], [-1], [2**63]):
+        with pytest.raises(Exception, match="seeds"):
+            validate(with_tuning(seeds=seeds), str(SCHEMA))
+
+
 # ---- config checks -----------------------------------------------------------------------------
 
 
@@ -178,14 +206,15 @@ def record(name, settings, ndcg, coverage=500.0):
 def test_selected_yaml_holds_the_choice_the_rule_and_every_candidate(tmp_path):
     records = [record("aaa", {"lr": 0.001}, 0.53), record("bbb", {"lr": 0.002}, 0.54), record("ccc", {"lr": 0.004}, 0.54)]
     document = selection.selected_document(
-        dataset="ml-100k", name="ease", method="ease", records=records, metric="ndcg@100", within={}, seed=0
+        dataset="ml-100k", name="ease", method="ease", records=records, metric="ndcg@100", within={}, seeds=[0]
     )
     path = tmp_path / "selected.yaml"
     selection.write_selected(path, document)
     assert "&id" not in path.read_text()  # no YAML aliases
     read = selection.read_selected(path, "ml-100k", "ease")
     assert read["chosen"] == "bbb" and read["hyperparameters"] == {"lr": 0.002, "wd": 0.1}
-    assert read["metric"] == "ndcg@100" and read["seed"] == 0 and read["split"] == "validation"
+    assert read["metric"] == "ndcg@100" and read["seeds"] == [0] and read["split"] == "validation"
+    assert "sd" not in read["candidates"][0] and read["at_grid_edge"] == {}  # bbb's 0.002 is inside 0.001–0.004
     assert [(c["name"], c["chosen"], c["metrics"]["ndcg@100"]) for c in read["candidates"]] == [
         ("aaa", False, 0.53), ("bbb", True, 0.54), ("ccc", False, 0.54),
     ]  # fmt: skip
@@ -195,6 +224,70 @@ def test_selected_yaml_holds_the_choice_the_rule_and_every_candidate(tmp_path):
     assert table["chosen"].tolist() == [False, True, False] and table["settings"].tolist()[0] == "lr=0.001"
     markdown = selection.tuning_markdown([read], "ml-100k")
     assert "| **bbb** | **lr=0.002** | **0.5400** |" in markdown
+
+
+def seed_record(name, settings, seed, ndcg, coverage=500.0):
+    return {**record(name, settings, ndcg, coverage), "seed": seed, "best_epoch": 3 + seed}
+
+
+def test_the_selection_takes_the_mean_over_seeds_and_reports_its_spread(tmp_path):
+    # seed 0 alone prefers aaa (0.56 > 0.54); over three seeds bbb is ahead:
+    # aaa: (0.56 + 0.50 + 0.51) / 3 = 0.52333..., bbb: (0.54 + 0.53 + 0.55) / 3 = 0.54
+    ndcg = {"aaa": [0.56, 0.50, 0.51], "bbb": [0.54, 0.53, 0.55]}
+    lr = {"aaa": 0.001, "bbb": 0.002}
+    records = [seed_record(name, {"lr": lr[name]}, seed, ndcg[name][seed]) for name in ndcg for seed in (2, 0, 1)]
+    document = selection.selected_document(
+        dataset="ml-100k", name="ease", method="ease", records=records, metric="ndcg@100", within={}, seeds=[0, 1, 2]
+    )
+    assert document["chosen"] == "bbb" and document["seeds"] == [0, 1, 2]
+    assert "mean over 3 seeds" in document["rule"]
+    aaa, bbb = document["candidates"]
+    assert aaa["metrics"]["ndcg@100"] == pytest.approx(0.5233333333333333, abs=1e-12)
+    assert bbb["metrics"]["ndcg@100"] == pytest.approx(0.54, abs=1e-12)
+    # sample SDs: aaa's deviations 0.036667, -0.023333, -0.013333 -> sqrt(0.0020667 / 2) = 0.032146
+    assert aaa["sd"]["ndcg@100"] == pytest.approx(0.0321455025, abs=1e-9)
+    assert bbb["sd"]["ndcg@100"] == pytest.approx(0.01, abs=1e-12)
+    assert bbb["best_epochs"] == [3, 4, 5]  # in seed order
+    assert document["at_grid_edge"] == {"lr": "largest"}
+    path = tmp_path / "selected.yaml"
+    selection.write_selected(path, document)
+    table = selection.tuning_table([selection.read_selected(path)])
+    assert table["n_seeds"].tolist() == [3, 3]
+    assert table["ndcg@100_sd"].round(6).tolist() == [0.032146, 0.01]
+    assert table["at_grid_edge"].tolist() == ["", "lr=0.002 (largest)"]
+    markdown = selection.tuning_markdown([document], "ml-100k")
+    assert "| aaa | lr=0.001 | 0.5233 ± 0.0321 |" in markdown and "mean over seeds 0, 1, 2" in markdown
+    assert "**At the edge of the grid:** lr=0.002 (largest)" in markdown
+    with pytest.raises(ValueError, match=r"candidate aaa: validation records of seeds \[0, 2\], expected \[0, 1, 2\]"):
+        selection.selected_document(dataset="ml-100k", name="ease", method="ease", records=[r for r in records if r["seed"] != 1 or r["candidate"] != "aaa"],
+                                    metric="ndcg@100", within={}, seeds=[0, 1, 2])  # fmt: skip
+
+
+def test_grid_edges_name_the_chosen_values_at_the_end_of_their_axis():
+    # a hand-made grid: lr 3 values, wd 2, adversary (names, no order), batch_size a single value
+    grid = [
+        {"lr": lr, "wd": wd, "adversary": adversary, "batch_size": 64}
+        for lr in (0.001, 0.003, 0.01) for wd in (0.1, 0.01) for adversary in ("2mlp2", "2mlp50")
+    ]  # fmt: skip
+    assert selection.grid_edges(grid, {"lr": 0.01, "wd": 0.01, "adversary": "2mlp50", "batch_size": 64}) == {
+        "lr": "largest", "wd": "smallest",
+    }  # fmt: skip
+    assert selection.grid_edges(grid, {"lr": 0.003, "wd": 0.1, "adversary": "2mlp2", "batch_size": 64}) == {"wd": "largest"}
+    assert selection.grid_edges(grid, {"lr": 0.001, "wd": 0.05, "adversary": "2mlp2", "batch_size": 64}) == {"lr": "smallest"}
+    # a union of products: rerank's low spans 0.05-0.3 over all of them, though 0.15 ends the first
+    union = [{"high": 0.2, "low": low} for low in (0.05, 0.1, 0.15)] + [{"high": 0.7, "low": low} for low in (0.1, 0.3)]
+    assert selection.grid_edges(union, {"high": 0.2, "low": 0.15}) == {"high": "smallest"}
+    assert selection.grid_edges([{"ties": True}, {"ties": False}], {"ties": True}) == {}  # booleans have no edge
+    documents = [
+        {"method": "ease", "settings": {"lr": 0.01, "wd": 0.01}, "at_grid_edge": {"lr": "largest", "wd": "smallest"}},
+        {"method": "ipw", "settings": {"alpha": 0.002}, "at_grid_edge": {}},
+    ]
+    assert selection.grid_edge_warnings(documents) == [
+        "ease: the search chose lr=0.01 (largest), wd=0.01 (smallest) of its grid; a better value may lie beyond it."
+    ]
+    markdown = selection.grid_edge_markdown(selection.grid_edge_warnings(documents))
+    assert markdown.startswith("\n## Hyperparameters at the edge of their grid\n\n- ease: the search chose lr=0.01")
+    assert selection.grid_edge_markdown([]) == ""
 
 
 # ---- a candidate's validation scores -----------------------------------------------------------

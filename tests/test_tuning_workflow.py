@@ -118,6 +118,55 @@ def test_search_selects_the_best_candidate_and_reruns_only_what_a_new_one_change
     assert "every candidate of every searched" in html and "{{ snakemake" not in html
 
 
+def test_a_search_over_seeds_adds_only_the_new_seeds_jobs_and_selects_by_the_mean(demo_copy):
+    """ease (SGD, 2 epochs) over two learning rates: first with `seed: 0`, then with `seeds: [0, 1]`."""
+    config = read_config(demo_copy)
+    config["tuning"] = {"metric": "ndcg@100", "seed": 0, "grids": {"ease": {"lr": [0.001, 0.01]}}}
+    write_config(demo_copy, config)
+    snakemake(demo_copy, *TABLES)
+    folder = demo_copy / f"results/{DATASET}/ease/tuning"
+    first_seed = {path: path.stat().st_mtime_ns for path in folder.glob("*/validation.json")}
+    assert len(first_seed) == 2
+
+    del config["tuning"]["seed"]
+    config["tuning"]["seeds"] = [0, 1]
+    write_config(demo_copy, config)
+    candidate_jobs = {j for j in planned_jobs(demo_copy, *TABLES) if j.rule.startswith("tune_candidate")}
+    assert {(j.rule, dict(j.wildcards)["seed"]) for j in candidate_jobs} == {("tune_candidate_seed", "1")}
+    assert len(candidate_jobs) == 2
+    snakemake(demo_copy, *TABLES)
+    assert {path: path.stat().st_mtime_ns for path in folder.glob("*/validation.json")} == first_seed
+
+    records = {}
+    for path in folder.glob("*/validation.json"):
+        candidate = path.parent.name
+        second = json.loads((path.parent / "seed1/validation.json").read_text())
+        first = json.loads(path.read_text())
+        assert (first["seed"], second["seed"]) == (0, 1) and first["settings"] == second["settings"]
+        records[candidate] = (first["metrics"]["ndcg@100"], second["metrics"]["ndcg@100"])
+        log = demo_copy / f"logs/tune_candidate/{DATASET}/ease/{candidate}.seed1.log"
+        assert f"candidate {candidate}, seed 1: {first['settings']}" in log.read_text().splitlines()[0]
+    means = {candidate: (a + b) / 2 for candidate, (a, b) in records.items()}
+    chosen = selected_of(demo_copy, "ease")
+    assert chosen["seeds"] == [0, 1] and chosen["chosen"] == max(means, key=means.get)
+    for entry in chosen["candidates"]:
+        a, b = records[entry["name"]]
+        assert entry["metrics"]["ndcg@100"] == pytest.approx(means[entry["name"]], rel=1e-12)
+        assert entry["sd"]["ndcg@100"] == pytest.approx(abs(a - b) / 2**0.5, rel=1e-9)
+    # two values: whichever wins is the smallest or the largest of its grid, and the tables say so
+    edge = "smallest" if chosen["settings"]["lr"] == 0.001 else "largest"
+    assert chosen["at_grid_edge"] == {"lr": edge}
+    table = pd.read_csv(demo_copy / f"results/{DATASET}/tuning.csv", keep_default_na=False)
+    assert table.loc[table["chosen"], "at_grid_edge"].tolist() == [f"lr={chosen['settings']['lr']} ({edge})"]
+    assert set(table["n_seeds"]) == {2}
+    summary = (demo_copy / f"results/{DATASET}/summary.md").read_text()
+    assert f"- ease: the search chose lr={chosen['settings']['lr']} ({edge}) of its grid" in summary
+
+
+def selected_of(workdir: Path, name: str) -> dict:
+    return yaml.safe_load((workdir / f"results/{DATASET}/{name}/selected.yaml").read_text())
+
+
 def test_per_user_means_are_the_metrics_and_the_tables_test_against_ease(completed_demo):
     config = read_config(completed_demo)
     results = completed_demo / "results" / DATASET

@@ -17,6 +17,7 @@ import pytest
 
 from semtail import workflow as plan
 from workflow_runs import (
+    FULL_JOB_BLOCKS,
     REPO,
     copy_repo,
     dry_run_blocks,
@@ -61,12 +62,45 @@ def test_snakefiles_are_snakefmt_formatted():
 def test_every_job_has_a_log(tmp_path):
     workdir = copy_repo(tmp_path / "repo", raw_cache=False)
     write_config(workdir, reduced_config())
-    blocks = dry_run_blocks(snakemake(workdir, "--dry-run").stdout)
+    blocks = dry_run_blocks(snakemake(workdir, "--dry-run", FULL_JOB_BLOCKS).stdout)
     rules = {rule for rule, _ in blocks}
     assert {"download", "preprocess", "train", "evaluate", "aggregate", "plot", "plot_weight_landscape"} <= rules
     for rule, fields in blocks:
         if rule != "all":
             assert fields.get("log", "").startswith("logs/"), f"rule {rule} has no log: {fields}"
+
+
+def test_the_default_console_prints_one_line_per_job_and_the_plan(tmp_path):
+    """profiles/default: each job as its rule and wildcards, after a timestamp; then the job counts
+    and reasons. FULL_JOB_BLOCKS gives back Snakemake's block per job."""
+    workdir = copy_repo(tmp_path / "repo", raw_cache=False)
+    config = reduced_config(seeds=(0, 1))
+    config["tuning"] = {"seeds": [0, 3], "grids": {"ease": {"lr": [0.001]}}}
+    write_config(workdir, config)
+    full = dry_run_blocks(snakemake(workdir, "--dry-run", FULL_JOB_BLOCKS).stdout)
+    quiet = snakemake(workdir, "--dry-run").stdout
+    job_lines = re.findall(r"^Job \d+: (.*)$", quiet, flags=re.MULTILINE)
+    expected = []
+    for rule, fields in full:
+        wildcards = dict(pair.split("=", 1) for pair in fields.get("wildcards", "").split(", ") if pair)
+        if rule in ("train", "evaluate"):
+            expected.append(f"{rule} {wildcards['dataset']} {wildcards['method']} seed {wildcards['seed']}")
+        elif rule in ("tune_candidate", "tune_candidate_seed"):
+            seed = wildcards.get("seed", "0")
+            expected.append(f"tune_candidate {wildcards['dataset']} ease {wildcards['candidate']} seed {seed}: {{'lr': 0.001}}")
+        elif rule == "all":
+            expected.append("all: the workflow's targets")
+        elif rule == "select_hyperparameters":
+            expected.append(f"{rule} {wildcards['dataset']} {wildcards['method']}")
+        else:
+            expected.append(f"{rule} {wildcards['dataset']}")
+    assert sorted(job_lines) == sorted(expected) and len(job_lines) >= 20
+    assert "tune_candidate ml-100k ease" in quiet and "seed 3: {'lr': 0.001}" in quiet
+    # besides a timestamp and a line per job: the plan's job counts (twice: before and after the
+    # search's selection) and its reasons, a few dozen lines in all whatever the number of jobs
+    other = [line for line in quiet.splitlines() if not re.match(r"^(Job \d+: |\[\w{3} \w{3} +\d+ [\d:]+ \d{4}\]$)", line)]
+    assert len(other) <= 70, "\n".join(other)
+    assert "output:" not in quiet and "reason:" not in quiet and "Job stats:" in quiet and "Reasons:" in quiet
 
 
 def test_scripts_survive_snakemakes_script_preamble():

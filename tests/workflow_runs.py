@@ -30,6 +30,9 @@ TEST_CONFIG = "test-config.yaml"
 SECOND_DATASET = "ml-100k-min50"
 SGD_METHODS = tuple(name for name, method in registry.methods().items() if method.training == "sgd")
 ON_BASE_METHODS = ("rerank", "post")  # their training reads the model file of the run their `base` names
+# The default profile prints one line per job; this gives back Snakemake's block per job (rule,
+# output, log, wildcards, reason, resources), which dry_run_blocks reads.
+FULL_JOB_BLOCKS = "--quiet=host"
 SNAKEMAKE_TIMEOUT_S = 900  # hangs are silent: every snakemake call is bounded
 
 
@@ -170,7 +173,8 @@ def dry_run_blocks(output: str) -> list[tuple[str, dict[str, str]]]:
 def planned_jobs(workdir: Path, *args: str, configfile: str | None = TEST_CONFIG) -> dict[Job, str]:
     """The jobs `snakemake --dry-run` would run, each with Snakemake's reason for it."""
     jobs: dict[Job, str] = {}
-    for rule, fields in dry_run_blocks(snakemake(workdir, "--dry-run", *args, configfile=configfile).stdout):
+    done = snakemake(workdir, "--dry-run", FULL_JOB_BLOCKS, *args, configfile=configfile)
+    for rule, fields in dry_run_blocks(done.stdout):
         if rule == "all":
             continue
         wildcards = {}

@@ -2,7 +2,7 @@
 reference marked, flags of semtail/flags.py), paper_comparison.{csv,md,tex} and significance.csv
 (paired tests over the test users and seeds against the reference method, semtail/significance.py)."""
 
-from semtail import flags, run_metrics, significance, tables
+from semtail import flags, run_metrics, selection, significance, tables
 from semtail.files import atomic_path, write_text
 from semtail.script_io import plain, script_run, setup_logging
 
@@ -30,7 +30,8 @@ disagreements = flags.seed_disagreements(runs, compare["reference"], unchanged)
 
 with atomic_path(run.output.summary_csv) as tmp:
     summary.to_csv(tmp, index=False)
-write_text(run.output.summary_md, tables.summary_markdown(summary, dataset, tests, disagreements, unchanged))
+grid_edges = selection.grid_edge_markdown(plain(run.params.get("grid_edge_warnings", [])))
+write_text(run.output.summary_md, tables.summary_markdown(summary, dataset, tests, disagreements, unchanged) + grid_edges)
 write_text(run.output.summary_tex, tables.summary_latex(summary, dataset, tests, disagreements))
 with atomic_path(run.output.comparison_csv) as tmp:
     comparison.to_csv(tmp, index=False)

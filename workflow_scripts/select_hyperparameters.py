@@ -1,11 +1,12 @@
-"""Choose a method's hyperparameters from its candidates' validation metrics: selected.yaml.
+"""Choose a method's hyperparameters from its candidates' validation metrics (each the mean over
+the search seeds): selected.yaml.
 
 Snakemake runs it from rules/tuning.smk (a checkpoint: the train jobs read the choice). By hand:
 
     python workflow_scripts/select_hyperparameters.py \\
         --input candidates=results/ml-100k/ease/tuning/a1b2c3d4e5/validation.json,... \\
         --output selected=/tmp/selected.yaml --param dataset=ml-100k --param method=ease \\
-        --param trains=ease --param metric=ndcg@100 --param 'within={}' --param seed=0
+        --param trains=ease --param metric=ndcg@100 --param 'within={}' --param 'seeds=[0]'
 """
 
 from semtail.files import read_json
@@ -28,7 +29,7 @@ document = selected_document(
     records=records,
     metric=str(run.params.metric),
     within=plain(run.params.within),
-    seed=int(run.params.seed),
+    seeds=[int(seed) for seed in run.params.seeds],
 )
 write_selected(run.output.selected, document)
 chosen = next(c for c in document["candidates"] if c["chosen"])

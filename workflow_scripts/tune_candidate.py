@@ -27,6 +27,11 @@ from semtail.validation import train_and_validate  # noqa: E402
 run = script_run(globals(), "Train one candidate of a hyperparameter search and score it on the validation users.")
 log = setup_logging(run, "tune_candidate")
 params = run.params
+# The log's name is the candidate's hash: its first line says what the candidate is.
+log.info(
+    "%s %s candidate %s, seed %s: %s",
+    params.dataset, params.get("variant") or params.method, params.candidate, params.seed, plain(params.settings),
+)  # fmt: skip
 with ending_on_signal(log):
     record, training = train_and_validate(
         candidate=str(params.candidate),

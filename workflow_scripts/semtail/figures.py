@@ -32,6 +32,7 @@ SPARE_COLOURS = [
     "#ff9896", "#9467bd", "#98df8a", "#c49c94", "#f7b6d2", "#dbdb8d", "#9edae5", "#000000",
 ]  # fmt: skip
 N_POPULARITY_GROUPS = 10
+MIN_HELDOUT_ITEMS = 30  # a popularity group with fewer held-out items is marked as too few to mean much
 LANDSCAPE_SEED = 0
 logging.getLogger("matplotlib.category").setLevel(logging.WARNING)  # seaborn's categorical axes, at INFO
 
@@ -195,51 +196,100 @@ def coverage_at_k_figure(runs: list[Run], dataset: str) -> plt.Figure:
     return figure
 
 
-# ---- 2. item recall by popularity decile ----
+# ---- 2. item recall by popularity ----
 
 
-def popularity_groups(popularity: np.ndarray, n_groups: int = N_POPULARITY_GROUPS) -> np.ndarray:
-    """Per item, its group 1..n_groups by training popularity: items sorted by popularity (ties by
-    item index) and cut into n_groups groups of equal size (sizes differ by at most one)."""
-    order = np.lexsort((np.arange(popularity.size), popularity))
-    groups = np.empty(popularity.size, dtype=np.int64)
-    for group, members in enumerate(np.array_split(order, n_groups), start=1):
-        groups[members] = group
-    return groups
+def popularity_groups(popularity: np.ndarray, n_groups: int = N_POPULARITY_GROUPS, weights: np.ndarray | None = None) -> np.ndarray:
+    """Per item, its group 1..g (g ≤ n_groups) by training popularity, each group about an equal
+    share of the items' `weights` (default: their popularity, so a share of the training
+    interactions), and items of equal popularity always in one group.
+
+    The distinct popularity values in ascending order each hold the weights of their items; a value
+    goes to the group in which the middle of its weight falls (group j covers the shares
+    (j − 1)/n_groups to j/n_groups of the total). Groups left empty, because one value holds more
+    than a group's share, are skipped, so the groups are numbered 1..g without gaps. With no weight
+    at all, every item is in group 1."""
+    weights = popularity if weights is None else weights
+    values, inverse = np.unique(popularity, return_inverse=True)
+    mass = np.bincount(inverse.ravel(), weights=np.asarray(weights, dtype=np.float64), minlength=values.size)
+    total = mass.sum()
+    if total <= 0:
+        return np.ones(popularity.size, dtype=np.int64)
+    middle = (np.cumsum(mass) - mass / 2) / total
+    group_of_value = np.minimum((middle * n_groups).astype(np.int64), n_groups - 1)
+    _, group_of_value = np.unique(group_of_value, return_inverse=True)  # renumbered without gaps
+    return group_of_value[inverse.ravel()] + 1
 
 
 def item_recall_by_group(items: dict[str, np.ndarray], k: int, n_groups: int = N_POPULARITY_GROUPS) -> pd.DataFrame:
-    """Item Recall@k per popularity group, averaged over the group's items with held-out positives
-    (NaN for a group without any), and how many such items the group has."""
-    groups = popularity_groups(items["train_popularity"], n_groups)
+    """Per popularity group: its training-popularity range, its items, its items held out at least
+    once (`n_heldout_items`) and their held-out interactions, and Item Recall@k averaged over its
+    held-out items (NaN for a group without any). The groups (popularity_groups) each hold about an
+    equal share of the items held out at least once, the items that the means are over, so that
+    no group's mean rests on a handful of them while another's rests on thousands. `enough`:
+    whether the group has at least MIN_HELDOUT_ITEMS held-out items, below which its mean is mostly
+    noise (a tie of many items, or a small test split)."""
+    popularity = items["train_popularity"]
     held = items["heldout_count"] > 0
+    groups = popularity_groups(popularity, n_groups, weights=held)
     per_item = np.zeros(groups.size)
     per_item[held] = items[f"hits_at_{k}"][held] / items["heldout_count"][held]
     rows = []
-    for group in range(1, n_groups + 1):
-        members = (groups == group) & held
-        rows.append({"group": group, "item_recall": per_item[members].mean() if members.any() else np.nan, "n_items": int(members.sum())})
+    for group in range(1, int(groups.max()) + 1):
+        members = groups == group
+        held_members = members & held
+        rows.append({
+            "group": group,
+            "popularity_min": int(popularity[members].min()),
+            "popularity_max": int(popularity[members].max()),
+            "n_items": int(members.sum()),
+            "n_heldout_items": int(held_members.sum()),
+            "n_heldout": int(items["heldout_count"][members].sum()),
+            "item_recall": per_item[held_members].mean() if held_members.any() else np.nan,
+            "enough": bool(held_members.sum() >= MIN_HELDOUT_ITEMS),
+        })  # fmt: skip
     return pd.DataFrame(rows)
 
 
+def popularity_group_label(row) -> str:
+    """An x tick label: the group's popularity range, its items, its held-out items, and a mark when
+    they are too few."""
+    low, high = row["popularity_min"], row["popularity_max"]
+    label = f"{low:,}" if low == high else f"{low:,}–{high:,}"
+    label += f"\n{row['n_items']:,} items\n{row['n_heldout_items']:,} held out"
+    return label + ("" if row["enough"] else "\ntoo few")
+
+
 def item_recall_by_popularity_figure(runs: list[Run], dataset: str, k: int = 100) -> plt.Figure:
+    """Item Recall@k per popularity group, one bar per method (mean over seeds, ±1 SD); a group with
+    too few held-out items is drawn hatched and faded."""
     _style()
     drawn = styles(_methods(runs))
-    frames = []
-    for run in runs:
-        frame = item_recall_by_group(run.items(), k)
-        frames.append(frame.assign(method=drawn[run.method].label, seed=run.seed))
-    frame = pd.concat(frames, ignore_index=True)
-    colours = {style.label: style.colour for style in drawn.values()}
-    figure, axes = plt.subplots(figsize=(9, 4.8))
-    sns.barplot(data=frame, x="group", y="item_recall", hue="method", palette=colours, errorbar="sd", ax=axes, capsize=0.1, err_kws={"linewidth": 1})
-    counts = item_recall_by_group(runs[0].items(), k)["n_items"]  # the same test split for every run
-    axes.set_xticks(range(len(counts)), [f"{g}\nn={n}" for g, n in enumerate(counts, start=1)])
-    axes.set_xlabel(
-        f"training-popularity decile of the item (1 = least popular {100 // N_POPULARITY_GROUPS}% of items); "
-        "n: its items held out at least once"
+    frame = pd.concat(
+        [item_recall_by_group(run.items(), k).assign(method=run.method, seed=run.seed) for run in runs], ignore_index=True
     )
-    axes.set_ylabel(f"Item Recall@{k}\n(mean over the decile's items held out at least once)")
+    groups = item_recall_by_group(runs[0].items(), k)  # the same test split for every run
+    summary = frame.groupby(["method", "group"], sort=False)["item_recall"].agg(["mean", "std"])
+    methods = _methods(runs)
+    width = 0.8 / len(methods)
+    figure, axes = plt.subplots(figsize=(max(9.0, 1.0 * len(groups) + 2), 5.2))
+    for index, method in enumerate(methods):
+        x = np.arange(len(groups)) - 0.4 + width * (index + 0.5)
+        rows = summary.loc[method].reindex(groups["group"])
+        bars = axes.bar(x, rows["mean"], width, yerr=rows["std"].fillna(0), color=drawn[method].colour,
+                        label=drawn[method].label, capsize=2, error_kw={"linewidth": 1})  # fmt: skip
+        for bar, enough in zip(bars, groups["enough"]):
+            if not enough:
+                bar.set_alpha(0.35)
+                bar.set_hatch("//")
+    axes.set_xticks(range(len(groups)), [popularity_group_label(row) for _, row in groups.iterrows()], fontsize=8)
+    axes.set_xlabel(
+        f"training popularity of the item (users with it), in groups of about 1/{N_POPULARITY_GROUPS} of the items held "
+        "out at least once each, equal popularity never split;\nunder each group: its items, and those held out at least "
+        f"once; hatched, \"too few\": under {MIN_HELDOUT_ITEMS} held out"
+    )
+    axes.set_ylabel(f"Item Recall@{k}\n(mean over the group's items held out at least once)")
+    axes.set_ylim(bottom=0)
     axes.set_title(
         f"{dataset}: Item Recall@{k} by item popularity, over the items held out at least once\n"
         f"(never held out, an item would count 0); error bars: ±1 SD over seeds ({_runs_note(runs)})"

@@ -5,7 +5,7 @@ The config's `tuning:` block (schemas/config.schema.yaml):
 
     tuning:
       metric: ndcg@100            # maximised on the validation users, never the test users
-      seed: 0                     # the seed every candidate trains with
+      seeds: [0, 1, 2]            # each candidate trains once per seed (or `seed: 0`, one seed)
       grids:                      # per name in `methods:`; a name without a grid is not tuned
         ease: {lr: [0.001, 0.003], wd: [0.01, 0.1]}
         rerank:                   # a list of grids: their union
@@ -18,7 +18,10 @@ The config's `tuning:` block (schemas/config.schema.yaml):
 
 A candidate is the method's (or variant's) resolved hyperparameters with one combination of the
 grid's values on top. Its name is a hash of that combination alone, so adding a value to a grid
-adds candidates and leaves the others' names, files and jobs as they were.
+adds candidates and leaves the others' names, files and jobs as they were. A candidate is trained
+and scored once per search seed, one job each; the first seed's file is
+tuning/<candidate>/validation.json (the path of a single-seed search), a further seed s's
+tuning/<candidate>/seed<s>/validation.json, so adding seeds to a search runs only the new seeds.
 
 Nothing here imports torch: the Snakefile plans with it (rules/common.smk).
 """
@@ -140,8 +143,12 @@ def find_candidate(config: dict, dataset: str, name: str, candidate_name_: str) 
     raise ConfigError(f"tuning: {dataset}/{name} has no candidate named {candidate_name_!r} in its grid")
 
 
-def search_seed(config: dict) -> int:
-    return int(tuning_settings(config).get("seed", DEFAULT_SEED))
+def search_seeds(config: dict) -> list[int]:
+    """The seeds every candidate trains with: `tuning.seeds`, else [`tuning.seed`], else [0]."""
+    tuning = tuning_settings(config)
+    if "seeds" in tuning:
+        return [int(seed) for seed in tuning["seeds"]]
+    return [int(tuning.get("seed", DEFAULT_SEED))]
 
 
 def selection_rule(config: dict, name: str) -> dict:
@@ -158,22 +165,32 @@ def search_dir(config: dict, dataset: str, name: str) -> str:
     return f"{results_root(config)}/{dataset}/{name}"
 
 
-def candidate_file(config: dict, dataset: str, name: str, candidate: str) -> str:
-    return f"{search_dir(config, dataset, name)}/tuning/{candidate}/validation.json"
+def candidate_file(config: dict, dataset: str, name: str, candidate: str, seed: int | None = None) -> str:
+    """A candidate's validation.json for one search seed (default: the first)."""
+    if seed is None or int(seed) == search_seeds(config)[0]:
+        return f"{search_dir(config, dataset, name)}/tuning/{candidate}/validation.json"
+    return f"{search_dir(config, dataset, name)}/tuning/{candidate}/seed{int(seed)}/validation.json"
 
 
 def selected_file(config: dict, dataset: str, name: str) -> str:
     return f"{search_dir(config, dataset, name)}/selected.yaml"
 
 
+def candidate_checkpoint(config: dict, dataset: str, name: str, candidate: str, seed: int | None = None) -> str:
+    """Where a candidate's training keeps its checkpoint: beside its validation.json."""
+    return candidate_file(config, dataset, name, candidate, seed).rsplit("/", 1)[0] + "/checkpoint.pt"
+
+
 def candidate_files(config: dict, dataset: str, name: str) -> list[str]:
-    """The validation.json of every candidate of a name, in grid order."""
-    return [candidate_file(config, dataset, name, c.name) for c in candidates(config, dataset, name)]
+    """The validation.json of every candidate of a name and search seed: grid order, then seed order."""
+    seeds = search_seeds(config)
+    return [candidate_file(config, dataset, name, c.name, seed) for c in candidates(config, dataset, name) for seed in seeds]
 
 
-def candidate_inputs(config: dict, dataset: str, name: str) -> dict:
-    """A candidate job's inputs: the split, and for rerank its base's model of the search seed."""
-    return train_inputs(config, dataset, name, search_seed(config))
+def candidate_inputs(config: dict, dataset: str, name: str, seed: int | None = None) -> dict:
+    """A candidate job's inputs: the split, and for rerank its base's model of the same seed
+    (default: the first search seed)."""
+    return train_inputs(config, dataset, name, search_seeds(config)[0] if seed is None else int(seed))
 
 
 def selected_files(config: dict, dataset: str) -> list[str]:
@@ -213,6 +230,11 @@ def check_tuning(config: dict) -> None:
     tuning = tuning_settings(config)
     if not tuning:
         return
+    if "seed" in tuning and "seeds" in tuning:
+        raise ConfigError("tuning: give `seeds` (a list) or `seed` (one seed), not both")
+    seeds = search_seeds(config)
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"tuning.seeds: {seeds} lists a seed twice")
     check_metric(config, "tuning.metric", tuning.get("metric", DEFAULT_METRIC))
     for name, rule in tuning.get("selection", {}).items():
         if name not in config["methods"]:

@@ -442,6 +442,7 @@ BENCHMARKS = {
     "plot_weight_landscape": "benchmarks/plot_weight_landscape/{dataset}.jsonl",
     "plot_adversary": "benchmarks/plot_adversary/{dataset}.jsonl",
     "tune_candidate": "benchmarks/tune_candidate/{dataset}/{method}/{candidate}.jsonl",
+    "tune_candidate_seed": "benchmarks/tune_candidate/{dataset}/{method}/{candidate}.seed{seed}.jsonl",
     "select_hyperparameters": "benchmarks/select_hyperparameters/{dataset}/{method}.jsonl",
     "tuning_table": "benchmarks/tuning_table/{dataset}.jsonl",
 }
@@ -464,7 +465,10 @@ def benchmark_files(config: dict) -> list[str]:
 
         files += [of("download"), of("preprocess", split=split_key(config, dataset))]
         for name in tuning.tuned_names(config, dataset):
-            files += [of("tune_candidate", method=name, candidate=c.name) for c in tuning.candidates(config, dataset, name)]
+            _, *further = tuning.search_seeds(config)
+            for c in tuning.candidates(config, dataset, name):
+                files.append(of("tune_candidate", method=name, candidate=c.name))
+                files += [of("tune_candidate_seed", method=name, candidate=c.name, seed=seed) for seed in further]
             files.append(of("select_hyperparameters", method=name))
         if tuning.tuned_names(config, dataset):
             files.append(of("tuning_table"))

@@ -9,6 +9,9 @@ factorisation; B is stored in float32.
 
 from __future__ import annotations
 
+import logging
+import time
+
 import scipy.sparse as sp
 import torch
 
@@ -30,11 +33,16 @@ DECLARATION = {
 
 # Dense column blocks of X used to build XᵀX hold at most this many entries (float32).
 GRAM_BLOCK_ENTRIES = 2**26
+PROGRESS_SECONDS = 10.0  # at most one log line per this many seconds while XᵀX is built
+
+_log = logging.getLogger(__name__)
 
 
-def gram_matrix(interactions: sp.csr_matrix, device: torch.device) -> torch.Tensor:
-    """XᵀX in float64 on `device`, built from sparse × dense-column-block products."""
+def gram_matrix(interactions: sp.csr_matrix, device: torch.device, log: logging.Logger = _log) -> torch.Tensor:
+    """XᵀX in float64 on `device`, built from sparse × dense-column-block products; its progress
+    logged at most every PROGRESS_SECONDS."""
     n_users, n_items = interactions.shape
+    started = last_logged = time.monotonic()
     items_by_users = to_torch_csr(interactions.T.tocsr(), device)
     by_column = interactions.tocsc()
     block = max(1, GRAM_BLOCK_ENTRIES // max(n_users, 1))
@@ -44,17 +52,28 @@ def gram_matrix(interactions: sp.csr_matrix, device: torch.device) -> torch.Tens
         # Sums of 0/1 products below 2**24 are exact in float32.
         gram[:, start : start + block] = torch.sparse.mm(items_by_users, columns).double()
         del columns
+        done = min(start + block, n_items)
+        if time.monotonic() - last_logged >= PROGRESS_SECONDS and done < n_items:
+            last_logged = time.monotonic()
+            log.info("XᵀX: %d of %d item columns, %.0f s", done, n_items, last_logged - started)
+    log.info("XᵀX: %d item columns in %.1f s", n_items, time.monotonic() - started)
     return gram
 
 
-def closed_form(interactions: sp.csr_matrix, l2: float, device: torch.device) -> torch.Tensor:
-    """Steck's B for the training matrix, float32 on `device`, zero diagonal."""
-    gram = gram_matrix(interactions, device)
+def closed_form(interactions: sp.csr_matrix, l2: float, device: torch.device, log: logging.Logger = _log) -> torch.Tensor:
+    """Steck's B for the training matrix, float32 on `device`, zero diagonal. Each step is logged
+    as it starts, with the time taken so far: the factorisation and the inverse take one call each."""
+    started = time.monotonic()
+    gram = gram_matrix(interactions, device, log)
     gram.diagonal().add_(l2)
+    n_items = gram.shape[0]
+    log.info("Cholesky factorisation of the %d × %d Gram matrix (%.0f s so far)", n_items, n_items, time.monotonic() - started)
     factor = torch.linalg.cholesky(gram)
     del gram
+    log.info("inverse from the Cholesky factor (%.0f s so far)", time.monotonic() - started)
     precision = torch.cholesky_inverse(factor)  # P = (XᵀX + λI)⁻¹
     del factor
+    log.info("B from the inverse (%.0f s so far)", time.monotonic() - started)
     weights = precision.div_(-precision.diagonal().clone())  # −P_ij / P_jj: divides column j
     return zero_diagonal_(weights).float()
 
@@ -63,7 +82,7 @@ def fit(data: TrainingData, hyperparameters: dict, run: Run) -> Fitted:
     l2 = float(hyperparameters["l2"])
     run.log.info("closed-form EASE with l2=%g on %d items", l2, data.n_items)
     try:
-        weights = closed_form(data.train, l2, run.device)
+        weights = closed_form(data.train, l2, run.device, run.log)
     except torch.linalg.LinAlgError as error:
         raise ValueError(too_small_l2(run, l2)) from error
     if not bool(torch.isfinite(weights).all()):
