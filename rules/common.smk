@@ -277,7 +277,7 @@ def visible_gpu_count():
 
 
 def job_on_gpu(rule_name, planned_gpus):
-    """Whether a job of the rule `rule_name` will use a GPU (semtail/workflow.py:runs_on_gpu):
+    """Whether a job of `rule_name` will use a GPU (semtail/workflow.py, runs_on_gpu):
     by its `gpu` resource after --set-resources, and this run's `gpu` limit or a cluster.
     """
     gpus = set_resource(rule_name, "gpu")
