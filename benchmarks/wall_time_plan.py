@@ -10,9 +10,10 @@ A training job of the paper runs its config's epochs (an upper bound: early stop
 sooner): its rehearsal's time outside the epochs (start-up, loading, writing), plus the mean epoch
 of the rehearsal (training and validation) times the paper's epochs. Every (method, seed) run of
 the paper is one training and one evaluation; with N workers a dataset takes at least its longest
-chain (download, preprocessing, the longest training and its base's, an evaluation, the tables),
-else its total over N. Datasets are named as in the rehearsal; `-shape` is dropped to find the
-paper's.
+chain (download, preprocessing, the longest training, with its base's for rerank and post, an
+evaluation, the tables),
+else its total over N. A rehearsal dataset plans the paper's of its name without `-shape`, or the
+one `--as NAME=PAPER_NAME` gives it.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import yaml
 
+from semtail import registry
 from semtail import workflow as plan
 from semtail.modelfile import load_model
 from semtail.resource_check import read_record
@@ -61,7 +63,7 @@ def mib(value) -> str:
     return "–" if value is None else f"{value:,.0f}"
 
 
-def plan_tables(config: dict, paper: dict, root: Path, label: str, workers: list[int]) -> str:
+def plan_tables(config: dict, paper: dict, root: Path, label: str, workers: list[int], names: dict | None = None) -> str:
     jobs = measured(config, root)
     lines = [f"Measured on {label}, experiment `{config.get('experiment', '')}`, {len(jobs)} jobs.", ""]
     lines += [
@@ -70,10 +72,10 @@ def plan_tables(config: dict, paper: dict, root: Path, label: str, workers: list
     ]
     totals = {}
     for dataset in config["datasets"]:
-        paper_dataset = dataset.removesuffix("-shape")
+        paper_dataset = (names or {}).get(dataset, dataset.removesuffix("-shape"))
         paper_config = paper if paper_dataset in paper["datasets"] else config
         seeds = len(paper_config["seeds"])
-        run_seconds, chains = 0.0, []
+        run_seconds, chains, trains = 0.0, {}, {}
         for name in config["methods"]:
             train = jobs.get(("train", dataset, name))
             evaluation = jobs.get(("evaluate", dataset, name))
@@ -91,19 +93,25 @@ def plan_tables(config: dict, paper: dict, root: Path, label: str, workers: list
                 f"{evaluation['s']:,.0f} | {mib(train['max_rss'])} | {mib(evaluation['max_rss'])} | {mib(model_mb)} |"
             )
             run_seconds += seeds * (paper_train + evaluation["s"])
-            chains.append(paper_train + evaluation["s"])
+            trains[name] = paper_train
+            chains[name] = paper_train + evaluation["s"]
         fixed = sum(jobs.get((rule, dataset, None), {}).get("s", 0.0) for rule in ("download", "preprocess"))
         tables = sum(
             jobs.get((rule, dataset, None), {}).get("s", 0.0)
             for rule in ("aggregate", "plot", "plot_weight_landscape", "plot_adversary")
         )
-        # on-base methods wait for their base's training: the longest chain holds two trainings
-        chain = fixed + (2 * max(chains) if chains else 0.0) + tables
+        # an on-base method's training waits for its base's
+        for name in chains:
+            hyperparameters = plan.resolve_hyperparameters(config, dataset, name)
+            if registry.declaration(plan.method_of(config, name)).training == "on_base":
+                chains[name] += trains.get(hyperparameters["base"], 0.0)
+        chain = fixed + max(chains.values(), default=0.0) + tables
         totals[dataset] = (fixed + run_seconds + tables, chain)
     lines += ["", "| paper run, expected wall time | " + " | ".join(f"{n} worker{'s' if n > 1 else ''}" for n in workers) + " |"]
     lines.append("|---|" + "---|" * len(workers))
     for dataset, (total, chain) in totals.items():
-        lines.append(f"| {dataset} | " + " | ".join(hours(max(chain, total / n)) for n in workers) + " |")
+        planned = names.get(dataset, dataset.removesuffix("-shape")) if names else dataset.removesuffix("-shape")
+        lines.append(f"| {dataset} as {planned} | " + " | ".join(hours(max(chain, total / n)) for n in workers) + " |")
     everything = sum(total for total, _ in totals.values())
     longest = max((chain for _, chain in totals.values()), default=0.0)
     lines.append("| all | " + " | ".join(hours(max(longest, everything / n)) for n in workers) + " |")
@@ -121,10 +129,12 @@ def main() -> None:
     parser.add_argument("--root", default=".", help="the folder the rehearsal ran in")
     parser.add_argument("--label", required=True, help="the machine the rehearsal ran on, for the table")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--as", dest="names", nargs="*", default=[], metavar="NAME=PAPER_NAME")
     args = parser.parse_args()
+    names = dict(pair.split("=", 1) for pair in args.names)
     config = yaml.safe_load(Path(args.config).read_text())
     paper = yaml.safe_load(Path(args.paper).read_text())
-    print(plan_tables(config, paper, Path(args.root), args.label, args.workers), end="")
+    print(plan_tables(config, paper, Path(args.root), args.label, args.workers, names), end="")
 
 
 if __name__ == "__main__":

@@ -326,6 +326,9 @@ def resource(kind, stage, hyperparameters=None, rule_name=None):
     search selected; a candidate's). The runtime is the device's the job will use (job_on_gpu)
     of the rule (`rule_name`, by default the stage's name)."""
 
+    # The rule's name as --set-resources gives it: prefixed where this workflow is a module.
+    full_name = workflow.modifier.modify_rulename(rule_name or stage)
+
     def value(wildcards, input, attempt):
         if getattr(input, "stats", None):
             stats_file = input.stats
@@ -342,7 +345,7 @@ def resource(kind, stage, hyperparameters=None, rule_name=None):
             stats_file=stats_file,
             hyperparameters=sizing_hyperparameters(hyperparameters, wildcards),
             on_gpu=job_on_gpu(
-                rule_name or stage,
+                full_name,
                 plan.job_gpus(config, stage, getattr(wildcards, "method", None)),
             ),
         )[kind]
@@ -365,7 +368,7 @@ def visible_gpu_count():
 
 
 def job_on_gpu(rule_name, planned_gpus):
-    """Whether a job of `rule_name` will use a GPU (plan.runs_on_gpu), decided
+    """Whether a job of `rule_name` will use a GPU (semtail/workflow.py, runs_on_gpu):
     by its `gpu` resource after --set-resources, and this run's `gpu` limit or a cluster.
     """
     gpus = set_resource(rule_name, "gpu")

@@ -67,7 +67,7 @@ def test_a_parent_workflow_plans_the_demo(tmp_path):
     assert jobs == {
         "semtail_download": 1, "semtail_preprocess": 1, "semtail_train": runs, "semtail_evaluate": runs,
         "semtail_aggregate": 1, "semtail_plot": 1, "semtail_plot_weight_landscape": 1, "semtail_plot_adversary": 1,
-        "semtail_all": 1,
+        "semtail_resources_table": 1, "semtail_all": 1,
     }  # fmt: skip
     blocks = dict(dry_run_blocks(done.stdout))
     assert blocks["semtail_aggregate"]["output"].startswith("results/ml-100k/summary.csv")  # in the parent's folder

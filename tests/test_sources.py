@@ -401,7 +401,7 @@ def test_all_failed_says_how_to_set_a_local_source(tmp_path):
 @pytest.mark.parametrize(
     "entry, problem",
     [
-        ({"url": "http://x/a.zip", "path": "/a", "format": "ml-20m"}, "exactly one of url, path or pypi"),
+        ({"url": "http://x/a.zip", "path": "/a", "format": "ml-20m"}, "exactly one of url, path, pypi or synthetic"),
         ({"url": "ftp://x/a.zip", "format": "ml-20m"}, "must start with http://"),
         ({"url": "http://x/a.zip", "format": "ml-1m"}, "format 'ml-1m' is not one of"),
         ({"url": "http://x/a.zip", "format": "ml-20m", "md55": "0"}, "unknown keys ['md55']"),
