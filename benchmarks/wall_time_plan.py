@@ -74,7 +74,6 @@ def plan_tables(config: dict, paper: dict, root: Path, label: str, workers: list
     for dataset in config["datasets"]:
         paper_dataset = (names or {}).get(dataset, dataset.removesuffix("-shape"))
         paper_config = paper if paper_dataset in paper["datasets"] else config
-        seeds = len(paper_config["seeds"])
         run_seconds, chains, trains = 0.0, {}, {}
         for name in config["methods"]:
             train = jobs.get(("train", dataset, name))
@@ -92,7 +91,8 @@ def plan_tables(config: dict, paper: dict, root: Path, label: str, workers: list
                 f"| {dataset} | {name} | {'–' if epochs is None else f'{epochs[0]:,.1f}'} | {train['s']:,.0f} | "
                 f"{evaluation['s']:,.0f} | {mib(train['max_rss'])} | {mib(evaluation['max_rss'])} | {mib(model_mb)} |"
             )
-            run_seconds += seeds * (paper_train + evaluation["s"])
+            runs = len(plan.run_seeds(paper_config, paper_dataset if paper_config is paper else dataset, name))
+            run_seconds += runs * (paper_train + evaluation["s"])
             trains[name] = paper_train
             chains[name] = paper_train + evaluation["s"]
         fixed = sum(jobs.get((rule, dataset, None), {}).get("s", 0.0) for rule in ("download", "preprocess"))

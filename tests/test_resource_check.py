@@ -131,7 +131,7 @@ def test_set_resources_gpu_0_declares_cpu_runtimes(tmp_path):
             workdir, *targets, "--dry-run", "--resources", "gpu=1", "--set-resources", "train:gpu=0", "evaluate:gpu=0"
         ).stdout
     )
-    key = ("train", "dataset=ml-20m, method=ease, seed=0")
+    key = ("train", "dataset=ml-20m, method=ease, run=seed0")
     expected = {
         flag: plan.resources(config, "train", "ml-20m", method="ease", stats_file="/nonexistent", on_gpu=flag)["runtime"]
         for flag in (True, False)
@@ -193,9 +193,11 @@ def test_download_of_a_synthetic_source_is_sized_by_its_positives():
 def test_benchmark_files_name_every_job_of_the_default_targets():
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     files = plan.benchmark_files(config)
-    runs = len(config["methods"]) * len(config["seeds"])
+    seed_independent = [m for m in config["methods"] if m in ("mostpop", "ease_closed")]  # one run each
+    runs = (len(config["methods"]) - len(seed_independent)) * len(config["seeds"]) + len(seed_independent)
     assert len(files) == len(set(files)) == 2 + 2 * runs + 4  # data, runs, tables and the four figures' jobs
-    assert "logs/benchmarks/preprocess/ml-100k.jsonl" in files
+    assert f"logs/benchmarks/preprocess/ml-100k/{plan.split_key(config, 'ml-100k')}.jsonl" in files
+    assert "logs/benchmarks/train/ml-100k/mostpop/seed-independent.jsonl" in files
     assert "logs/benchmarks/train/ml-100k/posit/seed2.jsonl" in files
     assert "logs/benchmarks/plot_adversary/ml-100k.jsonl" in files
     rehearsal = yaml.safe_load((REPO / "configs" / "rehearsal.yaml").read_text())

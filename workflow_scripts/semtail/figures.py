@@ -288,7 +288,7 @@ def item_recall_by_popularity_figure(runs: list[Run], dataset: str, k: int = 100
         "out at least once each, equal popularity never split;\nunder each group: its items, and those held out at least "
         f"once; hatched, \"too few\": under {MIN_HELDOUT_ITEMS} held out"
     )
-    axes.set_ylabel(f"Item Recall@{k}\n(mean over the group's held-out items)")
+    axes.set_ylabel(f"Item Recall@{k}, mean over\nthe group's items held out at least once")
     axes.set_ylim(bottom=0)
     axes.set_title(
         f"{dataset}: Item Recall@{k} by item popularity, over the items held out at least once\n"
