@@ -314,24 +314,7 @@ def evaluate_model_file(
     started = time.perf_counter()
     check_ks(evaluation["ks"], split.n_items, (expected or {}).get("dataset"))
     model = load_model(model_path)
-    for key, value in (expected or {}).items():
-        if str(model.get(key)) != str(value):
-            raise ValueError(f"{model_path}: the model file says {key}={model.get(key)!r}, expected {value!r}")
-    if trained_with is not None:
-        found = run_metrics.differences(model.get("hyperparameters"), trained_with["hyperparameters"], "hyperparameters")
-        found += run_metrics.differences(model.get("code_version"), trained_with["code_version"], "code_version")
-        if found:
-            raise ValueError(
-                f"{model_path} was not trained with the current settings: "
-                + "; ".join(f"{key} is {was!r} there, {now!r} now" for key, was, now in found)
-                + f". Retrain it: snakemake --cores all --forcerun {model_path}"
-            )
-    if base_model is not None:
-        referred = (model["base"] or {}).get("path")
-        if referred is None or not Path(referred).resolve() == Path(base_model).resolve():
-            raise ValueError(f"{model_path}: refers to the base model file {referred}, but the job's base is {base_model}")
-    if int(model["n_items"]) != split.n_items:
-        raise ValueError(f"{model_path}: the model has {model['n_items']} items, the split has {split.n_items}")
+    check_model(model, model_path, split, expected, trained_with, base_model)
     result = evaluate_as_configured(scorer(model, device), split, evaluation, device)
     record = {
         "format_version": FORMAT_VERSION,
@@ -363,6 +346,30 @@ def evaluate_model_file(
         "environment": environment(),
     }
     return record, result
+
+
+def check_model(
+    model: dict, model_path: str | Path, split: Split, expected: dict | None, trained_with: dict | None, base_model
+) -> None:
+    """That a loaded model file is the one evaluate_model_file's caller expects (see there), and fits the split."""
+    for key, value in (expected or {}).items():
+        if str(model.get(key)) != str(value):
+            raise ValueError(f"{model_path}: the model file says {key}={model.get(key)!r}, expected {value!r}")
+    if trained_with is not None:
+        found = run_metrics.differences(model.get("hyperparameters"), trained_with["hyperparameters"], "hyperparameters")
+        found += run_metrics.differences(model.get("code_version"), trained_with["code_version"], "code_version")
+        if found:
+            raise ValueError(
+                f"{model_path} was not trained with the current settings: "
+                + "; ".join(f"{key} is {was!r} there, {now!r} now" for key, was, now in found)
+                + f". Retrain it: snakemake --cores all --forcerun {model_path}"
+            )
+    if base_model is not None:
+        referred = (model["base"] or {}).get("path")
+        if referred is None or not Path(referred).resolve() == Path(base_model).resolve():
+            raise ValueError(f"{model_path}: refers to the base model file {referred}, but the job's base is {base_model}")
+    if int(model["n_items"]) != split.n_items:
+        raise ValueError(f"{model_path}: the model has {model['n_items']} items, the split has {split.n_items}")
 
 
 def write_outputs(record: dict, result: Evaluation, metrics_path, topk_path, item_stats_path) -> None:
