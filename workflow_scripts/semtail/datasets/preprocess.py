@@ -5,7 +5,6 @@ so a failure leaves none of them behind."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -19,7 +18,7 @@ import scipy.sparse as sp
 from semtail.datasets import DataError
 from semtail.datasets.formats import FORMATS, RATING_SCALES, Anomalies, read_interactions
 from semtail.datasets.split import MATRICES, PARTS, Split, SplitParameters, liang_split
-from semtail.files import atomic_path, read_json
+from semtail.files import atomic_path, read_json, sha256
 from semtail.provenance import environment
 
 log = logging.getLogger(__name__)
@@ -52,8 +51,7 @@ def read_provenance(provenance_file: str | os.PathLike) -> tuple[str, list[Path]
             )
         expected_sha256 = recorded.get(name, {}).get("sha256")
         if expected_sha256 is not None:
-            with open(path, "rb") as handle:
-                actual = hashlib.file_digest(handle, "sha256").hexdigest()
+            actual = sha256(path)
             if actual != expected_sha256:
                 raise DataError(
                     f"{path}: its sha256 is {actual} now, {expected_sha256} when fetched ({provenance_file}); "
