@@ -60,6 +60,30 @@ def read_provenance(provenance_file: str | os.PathLike) -> tuple[str, list[Path]
     return provenance["format"], files, provenance
 
 
+def log_split(dataset: str, split: Split, stats: dict) -> None:
+    """The filtering steps, the split's sizes and what it dropped, in the log."""
+    for step in split.filtering:
+        log.info("%s: after %s: %s", dataset, step["step"], {k: v for k, v in step.items() if k != "step"})
+    log.info(
+        "%s: %d users (%s), %d items, %d interactions after filtering, %d in the split",
+        dataset, stats["users"], stats["users_per_part"], stats["items"], stats["interactions_after_filtering"],
+        stats["interactions"],
+    )  # fmt: skip
+    for name, detail in stats["matrices"].items():
+        log.info("%s: %s: %s", dataset, name, detail)
+    log_dropped_heldout(dataset, split.dropped_unknown_items)
+
+
+def warn_mismatches(dataset: str, mismatches: list[str]) -> None:
+    banner = "!" * 78
+    log.warning(
+        "\n%s\n%s: THE SPLIT DOES NOT MATCH THE PUBLISHED SIZES\n  %s\n"
+        "Results on it are not comparable with the literature. Check the raw data and the preprocess "
+        "settings.\n%s",
+        banner, dataset, "\n  ".join(mismatches), banner,
+    )  # fmt: skip
+
+
 def rerun_download(provenance_file: Path) -> str:
     """How to take a raw file's new content: this dataset's download again, not every dataset's."""
     return f"rerun the download stage to use it as it is now (snakemake --forcerun {provenance_file})"
@@ -210,25 +234,10 @@ def preprocess(
     count_repeated_pairs(split, anomalies)
     stats = {"dataset": dataset, **split_statistics(split), "data_warnings": anomalies.as_dict()}
     log_anomalies(dataset, raw_format, stats["data_warnings"])
-    for step in split.filtering:
-        log.info("%s: after %s: %s", dataset, step["step"], {k: v for k, v in step.items() if k != "step"})
-    log.info(
-        "%s: %d users (%s), %d items, %d interactions after filtering, %d in the split",
-        dataset, stats["users"], stats["users_per_part"], stats["items"], stats["interactions_after_filtering"],
-        stats["interactions"],
-    )  # fmt: skip
-    for name, detail in stats["matrices"].items():
-        log.info("%s: %s: %s", dataset, name, detail)
-    log_dropped_heldout(dataset, split.dropped_unknown_items)
+    log_split(dataset, split, stats)
     mismatches = expected_mismatches(stats, expected)
     if mismatches:
-        banner = "!" * 78
-        log.warning(
-            "\n%s\n%s: THE SPLIT DOES NOT MATCH THE PUBLISHED SIZES\n  %s\n"
-            "Results on it are not comparable with the literature. Check the raw data and the preprocess "
-            "settings.\n%s",
-            banner, dataset, "\n  ".join(mismatches), banner,
-        )  # fmt: skip
+        warn_mismatches(dataset, mismatches)
     stats.update(
         expected=dict(expected or {}),
         expected_compared_with={key: COMPARED_WITH[key] for key in COMPARED_WITH if key in (expected or {})},
