@@ -1,13 +1,14 @@
 """Results are written whole or not at all."""
 
 import errno
+import hashlib
 import json
 import os
 import stat
 
 import pytest
 
-from semtail.files import atomic_path, read_json, write_json
+from semtail.files import CHUNK_BYTES, Checksums, atomic_path, read_chunks, read_json, sha256, write_json
 
 
 def test_a_failed_write_leaves_neither_the_target_nor_a_temporary(tmp_path):
@@ -63,3 +64,17 @@ def test_a_full_disk_is_named_with_the_path_and_leaves_the_old_result(tmp_path, 
     assert str(caught.value) == f"{said} writing {target}"
     assert json.loads(target.read_text()) == {"ndcg@100": 0.4}
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+
+
+def test_checksums_over_chunks_are_those_of_the_whole_file(tmp_path):
+    data = os.urandom(2 * CHUNK_BYTES + 12345)  # two whole chunks and a part
+    path = tmp_path / "raw.bin"
+    path.write_bytes(data)
+    assert sha256(path) == hashlib.sha256(data).hexdigest()
+    checksums, pieces = Checksums("md5", "sha256"), []
+    with open(path, "rb") as handle:
+        read_chunks(handle, checksums.update, pieces.append)
+    assert [len(piece) for piece in pieces] == [CHUNK_BYTES, CHUNK_BYTES, 12345]
+    assert checksums.bytes == len(data)
+    assert checksums.hexdigest("md5") == hashlib.md5(data).hexdigest()
+    assert checksums.hexdigest() == hashlib.sha256(data).hexdigest()

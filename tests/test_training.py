@@ -14,7 +14,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from method_settings import completed
+from method_settings import completed, sgd_methods
 from semtail import training
 from semtail.checkpoint_cadence import check_checkpoint_cadence
 from semtail.models.base import Run
@@ -25,16 +25,8 @@ from semtail.train_job import ending_on_signal, fingerprint, train_and_save
 from semtail.training import DeviceRows, TrainingDiverged, validation_ndcg
 
 DATA = training_data(150, 30, 6, 40, seed=0)
-SGD = {"lr": 0.002, "wd": 1e-4, "batch_size": 32, "epochs": 4, "patience": 4, "drop_last": False}
-HYPERPARAMETERS = {
-    "ease": SGD,
-    "ipw": {**SGD, "lam": 2.0, "alpha": 0.05},
-    "cvar": {**SGD, "lam": 1.0, "beta": 0.3, "alr": 1e-4},
-    "posit": {
-        **SGD, "alr": 1.0, "nstd": 1.5, "awd": 1e-4, "adversary": "2mlp3", "signal": "recall", "ones_aware": True,
-        "k": 10, "ties": "share",
-    },
-}  # fmt: skip
+HYPERPARAMETERS = sgd_methods(batch_size=32, epochs=4)
+SGD = HYPERPARAMETERS["ease"]  # the training loop's alone: lr 0.002, wd 1e-4, 4 epochs
 
 
 def fit(method, seed=0, data=DATA, **run_options):

@@ -158,116 +158,123 @@ def evaluate(
     same shape, higher is better.
     """
     device = torch.device(device)
-    ks = run_metrics.metric_ks(ks)
-    list_length = max(ks)
-    n_users, n_items = split.n_test_users, split.n_items
+    n_users = split.n_test_users
     if n_users < coverage_block_size:
         raise ValueError(
             f"evaluation.coverage_block_size is {coverage_block_size}, but there are only {n_users} test "
             "users: coverage needs at least one full block"
         )
     popularity = np.asarray(split.train.sum(axis=0), dtype=np.int64).ravel()
-    is_tail = run_metrics.long_tail_items(popularity, tail_interaction_share)
-    popularity_on_device = torch.as_tensor(popularity, device=device)
-    tail_on_device = torch.as_tensor(is_tail, device=device)
-
-    per_user = {f"{name}@{k}": [] for name in USER_METRICS for k in ks}
-    lists, lists_unmasked = [], []
-    heldout_count = torch.zeros(n_items, dtype=torch.long, device=device)
-    hits = {k: torch.zeros(n_items, dtype=torch.long, device=device) for k in ks}
-    exposure = {k: torch.zeros(n_items, dtype=torch.long, device=device) for k in ks}
-    tail_filled = {k: [0, 0] for k in ks}
-
+    totals = Totals(run_metrics.metric_ks(ks), popularity, run_metrics.long_tail_items(popularity, tail_interaction_share), device)
     with torch.inference_mode():
         for start in range(0, n_users, batch_size):
             stop = min(start + batch_size, n_users)
             fold_in = _dense_rows(split.fold_in, start, stop, device)
-            heldout = _dense_rows(split.heldout, start, stop, device)
             scores = score(fold_in)
             if tuple(scores.shape) != tuple(fold_in.shape):
                 raise ValueError(f"the model's scores have shape {tuple(scores.shape)}, expected {tuple(fold_in.shape)}")
             if torch.isnan(scores).any():
                 raise ValueError(f"the model scored NaN for test users {start}..{stop - 1}")
-            top = metrics.recommend(scores, list_length, exclude=fold_in)
-            lists.append(top.cpu())
-            lists_unmasked.append(metrics.recommend(scores, list_length).cpu())
-            heldout_count += heldout.sum(dim=0).long()
-            for k in ks:
-                per_user[f"ndcg@{k}"].append(metrics.ndcg(top, heldout, k).cpu())
-                per_user[f"recall@{k}"].append(metrics.recall(top, heldout, k).cpu())
-                per_user[f"hit_rate@{k}"].append(metrics.hit_rate(top, heldout, k).cpu())
-                per_user[f"arp@{k}"].append(metrics.mean_list_popularity(top, popularity_on_device, k).cpu())
-                hits[k] += metrics.item_hit_counts(top, heldout, k)
-                exposure[k] += metrics.exposure(top, n_items, k)
-                in_tail, filled = metrics.tail_slots(top, tail_on_device, k)
-                tail_filled[k][0] += in_tail
-                tail_filled[k][1] += filled
+            totals.add(scores, fold_in, _dense_rows(split.heldout, start, stop, device))
             log.info("scored test users %d..%d of %d", start, stop - 1, n_users)
+    return totals.evaluation(split, coverage_block_size, tail_interaction_share)
 
-    top_k = torch.cat(lists).numpy().astype(np.int32)
-    top_k_unmasked = torch.cat(lists_unmasked).numpy().astype(np.int32)
-    per_user = {key: torch.cat(values).double().numpy() for key, values in per_user.items()}
-    n_heldout = np.diff(split.heldout.indptr)
-    n_excluded = int(np.sum(n_heldout == 0))
-    if n_excluded == n_users:
-        raise ValueError("no test user has a held-out item: test_te.npz is empty")
-    heldout_count = heldout_count.cpu().numpy()
-    hits = {k: v.cpu().numpy() for k, v in hits.items()}
-    exposure = {k: v.cpu().numpy() for k, v in exposure.items()}
 
-    values: dict[str, float] = {}
-    for name in ("ndcg", "recall", "hit_rate"):
+# The order of the metrics in metrics.json: by metric, then by k.
+METRIC_ORDER = ("ndcg", "recall", "hit_rate", "coverage", "coverage_unmasked", "item_recall", "gini", "arp", "tail_share")
+
+
+class Totals:
+    """What the batches of test users add up to: their lists, their user-level metrics, and per item
+    and k the held-out, hit and exposure counts and the filled and long-tail slots."""
+
+    def __init__(self, ks: list[int], popularity: np.ndarray, is_tail: np.ndarray, device: torch.device):
+        n_items = len(popularity)
+        self.ks, self.popularity, self.is_tail = ks, popularity, is_tail
+        self.popularity_on_device = torch.as_tensor(popularity, device=device)
+        self.tail_on_device = torch.as_tensor(is_tail, device=device)
+        self.per_user = {f"{name}@{k}": [] for name in USER_METRICS for k in ks}
+        self.lists, self.lists_unmasked = [], []
+        self.heldout_count = torch.zeros(n_items, dtype=torch.long, device=device)
+        self.hits = {k: torch.zeros(n_items, dtype=torch.long, device=device) for k in ks}
+        self.exposure = {k: torch.zeros(n_items, dtype=torch.long, device=device) for k in ks}
+        self.tail_filled = {k: [0, 0] for k in ks}
+
+    def add(self, scores: torch.Tensor, fold_in: torch.Tensor, heldout: torch.Tensor) -> None:
+        """One batch: its scores, fold-in rows and held-out rows, dense on the device."""
+        top = metrics.recommend(scores, max(self.ks), exclude=fold_in)
+        self.lists.append(top.cpu())
+        self.lists_unmasked.append(metrics.recommend(scores, max(self.ks)).cpu())
+        self.heldout_count += heldout.sum(dim=0).long()
+        for k in self.ks:
+            self.per_user[f"ndcg@{k}"].append(metrics.ndcg(top, heldout, k).cpu())
+            self.per_user[f"recall@{k}"].append(metrics.recall(top, heldout, k).cpu())
+            self.per_user[f"hit_rate@{k}"].append(metrics.hit_rate(top, heldout, k).cpu())
+            self.per_user[f"arp@{k}"].append(metrics.mean_list_popularity(top, self.popularity_on_device, k).cpu())
+            self.hits[k] += metrics.item_hit_counts(top, heldout, k)
+            self.exposure[k] += metrics.exposure(top, len(self.popularity), k)
+            in_tail, filled = metrics.tail_slots(top, self.tail_on_device, k)
+            self.tail_filled[k][0] += in_tail
+            self.tail_filled[k][1] += filled
+
+    def evaluation(self, split: Split, coverage_block_size: int, tail_interaction_share: float) -> Evaluation:
+        """The metrics of all the batches added, which must be every test user of `split`."""
+        ks, popularity, is_tail = self.ks, self.popularity, self.is_tail
+        top_k = torch.cat(self.lists).numpy().astype(np.int32)
+        top_k_unmasked = torch.cat(self.lists_unmasked).numpy().astype(np.int32)
+        per_user = {key: torch.cat(values).double().numpy() for key, values in self.per_user.items()}
+        n_heldout = np.diff(split.heldout.indptr)
+        has_heldout = n_heldout > 0
+        if not has_heldout.any():
+            raise ValueError("no test user has a held-out item: test_te.npz is empty")
+        heldout_count = self.heldout_count.cpu().numpy()
+        hits = {k: v.cpu().numpy() for k, v in self.hits.items()}
+        exposure = {k: v.cpu().numpy() for k, v in self.exposure.items()}
+        coverage = run_metrics.coverage_curve(top_k, coverage_block_size)
+        coverage_unmasked = run_metrics.coverage_curve(top_k_unmasked, coverage_block_size)
+        by_metric = {name: {} for name in METRIC_ORDER}
         for k in ks:
-            values[f"{name}@{k}"] = float(np.mean(per_user[f"{name}@{k}"][n_heldout > 0]))
-    coverage = run_metrics.coverage_curve(top_k, coverage_block_size)
-    coverage_unmasked = run_metrics.coverage_curve(top_k_unmasked, coverage_block_size)
-    for k in ks:
-        values[f"coverage@{k}"] = float(coverage[k - 1])
-    for k in ks:
-        values[f"coverage_unmasked@{k}"] = float(coverage_unmasked[k - 1])
-    for k in ks:
-        values[f"item_recall@{k}"], values[f"item_recall@{k}_pos"] = run_metrics.item_recall(hits[k], heldout_count)
-    for k in ks:
-        values[f"gini@{k}"] = run_metrics.gini(exposure[k])
-    for k in ks:
-        values[f"arp@{k}"] = float(np.mean(per_user[f"arp@{k}"][n_heldout > 0]))
-    for k in ks:
-        in_tail, filled = tail_filled[k]
-        values[f"tail_share@{k}"] = in_tail / filled
-    bad = [key for key, value in values.items() if not math.isfinite(value)]
-    if bad:
-        raise ValueError(f"metrics {bad} are not finite")
-
-    long_tail = {
-        "interaction_share_asked": float(tail_interaction_share),
-        "interaction_share_held": float(popularity[is_tail].sum() / popularity.sum()),
-        "n_items": int(is_tail.sum()),
-        "max_popularity": int(popularity[is_tail].max()) if is_tail.any() else None,
-    }
-    item_stats = {
-        "ks": np.asarray(ks, dtype=np.int64),
-        "heldout_count": heldout_count,
-        "train_popularity": popularity,
-        "is_long_tail": is_tail,
-        **{f"hits_at_{k}": hits[k] for k in ks},
-        **{f"exposure_at_{k}": exposure[k] for k in ks},
-    }
-    return Evaluation(
-        metrics=values,
-        definitions=definitions(coverage_block_size, tail_interaction_share),
-        n_test_users=n_users,
-        n_excluded_users=n_excluded,
-        n_items=n_items,
-        long_tail=long_tail,
-        lists={
-            "top_k": top_k,
-            "top_k_unmasked": top_k_unmasked,
-            "n_heldout": n_heldout.astype(np.int32),
-            "n_fold_in": np.diff(split.fold_in.indptr).astype(np.int32),
-        },
-        item_stats=item_stats,
-        per_user={key: np.where(n_heldout > 0, values, np.nan) for key, values in per_user.items()},
-    )
+            for name in USER_METRICS:
+                by_metric[name][f"{name}@{k}"] = float(np.mean(per_user[f"{name}@{k}"][has_heldout]))
+            by_metric["coverage"][f"coverage@{k}"] = float(coverage[k - 1])
+            by_metric["coverage_unmasked"][f"coverage_unmasked@{k}"] = float(coverage_unmasked[k - 1])
+            item_recall = by_metric["item_recall"]
+            item_recall[f"item_recall@{k}"], item_recall[f"item_recall@{k}_pos"] = run_metrics.item_recall(hits[k], heldout_count)
+            by_metric["gini"][f"gini@{k}"] = run_metrics.gini(exposure[k])
+            in_tail, filled = self.tail_filled[k]
+            by_metric["tail_share"][f"tail_share@{k}"] = in_tail / filled
+        values = {key: value for name in METRIC_ORDER for key, value in by_metric[name].items()}
+        bad = [key for key, value in values.items() if not math.isfinite(value)]
+        if bad:
+            raise ValueError(f"metrics {bad} are not finite")
+        return Evaluation(
+            metrics=values,
+            definitions=definitions(coverage_block_size, tail_interaction_share),
+            n_test_users=split.n_test_users,
+            n_excluded_users=int(np.sum(~has_heldout)),
+            n_items=split.n_items,
+            long_tail={
+                "interaction_share_asked": float(tail_interaction_share),
+                "interaction_share_held": float(popularity[is_tail].sum() / popularity.sum()),
+                "n_items": int(is_tail.sum()),
+                "max_popularity": int(popularity[is_tail].max()) if is_tail.any() else None,
+            },
+            lists={
+                "top_k": top_k,
+                "top_k_unmasked": top_k_unmasked,
+                "n_heldout": n_heldout.astype(np.int32),
+                "n_fold_in": np.diff(split.fold_in.indptr).astype(np.int32),
+            },
+            item_stats={
+                "ks": np.asarray(ks, dtype=np.int64),
+                "heldout_count": heldout_count,
+                "train_popularity": popularity,
+                "is_long_tail": is_tail,
+                **{f"hits_at_{k}": hits[k] for k in ks},
+                **{f"exposure_at_{k}": exposure[k] for k in ks},
+            },
+            per_user={key: np.where(has_heldout, values, np.nan) for key, values in per_user.items()},
+        )
 
 
 def evaluate_as_configured(score, split: Split, evaluation: dict, device: torch.device) -> Evaluation:
@@ -307,24 +314,7 @@ def evaluate_model_file(
     started = time.perf_counter()
     check_ks(evaluation["ks"], split.n_items, (expected or {}).get("dataset"))
     model = load_model(model_path)
-    for key, value in (expected or {}).items():
-        if str(model.get(key)) != str(value):
-            raise ValueError(f"{model_path}: the model file says {key}={model.get(key)!r}, expected {value!r}")
-    if trained_with is not None:
-        found = run_metrics.differences(model.get("hyperparameters"), trained_with["hyperparameters"], "hyperparameters")
-        found += run_metrics.differences(model.get("code_version"), trained_with["code_version"], "code_version")
-        if found:
-            raise ValueError(
-                f"{model_path} was not trained with the current settings: "
-                + "; ".join(f"{key} is {was!r} there, {now!r} now" for key, was, now in found)
-                + f". Retrain it: snakemake --cores all --forcerun {model_path}"
-            )
-    if base_model is not None:
-        referred = (model["base"] or {}).get("path")
-        if referred is None or not Path(referred).resolve() == Path(base_model).resolve():
-            raise ValueError(f"{model_path}: refers to the base model file {referred}, but the job's base is {base_model}")
-    if int(model["n_items"]) != split.n_items:
-        raise ValueError(f"{model_path}: the model has {model['n_items']} items, the split has {split.n_items}")
+    check_model(model, model_path, split, expected, trained_with, base_model)
     result = evaluate_as_configured(scorer(model, device), split, evaluation, device)
     record = {
         "format_version": FORMAT_VERSION,
@@ -356,6 +346,30 @@ def evaluate_model_file(
         "environment": environment(),
     }
     return record, result
+
+
+def check_model(
+    model: dict, model_path: str | Path, split: Split, expected: dict | None, trained_with: dict | None, base_model
+) -> None:
+    """That a loaded model file is the one evaluate_model_file's caller expects (see there), and fits the split."""
+    for key, value in (expected or {}).items():
+        if str(model.get(key)) != str(value):
+            raise ValueError(f"{model_path}: the model file says {key}={model.get(key)!r}, expected {value!r}")
+    if trained_with is not None:
+        found = run_metrics.differences(model.get("hyperparameters"), trained_with["hyperparameters"], "hyperparameters")
+        found += run_metrics.differences(model.get("code_version"), trained_with["code_version"], "code_version")
+        if found:
+            raise ValueError(
+                f"{model_path} was not trained with the current settings: "
+                + "; ".join(f"{key} is {was!r} there, {now!r} now" for key, was, now in found)
+                + f". Retrain it: snakemake --cores all --forcerun {model_path}"
+            )
+    if base_model is not None:
+        referred = (model["base"] or {}).get("path")
+        if referred is None or not Path(referred).resolve() == Path(base_model).resolve():
+            raise ValueError(f"{model_path}: refers to the base model file {referred}, but the job's base is {base_model}")
+    if int(model["n_items"]) != split.n_items:
+        raise ValueError(f"{model_path}: the model has {model['n_items']} items, the split has {split.n_items}")
 
 
 def write_outputs(record: dict, result: Evaluation, metrics_path, topk_path, item_stats_path) -> None:

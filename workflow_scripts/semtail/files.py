@@ -12,7 +12,7 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import BinaryIO, Callable, Iterator
 
 
 @contextmanager
@@ -47,12 +47,41 @@ def partial_files(folder: str | os.PathLike, stem: str) -> list[Path]:
     return sorted(path for path in found if path.is_file() and pattern.fullmatch(path.name))
 
 
-def sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
+CHUNK_BYTES = 1 << 20
+
+
+class Checksums:
+    """Running checksums of a stream of bytes, fed a chunk at a time (`update`): the `hashlib`
+    algorithms named (sha256 unless told), and the number of bytes."""
+
+    def __init__(self, *algorithms: str):
+        self.hashes = {name: hashlib.new(name, usedforsecurity=False) for name in algorithms or ("sha256",)}
+        self.bytes = 0
+
+    def update(self, chunk: bytes) -> None:
+        for digest in self.hashes.values():
             digest.update(chunk)
-    return digest.hexdigest()
+        self.bytes += len(chunk)
+
+    def hexdigest(self, algorithm: str = "sha256") -> str:
+        return self.hashes[algorithm].hexdigest()
+
+
+def read_chunks(stream: BinaryIO, *consumers: Callable[[bytes], object]) -> None:
+    """Reads a binary stream to its end, CHUNK_BYTES at a time, handing each chunk to each consumer."""
+    while chunk := stream.read(CHUNK_BYTES):
+        for consume in consumers:
+            consume(chunk)
+
+
+def sha256(path: str | os.PathLike) -> str:
+    """The hex sha256 of a file's bytes: the checksum of every file the workflow records or checks."""
+    checksums = Checksums("sha256")
+    with open(path, "rb") as handle:
+        read_chunks(handle, checksums.update)
+    return checksums.hexdigest()
+
+
 class OutOfSpace(OSError):
     """A result that could not be written whole for want of disk space; its path is named."""
 

@@ -10,6 +10,8 @@ import sys
 from functools import cache
 from pathlib import Path
 
+from semtail.files import sha256
+
 PACKAGE_ROOT = Path(__file__).resolve().parent
 PACKAGE_NAME = PACKAGE_ROOT.name
 
@@ -137,7 +139,7 @@ def resource_version(name: str) -> str:
     """A short hash of a data file the package ships in semtail/resources/ (paper_results.yaml), for
     a `params:` value: the file is read from the package, not named as a rule's input, so that the
     workflow finds it wherever it is used from."""
-    return hashlib.sha256((PACKAGE_ROOT / "resources" / name).read_bytes()).hexdigest()[:16]
+    return sha256(PACKAGE_ROOT / "resources" / name)[:16]
 
 
 @cache  # as above

@@ -6,7 +6,8 @@ A method is one module, `semtail/models/<name>.py`; its name is the file's name.
 which this module reads from the source without importing it, so that planning a run never loads
 PyTorch. A module of `models/` without one (itemitem.py, base.py, ...) is not a method. The list of
 methods, the config checks, the resource model, the figures' labels and colours and the model-file
-check all come from here. docs/adding_a_method.md walks through adding one. The keys:
+check all come from here. docs/adding_a_method.md walks through adding one. A declaration is checked
+against DECLARATION_SCHEMA, and hyperparameters against their specs, by `jsonschema`. The keys:
 
     training         "sgd":         trained by the shared SGD loop of semtail/training.py, whose
                                     own DECLARATION's hyperparameters come first
@@ -49,6 +50,9 @@ from functools import cache
 from pathlib import Path
 from types import ModuleType
 
+from jsonschema import Draft202012Validator, validators
+from jsonschema.exceptions import ValidationError, best_match
+
 from semtail.provenance import DECLARATION_NAME, is_declaration
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
@@ -72,18 +76,111 @@ OPERATORS = {
 }
 # A spec's bounds, each as the operator that a value must satisfy against it.
 BOUNDS = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}
-SPEC_KEYS = {"type", "description", "default", *BOUNDS, "enum", "pattern"}
 DIMENSIONS = ("items",)
-MEMORY_TERMS = ("dense", "sparse", "bytes_per_training_user")
-RUNTIME_TERMS = ("dense_file_passes", "sparse_passes", "cubic_flops")
-EVALUATION_TERMS = ("dense", "batch_entry_bytes", "batch_sorts")
-FIGURE_KEYS = {"label", "colour", "marker", "marker_size", "outlier"}
+RESOURCE_TERMS = {
+    "memory": ("dense", "sparse", "bytes_per_training_user"),
+    "runtime": ("dense_file_passes", "sparse_passes", "cubic_flops"),
+    "evaluation": ("dense", "batch_entry_bytes", "batch_sorts"),
+}
 COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
-FIELDS = {
-    "training", "hyperparameters", "constraints", "state", "item_item", "item_weights", "seed_dependent", "resources",
-    "figures",
+TYPE_WORDS = {
+    "number": "a finite number", "integer": "an integer", "boolean": "a boolean", "string": "a string",
+    "object": "a dict", "array": "a list",
 }  # fmt: skip
-REQUIRED_FIELDS = ("training", "hyperparameters", "state", "resources", "figures")
+VALUE_CHECK_ORDER = ("type", "enum", *BOUNDS, "pattern")
+
+
+def _is_finite_number(checker, value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and (isinstance(value, int) or math.isfinite(value))
+
+
+def _is_whole_number(checker, value) -> bool:
+    return _is_finite_number(checker, value) and (isinstance(value, int) or value.is_integer())  # 64.0 too; `complete` makes it 64
+
+
+# JSON schema, but a number is finite: a hyperparameter's NaN or infinity is an error, not a value.
+VALUE_VALIDATOR = validators.extend(
+    Draft202012Validator,
+    type_checker=Draft202012Validator.TYPE_CHECKER.redefine_many({"number": _is_finite_number, "integer": _is_whole_number}),
+)
+# A declaration's schemas may give a subschema a `problem`: the words for any violation inside it
+# ({found!r}: the value there; {instance!r}: the violating value), said at its key.
+DECLARATION_VALIDATOR = VALUE_VALIDATOR
+BOOLEAN = {"type": "boolean", "problem": "must be true or false"}
+SPEC_SCHEMA = {
+    "type": "object",
+    "allOf": [{"required": ["type"], "properties": {"type": {"enum": list(TYPES)}}, "problem": f"needs a `type`, one of {', '.join(TYPES)}"}],
+    "properties": {
+        "type": {}, "description": {"type": "string"}, "default": {}, "enum": {"type": "array", "minItems": 1},
+        "pattern": {"type": "string"}, **{bound: {"type": "number"} for bound in BOUNDS},
+    },
+    "additionalProperties": False,
+}  # fmt: skip
+HYPERPARAMETERS_SCHEMA = {
+    "type": "object",
+    "propertyNames": {"pattern": NAME.pattern, "problem": f"{{instance!r}} is not a valid hyperparameter name ({NAME.pattern})"},
+    "additionalProperties": SPEC_SCHEMA,
+}
+TRAINING_LOOP_SCHEMA = {"type": "object", "required": ["hyperparameters"], "properties": {"hyperparameters": HYPERPARAMETERS_SCHEMA}}
+TERMS_SCHEMA = {
+    part: {
+        "type": "object",
+        "propertyNames": {"enum": list(terms)},
+        "additionalProperties": {"type": "number", "minimum": 0, "problem": "must be a number of at least 0"},
+    }
+    for part, terms in RESOURCE_TERMS.items()
+}
+DECLARATION_SCHEMA = {
+    "type": "object",
+    "required": ["training", "hyperparameters", "state", "resources", "figures"],
+    "properties": {
+        "training": {"enum": list(TRAINING_KINDS)},
+        "hyperparameters": HYPERPARAMETERS_SCHEMA,
+        "constraints": {
+            "type": "array",
+            "items": {
+                "type": "array",
+                "prefixItems": [{"type": "string"}, {"enum": list(OPERATORS)}, {"type": "string"}],
+                "minItems": 3,
+                "maxItems": 3,
+                "problem": f"{{found!r}} is not [hyperparameter, one of {' '.join(OPERATORS)}, hyperparameter]",
+            },
+        },
+        "state": {
+            "type": "object",
+            "minProperties": 1,
+            "additionalProperties": {
+                "type": "array",
+                "minItems": 1,
+                "items": {"enum": list(DIMENSIONS)},
+                "problem": f"a shape is a list of {', '.join(DIMENSIONS)}, found {{found!r}}",
+            },
+            "problem": "must name at least one tensor, with its shape",
+        },
+        "item_item": {"type": "string"},
+        "item_weights": BOOLEAN,
+        "seed_dependent": BOOLEAN,
+        "resources": {
+            "type": "object",
+            "required": ["gpu"],
+            "properties": {"gpu": BOOLEAN, **TERMS_SCHEMA},
+            "additionalProperties": False,
+        },
+        "figures": {
+            "type": "object",
+            "required": ["label", "colour", "marker"],
+            "properties": {
+                "label": {"type": "string", "minLength": 1, "problem": "must be a non-empty string"},
+                "colour": {"type": "string", "pattern": COLOUR.pattern, "problem": "{found!r} is not a colour #rrggbb"},
+                "marker": {"type": "string"},
+                "marker_size": {"type": "number", "exclusiveMinimum": 0},
+                "outlier": BOOLEAN,
+            },
+            "additionalProperties": False,
+        },
+    },
+    "additionalProperties": False,
+}
 
 
 class DeclarationError(ValueError):
@@ -172,25 +269,25 @@ def as_declared(spec: dict, value):
 
 def value_problem(spec: dict, value) -> str | None:
     """What is wrong with `value` under a hyperparameter's spec, in words, or None."""
-    kind = spec["type"]
-    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    fits = {
-        "number": is_number and math.isfinite(value),
-        "integer": is_number and (isinstance(value, int) or value.is_integer()),  # 64.0 too; `complete` makes it 64
-        "boolean": isinstance(value, bool),
-        "string": isinstance(value, str),
-    }[kind]
-    if not fits:
-        return f"{value!r} is not {'an' if kind == 'integer' else 'a'} {'finite number' if kind == 'number' else kind}"
-    if "enum" in spec and value not in spec["enum"]:
-        return f"{value!r} is not one of {', '.join(map(str, spec['enum']))}"
-    for key, symbol in BOUNDS.items():
-        holds, words = OPERATORS[symbol]
-        if key in spec and not holds(value, spec[key]):
-            return f"{value!r} must be {words} {spec[key]}"
-    if "pattern" in spec and not re.search(spec["pattern"], value):
-        return f"{value!r} does not match {spec['pattern']} ({spec.get('description', '')})"
-    return None
+    errors = sorted(VALUE_VALIDATOR(spec).iter_errors(value), key=lambda error: VALUE_CHECK_ORDER.index(error.validator))
+    if not errors:
+        return None
+    problem = in_words(errors[0])
+    return f"{problem} ({spec.get('description', '')})" if errors[0].validator == "pattern" else problem
+
+
+def in_words(error: ValidationError) -> str:
+    """A schema violation in the words of the registry's messages."""
+    found, expected = error.instance, error.validator_value
+    if error.validator == "type":
+        return f"{found!r} is not {TYPE_WORDS.get(expected, expected)}"
+    if error.validator == "enum":
+        return f"{found!r} is not one of {', '.join(map(str, expected))}"
+    if error.validator in BOUNDS:
+        return f"{found!r} must be {OPERATORS[BOUNDS[error.validator]][1]} {expected}"
+    if error.validator == "pattern":
+        return f"{found!r} does not match {expected}"
+    return error.message
 
 
 # -- reading declarations --------------------------------------------------------------------------
@@ -216,9 +313,9 @@ def read_declaration_literal(path: Path):
 def training_loop_hyperparameters() -> dict[str, dict]:
     """The hyperparameters of the shared SGD loop, from training.py's own DECLARATION."""
     declared = read_declaration_literal(TRAINING_LOOP)
-    if not isinstance(declared, dict) or not isinstance(declared.get("hyperparameters"), dict):
-        raise DeclarationError(f"{TRAINING_LOOP}: needs a {DECLARATION_NAME} with a `hyperparameters` mapping")
-    check_specs(declared["hyperparameters"], f"{TRAINING_LOOP}: {DECLARATION_NAME}.hyperparameters")
+    where = f"{TRAINING_LOOP}: {DECLARATION_NAME}"
+    check_against_schema(declared, TRAINING_LOOP_SCHEMA, where)
+    check_defaults(declared["hyperparameters"], f"{where}.hyperparameters")
     return declared["hyperparameters"]
 
 
@@ -227,23 +324,13 @@ def read_declaration(path: Path) -> Method | None:
     declared = read_declaration_literal(path)
     if declared is None:
         return None
-    name = path.stem
     where = f"{path}: {DECLARATION_NAME}"
-    if not NAME.match(name):
+    if not NAME.match(path.stem):
         raise DeclarationError(f"{path}: a method's name (its file's name) must match {NAME.pattern}")
-    if not isinstance(declared, dict):
-        raise DeclarationError(f"{where} must be a dict")
-    missing = [key for key in REQUIRED_FIELDS if key not in declared]
-    unknown = sorted(set(declared) - FIELDS)
-    if missing or unknown:
-        raise DeclarationError(f"{where}: " + "; ".join(
-            ([f"missing {missing}"] if missing else []) + ([f"unknown {unknown} (known: {sorted(FIELDS)})"] if unknown else [])
-        ))  # fmt: skip
+    check_against_schema(declared, DECLARATION_SCHEMA, where)
     training = declared["training"]
-    if training not in TRAINING_KINDS:
-        raise DeclarationError(f"{where}.training: {training!r} is not one of {', '.join(TRAINING_KINDS)}")
     own = declared["hyperparameters"]
-    check_specs(own, f"{where}.hyperparameters")
+    check_defaults(own, f"{where}.hyperparameters")
     added = {"sgd": training_loop_hyperparameters(), "on_base": {BASE: BASE_SPEC}}.get(training, {})
     clash = sorted(set(own) & set(added))
     if clash:
@@ -251,101 +338,92 @@ def read_declaration(path: Path) -> Method | None:
     hyperparameters = {**added, **own}
     constraints = tuple(tuple(c) for c in declared.get("constraints", []))
     for constraint in constraints:
-        if len(constraint) != 3 or constraint[1] not in OPERATORS or not set(constraint[::2]) <= set(hyperparameters):
-            raise DeclarationError(
-                f"{where}.constraints: {list(constraint)} is not [hyperparameter, one of {' '.join(OPERATORS)}, hyperparameter]"
-            )
-    state = check_state(declared["state"], f"{where}.state")
+        if not set(constraint[::2]) <= set(hyperparameters):
+            raise DeclarationError(f"{where}.constraints: {list(constraint)} names a hyperparameter {path.stem} does not have")
+    state = {key: tuple(shape) for key, shape in declared["state"].items()}
     item_item = declared.get("item_item")
     if item_item is not None and state.get(item_item) != ("items", "items"):
         raise DeclarationError(f"{where}.item_item: {item_item!r} is not an items × items tensor of the state")
-    item_weights = declared.get("item_weights", False)
-    if not isinstance(item_weights, bool):
-        raise DeclarationError(f"{where}.item_weights: must be true or false")
-    seed_dependent = declared.get("seed_dependent", True)
-    if not isinstance(seed_dependent, bool):
-        raise DeclarationError(f"{where}.seed_dependent: must be true or false")
     if training == "on_base" and state.get(BASE) != ("items", "items"):
         raise DeclarationError(
             f"{where}.state: an on_base method's state holds {BASE!r}, items × items: its base's matrix, which "
             "its model file refers to rather than stores"
         )
+    resources = declared["resources"]
     return Method(
-        name=name,
+        name=path.stem,
         path=path,
         training=training,
         hyperparameters=hyperparameters,
         constraints=constraints,
         state=state,
         item_item=item_item,
-        item_weights=item_weights,
-        seed_dependent=seed_dependent,
-        resources=check_resources(declared["resources"], f"{where}.resources"),
-        figures=check_figures(declared["figures"], f"{where}.figures"),
+        item_weights=declared.get("item_weights", False),
+        seed_dependent=declared.get("seed_dependent", True),
+        resources={"gpu": resources["gpu"], **{part: dict(resources.get(part, {})) for part in RESOURCE_TERMS}},
+        figures={"marker_size": 8, "outlier": False, **declared["figures"]},
     )
 
 
-def check_specs(specs, where: str) -> None:
-    if not isinstance(specs, dict):
-        raise DeclarationError(f"{where}: must be a dict of hyperparameter specs")
+def check_defaults(specs: dict, where: str) -> None:
     for key, spec in specs.items():
-        if not isinstance(key, str) or not NAME.match(key):
-            raise DeclarationError(f"{where}: {key!r} is not a valid hyperparameter name ({NAME.pattern})")
-        if not isinstance(spec, dict) or spec.get("type") not in TYPES:
-            raise DeclarationError(f"{where}.{key}: needs a `type`, one of {', '.join(TYPES)}")
-        unknown = sorted(set(spec) - SPEC_KEYS)
-        if unknown:
-            raise DeclarationError(f"{where}.{key}: unknown {unknown} (known: {sorted(SPEC_KEYS)})")
         if "default" in spec:
             problem = value_problem(spec, spec["default"])
             if problem:
                 raise DeclarationError(f"{where}.{key}.default: {problem}")
 
 
-def check_state(state, where: str) -> dict[str, tuple[str, ...]]:
-    if not isinstance(state, dict) or not state:
-        raise DeclarationError(f"{where}: must name at least one tensor, with its shape")
-    checked = {}
-    for key, shape in state.items():
-        if not isinstance(shape, (list, tuple)) or not shape or any(d not in DIMENSIONS for d in shape):
-            raise DeclarationError(f"{where}.{key}: a shape is a list of {', '.join(DIMENSIONS)}, found {shape!r}")
-        checked[key] = tuple(shape)
-    return checked
+def check_against_schema(declared, schema: dict, where: str) -> None:
+    """Raises DeclarationError naming the key of the first violation of `schema`: in the words of
+    the innermost schema on its way that has a `problem`, else in_words'; unknown keys with the
+    nearest known one, and together with the missing ones of the same mapping."""
+    error = best_match(DECLARATION_VALIDATOR(schema).iter_errors(declared))
+    if error is None:
+        return
+    at, problem = _problem_on_the_way(error, schema)
+    if problem is not None:
+        words = problem.format(found=_value_at(declared, at), instance=error.instance)
+    elif error.validator in ("required", "additionalProperties"):
+        at, words = list(error.absolute_path), _missing_and_unknown(error.instance, error.schema)
+    else:
+        at, words = list(error.absolute_path), in_words(error)
+    raise DeclarationError(f"{where}{''.join(f'[{part}]' if isinstance(part, int) else f'.{part}' for part in at)}: {words}")
 
 
-def check_resources(resources, where: str) -> dict:
-    if not isinstance(resources, dict) or not isinstance(resources.get("gpu"), bool):
-        raise DeclarationError(f"{where}: needs gpu: true or false")
-    unknown = sorted(set(resources) - {"gpu", "memory", "runtime", "evaluation"})
-    if unknown:
-        raise DeclarationError(f"{where}: unknown {unknown} (known: gpu, memory, runtime, evaluation)")
-    for part, terms in (("memory", MEMORY_TERMS), ("runtime", RUNTIME_TERMS), ("evaluation", EVALUATION_TERMS)):
-        given = resources.get(part, {})
-        if not isinstance(given, dict):
-            raise DeclarationError(f"{where}.{part}: must be a dict of terms")
-        for term, factor in given.items():
-            if term not in terms:
-                raise DeclarationError(f"{where}.{part}: {term!r} is not one of {', '.join(terms)}")
-            if isinstance(factor, bool) or not isinstance(factor, (int, float)) or factor < 0:
-                raise DeclarationError(f"{where}.{part}.{term}: must be a number of at least 0")
-    return {
-        "gpu": resources["gpu"],
-        **{part: dict(resources.get(part, {})) for part in ("memory", "runtime", "evaluation")},
-    }
+def _problem_on_the_way(error: ValidationError, schema: dict) -> tuple[list, str | None]:
+    """The `problem` of the innermost schema on the error's way through `schema`, and where it applies."""
+    node, at, path = schema, [], list(error.absolute_path)
+    found = ([], None)
+    tokens = list(error.absolute_schema_path)[:-1]  # the last is the keyword that failed
+    while True:
+        if isinstance(node, dict) and "problem" in node:
+            found = (list(at), node["problem"])
+        if not tokens:
+            return found
+        token = tokens.pop(0)
+        node = node[token]
+        if token == "properties":
+            at.append(tokens[0])
+            node = node[tokens.pop(0)]
+        elif token in ("additionalProperties", "items"):
+            at.append(path[len(at)])
 
 
-def check_figures(figures, where: str) -> dict:
-    if not isinstance(figures, dict):
-        raise DeclarationError(f"{where}: must be a dict")
-    missing = [key for key in ("label", "colour", "marker") if key not in figures]
-    unknown = sorted(set(figures) - FIGURE_KEYS)
-    if missing or unknown:
-        raise DeclarationError(f"{where}: missing {missing}, unknown {unknown}")
-    if not isinstance(figures["label"], str) or not figures["label"]:
-        raise DeclarationError(f"{where}.label: must be a non-empty string")
-    if not isinstance(figures["colour"], str) or not COLOUR.match(figures["colour"]):
-        raise DeclarationError(f"{where}.colour: {figures['colour']!r} is not a colour #rrggbb")
-    return {"marker_size": 8, "outlier": False, **figures}
+def _value_at(value, at: list):
+    for part in at:
+        value = value[part]
+    return value
+
+
+def _missing_and_unknown(mapping: dict, schema: dict) -> str:
+    known = sorted(schema.get("properties", {}))
+    missing = [key for key in schema.get("required", []) if key not in mapping]
+    unknown = sorted(key for key in mapping if key not in known)
+    guesses = [close[0] for key in unknown if (close := difflib.get_close_matches(str(key), known, 1))]
+    hint = f"; did you mean {', '.join(map(repr, guesses))}?" if guesses else ""
+    return "; ".join(
+        ([f"missing {missing}"] if missing else []) + ([f"unknown {unknown}{hint} (known: {known})"] if unknown else [])
+    )
 
 
 # -- the methods ---------------------------------------------------------------------------------

@@ -172,29 +172,15 @@ def train_model(
     The checkpoint of an SGD method is written on `checkpoint_cadence` (the config's `checkpoints`
     block)."""
     log = log or logging.getLogger("semtail.train")
-    variant = variant or method
     cadence = check_checkpoint_cadence(checkpoint_cadence or {})
     declared = registry.declaration(method)
-    hyperparameters = declared.complete(hyperparameters, f"hyperparameters.{variant}")
-    if seed is None and declared.seed_dependent:
-        raise ValueError(f"{dataset}/{variant}: {method} depends on the seed; its training needs one")
+    job = job_identity(declared, dataset, variant or method, seed, hyperparameters, code_version)
     data = read_training_data(inputs)
     run = Run(
-        dataset=dataset,
-        method=method,
-        variant=variant,
-        seed=None if seed is None else int(seed),
+        **{key: job[key] for key in ("dataset", "method", "variant", "seed")},
         device=device,
         checkpoint=None if checkpoint is None else Path(checkpoint),
-        fingerprint=fingerprint(
-            dataset=dataset,
-            method=method,
-            variant=variant,
-            seed=seed,
-            hyperparameters=hyperparameters,
-            code_version=code_version,
-            inputs=inputs,
-        ),
+        fingerprint=fingerprint(**job, inputs=inputs),
         log=log,
         progress=progress,
         after_epoch=after_epoch,
@@ -211,19 +197,31 @@ def train_model(
         environment.get("device", device),
     )
     started = time.perf_counter()
-    fitted = declared.module().fit(data, hyperparameters, run)
-    seconds = time.perf_counter() - started
+    fitted = declared.module().fit(data, job["hyperparameters"], run)
     model = model_file(
-        dataset=dataset,
-        method=method,
-        variant=variant,
-        seed=seed,
-        hyperparameters=hyperparameters,
+        **job,
         data=data,
         fitted=fitted,
-        code_version=code_version,
         environment=environment,
-        train_seconds=seconds,
+        train_seconds=time.perf_counter() - started,
         base=base_reference(inputs["base_model"], data.base_model) if data.base_model is not None else None,
     )
     return model, run
+
+
+def job_identity(
+    declared: registry.Method, dataset: str, variant: str, seed: int | None, hyperparameters: dict, code_version: str
+) -> dict:
+    """What a job is, as its checkpoint's fingerprint and its model file record it: dataset,
+    method, variant, seed, its hyperparameters completed and checked, and code_version."""
+    completed = declared.complete(hyperparameters, f"hyperparameters.{variant}")
+    if seed is None and declared.seed_dependent:
+        raise ValueError(f"{dataset}/{variant}: {declared.name} depends on the seed; its training needs one")
+    return {
+        "dataset": dataset,
+        "method": declared.name,
+        "variant": variant,
+        "seed": None if seed is None else int(seed),
+        "hyperparameters": completed,
+        "code_version": code_version,
+    }

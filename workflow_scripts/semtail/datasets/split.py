@@ -209,6 +209,23 @@ def binary_matrix(rows: np.ndarray, columns: np.ndarray, shape: tuple[int, int])
     return matrix
 
 
+def users_of_parts(kept_users: np.ndarray, parameters: SplitParameters, dataset: str) -> dict[str, np.ndarray]:
+    """The users left after filtering (codes, in groupby order), shuffled by the seed and cut into
+    the training users and n_heldout validation and n_heldout test users."""
+    n_users, n_heldout = len(kept_users), parameters.n_heldout
+    if n_users <= 2 * n_heldout:
+        raise EmptySplitError(
+            f"{dataset}: {n_users} users left after filtering, too few for n_heldout={n_heldout} validation "
+            f"and {n_heldout} test users with any training users left"
+        )
+    shuffled = kept_users[np.random.RandomState(parameters.seed).permutation(n_users)]
+    return {
+        "train": shuffled[: n_users - 2 * n_heldout],
+        "validation": shuffled[n_users - 2 * n_heldout : n_users - n_heldout],
+        "test": shuffled[n_users - n_heldout :],
+    }
+
+
 def liang_split(frame: pd.DataFrame, parameters: SplitParameters, dataset: str) -> Split:
     """Steps 1-5 on raw interactions (columns user, item and, unless every row is a positive,
     rating, in raw order). The frame is not needed after its ids are coded: pass it without keeping a
@@ -222,19 +239,7 @@ def liang_split(frame: pd.DataFrame, parameters: SplitParameters, dataset: str) 
     user, item, user_counts, steps, repeated = filter_interactions(user, item, rating, parameters, dataset)
     del rating
 
-    kept_users = np.flatnonzero(user_counts)  # in groupby order
-    n_users, n_heldout = len(kept_users), parameters.n_heldout
-    if n_users <= 2 * n_heldout:
-        raise EmptySplitError(
-            f"{dataset}: {n_users} users left after filtering, too few for n_heldout={n_heldout} validation "
-            f"and {n_heldout} test users with any training users left"
-        )
-    shuffled = kept_users[np.random.RandomState(parameters.seed).permutation(n_users)]
-    part_users = {
-        "train": shuffled[: n_users - 2 * n_heldout],
-        "validation": shuffled[n_users - 2 * n_heldout : n_users - n_heldout],
-        "test": shuffled[n_users - n_heldout :],
-    }
+    part_users = users_of_parts(np.flatnonzero(user_counts), parameters, dataset)
     part_of_user = np.full(len(user_ids), -1, dtype=np.int8)
     row_of_user = np.zeros(len(user_ids), dtype=np.int32)
     for index, name in enumerate(PARTS):
