@@ -16,5 +16,9 @@ rule resources_table:
     threads: 1
     params:
         code_version=stage_code_version("resources_table"),
+    message:
+        job_line(
+            "resources_table: each job's peak memory and wall time against its declaration"
+        )
     script:
         "../workflow_scripts/resources_table.py"

@@ -20,7 +20,7 @@ from semtail.resource_check import (
     resource_rows,
     row_of,
 )
-from workflow_runs import copy_repo, dry_run_blocks, snakemake, write_config
+from workflow_runs import FULL_JOB_BLOCKS, copy_repo, dry_run_blocks, snakemake, write_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -125,10 +125,10 @@ def test_set_resources_gpu_0_declares_cpu_runtimes(tmp_path):
     config["seeds"] = [0]
     write_config(workdir, config)
     targets = ("results/ml-20m/ease/seed0/model.pt", "results/ml-20m/ease/seed0/metrics.json")
-    on_gpu = planned_resources(snakemake(workdir, *targets, "--dry-run", "--resources", "gpu=1").stdout)
+    on_gpu = planned_resources(snakemake(workdir, *targets, "--dry-run", FULL_JOB_BLOCKS, "--resources", "gpu=1").stdout)
     on_cpu = planned_resources(
         snakemake(
-            workdir, *targets, "--dry-run", "--resources", "gpu=1", "--set-resources", "train:gpu=0", "evaluate:gpu=0"
+            workdir, *targets, "--dry-run", FULL_JOB_BLOCKS, "--resources", "gpu=1", "--set-resources", "train:gpu=0", "evaluate:gpu=0"
         ).stdout
     )
     key = ("train", "dataset=ml-20m, method=ease, run=seed0")

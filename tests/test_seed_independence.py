@@ -302,7 +302,7 @@ def test_a_dry_run_plans_seed_independent_runs_once_with_their_base_as_an_input(
     path.write_text(yaml.safe_dump(config))
     snakemake = Path(sys.executable).parent / "snakemake"
     done = subprocess.run(
-        [str(snakemake), "-n", "--configfile", str(path), "--directory", str(tmp_path), "-s", str(ROOT / "Snakefile")],
+        [str(snakemake), "-n", "--quiet=host", "--configfile", str(path), "--directory", str(tmp_path), "-s", str(ROOT / "Snakefile")],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr

@@ -84,12 +84,14 @@ def test_the_default_console_prints_one_line_per_job_and_the_plan(tmp_path):
     for rule, fields in full:
         wildcards = dict(pair.split("=", 1) for pair in fields.get("wildcards", "").split(", ") if pair)
         if rule in ("train", "evaluate"):
-            expected.append(f"{rule} {wildcards['dataset']} {wildcards['method']} seed {wildcards['seed']}")
+            expected.append(f"{rule} {wildcards['dataset']} {wildcards['method']} {wildcards['run']}")
         elif rule in ("tune_candidate", "tune_candidate_seed"):
             seed = wildcards.get("seed", "0")
             expected.append(f"tune_candidate {wildcards['dataset']} ease {wildcards['candidate']} seed {seed}: {{'lr': 0.001}}")
         elif rule == "all":
             expected.append("all: the workflow's targets")
+        elif rule == "resources_table":
+            expected.append("resources_table: each job's peak memory and wall time against its declaration")
         elif rule == "select_hyperparameters":
             expected.append(f"{rule} {wildcards['dataset']} {wildcards['method']}")
         else:
