@@ -23,9 +23,12 @@ from __future__ import annotations
 
 import math
 import signal
+import threading
 import time
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import scipy.sparse as sp
@@ -209,6 +212,28 @@ def validation_ndcg(matrix: torch.Tensor, fold_in: DeviceRows, heldout: DeviceRo
         counted += valid.sum()
     return (total / counted).item()
 
+
+
+@contextmanager
+def sigterm_held() -> Iterator[None]:
+    """SIGTERM arriving inside the block is handled when it ends, by the handler it would have met.
+    The handler is swapped in Python, not masked in the kernel: a signal sent to the process may be
+    taken by any of torch's threads, and Python then runs its handler on the main thread at once,
+    whatever that thread's mask. Outside the main thread (no handlers there) the block runs as is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    previous = signal.signal(signal.SIGTERM, lambda number, frame: received.append(number))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if received:
+            if callable(previous):
+                previous(signal.SIGTERM, None)
+            elif previous == signal.SIG_DFL:
+                signal.raise_signal(signal.SIGTERM)
 
 class Trainer:
     """One SGD training run of U under an objective; `fit()` returns the best epoch's model."""
@@ -470,11 +495,10 @@ class Trainer:
             self.best_U_saved_epoch = self.best_epoch
         # SIGTERM waits while the new checkpoint is put in place and recorded: the epoch that a
         # terminated job names for its resumption (TrainingTerminated) is then the one it finds.
-        mask = None
-        try:
+        with ExitStack() as held:
             with atomic_path(self.run.checkpoint) as tmp:
                 torch.save(self.checkpoint_payload(), tmp)
-                mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+                held.enter_context(sigterm_held())
             needed = None if self.best_is_current else self.run.best_weights_file(self.best_epoch)
             for path in self.run.best_weights_files():
                 if path != needed:
@@ -483,9 +507,6 @@ class Trainer:
             self.run.log.info(
                 "checkpoint after epoch %d written to %s (%.1f s)", self.epoch, self.run.checkpoint, time.perf_counter() - started
             )
-        finally:
-            if mask is not None:
-                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
     def resume(self) -> None:
         path = self.run.checkpoint
