@@ -19,7 +19,6 @@ one `--as NAME=PAPER_NAME` gives it.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 from pathlib import Path
 
