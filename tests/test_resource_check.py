@@ -163,12 +163,14 @@ def test_resources_csv_of_a_small_synthetic_run(tmp_path):
         rows = list(csv.DictReader(handle))
     assert tuple(rows[0]) == COLUMNS
     jobs = {row["job"] for row in rows}
-    runs = {f"{rule} dataset=toy method={m} seed=0" for rule in ("train", "evaluate") for m in config["methods"]}
-    assert jobs == {"download dataset=toy", "preprocess dataset=toy", "aggregate dataset=toy", "plot dataset=toy"} | runs
+    run_of = {"mostpop": "seed-independent", "ease": "seed0", "rerank": "seed0"}  # mostpop runs once
+    runs = {f"{rule} dataset=toy method={m} run={run_of[m]}" for rule in ("train", "evaluate") for m in config["methods"]}
+    split = f"split={plan.split_key(config, 'toy')}"
+    assert jobs == {"download dataset=toy", f"preprocess dataset=toy {split}", "aggregate dataset=toy", "plot dataset=toy"} | runs
     assert all(row["within"] == "true" for row in rows), rows
     benchmark = workdir / "logs" / "resources-check" / "benchmarks" / "evaluate" / "toy" / "rerank" / "seed0.jsonl"
     measured = json.loads(benchmark.read_text().splitlines()[-1])
-    row = next(r for r in rows if r["job"] == "evaluate dataset=toy method=rerank seed=0")
+    row = next(r for r in rows if r["job"] == "evaluate dataset=toy method=rerank run=seed0")
     assert math.isclose(float(row["wall_min"]), measured["s"] / 60, abs_tol=0.005)
     assert row["declared_mem_mb"] == str(measured["resources"]["mem_mb"])
     assert row["declared_runtime_min"] == str(measured["resources"]["runtime"])
@@ -178,7 +180,7 @@ def test_resources_csv_of_a_small_synthetic_run(tmp_path):
     )
     assert failed.returncode != 0
     log = (workdir / "logs" / "resources-check" / "resources_table.log").read_text()
-    assert "evaluate dataset=toy method=ease seed=0: peak memory" in log
+    assert "evaluate dataset=toy method=ease run=seed0: peak memory" in log
     assert "exceeds the declared 5 MiB" in log
     assert not table.exists()
 
