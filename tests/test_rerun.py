@@ -414,7 +414,7 @@ def test_a_failed_or_killed_retrain_is_redone_and_never_tabulated_stale(demo_cop
     assert re.search(r"ml-100k/ipw seed 0: terminated by signal at epoch [2-6]; rerun with --rerun-incomplete to resume", last_line), last_line
     assert not (run[0] / "model.pt").exists() and not [p for p in run[0].iterdir() if "partial" in p.name]
 
-    expected = {job("train", dataset=dataset, method="ipw", seed=0), job("evaluate", dataset=dataset, method="ipw", seed=0)}
+    expected = {job("train", dataset=dataset, method="ipw", run="seed0"), job("evaluate", dataset=dataset, method="ipw", run="seed0")}
     assert_reruns_exactly(demo_copy, expected | report_jobs(config, weight_landscape=False))
     records = [json.loads((run[seed] / "metrics.json").read_text()) for seed in seeds]
     assert all(record["hyperparameters"] == ipw | {"lr": old_lr} for record in records)
