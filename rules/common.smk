@@ -96,7 +96,9 @@ def final_targets():
         + [results("resources.csv")]
     )
     if plan.building_report(sys.argv):
-        targets, left_out = plan.report_targets(targets)
+        targets, left_out = plan.report_targets(
+            targets, reading_every_job=(results("resources.csv"),)
+        )
         if left_out:
             logger.warning(left_out)
     return targets

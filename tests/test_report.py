@@ -43,8 +43,9 @@ def test_report_embeds_every_figure_and_table_with_its_caption(demo_copy):
         (demo_copy / "results/ml-100k" / name).unlink()
     done = snakemake(demo_copy, "--report", "without_adversary.html")
     output = done.stdout + done.stderr
-    missing = " ".join(f"results/ml-100k/{name}" for name in ADVERSARY_OUTPUTS)
-    assert "--report: 4 of the workflow's outputs do not exist" in output
+    # resources.csv, made from every job's records, is left out with them
+    missing = " ".join([*(f"results/ml-100k/{name}" for name in ADVERSARY_OUTPUTS), "results/resources.csv"])
+    assert "--report: 5 of the workflow's outputs do not exist" in output
     assert f"make them first (`snakemake {missing}`" in output
     html = (demo_copy / "without_adversary.html").read_text()
     assert "summary.csv" in html and "adversary.csv" not in html
@@ -79,6 +80,9 @@ def test_report_targets_leave_out_what_does_not_exist_and_say_how_to_make_it(tmp
         "build the report again."
     )
     assert plan.report_targets(["results/d/summary.csv"]) == (["results/d/summary.csv"], None)
+    Path("results/resources.csv").write_text("x")  # made from every job's records: left out with them
+    present, warning = plan.report_targets([*targets, "results/resources.csv"], reading_every_job=("results/resources.csv",))
+    assert present == ["results/d/summary.csv"] and "results/resources.csv" in warning
     many = [f"results/d/run{n}.json" for n in range(12)]
     _, warning = plan.report_targets(many)
     assert "results/d/run9.json and 2 more." in warning and "(`snakemake`;" in warning

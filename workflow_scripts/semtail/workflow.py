@@ -506,13 +506,16 @@ def building_report(argv: list[str]) -> bool:
     return "--report" in options and "--report-after-run" not in options
 
 
-def report_targets(targets: list[str]) -> tuple[list[str], str | None]:
+def report_targets(targets: list[str], reading_every_job: tuple[str, ...] = ()) -> tuple[list[str], str | None]:
     """The targets that exist, for `snakemake --report` to build the report from, and a warning
     naming the others (a failed job's, or one not run yet) with the command that makes them; None
-    when every target exists. Snakemake's report refuses an output marked for it that is missing."""
+    when every target exists. Snakemake's report refuses an output marked for it that is missing.
+    `reading_every_job`: targets made from every job's records (resources.csv), left out too when
+    something is missing, since asking for them would plan the missing jobs again."""
     missing = [target for target in targets if not os.path.exists(target)]
     if not missing:
         return targets, None
+    missing += [target for target in reading_every_job if target in targets and target not in missing]
     few = len(missing) <= MISSING_LISTED
     listed = ", ".join(missing) if few else f"{', '.join(missing[:MISSING_LISTED])} and {len(missing) - MISSING_LISTED} more"
     command = f"snakemake {' '.join(missing)}" if few else "snakemake"
