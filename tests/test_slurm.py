@@ -196,12 +196,8 @@ def model_state(path: Path) -> dict:
 @pytest.mark.slow
 @pytest.mark.slurm
 def test_demo_on_slurm_equals_the_local_run(slurm_cluster, completed_demo, tmp_path):
-    """One small DAG: one seed of four methods, a seed-independent CPU job, an SGD one and the
-    on-base one that reads its model from another SLURM job, and POSIT, whose weight landscape is
-    the one plot submitted."""
     seeds, dataset = (0,), "ml-100k"
     config = reduced_config(seeds=seeds)
-    config["methods"] = ["mostpop", "ease", "rerank", "posit"]
 
     # The local reference: the completed demo, with its tables redone for these seeds.
     local = copy_run(completed_demo, tmp_path / "local")
