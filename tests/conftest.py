@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from synthetic_data import RAW_WRITERS
+from synthetic_data import RAW_WRITERS, save_training_split
 
 
 @pytest.fixture
@@ -24,6 +24,16 @@ def raw_files(tmp_path):
         return RAW_WRITERS[raw_format](frame, target)
 
     return write
+
+
+@pytest.fixture(scope="module")
+def split_files(tmp_path_factory):
+    """A folder with a small training split (150 users, 30 items), shared by a module's tests."""
+    from semtail.models.synthetic import training_data
+
+    folder = tmp_path_factory.mktemp("split")
+    save_training_split(folder, training_data(150, 30, 6, 40, seed=0))
+    return folder
 
 
 # ---------------------------------------------------------------------------------------- HTTP server

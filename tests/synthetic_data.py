@@ -188,3 +188,16 @@ def synthetic_for_format(raw_format: str, seed: int = 0, **kwargs) -> pd.DataFra
     if raw_format in ("ml-100k", "recbole-inter") or raw_format.startswith("netflix"):
         return synthetic_ratings(seed, ratings=(1.0, 2.0, 3.0, 4.0, 5.0), **kwargs)
     return synthetic_ratings(seed, **kwargs)
+
+
+TRAINING_SPLIT = ("train", "validation_tr", "validation_te")
+
+
+def save_training_split(folder: Path, data) -> dict[str, str]:
+    """A training job's split files (train, validation_tr, validation_te .npz) of `data` (a
+    semtail.models.synthetic.training_data) in `folder`; their paths by input name."""
+    import scipy.sparse as sp
+
+    for name in TRAINING_SPLIT:
+        sp.save_npz(Path(folder) / f"{name}.npz", getattr(data, name))
+    return {name: str(Path(folder) / f"{name}.npz") for name in TRAINING_SPLIT}

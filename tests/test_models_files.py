@@ -16,7 +16,6 @@ from semtail import files, registry
 from semtail.modelfile import FORMAT_VERSION, ModelFileError, load_model, save_model, scorer
 from semtail.models import rerank
 from semtail.models.base import read_interactions
-from semtail.models.synthetic import training_data
 from semtail.train_job import train_and_save
 
 METHODS = registry.names()
@@ -27,15 +26,6 @@ HYPERPARAMETERS = {name: values for name, values in settings(batch_size=32, epoc
 def test_every_method_is_trained_here():
     assert set(METHODS) <= set(settings(batch_size=32))
 
-
-
-@pytest.fixture(scope="module")
-def split_files(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("split")
-    data = training_data(150, 30, 6, 40, seed=0)
-    for name in ("train", "validation_tr", "validation_te"):
-        sp.save_npz(folder / f"{name}.npz", getattr(data, name))
-    return folder
 
 
 @pytest.fixture(scope="module")

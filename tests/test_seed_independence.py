@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import scipy.sparse as sp
 import torch
 import yaml
 
@@ -164,15 +163,6 @@ def test_the_model_file_estimate_of_paper_yaml():
 
 
 # ---- the model file's base reference ----
-
-
-@pytest.fixture(scope="module")
-def split_files(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("split")
-    data = training_data(150, 30, 6, 40, seed=0)
-    for name in ("train", "validation_tr", "validation_te"):
-        sp.save_npz(folder / f"{name}.npz", getattr(data, name))
-    return folder
 
 
 def train(split_files, output, method, seed, hyperparameters, base_model=None):

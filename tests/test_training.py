@@ -15,6 +15,7 @@ import scipy.sparse as sp
 import torch
 
 from method_settings import completed, sgd_methods
+from synthetic_data import save_training_split
 from semtail import training
 from semtail.checkpoint_cadence import check_checkpoint_cadence
 from semtail.models.base import Run
@@ -415,8 +416,7 @@ def test_training_steps_match_sgd_on_the_loss_written_out(method, monkeypatch):
 
 def train_until_terminated(folder, checkpoint, output):
     """train_and_save of a toy job with a checkpoint after every epoch, under ending_on_signal."""
-    for name in ("train", "validation_tr", "validation_te"):
-        sp.save_npz(folder / f"{name}.npz", getattr(DATA, name))
+    inputs = save_training_split(folder, DATA)
     log = logging.getLogger("test.sigterm")
     with ending_on_signal(log, exit_at_once=False):
         train_and_save(
@@ -424,7 +424,7 @@ def train_until_terminated(folder, checkpoint, output):
             method="ease",
             seed=3,
             hyperparameters={**SGD, "epochs": 6, "patience": 6},
-            inputs={name: str(folder / f"{name}.npz") for name in ("train", "validation_tr", "validation_te")},
+            inputs=inputs,
             output=output,
             device=torch.device("cpu"),
             environment={"torch": torch.__version__, "device": "cpu"},

@@ -17,7 +17,9 @@ import yaml
 
 from semtail.modelfile import load_model
 from semtail.models.synthetic import training_data
+from synthetic_data import save_training_split
 
+TOY = training_data(120, 25, 5, 30, seed=2)  # the split the script runs below train on
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -51,9 +53,7 @@ def script_command(tmp_path, method, hyperparameters, extra_inputs=(), extra_arg
 
 
 def test_train_script_end_to_end(tmp_path):
-    data = training_data(120, 25, 5, 30, seed=2)
-    for name in ("train", "validation_tr", "validation_te"):
-        sp.save_npz(tmp_path / f"{name}.npz", getattr(data, name))
+    save_training_split(tmp_path, TOY)
     hyperparameters = {"lr": 0.002, "wd": 1e-4, "batch_size": 40, "epochs": 2, "patience": 2, "drop_last": False}
     done = run_script(tmp_path, "ease", hyperparameters)
     assert done.returncode == 0, done.stderr
@@ -81,9 +81,7 @@ def test_train_script_reports_bad_input(tmp_path):
 
 
 def test_train_script_takes_the_checkpoint_cadence_from_a_workflow_config(tmp_path):
-    data = training_data(120, 25, 5, 30, seed=2)
-    for name in ("train", "validation_tr", "validation_te"):
-        sp.save_npz(tmp_path / f"{name}.npz", getattr(data, name))
+    save_training_split(tmp_path, TOY)
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({"checkpoints": {"every_epochs": 2, "min_seconds": 0}}))
     hyperparameters = {"lr": 0.002, "wd": 1e-4, "batch_size": 40, "epochs": 5, "patience": 5, "drop_last": False}
@@ -130,9 +128,7 @@ def test_train_script_ended_by_sigterm_says_where_it_stopped_and_resumes(tmp_pat
     """SIGTERM, as a cluster's time limit sends it, to the script while it trains: it exits with
     128 + 15, leaves no half-written file, and its log ends with the epoch it was in and how to
     resume; run again, it resumes from its last checkpoint."""
-    data = training_data(120, 25, 5, 30, seed=2)
-    for name in ("train", "validation_tr", "validation_te"):
-        sp.save_npz(tmp_path / f"{name}.npz", getattr(data, name))
+    save_training_split(tmp_path, TOY)
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({"checkpoints": {"every_epochs": 1, "min_seconds": 0}}))
     long_run = {"lr": 0.002, "wd": 1e-4, "batch_size": 40, "epochs": 100_000, "patience": 100_000, "drop_last": False}
