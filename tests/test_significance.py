@@ -294,13 +294,12 @@ def test_a_truncated_per_user_file_is_named(tmp_path, cut, message, damaged):
 
 
 def test_a_seed_independent_run_among_seeded_ones_is_keyed_by_none(tmp_path):
-    """tables.load_runs gives a seed-independent run the seed None, which pandas stores as NaN in a
-    column of seeds: user_values keys that run by None and the others by their seed."""
+    """tables.load_runs gives a seed-independent run the seed None (its seed column holds integers
+    and None): user_values keys that run by None and the others by their seed."""
     users = ["a", "b"]
     files = [write_run(tmp_path, "mostpop", "-independent", users, {"ndcg@100": [0.1, 0.2]})]
     files += [write_run(tmp_path, "ease", seed, users, {"ndcg@100": [0.3 + seed, 0.4]}) for seed in (0, 1)]
-    runs = pd.DataFrame([{"method": "mostpop", "seed": None}, {"method": "ease", "seed": 0}, {"method": "ease", "seed": 1}])
-    assert runs["seed"].isna().iloc[0]
+    runs = pd.DataFrame({"method": ["mostpop", "ease", "ease"], "seed": pd.Series([None, 0, 1], dtype=object)})
     values = sig.user_values(runs, [f[0] for f in files], [f[1] for f in files])
     assert list(values["mostpop"]) == [None] and list(values["ease"]) == [0, 1]
     assert values["ease"][1].loc["a", "ndcg@100"] == 1.3

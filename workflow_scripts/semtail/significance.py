@@ -178,7 +178,7 @@ def user_values(runs: pd.DataFrame, metric_paths, per_user_paths) -> dict[str, d
             raise ValueError(
                 f"{per_user_path} and {first} hold different test users ({len(frame)} and {len(users)} of them)"
             )
-        values.setdefault(method, {})[None if pd.isna(seed) else int(seed)] = frame.loc[users]
+        values.setdefault(method, {})[None if seed is None else int(seed)] = frame.loc[users]
     return values
 
 
