@@ -24,8 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from semtail import registry
-from semtail import workflow as plan
+from semtail import plan, registry
 from semtail.modelfile import load_model
 from semtail.resource_check import read_record
 

@@ -1,4 +1,4 @@
-# Helpers shared by the rules. The logic lives in workflow_scripts/semtail/workflow.py,
+# Helpers shared by the rules. The logic lives in workflow_scripts/semtail/plan.py,
 # where it is tested without Snakemake; this file only binds it to `config`.
 
 import functools
@@ -22,9 +22,7 @@ if not WORKFLOW_SCRIPTS.is_dir():
     )
 sys.path.insert(0, str(WORKFLOW_SCRIPTS))
 
-from semtail import config_schema, provenance, selection
-from semtail import tuning as search
-from semtail import workflow as plan
+from semtail import config_schema, plan, provenance, search, selection
 from semtail.device import visible_gpu_ids
 
 plan.put_first_on_pythonpath(str(WORKFLOW_SCRIPTS))
@@ -320,7 +318,7 @@ def run_inputs(wildcards):
 
 
 def resource(kind, stage, hyperparameters=None, rule_name=None):
-    """A callable for a rule's threads, mem_mb or runtime (semtail/workflow.py:resources), sized
+    """A callable for a rule's threads, mem_mb or runtime (semtail/plan.py:resources), sized
     from the dataset: from the stats.json among the job's inputs once preprocessing wrote it
     (Snakemake evaluates resources again right before a job starts), else from the config's
     `expected` sizes. A retry (`attempt` 2) asks for twice the memory and time. A training job
@@ -370,7 +368,7 @@ def visible_gpu_count():
 
 
 def job_on_gpu(rule_name, planned_gpus):
-    """Whether a job of `rule_name` will use a GPU (semtail/workflow.py, runs_on_gpu):
+    """Whether a job of `rule_name` will use a GPU (semtail/plan.py, runs_on_gpu):
     by its `gpu` resource after --set-resources, and this run's `gpu` limit or a cluster.
     """
     gpus = set_resource(rule_name, "gpu")
@@ -385,7 +383,7 @@ def job_on_gpu(rule_name, planned_gpus):
 
 
 def benchmark_file(rule_name):
-    """Snakemake's benchmark file of a rule's jobs (semtail/workflow.py:BENCHMARKS)."""
+    """Snakemake's benchmark file of a rule's jobs (semtail/plan.py:BENCHMARKS)."""
     return plan.benchmark_pattern(config, rule_name)
 
 

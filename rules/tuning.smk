@@ -1,4 +1,4 @@
-# The hyperparameter search (config `tuning:`, semtail/tuning.py and semtail/selection.py): one job
+# The hyperparameter search (config `tuning:`, semtail/search.py and semtail/selection.py): one job
 # per candidate of a searched method and search seed, trained on the training users and scored on
 # the validation users, then a selection per (dataset, method) by the mean over the seeds. The selection is a checkpoint: train jobs of a
 # searched method read their hyperparameters from selected.yaml once it exists (rules/common.smk:

@@ -11,9 +11,7 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from semtail import registry
-from semtail import tuning as search
-from semtail import workflow as plan
+from semtail import plan, registry, search
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = str(ROOT / "schemas/config.schema.yaml")

@@ -13,7 +13,7 @@ from method_settings import completed
 from semtail.metrics import rank_top_k
 from semtail.models import rerank
 from semtail.models.base import Run, TrainingData
-from semtail.workflow import ConfigError, check_config
+from semtail.plan import ConfigError, check_config
 
 SCORES = torch.tensor([[0.9, 0.3, 0.05, 0.6, 0.2, 0.3]])
 POPULARITY = torch.tensor([50.0, 40.0, 5.0, 30.0, 10.0, 20.0])

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from semtail import workflow as plan
+from semtail import plan
 from semtail.provenance import code_version
 from synthetic_data import DELIMITED_SOURCE, synthetic_for_format, write_delimited
 from workflow_runs import REPO, copy_repo, dry_run_blocks, snakemake_env

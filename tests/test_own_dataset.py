@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from semtail import workflow as plan
+from semtail import plan
 from workflow_runs import REPO, copy_repo, copy_run, job, planned_jobs, snakemake
 
 pytestmark = pytest.mark.slow

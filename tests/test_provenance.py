@@ -185,13 +185,13 @@ def test_the_real_stages_cover_their_imports():
         assert len(provenance.code_version(stage)) == 16
     # The selection's jobs do not rerun when the planning (targets, checks, resources) changes.
     for stage in ("select_hyperparameters", "tuning_table"):
-        assert not {"tuning", "workflow", "registry"} & real_modules(stage), stage
+        assert not {"search", "plan", "registry"} & real_modules(stage), stage
 
 
 def test_a_search_candidate_covers_its_method_and_the_validation_scoring():
     _, modules = provenance.code_files("posit", provenance.CANDIDATE_SCRIPT)
     names = {m.removeprefix("semtail.") for m in modules}
-    assert {"models.posit", "training", "validation", "evaluate", "metrics"} <= names
+    assert {"models.posit", "training", "candidate", "evaluate", "metrics"} <= names
     assert "models.ipw" not in names
     assert provenance.code_version("posit", provenance.CANDIDATE_SCRIPT) != provenance.code_version("posit")
 

@@ -28,7 +28,7 @@ def test_the_methods_are_the_modules_that_declare_one():
 
 
 def test_declarations_are_read_without_importing_torch():
-    code = "import sys; from semtail import registry, workflow; registry.methods(); print('torch' in sys.modules)"
+    code = "import sys; from semtail import plan, registry; registry.methods(); print('torch' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT / "workflow_scripts", check=True)
     assert done.stdout.strip() == "False"
 
@@ -195,7 +195,7 @@ def test_the_guide_s_worked_example_runs_as_written(tmp_path):
     script = textwrap.dedent(
         f"""
         import copy, numpy as np, torch, yaml
-        from semtail import config_schema, registry, workflow
+        from semtail import config_schema, plan, registry
         from semtail.models.synthetic import training_data
         from semtail.registry import method_module
         from semtail.models.base import Run
@@ -205,15 +205,15 @@ def test_the_guide_s_worked_example_runs_as_written(tmp_path):
         assert registry.declaration("itemknn").label == {users_label!r}
         config = yaml.safe_load(open({str(tmp_path / "config.yaml")!r}))
         config_schema.check_against_schema(config, config_schema.load_schema({str(ROOT / "schemas/config.schema.yaml")!r}))
-        workflow.check_config(config)
-        assert workflow.resolve_hyperparameters(config, "shop", name) == {{"shrink": 10.0}}
-        assert workflow.train_inputs(config, "shop", "rerank_knn", 0)["base_model"].endswith(f"{{name}}/seed0/model.pt")
+        plan.check_config(config)
+        assert plan.resolve_hyperparameters(config, "shop", name) == {{"shrink": 10.0}}
+        assert plan.train_inputs(config, "shop", "rerank_knn", 0)["base_model"].endswith(f"{{name}}/seed0/model.pt")
         bad = copy.deepcopy(config)
         bad["hyperparameters"][name] = {{"shrnk": 1.0}}
         try:
-            workflow.check_config(bad)
+            plan.check_config(bad)
             raise SystemExit("a typo passed")
-        except workflow.ConfigError as error:
+        except plan.ConfigError as error:
             assert f"hyperparameters.{{name}}: ['shrnk']" in str(error), error
 
         data = training_data(60, 12, 4, 10, seed=1)

@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from semtail import config_schema
-from semtail import workflow as plan
+from semtail import config_schema, plan
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER = yaml.safe_load((REPO / "configs" / "paper.yaml").read_text())

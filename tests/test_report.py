@@ -11,7 +11,7 @@ import pytest
 import yaml
 from docutils.core import publish_parts
 
-from semtail import workflow as plan
+from semtail import plan
 from workflow_runs import REPO, snakemake
 
 FIGURES = ("coverage_at_k", "item_recall_by_popularity", "accuracy_coverage_tradeoff", "lorenz", "weight_landscape")

@@ -25,7 +25,7 @@ import psutil
 import pytest
 import torch
 
-from semtail import workflow as plan
+from semtail import plan
 from workflow_runs import (
     SECOND_DATASET,
     SGD_METHODS,

@@ -1,5 +1,5 @@
 """resources.csv (semtail/resource_check.py): each job's measured peak and wall time against what it
-declared; and the runtime a job declares follows the device it will use (semtail/workflow.py)."""
+declared; and the runtime a job declares follows the device it will use (semtail/plan.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from semtail import workflow as plan
+from semtail import plan
 from semtail.resource_check import (
     COLUMNS,
     ResourceRecordError,

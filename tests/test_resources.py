@@ -1,4 +1,4 @@
-"""semtail.workflow.resources: what each job asks the scheduler for, at the paper's dataset sizes.
+"""semtail.plan.resources: what each job asks the scheduler for, at the paper's dataset sizes.
 
 The memory a job needs is at least the bytes of the arrays it must hold at once, computed here from
 the published sizes; the requests must cover them without asking for absurd amounts."""
@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from semtail import registry
-from semtail import workflow as plan
+from semtail import plan, registry
 
 ROOT = Path(__file__).resolve().parents[1]
 GB = 1e9

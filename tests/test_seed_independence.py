@@ -18,8 +18,7 @@ import pytest
 import torch
 import yaml
 
-from semtail import registry, tables
-from semtail import workflow as plan
+from semtail import plan, registry, tables
 from semtail.evaluate import Split, evaluate_model_file
 from semtail.modelfile import ModelFileError, load_model
 from semtail.models.synthetic import training_data

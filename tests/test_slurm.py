@@ -21,8 +21,7 @@ import pytest
 import torch
 from snakemake.profiles import ProfileConfigFileParser
 
-from semtail import registry
-from semtail import workflow as plan
+from semtail import plan, registry
 from slurm_cluster import SlurmCluster, SlurmUnavailable
 from workflow_runs import (
     FULL_JOB_BLOCKS,

@@ -1,4 +1,4 @@
-"""The hyperparameter search's planning and selection (semtail/tuning.py), and a candidate's
+"""The hyperparameter search's planning and selection (semtail/search.py), and a candidate's
 validation scores against the evaluation of a train job's model file on the validation users."""
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ import torch
 import yaml
 from snakemake.utils import validate
 
-from semtail import selection, tuning
+from semtail import search, selection
+from semtail.candidate import train_and_validate
 from semtail.evaluate import evaluate_model_file, load_split
 from semtail.models.synthetic import training_data
-from semtail.validation import train_and_validate
-from semtail.workflow import ConfigError
+from semtail.plan import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "schemas/config.schema.yaml"
@@ -38,20 +38,20 @@ def with_tuning(**tuning_block) -> dict:
 
 def test_grid_order_and_stable_names():
     config = with_tuning(grids={"ease": {"lr": [0.001, 0.01], "wd": [0.1, 1.0]}})
-    found = tuning.candidates(config, "ml-100k", "ease")
+    found = search.candidates(config, "ml-100k", "ease")
     assert [c.settings for c in found] == [
         {"lr": 0.001, "wd": 0.1}, {"lr": 0.001, "wd": 1.0}, {"lr": 0.01, "wd": 0.1}, {"lr": 0.01, "wd": 1.0},
     ]  # fmt: skip
     names = [c.name for c in found]
-    assert len(set(names)) == 4 and all(len(n) == tuning.NAME_LENGTH for n in names)
+    assert len(set(names)) == 4 and all(len(n) == search.NAME_LENGTH for n in names)
     # the name is the settings', whatever their order; 1 and 1.0 differ
-    assert tuning.candidate_name({"wd": 0.1, "lr": 0.001}) == names[0]
-    assert tuning.candidate_name({"l2": 1}) != tuning.candidate_name({"l2": 1.0})
+    assert search.candidate_name({"wd": 0.1, "lr": 0.001}) == names[0]
+    assert search.candidate_name({"l2": 1}) != search.candidate_name({"l2": 1.0})
     # a third value adds two candidates and keeps the others' names
     config["tuning"]["grids"]["ease"]["lr"].insert(1, 0.003)
-    grown = tuning.candidates(config, "ml-100k", "ease")
+    grown = search.candidates(config, "ml-100k", "ease")
     assert len(grown) == 6 and set(names) <= {c.name for c in grown}
-    assert tuning.candidate_files(config, "ml-100k", "ease")[0] == f"results/ml-100k/ease/tuning/{names[0]}/validation.json"
+    assert search.candidate_files(config, "ml-100k", "ease")[0] == f"results/ml-100k/ease/tuning/{names[0]}/validation.json"
 
 
 def test_a_list_of_grids_is_their_union_and_dataset_overrides_replace_axes():
@@ -59,14 +59,14 @@ def test_a_list_of_grids_is_their_union_and_dataset_overrides_replace_axes():
         grids={"rerank": [{"high": [0.2], "low": [0.1, 0.15]}, {"high": [0.4], "low": [0.1]}, {"high": [0.2], "low": [0.1]}]},
         overrides={"ml-100k": {"ease": {"lr": [0.5]}}},
     )
-    assert [c.settings for c in tuning.candidates(config, "ml-100k", "rerank")] == [
+    assert [c.settings for c in search.candidates(config, "ml-100k", "rerank")] == [
         {"high": 0.2, "low": 0.1}, {"high": 0.2, "low": 0.15}, {"high": 0.4, "low": 0.1},
     ]  # fmt: skip  (the repeated {0.2, 0.1} counts once)
-    assert tuning.tuned_names(config, "ml-100k") == ["ease", "rerank"]
-    assert [c.settings for c in tuning.candidates(config, "ml-100k", "ease")] == [{"lr": 0.5}]
+    assert search.tuned_names(config, "ml-100k") == ["ease", "rerank"]
+    assert [c.settings for c in search.candidates(config, "ml-100k", "ease")] == [{"lr": 0.5}]
     config["tuning"]["grids"]["ease"] = {"lr": [0.1, 0.2], "wd": [0.3]}
-    assert [c.settings for c in tuning.candidates(config, "ml-100k", "ease")] == [{"lr": 0.5, "wd": 0.3}]
-    assert tuning.candidates(config, "ml-100k", "posit") == [] and not tuning.is_tuned(config, "ml-100k", "posit")
+    assert [c.settings for c in search.candidates(config, "ml-100k", "ease")] == [{"lr": 0.5, "wd": 0.3}]
+    assert search.candidates(config, "ml-100k", "posit") == [] and not search.is_tuned(config, "ml-100k", "posit")
 
 
 def test_candidate_hyperparameters_put_the_grid_on_the_resolved_ones_of_a_variant():
@@ -74,50 +74,50 @@ def test_candidate_hyperparameters_put_the_grid_on_the_resolved_ones_of_a_varian
     config["variants"] = {"posit_share": {"method": "posit", "ties": "share"}}
     config["methods"].append("posit_share")
     config["overrides"] = {"ml-100k": {"posit": {"lr": 0.002}}}
-    candidate = tuning.candidates(config, "ml-100k", "posit_share")[1]
-    resolved = tuning.candidate_hyperparameters(config, "ml-100k", "posit_share", candidate)
+    candidate = search.candidates(config, "ml-100k", "posit_share")[1]
+    resolved = search.candidate_hyperparameters(config, "ml-100k", "posit_share", candidate)
     assert resolved == {**config["hyperparameters"]["posit"], "lr": 0.002, "ties": "share", "nstd": 1.5}
 
 
 def test_rerank_follows_the_selection_of_its_base():
     config = with_tuning(grids={"ease": {"lr": [0.001, 0.002]}, "rerank": {"low": [0.1]}})
-    assert tuning.selections_behind(config, "ml-100k", ["rerank"]) == ["rerank", "ease"]
-    assert tuning.selections_behind(config, "ml-100k", ["rerank"], candidate=True) == ["ease"]
-    assert tuning.selections_behind(config, "ml-100k", ["mostpop", "ipw"]) == []
-    assert tuning.candidate_inputs(config, "ml-100k", "rerank")["base_model"] == "results/ml-100k/ease/seed0/model.pt"
+    assert search.selections_behind(config, "ml-100k", ["rerank"]) == ["rerank", "ease"]
+    assert search.selections_behind(config, "ml-100k", ["rerank"], candidate=True) == ["ease"]
+    assert search.selections_behind(config, "ml-100k", ["mostpop", "ipw"]) == []
+    assert search.candidate_inputs(config, "ml-100k", "rerank")["base_model"] == "results/ml-100k/ease/seed0/model.pt"
     config["experiment"] = "search"
     config["tuning"]["seed"] = 4
-    assert tuning.candidate_inputs(config, "ml-100k", "rerank")["base_model"] == "results/search/ml-100k/ease/seed4/model.pt"
-    assert tuning.tuning_targets(config) == [
+    assert search.candidate_inputs(config, "ml-100k", "rerank")["base_model"] == "results/search/ml-100k/ease/seed4/model.pt"
+    assert search.tuning_targets(config) == [
         "results/search/ml-100k/ease/selected.yaml", "results/search/ml-100k/rerank/selected.yaml",
         "results/search/ml-100k/tuning.csv", "results/search/ml-100k/tuning.md",
     ]  # fmt: skip
-    assert tuning.tuning_targets(demo()) == []
+    assert search.tuning_targets(demo()) == []
 
 
 def test_several_search_seeds_give_one_file_per_candidate_and_seed_the_first_on_the_single_seed_path():
     config = with_tuning(grids={"ease": {"lr": [0.001, 0.002]}, "rerank": {"low": [0.1]}})
-    one_seed = tuning.candidate_files(config, "ml-100k", "ease")
-    assert tuning.search_seeds(config) == [0]
+    one_seed = search.candidate_files(config, "ml-100k", "ease")
+    assert search.search_seeds(config) == [0]
     del config["tuning"]["grids"]["rerank"]
     config["tuning"]["seeds"] = [3, 1]
-    first, second = (c.name for c in tuning.candidates(config, "ml-100k", "ease"))
-    assert tuning.search_seeds(config) == [3, 1]
-    assert tuning.candidate_files(config, "ml-100k", "ease") == [
+    first, second = (c.name for c in search.candidates(config, "ml-100k", "ease"))
+    assert search.search_seeds(config) == [3, 1]
+    assert search.candidate_files(config, "ml-100k", "ease") == [
         f"results/ml-100k/ease/tuning/{first}/validation.json", f"results/ml-100k/ease/tuning/{first}/seed1/validation.json",
         f"results/ml-100k/ease/tuning/{second}/validation.json", f"results/ml-100k/ease/tuning/{second}/seed1/validation.json",
     ]  # fmt: skip
-    assert tuning.candidate_files(config, "ml-100k", "ease")[::2] == one_seed  # the first seed's paths as before
-    assert tuning.candidate_checkpoint(config, "ml-100k", "ease", first, 1) == f"results/ml-100k/ease/tuning/{first}/seed1/checkpoint.pt"
-    assert tuning.candidate_checkpoint(config, "ml-100k", "ease", first, 3) == f"results/ml-100k/ease/tuning/{first}/checkpoint.pt"
+    assert search.candidate_files(config, "ml-100k", "ease")[::2] == one_seed  # the first seed's paths as before
+    assert search.candidate_checkpoint(config, "ml-100k", "ease", first, 1) == f"results/ml-100k/ease/tuning/{first}/seed1/checkpoint.pt"
+    assert search.candidate_checkpoint(config, "ml-100k", "ease", first, 3) == f"results/ml-100k/ease/tuning/{first}/checkpoint.pt"
     config["tuning"]["grids"]["rerank"] = {"low": [0.1]}
-    assert tuning.candidate_inputs(config, "ml-100k", "rerank", 1)["base_model"] == "results/ml-100k/ease/seed1/model.pt"
-    assert tuning.candidate_inputs(config, "ml-100k", "rerank")["base_model"] == "results/ml-100k/ease/seed3/model.pt"
+    assert search.candidate_inputs(config, "ml-100k", "rerank", 1)["base_model"] == "results/ml-100k/ease/seed1/model.pt"
+    assert search.candidate_inputs(config, "ml-100k", "rerank")["base_model"] == "results/ml-100k/ease/seed3/model.pt"
     validate(config, str(SCHEMA))
-    tuning.check_tuning(config)
+    search.check_tuning(config)
     config["tuning"]["seed"] = 0
     with pytest.raises(ConfigError, match=r"tuning: give `seeds` \(a list\) or `seed` \(one seed\), not both"):
-        tuning.check_tuning(config)
+        search.check_tuning(config)
     for seeds in ([0, 0], [], [-1], [2**63]):
         with pytest.raises(Exception, match="seeds"):
             validate(with_tuning(seeds=seeds), str(SCHEMA))
@@ -129,11 +129,11 @@ def test_several_search_seeds_give_one_file_per_candidate_and_seed_the_first_on_
 def test_shipped_search_config_is_valid():
     config = yaml.safe_load((ROOT / "configs/demo_search.yaml").read_text())
     validate(config, str(SCHEMA))
-    tuning.check_tuning(config)
-    counts = {name: len(tuning.candidates(config, "ml-100k", name)) for name in tuning.tuned_names(config, "ml-100k")}
+    search.check_tuning(config)
+    counts = {name: len(search.candidates(config, "ml-100k", name)) for name in search.tuned_names(config, "ml-100k")}
     # the grids of docs/hyperparameters.md
     assert counts == {"ease_closed": 6, "ease": 20, "ipw": 5, "cvar": 12, "posit": 48, "causal": 32, "rerank": 26, "post": 8}
-    rerank = tuning.candidates(config, "ml-100k", "rerank")
+    rerank = search.candidates(config, "ml-100k", "rerank")
     assert all(c.settings["high"] > c.settings["low"] for c in rerank)
 
 
@@ -154,7 +154,7 @@ def test_shipped_search_config_is_valid():
 )
 def test_bad_search_settings_are_named(block, named):
     with pytest.raises(ConfigError, match=named):
-        tuning.check_tuning(with_tuning(**block))
+        search.check_tuning(with_tuning(**block))
 
 
 def test_a_candidate_is_checked_as_its_own_job_not_as_every_variant_of_its_method():
@@ -163,10 +163,10 @@ def test_a_candidate_is_checked_as_its_own_job_not_as_every_variant_of_its_metho
     config = with_tuning(grids={"rerank": {"low": [0.1, 0.18]}})
     config["variants"] = {"rerank_x": {"method": "rerank", "high": 0.17}}
     config["methods"].append("rerank_x")
-    tuning.check_tuning(config)
+    search.check_tuning(config)
     config["tuning"]["grids"]["rerank_x"] = {"low": [0.1, 0.18]}
     with pytest.raises(ConfigError, match=r"tuning\.grids\.rerank_x: the candidate \{'low': 0\.18\}: rerank_x for ml-100k: high \(0\.17\)"):
-        tuning.check_tuning(config)
+        search.check_tuning(config)
 
 
 # ---- the selection rule ------------------------------------------------------------------------

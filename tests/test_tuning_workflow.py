@@ -18,7 +18,7 @@ import torch
 import yaml
 from scipy import stats
 
-from semtail import workflow as plan
+from semtail import plan
 from workflow_runs import job, output_times, planned_jobs, read_config, snakemake, write_config
 
 pytestmark = pytest.mark.slow

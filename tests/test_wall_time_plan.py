@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from semtail import workflow as plan
+from semtail import plan
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import wall_time_plan  # noqa: E402

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from semtail import workflow as plan
+from semtail import plan
 from workflow_runs import (
     FULL_JOB_BLOCKS,
     REPO,
@@ -176,7 +176,7 @@ def test_one_diverging_method_fails_alone_under_keep_going(demo_copy):
 
 def test_jobs_import_the_semtail_beside_the_snakefile(monkeypatch):
     """(The end-to-end proof is in test_rerun.py: a changed module in a copy is what its jobs run.)"""
-    from semtail import workflow as plan
+    from semtail import plan
 
     monkeypatch.setenv("PYTHONPATH", f"/elsewhere{':'}/copy/workflow_scripts")
     plan.put_first_on_pythonpath("/copy/workflow_scripts")
@@ -206,7 +206,7 @@ def test_a_clone_in_a_folder_with_a_space_runs_its_jobs(tmp_path):
     interpreter = interpreter_in(workdir / ".venv")
     config = reduced_config(seeds=(0,))
     write_config(workdir, config)
-    from semtail import workflow as plan
+    from semtail import plan
 
     model = f"{plan.run_dir(config, 'ml-100k', 'mostpop', 0)}/model.pt"
     done = subprocess.run(
@@ -219,7 +219,7 @@ def test_a_clone_in_a_folder_with_a_space_runs_its_jobs(tmp_path):
 
 
 def test_the_interpreter_is_quoted_once_for_the_shell(tmp_path, monkeypatch):
-    from semtail import workflow as plan
+    from semtail import plan
 
     interpreter = tmp_path / "my proj" / "python"
     interpreter.parent.mkdir()

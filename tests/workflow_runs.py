@@ -22,8 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from semtail import registry
-from semtail import workflow as plan
+from semtail import plan, registry
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_CONFIG = "test-config.yaml"

@@ -22,7 +22,7 @@ from semtail.files import write_json  # noqa: E402
 from semtail.provenance import CANDIDATE_SCRIPT  # noqa: E402
 from semtail.script_io import plain, script_run, setup_logging  # noqa: E402
 from semtail.train_job import ending_on_signal, job_arguments  # noqa: E402
-from semtail.validation import train_and_validate  # noqa: E402
+from semtail.candidate import train_and_validate  # noqa: E402
 
 run = script_run(globals(), "Train one candidate of a hyperparameter search and score it on the validation users.")
 log = setup_logging(run, "tune_candidate")

@@ -19,7 +19,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
 from semtail import registry
-from semtail.workflow import ConfigError
+from semtail.plan import ConfigError
 
 SCHEMA_FILE = "schemas/config.schema.yaml"
 INTEGER = re.compile(r"[+-]?\d+")

@@ -1,6 +1,6 @@
 """The search's jobs after the candidates: the selection rule (choose), selected.yaml (written,
-read), and the table of every candidate. It imports nothing of the planning (semtail.tuning,
-semtail.workflow), so that editing those reruns no selection (their code versions,
+read), and the table of every candidate. It imports nothing of the planning (semtail.search,
+semtail.plan), so that editing those reruns no selection (their code versions,
 semtail.provenance).
 """
 

@@ -84,7 +84,7 @@ def seed_words(seed) -> str:
     return SEED_INDEPENDENT if seed is None else f"seed {seed}"
 
 
-# The `seeds` of a seed-independent method's one run (semtail.workflow.SEED_INDEPENDENT).
+# The `seeds` of a seed-independent method's one run (semtail.plan.SEED_INDEPENDENT).
 SEED_INDEPENDENT = "seed-independent"
 
 

@@ -164,7 +164,7 @@ def train_model(
     device in words (semtail.provenance.environment() and semtail.device.describe()).
 
     `variant` is the run's name in the config's `methods:` when it is a variant of `method`.
-    `seed` is None for the one run of a seed-independent method (semtail.workflow.seed_independent).
+    `seed` is None for the one run of a seed-independent method (semtail.plan.seed_independent).
 
     `hyperparameters` may leave out what the method declares a default for; the model file records
     them all. A missing, unknown or wrongly typed one is an error naming it.

@@ -1,5 +1,5 @@
 """The preprocess stage: the raw files that provenance.json names -> the Liang et al. (2018) split
-in data/processed/{dataset}/{p}/ (p: semtail.workflow.split_key): five binary CSR matrices, the id
+in data/processed/{dataset}/{p}/ (p: semtail.plan.split_key): five binary CSR matrices, the id
 lists of their rows and columns, and stats.json. Every output is written to a temporary file first and renamed at the end, stats.json last,
 so a failure leaves none of them behind."""
 

@@ -456,7 +456,7 @@ def benchmark_pattern(config: dict, rule: str) -> str:
 
 def benchmark_files(config: dict) -> list[str]:
     """The benchmark file of every job the config's default targets run, dataset by dataset."""
-    from semtail import tuning  # imports this module
+    from semtail import search  # imports this module
 
     files = []
     for dataset in config["datasets"]:
@@ -464,13 +464,13 @@ def benchmark_files(config: dict) -> list[str]:
             return benchmark_pattern(config, rule).format(dataset=dataset, **wildcards)
 
         files += [of("download"), of("preprocess", split=split_key(config, dataset))]
-        for name in tuning.tuned_names(config, dataset):
-            _, *further = tuning.search_seeds(config)
-            for c in tuning.candidates(config, dataset, name):
+        for name in search.tuned_names(config, dataset):
+            _, *further = search.search_seeds(config)
+            for c in search.candidates(config, dataset, name):
                 files.append(of("tune_candidate", method=name, candidate=c.name))
                 files += [of("tune_candidate_seed", method=name, candidate=c.name, seed=seed) for seed in further]
             files.append(of("select_hyperparameters", method=name))
-        if tuning.tuned_names(config, dataset):
+        if search.tuned_names(config, dataset):
             files.append(of("tuning_table"))
         for name in config["methods"]:
             for seed in run_seeds(config, dataset, name):

@@ -33,7 +33,7 @@ def train_and_validate(
     dataset, method, seed, inputs, device = (training[k] for k in ("dataset", "method", "seed", "inputs", "device"))
     split = validation_split(inputs)
     check_ks(evaluation["ks"], split.n_items, dataset)
-    model, run = train_model(log=log or logging.getLogger("semtail.tuning"), **training)
+    model, run = train_model(log=log or logging.getLogger("semtail.search"), **training)
     result = evaluate_as_configured(scorer(model, device), split, evaluation, device)
     record = {
         "format_version": FORMAT_VERSION,

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from semtail import registry
 from semtail.run_metrics import metric_ks
 from semtail.selection import DEFAULT_METRIC
-from semtail.workflow import (
+from semtail.plan import (
     ConfigError,
     check_base,
     checked,
