@@ -1,7 +1,7 @@
 """Peak memory and time of one evaluation job's work per method: the method's own scorer (its
 ranking included: rerank's two sorts) on a model of random values, through semtail.evaluate, on a
 synthetic split. Each method runs in a process of its own, so each peak RSS is that method's alone.
-What it measures fits the evaluation term of semtail/plan.py:resources (docs/running.md).
+What it measures fits the evaluation term of semtail/job_resources.py:resources (docs/running.md).
 
     python benchmarks/evaluate_memory.py --users 10000 --items 20108 --batch-size 4096 \
         --methods ease rerank post mostpop

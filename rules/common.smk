@@ -1,5 +1,5 @@
-# Helpers shared by the rules. The logic lives in workflow_scripts/semtail/plan.py,
-# where it is tested without Snakemake; this file only binds it to `config`.
+# Helpers shared by the rules. The logic lives in workflow_scripts/semtail/ (plan.py, search.py,
+# job_resources.py), where it is tested without Snakemake; this file only binds it to `config`.
 
 import functools
 import re
@@ -22,7 +22,7 @@ if not WORKFLOW_SCRIPTS.is_dir():
     )
 sys.path.insert(0, str(WORKFLOW_SCRIPTS))
 
-from semtail import config_schema, plan, provenance, search, selection
+from semtail import config_schema, job_resources, plan, provenance, search, selection
 from semtail.device import visible_gpu_ids
 
 plan.put_first_on_pythonpath(str(WORKFLOW_SCRIPTS))
@@ -277,11 +277,11 @@ def compute_device(wildcards):
 
 
 def gpus_per_job(wildcards):
-    return plan.gpus_per_job(config)
+    return job_resources.gpus_per_job(config)
 
 
 def training_gpus(wildcards):
-    return plan.training_gpus(config, wildcards.method)
+    return job_resources.training_gpus(config, wildcards.method)
 
 
 def stage_code_version(stage):
@@ -318,7 +318,7 @@ def run_inputs(wildcards):
 
 
 def resource(kind, stage, hyperparameters=None, rule_name=None):
-    """A callable for a rule's threads, mem_mb or runtime (semtail/plan.py:resources), sized
+    """A callable for a rule's threads, mem_mb or runtime (semtail/job_resources.py:resources), sized
     from the dataset: from the stats.json among the job's inputs once preprocessing wrote it
     (Snakemake evaluates resources again right before a job starts), else from the config's
     `expected` sizes. A retry (`attempt` 2) asks for twice the memory and time. A training job
@@ -336,7 +336,7 @@ def resource(kind, stage, hyperparameters=None, rule_name=None):
             stats_file = str(Path(input.train).with_name("stats.json"))
         else:
             stats_file = None
-        return plan.resources(
+        return job_resources.resources(
             config,
             stage,
             wildcards.dataset,
@@ -346,7 +346,7 @@ def resource(kind, stage, hyperparameters=None, rule_name=None):
             hyperparameters=sizing_hyperparameters(hyperparameters, wildcards),
             on_gpu=job_on_gpu(
                 full_name,
-                plan.job_gpus(config, stage, getattr(wildcards, "method", None)),
+                job_resources.job_gpus(config, stage, getattr(wildcards, "method", None)),
             ),
         )[kind]
 
@@ -368,13 +368,13 @@ def visible_gpu_count():
 
 
 def job_on_gpu(rule_name, planned_gpus):
-    """Whether a job of `rule_name` will use a GPU (semtail/plan.py, runs_on_gpu):
+    """Whether a job of `rule_name` will use a GPU (semtail/job_resources.py, runs_on_gpu):
     by its `gpu` resource after --set-resources, and this run's `gpu` limit or a cluster.
     """
     gpus = set_resource(rule_name, "gpu")
     limit = workflow.global_resources.get("gpu")
     limit = getattr(limit, "value", limit)
-    return plan.runs_on_gpu(
+    return job_resources.runs_on_gpu(
         int(planned_gpus if gpus is None else gpus),
         cluster=not workflow.local_exec or workflow.remote_exec,
         gpu_limit=None if limit is None else int(limit),

@@ -11,7 +11,7 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from semtail import plan, registry, search
+from semtail import job_resources, plan, registry, search
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = str(ROOT / "schemas/config.schema.yaml")
@@ -175,8 +175,8 @@ def test_rerank_trains_on_its_base_model_of_the_same_seed(demo):
 
 
 def test_cpu_device_requests_no_gpu(demo):
-    assert plan.gpus_per_job(demo) == 1
-    assert plan.gpus_per_job(dict(demo, compute={"device": "cpu", "gpus_per_job": 1})) == 0
+    assert job_resources.gpus_per_job(demo) == 1
+    assert job_resources.gpus_per_job(dict(demo, compute={"device": "cpu", "gpus_per_job": 1})) == 0
 
 
 def test_snakemake_fails_at_once_on_a_typo(tmp_path, demo):
@@ -253,10 +253,10 @@ def test_a_variant_trains_and_is_resourced_as_its_method(demo):
         "rerank_b": {"method": "rerank", "base": "ease_b"},
     }
     plan.check_config(config)
-    assert plan.training_gpus(config, "popular") == 0 and plan.training_gpus(config, "ease_b") == 1
+    assert job_resources.training_gpus(config, "popular") == 0 and job_resources.training_gpus(config, "ease_b") == 1
     assert plan.train_inputs(config, "ml-100k", "rerank_b", 1)["base_model"] == "results/ml-100k/ease_b/seed1/model.pt"
-    assert plan.resources(config, "train", "ml-100k", method="ease_b") == {
-        **plan.resources(dict(config, hyperparameters={**config["hyperparameters"], "ease": {
+    assert job_resources.resources(config, "train", "ml-100k", method="ease_b") == {
+        **job_resources.resources(dict(config, hyperparameters={**config["hyperparameters"], "ease": {
             **config["hyperparameters"]["ease"], "batch_size": 128}}), "train", "ml-100k", method="ease"),
     }  # fmt: skip
 

@@ -1,5 +1,5 @@
 """resources.csv (semtail/resource_check.py): each job's measured peak and wall time against what it
-declared; and the runtime a job declares follows the device it will use (semtail/plan.py)."""
+declared; and the runtime a job declares follows the device it will use (semtail/job_resources.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from semtail import plan
+from semtail import job_resources, plan
 from semtail.resource_check import (
     COLUMNS,
     ResourceRecordError,
@@ -85,7 +85,7 @@ def test_records_without_declarations_or_unreadable_are_named(tmp_path):
     ],
 )
 def test_runs_on_gpu(gpus, cluster, limit, visible, expected):
-    assert plan.runs_on_gpu(gpus, cluster, limit, visible) is expected
+    assert job_resources.runs_on_gpu(gpus, cluster, limit, visible) is expected
 
 
 def paper_config() -> dict:
@@ -96,12 +96,12 @@ def test_cpu_runtime_of_an_sgd_job_is_hours():
     """ML-20M: 50 epochs of 114 steps; at CPU bandwidth a step moves 2 * 1024 * 73 * 20108 * 4 + 6 D
     bytes (D = 4 * 20108^2), so the job's estimate is hours, not the GPU's minutes."""
     config = paper_config()
-    cpu = plan.resources(config, "train", "ml-20m", method="ease", stats_file="/nonexistent", on_gpu=False)
-    gpu = plan.resources(config, "train", "ml-20m", method="ease", stats_file="/nonexistent", on_gpu=True)
+    cpu = job_resources.resources(config, "train", "ml-20m", method="ease", stats_file="/nonexistent", on_gpu=False)
+    gpu = job_resources.resources(config, "train", "ml-20m", method="ease", stats_file="/nonexistent", on_gpu=True)
     dense = 4.0 * 20108**2
     step = 2 * 1024 * (10_000_000 / 136_677) * 20108 * 4 + 6 * dense
     steps = -(-(136_677 - 20_000) // 1024)
-    assert cpu["runtime"] >= 10 + 2 * 50 * steps * step / plan.CPU_BYTES_PER_S / 60
+    assert cpu["runtime"] >= 10 + 2 * 50 * steps * step / job_resources.CPU_BYTES_PER_S / 60
     assert cpu["runtime"] > 4 * gpu["runtime"]
     assert cpu["mem_mb"] == gpu["mem_mb"]
 
@@ -133,7 +133,7 @@ def test_set_resources_gpu_0_declares_cpu_runtimes(tmp_path):
     )
     key = ("train", "dataset=ml-20m, method=ease, run=seed0")
     expected = {
-        flag: plan.resources(config, "train", "ml-20m", method="ease", stats_file="/nonexistent", on_gpu=flag)["runtime"]
+        flag: job_resources.resources(config, "train", "ml-20m", method="ease", stats_file="/nonexistent", on_gpu=flag)["runtime"]
         for flag in (True, False)
     }
     assert int(on_gpu[key]["runtime"]) == expected[True] and on_gpu[key]["gpu"] == "1"
@@ -187,9 +187,9 @@ def test_resources_csv_of_a_small_synthetic_run(tmp_path):
 
 def test_download_of_a_synthetic_source_is_sized_by_its_positives():
     config = yaml.safe_load((REPO / "configs" / "rehearsal.yaml").read_text())
-    asked = plan.resources(config, "download", "ml-20m-shape", stats_file="/nonexistent")
+    asked = job_resources.resources(config, "download", "ml-20m-shape", stats_file="/nonexistent")
     assert asked["mem_mb"] == -(-(2**30 + 100 * 9_990_682) // 2**20)  # 1,977 MiB; 694 measured
-    assert plan.resources(paper_config(), "download", "ml-20m", stats_file="/nonexistent")["mem_mb"] == 1024
+    assert job_resources.resources(paper_config(), "download", "ml-20m", stats_file="/nonexistent")["mem_mb"] == 1024
 
 
 def test_benchmark_files_name_every_job_of_the_default_targets():
@@ -214,7 +214,7 @@ def test_evaluation_memory_follows_each_method_ranking_cost():
     config = paper_config()
 
     def asked(method):
-        return plan.resources(config, "evaluate", "ml-20m", method=method, stats_file="/nonexistent")["mem_mb"]
+        return job_resources.resources(config, "evaluate", "ml-20m", method=method, stats_file="/nonexistent")["mem_mb"]
 
     dense, entries, sparse = 4 * 20108**2, 4096 * 20108, 12 * 10_000_000
     assert asked("ease") == -(-(2**31 + 2 * dense + 16 * entries + 2 * sparse) // 2**20)
@@ -222,8 +222,8 @@ def test_evaluation_memory_follows_each_method_ranking_cost():
     for method, peak in (("ease", 4540), ("rerank", 7044)):
         assert peak < asked(method) <= 2 * peak + 2048
     assert asked("mostpop") == -(-(2**31 + (16 + 4) * entries + 2 * sparse) // 2**20)  # no item x item matrix
-    cpu = plan.resources(config, "evaluate", "ml-20m", method="rerank", stats_file="/nonexistent", on_gpu=False)
-    ease_cpu = plan.resources(config, "evaluate", "ml-20m", method="ease", stats_file="/nonexistent", on_gpu=False)
+    cpu = job_resources.resources(config, "evaluate", "ml-20m", method="rerank", stats_file="/nonexistent", on_gpu=False)
+    ease_cpu = job_resources.resources(config, "evaluate", "ml-20m", method="ease", stats_file="/nonexistent", on_gpu=False)
     assert cpu["runtime"] > ease_cpu["runtime"]  # the sorts
 
 
@@ -231,6 +231,6 @@ def test_download_of_a_synthetic_source_takes_the_time_of_generating_it():
     """1,177 s measured for ML-20M's shape on the 2-core machine under other work: 10 minutes of
     start-up plus twice that, where a fetched dataset gets 4 hours."""
     config = yaml.safe_load((REPO / "configs" / "rehearsal.yaml").read_text())
-    asked = plan.resources(config, "download", "ml-20m-shape", stats_file="/nonexistent")["runtime"]
+    asked = job_resources.resources(config, "download", "ml-20m-shape", stats_file="/nonexistent")["runtime"]
     assert asked == -(-(10 + 2 * 1.2e-4 * 9_990_682 / 60) // 1) == 50
-    assert plan.resources(paper_config(), "download", "ml-20m", stats_file="/nonexistent")["runtime"] == 240
+    assert job_resources.resources(paper_config(), "download", "ml-20m", stats_file="/nonexistent")["runtime"] == 240

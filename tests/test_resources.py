@@ -1,4 +1,4 @@
-"""semtail.plan.resources: what each job asks the scheduler for, at the paper's dataset sizes.
+"""semtail.job_resources.resources: what each job asks the scheduler for, at the paper's dataset sizes.
 
 The memory a job needs is at least the bytes of the arrays it must hold at once, computed here from
 the published sizes; the requests must cover them without asking for absurd amounts."""
@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 
-from semtail import plan, registry
+from semtail import job_resources, plan, registry
 
 ROOT = Path(__file__).resolve().parents[1]
 GB = 1e9
@@ -44,7 +45,7 @@ def paper():
 
 
 def request(config, stage, dataset, method=None, attempt=1, stats_file="/nonexistent/stats.json"):
-    return plan.resources(config, stage, dataset, attempt, method=method, stats_file=stats_file)
+    return job_resources.resources(config, stage, dataset, attempt, method=method, stats_file=stats_file)
 
 
 def dense_bytes(items):
@@ -139,18 +140,18 @@ def test_a_demo_sized_job_gets_one_thread_so_that_two_share_two_cores(tmp_path):
 def test_measured_sizes_replace_expected_ones(paper, tmp_path):
     stats = tmp_path / "stats.json"
     stats.write_text(json.dumps({"users": 1000, "items": 40_000, "interactions": 50_000, "train": {"users": 800}}))
-    assert plan.dataset_size(paper, "ml-20m", stats) == {"users": 1000, "items": 40_000, "interactions": 50_000}
+    assert job_resources.dataset_size(paper, "ml-20m", stats) == {"users": 1000, "items": 40_000, "interactions": 50_000}
     measured = request(paper, "train", "ml-20m", "ease", stats_file=stats)
     assert measured["mem_mb"] * MIB >= 3 * dense_bytes(40_000)
     assert measured["mem_mb"] > request(paper, "train", "ml-20m", "ease")["mem_mb"]
 
 
 def test_expected_sizes_before_preprocessing_else_a_guess(paper):
-    assert plan.dataset_size(paper, "msd", "/nonexistent/stats.json") == {
+    assert job_resources.dataset_size(paper, "msd", "/nonexistent/stats.json") == {
         "users": 571_355, "items": 41_140, "interactions": 33_633_450,
     }
     demo = yaml.safe_load((ROOT / "config.yaml").read_text())
-    guess = plan.dataset_size(demo, "ml-100k", "/nonexistent/stats.json")
+    guess = job_resources.dataset_size(demo, "ml-100k", "/nonexistent/stats.json")
     assert guess["items"] > 0 and guess["users"] > 0
 
 
@@ -158,7 +159,7 @@ def test_bad_stats_file_is_named(paper, tmp_path):
     stats = tmp_path / "stats.json"
     stats.write_text(json.dumps({"users": 10, "items": "many"}))
     with pytest.raises(plan.ConfigError, match=str(stats)):
-        plan.dataset_size(paper, "ml-20m", stats)
+        job_resources.dataset_size(paper, "ml-20m", stats)
 
 
 def test_unknown_stage_and_missing_method(paper):
@@ -181,14 +182,46 @@ def test_causal_and_post_ask_like_the_methods_they_resemble(paper):
     for dataset in PAPER:
         assert request(paper, "train", dataset, "causal") == request(paper, "train", dataset, "ease")
         assert request(paper, "train", dataset, "post") == request(paper, "train", dataset, "rerank")
-    assert plan.training_gpus(paper, "post") == 0 and plan.training_gpus(paper, "causal") == 1
+    assert job_resources.training_gpus(paper, "post") == 0 and job_resources.training_gpus(paper, "causal") == 1
 
 
 def test_a_training_job_is_sized_by_the_hyperparameters_it_trains_with(paper):
     """A search's choice or a candidate's values, when given, size the job as a config that sets them would."""
     before = request(paper, "train", "ml-20m", "ease")
     chosen = {**plan.resolve_hyperparameters(paper, "ml-20m", "ease"), "epochs": 200, "batch_size": 4096}
-    given = plan.resources(paper, "train", "ml-20m", method="ease", stats_file="/nonexistent/stats.json", hyperparameters=chosen)
+    given = job_resources.resources(paper, "train", "ml-20m", method="ease", stats_file="/nonexistent/stats.json", hyperparameters=chosen)
     paper["overrides"]["ml-20m"]["ease"].update(epochs=200, batch_size=4096)
     assert given == request(paper, "train", "ml-20m", "ease")
     assert given["mem_mb"] > before["mem_mb"] and given["runtime"] > before["runtime"]
+
+
+def test_the_stages_the_rules_size_are_the_resource_model_s():
+    rules = "".join(path.read_text() for path in sorted((ROOT / "rules").glob("*.smk")))
+    sized = set(re.findall(r'resource\(\s*"\w+",\s*"(\w+)"', rules))
+    assert sized == set(job_resources.STAGES) == {
+        "download", "preprocess", "train", "evaluate", "weight_landscape", "adversary", "report"
+    }
+    demo = yaml.safe_load((ROOT / "config.yaml").read_text())
+    with pytest.raises(ValueError, match="no resource model for stage 'tune_candidate'"):
+        request(demo, "tune_candidate", "ml-100k")
+
+
+def test_the_light_stages_ask_for_what_their_arrays_take(tmp_path):
+    """20,000 items, 1M interactions, 100 held-out users, ease and posit (item weights) over 3 seeds:
+    D = 4 * 20,000^2 = 1.6e9 bytes, the CSR matrix 12 * 1M; 2 GiB for the interpreter."""
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    config["methods"], config["seeds"] = ["ease", "posit"], [0, 1, 2]
+    config["datasets"]["ml-100k"]["preprocess"]["n_heldout"] = 100
+    stats = tmp_path / "stats.json"
+    stats.write_text(json.dumps({"users": 2000, "items": 20_000, "interactions": 1_000_000}))
+    asked = {stage: request(config, stage, "ml-100k", stats_file=stats) for stage in job_resources.STAGES if stage != "train"}
+    # 2 GiB + 100 bytes for each of the 2M raw rows.
+    assert asked["preprocess"] == {"threads": 4, "mem_mb": 2239, "runtime": 11}
+    # 2 GiB + one POSIT model (2 D) + the SVD's 4 copies of X: 5,395,483,648 bytes.
+    assert asked["weight_landscape"] == {"threads": 4, "mem_mb": 5146, "runtime": 11}
+    # 2 GiB + 3 models' item weights (twice) + one U: 3,747,963,648 bytes.
+    assert asked["adversary"] == {"threads": 1, "mem_mb": 3575, "runtime": 11}
+    # 1 GiB + twice the 6 runs' top-100 lists (960,000 bytes) + their item counts (3,840,000 bytes).
+    assert asked["report"] == {"threads": 1, "mem_mb": 1030, "runtime": 11}
+    assert request(config, "report", "ml-100k", attempt=2, stats_file=stats) == {"threads": 1, "mem_mb": 2059, "runtime": 21}
+

@@ -18,7 +18,7 @@ import pytest
 import torch
 import yaml
 
-from semtail import plan, registry, tables
+from semtail import job_resources, plan, registry, tables
 from semtail.evaluate import Split, evaluate_model_file
 from semtail.modelfile import ModelFileError, load_model
 from semtail.models.synthetic import training_data
@@ -142,7 +142,7 @@ def test_a_run_folder_that_does_not_fit_the_method_is_named(tmp_path):
 
 
 def test_the_model_file_estimate_of_paper_yaml():
-    rows = plan.model_file_estimate(load("configs/paper.yaml"))
+    rows = job_resources.model_file_estimate(load("configs/paper.yaml"))
     by_run = {(row["dataset"], row["name"]): row for row in rows}
     n = PAPER_ITEMS["msd"]
     assert by_run["msd", "ease_closed"] == {

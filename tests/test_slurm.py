@@ -21,7 +21,7 @@ import pytest
 import torch
 from snakemake.profiles import ProfileConfigFileParser
 
-from semtail import plan, registry
+from semtail import job_resources, plan, registry
 from slurm_cluster import SlurmCluster, SlurmUnavailable
 from workflow_runs import (
     FULL_JOB_BLOCKS,
@@ -228,9 +228,9 @@ def test_demo_on_slurm_equals_the_local_run(slurm_cluster, completed_demo, tmp_p
         stage = "weight_landscape" if rule == "plot_weight_landscape" else rule
         # What the rule asked for, computed here from the same sizes, is what was submitted.
         sizes = stats if rule != "preprocess" else tmp_path / "not-yet-preprocessed.json"  # as at its submission
-        wanted = plan.resources(config, stage, dataset, method=method, stats_file=sizes)
+        wanted = job_resources.resources(config, stage, dataset, method=method, stats_file=sizes)
         assert re.search(rf"--mem {wanted['mem_mb']}\b", call) and re.search(rf"-t {wanted['runtime']}\b", call), call
-        gpu_job = rule == "evaluate" or (rule == "train" and plan.training_gpus(config, method) > 0)
+        gpu_job = rule == "evaluate" or (rule == "train" and job_resources.training_gpus(config, method) > 0)
         if not on_gpu_machine:
             assert ("--gpus=1" in call) == gpu_job, call
             assert (f"--cpus-per-gpu={wanted['threads']}" in call) == gpu_job, call

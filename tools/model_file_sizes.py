@@ -4,7 +4,7 @@ datasets' sizes (their stats.json once preprocessed, else the config's `expected
 
     .venv/bin/python tools/model_file_sizes.py configs/paper.yaml
 
-semtail.plan.model_file_estimate does the counting; docs/running.md ("Disk") shows its output
+semtail.job_resources.model_file_estimate does the counting; docs/running.md ("Disk") shows its output
 for the paper config.
 """
 
@@ -19,7 +19,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "workflow_scripts"))
 
-from semtail import plan  # noqa: E402
+from semtail import job_resources, plan  # noqa: E402
 
 
 def size(n_bytes: int) -> str:
@@ -51,7 +51,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     config = yaml.safe_load(args.config.read_text())
     plan.check_config(config)
-    print(table(plan.model_file_estimate(config)))
+    print(table(job_resources.model_file_estimate(config)))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """When SGD training writes its checkpoint: the config's `checkpoints:` block, its defaults and its
-check. No torch here: the planner reads the cadence too (semtail.plan.resources)."""
+check. No torch here: the planner reads the cadence too (semtail.job_resources.resources)."""
 
 from __future__ import annotations
 

@@ -32,7 +32,7 @@ against DECLARATION_SCHEMA, and hyperparameters against their specs, by `jsonsch
                      item_item matrix, which its model file refers to instead of storing
     resources        gpu: whether the train job uses a GPU where there is one; optional `memory`
                      and `runtime` terms on top of the training loop's, and `evaluation` terms of
-                     its scoring on top of the evaluation's own (semtail.plan.resources)
+                     its scoring on top of the evaluation's own (semtail.job_resources.resources)
     figures          label, colour ("#rrggbb") and marker (matplotlib's) in every figure; optional
                      marker_size, and outlier: true to leave it out of zoomed accuracy panels
 """

@@ -141,5 +141,5 @@ def check_within(rows: list[Row]) -> None:
     if exceeded:
         lines = [f"{len(exceeded)} of {len(rows)} jobs used more than they declared:"]
         lines += [f"  {row.job}: {row.note}" for row in exceeded]
-        lines.append("Their requests come from semtail/plan.py:resources; a cluster would have killed these jobs.")
+        lines.append("Their requests come from semtail/job_resources.py:resources; a cluster would have killed these jobs.")
         raise ResourcesExceeded("\n".join(lines))
