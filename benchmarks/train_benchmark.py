@@ -57,7 +57,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "workflow_scripts"))
 
 from semtail import metrics  # noqa: E402
-from semtail.models.base import Run, TrainingData  # noqa: E402
+from semtail.models.base import TrainingData, TrainingRun  # noqa: E402
 from semtail.models.itemitem import PRODUCT_KERNELS, predict  # noqa: E402
 from semtail.models.posit import AdversarialObjective, normalise  # noqa: E402
 from semtail.models.synthetic import fold_in_split, power_law_interactions  # noqa: E402
@@ -155,7 +155,7 @@ def training_peak(data, hyperparameters, device, epochs: int, steps_per_epoch: i
     memory.reset()
     settings = {**hyperparameters, "epochs": epochs, "patience": epochs}
     started = time.perf_counter()
-    trainer = Trainer(data, settings, Run("benchmark", "posit", 0, device=device), AdversarialObjective(data, settings, device))
+    trainer = Trainer(data, settings, TrainingRun("benchmark", "posit", 0, device=device), AdversarialObjective(data, settings, device))
     trainer.batches_per_epoch = min(steps_per_epoch, trainer.batches_per_epoch)
     fitted = trainer.fit()
     result = {
@@ -346,7 +346,7 @@ def time_current(
     trainer = Trainer(
         data,
         hyperparameters,
-        Run("benchmark", "posit", 0, device=device),
+        TrainingRun("benchmark", "posit", 0, device=device),
         AdversarialObjective(data, hyperparameters, device),
     )
     batch = batches(trainer.train_rows, hyperparameters["batch_size"], trainer.generator, device)

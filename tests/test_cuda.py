@@ -20,7 +20,7 @@ import torch
 from method_settings import completed, method_of, sgd_methods
 from semtail import evaluate as ev
 from semtail.registry import method_module
-from semtail.models.base import Run
+from semtail.models.base import TrainingRun
 from semtail.models.synthetic import training_data
 from semtail.training import DeviceRows, validation_ndcg
 
@@ -34,7 +34,7 @@ HYPERPARAMETERS = {**sgd_methods(batch_size=64), "ease_closed": completed("ease_
 
 def fit_on(device: torch.device, name: str):
     method = method_of(name)
-    return method_module(method).fit(DATA, HYPERPARAMETERS[name], Run("toy", method, 0, device=device))
+    return method_module(method).fit(DATA, HYPERPARAMETERS[name], TrainingRun("toy", method, 0, device=device))
 
 
 @pytest.mark.parametrize("name", list(sgd_methods(batch_size=64)))

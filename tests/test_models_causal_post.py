@@ -14,7 +14,7 @@ from method_settings import completed
 from semtail import evaluate as ev
 from semtail import training
 from semtail.models import causal, post
-from semtail.models.base import Run, TrainingData
+from semtail.models.base import TrainingData, TrainingRun
 from semtail.models.synthetic import training_data
 from semtail.train_job import train_and_save
 
@@ -87,7 +87,7 @@ def numpy_pd_steps(X: np.ndarray, batches, factor: np.ndarray, lr: float, wd: fl
 
 def test_causal_training_steps_match_sgd_on_the_loss_written_out(monkeypatch):
     monkeypatch.setattr(causal, "train", lambda data, hyperparameters, run, objective: training.Trainer(data, hyperparameters, run, objective))
-    trainer = causal.fit(DATA, completed("causal", {**SGD, "gamma": 0.7}), Run("toy", "causal", 0))
+    trainer = causal.fit(DATA, completed("causal", {**SGD, "gamma": 0.7}), TrainingRun("toy", "causal", 0))
     batches = [(0, 32), (32, 64), (64, 96), (96, 128)]
     for start, stop in batches:
         trainer.step(trainer.train_rows.rows(start, stop), {}, torch.zeros((), dtype=torch.bool))
@@ -101,7 +101,7 @@ def test_causal_training_steps_match_sgd_on_the_loss_written_out(monkeypatch):
 
 def test_causal_recommends_without_the_popularity_factor():
     hyperparameters = completed("causal", {**SGD, "lr": 0.05, "gamma": 1.0})
-    fitted = causal.fit(DATA, hyperparameters, Run("toy", "causal", 0))
+    fitted = causal.fit(DATA, hyperparameters, TrainingRun("toy", "causal", 0))
     fold_in = torch.from_numpy(DATA.validation_tr.toarray())
     scores = causal.scorer(fitted.state, hyperparameters, torch.device("cpu"))(fold_in)
     U = fitted.state["U"].double().numpy()
@@ -141,7 +141,7 @@ def test_post_needs_a_base_that_scores_by_an_item_item_matrix():
     mostpop = {"dataset": "toy", "method": "mostpop", "variant": "mostpop", "seed": 0, "n_items": 3,
                "state": {"popularity": torch.ones(3)}}  # fmt: skip
     with pytest.raises(ValueError, match="'mostpop' is a mostpop run, which does not score by an item–item matrix"):
-        post.fit(TrainingData(train, train, train, base_model=mostpop), completed("post", {"base": "mostpop", "gamma": 0.1}), Run("toy", "post", 0))
+        post.fit(TrainingData(train, train, train, base_model=mostpop), completed("post", {"base": "mostpop", "gamma": 0.1}), TrainingRun("toy", "post", 0))
     wrong_seed = {**mostpop, "method": "ease", "variant": "ease", "seed": 1, "state": {"U": torch.eye(3)}}
     with pytest.raises(ValueError, match="expected"):
-        post.fit(TrainingData(train, train, train, base_model=wrong_seed), completed("post", {"base": "ease", "gamma": 0.1}), Run("toy", "post", 0))
+        post.fit(TrainingData(train, train, train, base_model=wrong_seed), completed("post", {"base": "ease", "gamma": 0.1}), TrainingRun("toy", "post", 0))

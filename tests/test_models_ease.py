@@ -8,7 +8,7 @@ import torch
 from method_settings import completed
 from semtail import registry
 from semtail.models import ease, ease_closed
-from semtail.models.base import Run, TrainingData
+from semtail.models.base import TrainingData, TrainingRun
 from semtail.models.itemitem import reconstruction_loss_per_item
 from semtail.models.synthetic import power_law_interactions
 from semtail.training import Trainer
@@ -74,7 +74,7 @@ def test_sgd_ease_approaches_closed_form_with_matching_regularisation():
     wd = 2000 * l2 / (n_users * n_items)
     data = TrainingData(train=X, validation_tr=X[:20], validation_te=X[20:40])
     hyperparameters = {"lr": 0.008, "wd": wd, "batch_size": n_users, "epochs": 200, "patience": 200, "drop_last": False}
-    trainer = Trainer(data, hyperparameters, Run("synthetic", "ease", 0), ease.ReconstructionObjective())
+    trainer = Trainer(data, hyperparameters, TrainingRun("synthetic", "ease", 0), ease.ReconstructionObjective())
     trainer.fit()
     U = trainer.U.double().numpy()
     expected = numpy_ease(X.toarray(), l2)
@@ -95,7 +95,7 @@ def test_ease_closed_at_a_tiny_l2_names_l2():
     X = sp.csr_matrix(np.array([[1, 1, 0], [1, 1, 1], [0, 0, 1], [1, 1, 0]], dtype=np.float32))
     data = TrainingData(train=X, validation_tr=X[:2], validation_te=X[2:])
     with pytest.raises(ValueError) as caught:
-        ease_closed.fit(data, {"l2": 1e-300}, Run("toy", "ease_closed", 0))
+        ease_closed.fit(data, {"l2": 1e-300}, TrainingRun("toy", "ease_closed", 0))
     message = str(caught.value)
     assert message.startswith("toy/ease_closed seed 0: XᵀX + l2·I cannot be inverted in float64 at l2 = 1e-300")
     assert "Set a larger `l2` for ease_closed" in message

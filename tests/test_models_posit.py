@@ -10,7 +10,7 @@ import torch
 from method_settings import completed
 from semtail import registry
 from semtail.models import posit
-from semtail.models.base import Run, TrainingData
+from semtail.models.base import TrainingData, TrainingRun
 from semtail.models.synthetic import power_law_interactions
 
 HYPERPARAMETERS = {
@@ -357,7 +357,7 @@ def test_a_randomly_initialised_adversary_keeps_learning(architecture):
         "signal": "recall_dist", "ties": "topk", "drop_last": True,
     }  # fmt: skip
     histories = {
-        init: posit.fit(data, completed("posit", {**hyperparameters, "adversary_init": init}), Run("toy", "posit", 0)).history
+        init: posit.fit(data, completed("posit", {**hyperparameters, "adversary_init": init}), TrainingRun("toy", "posit", 0)).history
         for init in ("authors", "random")
     }
     authors = [entry["weight_change"] for entry in histories["authors"]]
@@ -373,9 +373,9 @@ def test_a_k_above_the_catalog_is_refused_before_training():
     data = TrainingData(train=X, validation_tr=X[:10], validation_te=X[10:20])
     hyperparameters = completed("posit", {**HYPERPARAMETERS, "k": 7})
     with pytest.raises(ValueError) as caught:
-        posit.fit(data, hyperparameters, Run("toy", "posit", 0, variant="posit_k7"))
+        posit.fit(data, hyperparameters, TrainingRun("toy", "posit", 0, variant="posit_k7"))
     assert str(caught.value) == (
         "toy/posit_k7 seed 0: k = 7 is larger than the 6 items of toy (its preprocessed split): the recall "
         "signal's top-k cannot hold more items than the catalog; give posit_k7 a k of at most 6"
     )
-    posit.check_k(6, 6, Run("toy", "posit", 0))  # every item in the top-k is allowed, as for evaluation.ks
+    posit.check_k(6, 6, TrainingRun("toy", "posit", 0))  # every item in the top-k is allowed, as for evaluation.ks

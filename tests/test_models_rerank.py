@@ -12,7 +12,7 @@ import yaml
 from method_settings import completed
 from semtail.metrics import rank_top_k
 from semtail.models import rerank
-from semtail.models.base import Run, TrainingData
+from semtail.models.base import TrainingData, TrainingRun
 from semtail.plan import ConfigError, check_config
 
 SCORES = torch.tensor([[0.9, 0.3, 0.05, 0.6, 0.2, 0.3]])
@@ -77,7 +77,7 @@ def base_model(method="ease", seed=0, n_items=3):
 def test_fit_wraps_the_base_model_and_training_popularity():
     train = sp.csr_matrix(np.array([[1, 0, 1], [1, 1, 0], [1, 0, 0]], dtype=np.float32))
     data = TrainingData(train, train, train, base_model=base_model())
-    fitted = rerank.fit(data, completed("rerank", {"base": "ease", "high": 0.5, "low": 0.1}), Run("toy", "rerank", 0))
+    fitted = rerank.fit(data, completed("rerank", {"base": "ease", "high": 0.5, "low": 0.1}), TrainingRun("toy", "rerank", 0))
     assert fitted.state["popularity"].tolist() == [3.0, 1.0, 1.0]
     assert torch.equal(fitted.state["base"], torch.eye(3))
 
@@ -94,7 +94,7 @@ def test_a_job_refuses_a_mismatched_base_or_thresholds(base, hyperparameters, me
     """The thresholds by the declaration's constraint, before fit; the base by fit."""
     train = sp.csr_matrix(np.eye(3, dtype=np.float32))
     with pytest.raises(ValueError, match=message):
-        rerank.fit(TrainingData(train, train, train, base_model=base), completed("rerank", hyperparameters), Run("toy", "rerank", 0))
+        rerank.fit(TrainingData(train, train, train, base_model=base), completed("rerank", hyperparameters), TrainingRun("toy", "rerank", 0))
 
 
 def test_config_check_rejects_thresholds_out_of_order_for_any_dataset():

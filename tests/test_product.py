@@ -10,7 +10,7 @@ import torch
 from method_settings import method_of, sgd_methods
 from semtail import training
 from semtail.models import itemitem
-from semtail.models.base import Run
+from semtail.models.base import TrainingRun
 from semtail.registry import method_module
 from semtail.models.itemitem import predict, to_torch_csr
 from semtail.models.synthetic import power_law_interactions, training_data
@@ -75,7 +75,7 @@ def test_training_under_either_kernel_gives_the_same_model_to_the_bit(name, monk
     models = {}
     for kernel in ("rows", "sparse_mm"):
         monkeypatch.setitem(itemitem.PRODUCT_KERNELS, "cpu", kernel)
-        models[kernel] = method_module(method).fit(data, hyperparameters, Run("toy", method, 0))
+        models[kernel] = method_module(method).fit(data, hyperparameters, TrainingRun("toy", method, 0))
     rows, sparse_mm = models["rows"], models["sparse_mm"]
     assert torch.equal(rows.state["U"], sparse_mm.state["U"]) and rows.state["U"].abs().max() > 0
     assert [entry[training.VALIDATION_METRIC] for entry in rows.history] == [

@@ -198,7 +198,7 @@ def test_the_guide_s_worked_example_runs_as_written(tmp_path):
         from semtail import config_schema, plan, registry
         from semtail.models.synthetic import training_data
         from semtail.registry import method_module
-        from semtail.models.base import Run
+        from semtail.models.base import TrainingRun
 
         name = {name!r}
         assert name in registry.names() and registry.declaration(name).label == "ItemKNN"
@@ -218,7 +218,7 @@ def test_the_guide_s_worked_example_runs_as_written(tmp_path):
 
         data = training_data(60, 12, 4, 10, seed=1)
         module = method_module(name)
-        fitted = module.fit(data, {{"shrink": 10.0}}, Run("toy", name, 0))
+        fitted = module.fit(data, {{"shrink": 10.0}}, TrainingRun("toy", name, 0))
         X = data.train.toarray().astype(np.float64)
         gram = X.T @ X
         norms = np.sqrt(np.diag(gram))

@@ -17,7 +17,7 @@ from torch.utils._pytree import tree_flatten
 
 from method_settings import method_of, sgd_methods
 from semtail.models import itemitem
-from semtail.models.base import Run
+from semtail.models.base import TrainingRun
 from semtail import training
 from semtail.models.synthetic import training_data
 from semtail.registry import method_module
@@ -70,7 +70,7 @@ def trainer_for(name, monkeypatch, device=torch.device("cpu")) -> Trainer:
     method = method_of(name)
     module = method_module(method)
     monkeypatch.setattr(module, "train", lambda data, hyperparameters, run, objective: Trainer(data, hyperparameters, run, objective))
-    return module.fit(DATA, HYPERPARAMETERS[name], Run("toy", method, 0, device=device))
+    return module.fit(DATA, HYPERPARAMETERS[name], TrainingRun("toy", method, 0, device=device))
 
 
 def storages(trainer: Trainer) -> dict[int, str]:

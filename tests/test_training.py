@@ -18,7 +18,7 @@ from method_settings import completed, sgd_methods
 from synthetic_data import save_training_split
 from semtail import training
 from semtail.checkpoint_cadence import check_checkpoint_cadence
-from semtail.models.base import Run
+from semtail.models.base import TrainingRun
 from semtail.models.synthetic import training_data
 from semtail import registry
 from semtail.registry import method_module
@@ -34,7 +34,7 @@ def fit(method, seed=0, data=DATA, **run_options):
     """The method's fit, as a job calls it: on hyperparameters its declaration has completed."""
     changed = {**HYPERPARAMETERS[method], **run_options.pop("changes", {})}
     hyperparameters = completed(method, changed, run_options.get("variant"))
-    run = Run("toy", method, seed, **run_options)
+    run = TrainingRun("toy", method, seed, **run_options)
     return method_module(method).fit(data, hyperparameters, run)
 
 
@@ -361,7 +361,7 @@ def test_drop_last_leaves_out_the_last_partial_batch(drop_last, sizes):
     authors' loader, ⌊150/32⌋ batches) the 4 full ones, 128 distinct users, a new draw each epoch."""
     recorder = BatchRecorder()
     hyperparameters = {**SGD, "drop_last": drop_last, "epochs": 2, "patience": 2}
-    training.train(DATA, hyperparameters, Run("toy", "ease", 0), recorder)
+    training.train(DATA, hyperparameters, TrainingRun("toy", "ease", 0), recorder)
     assert [len(batch) for batch in recorder.batches] == sizes * 2
     users = Counter(map(tuple, DATA.train.toarray().tolist()))
     epochs = [torch.cat(recorder.batches[: len(sizes)]), torch.cat(recorder.batches[len(sizes) :])]
@@ -394,7 +394,7 @@ def test_training_steps_match_sgd_on_the_loss_written_out(method, monkeypatch):
     module = method_module(method)
     monkeypatch.setattr(module, "train", lambda data, hyperparameters, run, objective: training.Trainer(data, hyperparameters, run, objective))
     hyperparameters = completed(method, {**HYPERPARAMETERS[method], "lr": 0.5, "wd": 0.01})
-    trainer = module.fit(DATA, hyperparameters, Run("toy", method, 0))
+    trainer = module.fit(DATA, hyperparameters, TrainingRun("toy", method, 0))
     X = DATA.train.toarray().astype(np.float64)
     batches = [(0, 32), (32, 64), (64, 96)]
     weights = []

@@ -16,7 +16,7 @@ from torch.utils._pytree import tree_flatten
 
 from method_settings import completed, sgd_methods
 from semtail import training
-from semtail.models.base import Run
+from semtail.models.base import TrainingRun
 from semtail.models.itemitem import predict
 from semtail.models.synthetic import training_data
 from semtail.registry import method_module
@@ -70,7 +70,7 @@ def trainer(method, trainer_class, monkeypatch, **run_options):
         "train",
         lambda data, hyperparameters, run, objective: trainer_class(data, hyperparameters, run, objective),
     )
-    return module.fit(DATA, completed(method, HYPERPARAMETERS[method]), Run("toy", method, 0, **run_options))
+    return module.fit(DATA, completed(method, HYPERPARAMETERS[method]), TrainingRun("toy", method, 0, **run_options))
 
 
 def fit(method, trainer_class, monkeypatch, validation=None, **run_options):

@@ -8,7 +8,7 @@ import logging
 
 from semtail.evaluate import Split, check_ks, evaluate_as_configured, load_split
 from semtail.modelfile import scorer
-from semtail.models.base import Run
+from semtail.models.base import TrainingRun
 from semtail.train_job import train_model
 
 FORMAT_VERSION = 1
@@ -22,9 +22,9 @@ def validation_split(inputs: dict) -> Split:
 
 def train_and_validate(
     *, candidate: str, settings: dict, evaluation: dict, log: logging.Logger | None = None, **training
-) -> tuple[dict, Run]:
+) -> tuple[dict, TrainingRun]:
     """validation.json's record (the candidate, its full hyperparameters and its validation
-    metrics: every metric of docs/metrics.md, on the validation users), and the training's Run,
+    metrics: every metric of docs/metrics.md, on the validation users), and the training's TrainingRun,
     whose checkpoint the caller removes once the record is written.
 
     training: the keyword arguments of semtail.train_job.train_model (dataset, method, variant,

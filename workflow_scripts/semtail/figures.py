@@ -85,7 +85,7 @@ def save(figure: plt.Figure, png: str | Path, pdf: str | Path) -> None:
 
 
 @dataclass
-class Run:
+class EvaluatedRun:
     """One (method, seed) evaluation: its metric JSON and the paths of its lists and item counts.
     `method` is the run's name in the config's `methods:`, a method or a variant of one; `seed` is
     None for the one run of a seed-independent method."""
@@ -110,7 +110,7 @@ def as_path_list(paths) -> list[Path]:
     return [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
 
 
-def load_runs(metric_paths, topk_paths, item_paths) -> list[Run]:
+def load_runs(metric_paths, topk_paths, item_paths) -> list[EvaluatedRun]:
     """Runs from the evaluate rule's outputs, given as three lists in the same run order."""
     metric_paths, topk_paths, item_paths = as_path_list(metric_paths), as_path_list(topk_paths), as_path_list(item_paths)
     if not len(metric_paths) == len(topk_paths) == len(item_paths):
@@ -124,17 +124,17 @@ def load_runs(metric_paths, topk_paths, item_paths) -> list[Run]:
             raise ValueError(f"{metric_path}, {topk} and {item_stats} are not the same run's files")
         record = run_metrics.read_metrics_json(metric_path, (*run_metrics.RECORD_FIELDS, "evaluation"))
         seed = None if record["seed"] is None else int(record["seed"])
-        runs.append(Run(record["variant"], seed, record, Path(topk), Path(item_stats)))
+        runs.append(EvaluatedRun(record["variant"], seed, record, Path(topk), Path(item_stats)))
     if not runs:
         raise ValueError("no runs to plot")
     return runs
 
 
-def _methods(runs: list[Run]) -> list[str]:
+def _methods(runs: list[EvaluatedRun]) -> list[str]:
     return list(dict.fromkeys(run.method for run in runs))
 
 
-def _runs_note(runs: list[Run]) -> str:
+def _runs_note(runs: list[EvaluatedRun]) -> str:
     """_seed_note of the seed-dependent methods' runs, and a word for the seed-independent ones."""
     counts = list(Counter(run.method for run in runs if run.seed is not None).values())
     notes = [_seed_note(counts)] if counts else []
@@ -168,7 +168,7 @@ def _legend_outside(axes: plt.Axes, title: str | None = "method") -> None:
 # ---- 1. coverage@k against k ----
 
 
-def coverage_frame(runs: list[Run]) -> pd.DataFrame:
+def coverage_frame(runs: list[EvaluatedRun]) -> pd.DataFrame:
     """Coverage@k for k = 1..list length of every run, from its masked top-k lists."""
     frames = []
     for run in runs:
@@ -178,7 +178,7 @@ def coverage_frame(runs: list[Run]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def coverage_at_k_figure(runs: list[Run], dataset: str) -> plt.Figure:
+def coverage_at_k_figure(runs: list[EvaluatedRun], dataset: str) -> plt.Figure:
     _style()
     frame = coverage_frame(runs)
     block_size = int(runs[0].record["evaluation"]["coverage_block_size"])
@@ -260,7 +260,7 @@ def popularity_group_label(row) -> str:
     return label + ("" if row["enough"] else "\ntoo few")
 
 
-def item_recall_by_popularity_figure(runs: list[Run], dataset: str, k: int = 100) -> plt.Figure:
+def item_recall_by_popularity_figure(runs: list[EvaluatedRun], dataset: str, k: int = 100) -> plt.Figure:
     """Item Recall@k per popularity group, one bar per method (mean over seeds, ±1 SD); a group with
     too few held-out items is drawn hatched and faded."""
     _style()
@@ -301,14 +301,14 @@ def item_recall_by_popularity_figure(runs: list[Run], dataset: str, k: int = 100
 # ---- 3. accuracy against coverage ----
 
 
-def tradeoff_frame(runs: list[Run], accuracy: str = "ndcg@100", coverage: str = "coverage@100") -> pd.DataFrame:
+def tradeoff_frame(runs: list[EvaluatedRun], accuracy: str = "ndcg@100", coverage: str = "coverage@100") -> pd.DataFrame:
     frame = pd.DataFrame([{"method": r.method, "accuracy": r.record["metrics"][accuracy], "coverage": r.record["metrics"][coverage]} for r in runs])
     summary = frame.groupby("method", sort=False).agg(["mean", "std", "count"])
     summary.columns = [f"{a}_{b}" for a, b in summary.columns]
     return summary.reset_index()
 
 
-def tradeoff_figure(runs: list[Run], dataset: str) -> plt.Figure:
+def tradeoff_figure(runs: list[EvaluatedRun], dataset: str) -> plt.Figure:
     """NDCG@100 against Coverage@100 per method; with an outlier (MostPop: its declaration says
     so) and at least two other methods, a second panel zooms in on the others, which the outlier's
     distant point would squash together."""
@@ -421,7 +421,7 @@ def weight_landscape_figure(train: sp.spmatrix, weights: np.ndarray, dataset: st
 # ---- 5. Lorenz curves of exposure ----
 
 
-def lorenz_figure(runs: list[Run], dataset: str, k: int = 100, max_points: int = 1000) -> plt.Figure:
+def lorenz_figure(runs: list[EvaluatedRun], dataset: str, k: int = 100, max_points: int = 1000) -> plt.Figure:
     _style()
     drawn = styles(_methods(runs))
     figure, axes = plt.subplots(figsize=(6.8, 5.6))

@@ -21,7 +21,7 @@ from semtail.checkpoint_cadence import check_checkpoint_cadence
 from semtail.device import describe, select_device
 from semtail.files import partial_files
 from semtail.modelfile import FORMAT_VERSION, base_reference, load_model, model_file, save_model
-from semtail.models.base import Run, TrainingData, TrainingTerminated, read_interactions
+from semtail.models.base import TrainingData, TrainingRun, TrainingTerminated, read_interactions
 from semtail.provenance import TRAIN_SCRIPT, code_version, environment
 from semtail.script_io import ScriptRun, plain
 
@@ -156,9 +156,9 @@ def train_model(
     progress: bool = False,
     after_epoch: Callable[[int, torch.Tensor], None] | None = None,
     checkpoint_cadence: dict | None = None,
-) -> tuple[dict, Run]:
+) -> tuple[dict, TrainingRun]:
     """Train one (dataset, method, seed) job in memory: the model file's dict, not yet written,
-    and the Run (whose `remove_checkpoint` the caller calls once the result is safely written).
+    and the TrainingRun (whose `remove_checkpoint` the caller calls once the result is safely written).
 
     `environment` is recorded in the model file: software versions and, under "device", the
     device in words (semtail.provenance.environment() and semtail.device.describe()).
@@ -176,7 +176,7 @@ def train_model(
     declared = registry.declaration(method)
     job = job_identity(declared, dataset, variant or method, seed, hyperparameters, code_version)
     data = read_training_data(inputs)
-    run = Run(
+    run = TrainingRun(
         **{key: job[key] for key in ("dataset", "method", "variant", "seed")},
         device=device,
         checkpoint=None if checkpoint is None else Path(checkpoint),

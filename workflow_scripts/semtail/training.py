@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from semtail.files import atomic_path
 from semtail.metrics import ndcg_at_k, rank_top_k
-from semtail.models.base import Fitted, Run, TrainingData, TrainingTerminated
+from semtail.models.base import Fitted, TrainingData, TrainingRun, TrainingTerminated
 from semtail.models.itemitem import predict, to_torch_csr
 
 MOMENTUM = 0.9
@@ -238,7 +238,7 @@ def sigterm_held() -> Iterator[None]:
 class Trainer:
     """One SGD training run of U under an objective; `fit()` returns the best epoch's model."""
 
-    def __init__(self, data: TrainingData, hyperparameters: dict, run: Run, objective: Objective):
+    def __init__(self, data: TrainingData, hyperparameters: dict, run: TrainingRun, objective: Objective):
         self.run = run
         self.settings = SGDSettings.from_hyperparameters(hyperparameters)
         self.device = run.device
@@ -558,6 +558,6 @@ class Trainer:
         log.info("resuming from %s after epoch %d (best %.5f at epoch %s)", path, self.epoch, self.best_ndcg, self.best_epoch)
 
 
-def train(data: TrainingData, hyperparameters: dict, run: Run, objective: Objective) -> Fitted:
+def train(data: TrainingData, hyperparameters: dict, run: TrainingRun, objective: Objective) -> Fitted:
     """Train U under `objective` and return the best epoch's U (by validation NDCG@100)."""
     return Trainer(data, hyperparameters, run, objective).fit()

@@ -1,4 +1,4 @@
-"""What every method shares: what it is trained from (TrainingData), who trains it and where (Run),
+"""What every method shares: what it is trained from (TrainingData), who trains it and where (TrainingRun),
 and what its `fit` returns (Fitted). The training loop and the methods import these; this module
 imports no method and does not list them (semtail.registry does)."""
 
@@ -44,7 +44,7 @@ class TrainingData:
 
 
 @dataclass
-class Run:
+class TrainingRun:
     """Who is training and where: everything a method needs besides data and hyperparameters."""
 
     dataset: str

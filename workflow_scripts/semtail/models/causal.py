@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from semtail.models.base import Fitted, Run, TrainingData
+from semtail.models.base import Fitted, TrainingData, TrainingRun
 from semtail.models.itemitem import RECONSTRUCTION_SCALE, matrix_scorer
 from semtail.training import Objective, train
 
@@ -81,7 +81,7 @@ class DeconfoundedObjective(Objective):
         return {"loss": DeconfoundedSquaredError.apply(predictions, interactions, self.factor).mean()}
 
 
-def fit(data: TrainingData, hyperparameters: dict, run: Run) -> Fitted:
+def fit(data: TrainingData, hyperparameters: dict, run: TrainingRun) -> Fitted:
     gamma = float(hyperparameters["gamma"])
     factor = popularity_factor(data.popularity(), gamma)
     run.log.info("popularity factor m^%g: min %.4g, max %.4g over %d items", gamma, factor.min(), factor.max(), len(factor))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from semtail.models.base import Fitted, Run, TrainingData
+from semtail.models.base import Fitted, TrainingData, TrainingRun
 from semtail.models.itemitem import RECONSTRUCTION_SCALE, matrix_scorer
 from semtail.training import Objective, train
 
@@ -48,7 +48,7 @@ class TailObjective(Objective):
         return {"threshold_a": self.threshold.item()}
 
 
-def fit(data: TrainingData, hyperparameters: dict, run: Run) -> Fitted:
+def fit(data: TrainingData, hyperparameters: dict, run: TrainingRun) -> Fitted:
     h = hyperparameters
     objective = TailObjective(float(h["lam"]), float(h["beta"]), float(h["alr"]))
     return train(data, hyperparameters, run, objective)

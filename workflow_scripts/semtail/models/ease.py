@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from semtail.models.base import Fitted, Run, TrainingData
+from semtail.models.base import Fitted, TrainingData, TrainingRun
 from semtail.models.itemitem import matrix_scorer, reconstruction_loss_per_item
 from semtail.training import Objective, train
 
@@ -29,7 +29,7 @@ class ReconstructionObjective(Objective):
         return {"loss": reconstruction_loss_per_item(predictions, interactions).mean()}
 
 
-def fit(data: TrainingData, hyperparameters: dict, run: Run) -> Fitted:
+def fit(data: TrainingData, hyperparameters: dict, run: TrainingRun) -> Fitted:
     return train(data, hyperparameters, run, ReconstructionObjective())
 
 

@@ -15,7 +15,7 @@ import time
 import scipy.sparse as sp
 import torch
 
-from semtail.models.base import Fitted, Run, TrainingData
+from semtail.models.base import Fitted, TrainingData, TrainingRun
 from semtail.models.itemitem import matrix_scorer, to_torch_csr, zero_diagonal_
 
 DECLARATION = {
@@ -78,7 +78,7 @@ def closed_form(interactions: sp.csr_matrix, l2: float, device: torch.device, lo
     return zero_diagonal_(weights).float()
 
 
-def fit(data: TrainingData, hyperparameters: dict, run: Run) -> Fitted:
+def fit(data: TrainingData, hyperparameters: dict, run: TrainingRun) -> Fitted:
     l2 = float(hyperparameters["l2"])
     run.log.info("closed-form EASE with l2=%g on %d items", l2, data.n_items)
     try:
@@ -90,7 +90,7 @@ def fit(data: TrainingData, hyperparameters: dict, run: Run) -> Fitted:
     return Fitted(state={"B": weights.cpu()})
 
 
-def too_small_l2(run: Run, l2: float) -> str:
+def too_small_l2(run: TrainingRun, l2: float) -> str:
     return (
         f"{run.describe()}: XᵀX + l2·I cannot be inverted in float64 at l2 = {l2:g}: columns of the "
         "training matrix are linearly dependent (e.g. two items with the same users) and l2 is too "

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from semtail.models.base import Fitted, Run, TrainingData
+from semtail.models.base import Fitted, TrainingData, TrainingRun
 from semtail.models.itemitem import matrix_scorer, reconstruction_loss_per_item
 from semtail.training import Objective, train
 
@@ -46,7 +46,7 @@ class InversePopularityObjective(Objective):
         return {"loss": self.lam * (self.weights * per_item).mean()}
 
 
-def fit(data: TrainingData, hyperparameters: dict, run: Run) -> Fitted:
+def fit(data: TrainingData, hyperparameters: dict, run: TrainingRun) -> Fitted:
     alpha = float(hyperparameters["alpha"])
     weights = inverse_popularity_weights(data.popularity(), alpha)
     run.log.info(

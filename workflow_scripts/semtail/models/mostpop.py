@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from semtail.models.base import Fitted, Run, TrainingData
+from semtail.models.base import Fitted, TrainingData, TrainingRun
 
 DECLARATION = {
     "training": "closed_form",
@@ -16,7 +16,7 @@ DECLARATION = {
 }
 
 
-def fit(data: TrainingData, hyperparameters: dict, run: Run) -> Fitted:
+def fit(data: TrainingData, hyperparameters: dict, run: TrainingRun) -> Fitted:
     return Fitted(state={"popularity": torch.from_numpy(data.popularity()).float()})
 
 

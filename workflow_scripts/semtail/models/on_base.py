@@ -8,10 +8,10 @@ from __future__ import annotations
 import torch
 
 from semtail import registry
-from semtail.models.base import Fitted, Run, TrainingData
+from semtail.models.base import Fitted, TrainingData, TrainingRun
 
 
-def base_matrix(data: TrainingData, hyperparameters: dict, run: Run) -> torch.Tensor:
+def base_matrix(data: TrainingData, hyperparameters: dict, run: TrainingRun) -> torch.Tensor:
     """The base run's scoring matrix, from the loaded model file in `data.base_model`: a run of the
     same seed, or the one run of a seed-independent base."""
     base = data.base_model
@@ -33,7 +33,7 @@ def base_matrix(data: TrainingData, hyperparameters: dict, run: Run) -> torch.Te
     return base["state"][key]
 
 
-def base_with_popularity(data: TrainingData, hyperparameters: dict, run: Run) -> Fitted:
+def base_with_popularity(data: TrainingData, hyperparameters: dict, run: TrainingRun) -> Fitted:
     """The state of a method that rescores its base's scores by the items' training popularity
     (rerank, post): the base's matrix and the popularity, nothing trained."""
     popularity = torch.from_numpy(data.popularity()).float()

@@ -59,7 +59,7 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
-from semtail.models.base import Fitted, Run, TrainingData
+from semtail.models.base import Fitted, TrainingData, TrainingRun
 from semtail.models.itemitem import matrix_scorer, reconstruction_loss_per_item, to_torch_csr
 from semtail.training import Objective, train
 
@@ -330,12 +330,12 @@ class AdversarialObjective(Objective):
         }
 
 
-def fit(data: TrainingData, hyperparameters: dict, run: Run) -> Fitted:
+def fit(data: TrainingData, hyperparameters: dict, run: TrainingRun) -> Fitted:
     check_k(int(hyperparameters["k"]), data.n_items, run)
     return train(data, hyperparameters, run, AdversarialObjective(data, hyperparameters, run.device))
 
 
-def check_k(k: int, n_items: int, run: Run) -> None:
+def check_k(k: int, n_items: int, run: TrainingRun) -> None:
     """The signal's cut-off against the catalog, before training: a top-k longer than the catalog
     would be every item, silently."""
     if k > n_items:

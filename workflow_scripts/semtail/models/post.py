@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from semtail.models.base import Fitted, Run, TrainingData
+from semtail.models.base import Fitted, TrainingData, TrainingRun
 from semtail.models.itemitem import matrix_scorer
 from semtail.models.on_base import base_with_popularity
 
@@ -30,7 +30,7 @@ DECLARATION = {
 }  # fmt: skip
 
 
-def fit(data: TrainingData, hyperparameters: dict, run: Run) -> Fitted:
+def fit(data: TrainingData, hyperparameters: dict, run: TrainingRun) -> Fitted:
     return base_with_popularity(data, hyperparameters, run)
 
 

@@ -24,7 +24,7 @@ import math
 
 import torch
 
-from semtail.models.base import Fitted, Run, TrainingData
+from semtail.models.base import Fitted, TrainingData, TrainingRun
 from semtail.models.itemitem import predict
 from semtail.models.on_base import base_with_popularity
 
@@ -79,7 +79,7 @@ def check_thresholds(hyperparameters: dict, where: str) -> None:
                 raise ValueError(f"{where}: rerank.{key} ({hyperparameters[key]}) must be in [0, 1] with thresholds: quantile")
 
 
-def fit(data: TrainingData, hyperparameters: dict, run: Run) -> Fitted:
+def fit(data: TrainingData, hyperparameters: dict, run: TrainingRun) -> Fitted:
     check_thresholds(hyperparameters, run.describe())
     return base_with_popularity(data, hyperparameters, run)
 
