@@ -66,6 +66,18 @@ def logs(path):
     return f"{LOGS}/{path}"
 
 
+def from_config(function, *wildcard_names, **keywords):
+    """A rule's input, params or resources function: `function(config, <the named wildcards>,
+    **keywords)`, for a function of semtail that takes the config and wildcard values.
+    """
+
+    def of_wildcards(wildcards):
+        values = (getattr(wildcards, name) for name in wildcard_names)
+        return function(config, *values, **keywords)
+
+    return of_wildcards
+
+
 wildcard_constraints:
     dataset="|".join(map(re.escape, DATASETS)),
     method="|".join(map(re.escape, METHODS)),
@@ -111,10 +123,6 @@ def dataset_sources(wildcards):
     return plan.dataset_config(config, wildcards.dataset)["sources"]
 
 
-def preprocess_parameters(wildcards):
-    return plan.split_settings(config, wildcards.dataset, wildcards.split)
-
-
 def expected_sizes(wildcards):
     return plan.dataset_config(config, wildcards.dataset).get("expected", {})
 
@@ -148,7 +156,7 @@ def current_runs(wildcards):
     return {
         name: {
             "hyperparameters": hyperparameters_of(wildcards.dataset, name),
-            "code_version": plan.code_version(plan.method_of(config, name)),
+            "code_version": plan.method_code_version(config, name),
         }
         for name in config["methods"]
     }
@@ -229,20 +237,6 @@ def candidate_hyperparameters(wildcards):
     )
 
 
-def candidate_code_version(wildcards):
-    return plan.code_version(
-        plan.method_of(config, wildcards.method), script=provenance.CANDIDATE_SCRIPT
-    )
-
-
-def candidate_files(wildcards):
-    return search.candidate_files(config, wildcards.dataset, wildcards.method)
-
-
-def search_seeds(wildcards):
-    return search.search_seeds(config)
-
-
 def selection_metric(wildcards):
     return search.selection_rule(config, wildcards.method)["metric"]
 
@@ -264,52 +258,12 @@ def grid_edge_warnings(wildcards):
     )
 
 
-def searched_selected_files(wildcards):
-    return search.selected_files(config, wildcards.dataset)
-
-
-def compare_settings(wildcards):
-    return plan.compare_settings(config)
-
-
-def compute_device(wildcards):
-    return config["compute"]["device"]
-
-
-def gpus_per_job(wildcards):
-    return job_resources.gpus_per_job(config)
-
-
-def training_gpus(wildcards):
-    return job_resources.training_gpus(config, wildcards.method)
-
-
 def stage_code_version(stage):
-    return lambda wildcards: plan.code_version(stage)
-
-
-def method_of(wildcards):
-    return plan.method_of(config, wildcards.method)
+    return lambda wildcards: provenance.code_version(stage)
 
 
 def resource_version(name):
     return lambda wildcards: provenance.resource_version(name)
-
-
-def method_code_version(wildcards):
-    return plan.code_version(plan.method_of(config, wildcards.method))
-
-
-def figure_styles(wildcards):
-    return plan.figure_styles(config)
-
-
-def evaluation_inputs(wildcards):
-    return plan.evaluation_inputs(config, wildcards.dataset)
-
-
-def split_train(wildcards):
-    return plan.split_files(config, wildcards.dataset, ("train",))["train"]
 
 
 def run_inputs(wildcards):
@@ -346,7 +300,9 @@ def resource(kind, stage, hyperparameters=None, rule_name=None):
             hyperparameters=sizing_hyperparameters(hyperparameters, wildcards),
             on_gpu=job_on_gpu(
                 full_name,
-                job_resources.job_gpus(config, stage, getattr(wildcards, "method", None)),
+                job_resources.job_gpus(
+                    config, stage, getattr(wildcards, "method", None)
+                ),
             ),
         )[kind]
 
@@ -385,10 +341,6 @@ def job_on_gpu(rule_name, planned_gpus):
 def benchmark_file(rule_name):
     """Snakemake's benchmark file of a rule's jobs (semtail/plan.py:BENCHMARKS)."""
     return plan.benchmark_pattern(config, rule_name)
-
-
-def benchmark_files(wildcards):
-    return plan.benchmark_files(config)
 
 
 def sizing_hyperparameters(hyperparameters, wildcards):

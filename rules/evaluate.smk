@@ -1,7 +1,7 @@
 rule evaluate:
     input:
         unpack(base_model_of_run),
-        unpack(evaluation_inputs),
+        unpack(from_config(plan.evaluation_inputs, "dataset")),
         model=results("{dataset}/{method}/{run}/model.pt"),
     output:
         metrics=results("{dataset}/{method}/{run}/metrics.json"),
@@ -16,19 +16,19 @@ rule evaluate:
         "../envs/torch.yaml"
     threads: resource("threads", "evaluate")
     resources:
-        gpu=gpus_per_job,
+        gpu=job_resources.gpus_per_job(config),
         cpus_per_gpu=cpus_per_gpu,
         mem_mb=resource("mem_mb", "evaluate"),
         runtime=resource("runtime", "evaluate"),
     params:
         evaluation=config["evaluation"],
         seed=run_seed,
-        device=compute_device,
+        device=config["compute"]["device"],
         code_version=stage_code_version("evaluate"),
         # What the model must have been trained with: the train job's, so that a retrain that
         # failed or was killed (its model file removed) is redone on the next run.
         hyperparameters=method_hyperparameters,
-        model_code_version=method_code_version,
+        model_code_version=from_config(plan.method_code_version, "method"),
     message:
         job_line("evaluate {wildcards.dataset} {wildcards.method} {wildcards.run}")
     script:

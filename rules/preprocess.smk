@@ -15,7 +15,7 @@ rule preprocess:
         runtime=resource("runtime", "preprocess"),
     params:
         dataset="{dataset}",
-        preprocess=preprocess_parameters,
+        preprocess=from_config(plan.split_settings, "dataset", "split"),
         expected=expected_sizes,
         code_version=stage_code_version("preprocess"),
     message:

@@ -38,7 +38,7 @@ rule aggregate:
     params:
         dataset="{dataset}",
         runs=current_runs,
-        compare=compare_settings,
+        compare=plan.compare_settings(config),
         grid_edge_warnings=grid_edge_warnings,
         code_version=stage_code_version("aggregate"),
         # Read from the semtail package; its digest reruns the tables when the reported numbers change.
@@ -100,7 +100,7 @@ rule plot:
         dataset="{dataset}",
         runs=current_runs,
         code_version=stage_code_version("plot"),
-        figure_styles=figure_styles,
+        figure_styles=plan.figure_styles(config),
     message:
         job_line("plot {wildcards.dataset}")
     script:
@@ -109,7 +109,7 @@ rule plot:
 
 rule plot_weight_landscape:
     input:
-        train=split_train,
+        unpack(from_config(plan.split_files, "dataset", names=("train",))),
         models=weight_landscape_models,
     output:
         weight_landscape=report(
@@ -172,7 +172,7 @@ rule plot_adversary:
         dataset="{dataset}",
         runs=current_runs,
         code_version=stage_code_version("plot_adversary"),
-        figure_styles=figure_styles,
+        figure_styles=plan.figure_styles(config),
     message:
         job_line("plot_adversary {wildcards.dataset}")
     script:

@@ -5,7 +5,7 @@
 
 rule resources_table:
     input:
-        benchmarks=benchmark_files,
+        benchmarks=from_config(plan.benchmark_files),
     output:
         table=results("resources.csv"),
     log:

@@ -18,7 +18,7 @@ rule tune_candidate:
         "../envs/torch.yaml"
     threads: resource("threads", "train", candidate_hyperparameters, rule_name="tune_candidate")
     resources:
-        gpu=training_gpus,
+        gpu=from_config(job_resources.training_gpus, "method"),
         cpus_per_gpu=cpus_per_gpu,
         mem_mb=resource(
             "mem_mb", "train", candidate_hyperparameters, rule_name="tune_candidate"
@@ -28,15 +28,17 @@ rule tune_candidate:
         ),
     params:
         dataset="{dataset}",
-        method=method_of,
+        method=from_config(plan.method_of, "method"),
         variant="{method}",
         candidate="{candidate}",
         settings=candidate_settings,
         seed=candidate_seed,
         hyperparameters=candidate_hyperparameters,
         evaluation=config["evaluation"],
-        device=compute_device,
-        code_version=candidate_code_version,
+        device=config["compute"]["device"],
+        code_version=from_config(
+            plan.method_code_version, "method", script=provenance.CANDIDATE_SCRIPT
+        ),
         checkpoint=candidate_checkpoint,
     message:
         job_line(
@@ -61,7 +63,7 @@ use rule tune_candidate as tune_candidate_seed with:
 
 checkpoint select_hyperparameters:
     input:
-        candidates=candidate_files,
+        candidates=from_config(search.candidate_files, "dataset", "method"),
     output:
         selected=results("{dataset}/{method}/selected.yaml"),
     log:
@@ -75,10 +77,10 @@ checkpoint select_hyperparameters:
     params:
         dataset="{dataset}",
         method="{method}",
-        trains=method_of,
+        trains=from_config(plan.method_of, "method"),
         metric=selection_metric,
         within=selection_guards,
-        seeds=search_seeds,
+        seeds=search.search_seeds(config),
         code_version=stage_code_version("select_hyperparameters"),
     message:
         job_line("select_hyperparameters {wildcards.dataset} {wildcards.method}")
@@ -88,7 +90,7 @@ checkpoint select_hyperparameters:
 
 rule tuning_table:
     input:
-        selected=searched_selected_files,
+        selected=from_config(search.selected_files, "dataset"),
     output:
         table_csv=report(
             results("{dataset}/tuning.csv"),

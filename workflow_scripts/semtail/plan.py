@@ -16,7 +16,7 @@ from semtail import registry
 from semtail.datasets import DataError
 from semtail.datasets.formats import DelimitedOptions
 from semtail.datasets.split import SplitParameters
-from semtail.provenance import code_version  # noqa: F401  (re-exported for rules/common.smk)
+from semtail.provenance import TRAIN_SCRIPT, code_version
 from semtail.run_metrics import CHECKSUMMED_SPLIT_FILES
 
 FIGURES = ("coverage_at_k", "item_recall_by_popularity", "accuracy_coverage_tradeoff", "lorenz")
@@ -169,6 +169,12 @@ def method_of(config: dict, name: str) -> str:
     """The method that a name in `methods:` trains: the name itself, or a variant's `method`."""
     variant = config.get("variants", {}).get(name)
     return name if variant is None else variant["method"]
+
+
+def method_code_version(config: dict, name: str, script: str = TRAIN_SCRIPT) -> str:
+    """The code version of the training of a name in `methods:` (semtail.provenance.code_version
+    of its method), run by `script`: train.py, or tune_candidate.py for a search's candidate."""
+    return code_version(method_of(config, name), script=script)
 
 
 def resolve_hyperparameters(config: dict, dataset: str, name: str) -> dict:
