@@ -4,7 +4,7 @@ import textwrap
 
 import pytest
 
-from semtail import provenance, registry
+from semtail import plan, provenance, registry
 
 
 @pytest.fixture
@@ -203,3 +203,11 @@ def test_environment_names_versions():
     assert env["python"].count(".") == 2
     assert "semtail" in env and "numpy" in env
     assert env["torch_build"] == torch.__version__ and env["cuda"] == torch.version.cuda
+
+
+def test_a_name_s_code_version_is_its_method_s():
+    config = {"variants": {"posit_k7": {"method": "posit", "k": 7}}}
+    assert plan.method_code_version(config, "posit_k7") == provenance.code_version("posit")
+    assert plan.method_code_version(config, "ease") == provenance.code_version("ease") != provenance.code_version("posit")
+    candidate = plan.method_code_version(config, "posit_k7", script=provenance.CANDIDATE_SCRIPT)
+    assert candidate == provenance.code_version("posit", provenance.CANDIDATE_SCRIPT) != provenance.code_version("posit")
