@@ -56,9 +56,12 @@ def test_slurm_profile_uses_the_executor_plugin_and_no_gres():
     defaults = dict(entry.split("=", 1) for entry in profile["default-resources"])
     assert set(defaults) == {"slurm_partition", "slurm_account"}
     # GPU jobs ask through the plugin's gpu and cpus_per_gpu resources, declared by the rules.
-    for rule, gpus in (("train", "training_gpus"), ("evaluate", "gpus_per_job")):
+    for rule, gpus in (
+        ("train", 'from_config(job_resources.training_gpus, "method")'),
+        ("evaluate", "job_resources.gpus_per_job(config)"),
+    ):
         text = (REPO / "rules" / f"{rule}.smk").read_text()
-        assert re.search(rf"^\s+gpu={gpus},$", text, re.M), rule
+        assert re.search(rf"^\s+gpu={re.escape(gpus)},$", text, re.M), rule
         assert re.search(r"^\s+cpus_per_gpu=cpus_per_gpu,$", text, re.M), rule
 
 
