@@ -7,6 +7,7 @@ import collections
 import functools
 import hashlib
 import http.server
+import os
 import stat
 import subprocess
 import sys
@@ -137,6 +138,23 @@ def test_good_download_is_verified_extracted_and_recorded(http_root, udata_zip, 
     assert not [name for name in leftovers(provenance_file.parent) if "partial" in name]
     frame = read_interactions(provenance["format"], [provenance_file.parent / f for f in provenance["files"]])
     assert len(frame) == udata.count(b"\n")
+
+
+def test_downloaded_and_extracted_files_get_the_umask_permissions(http_root, udata_zip, tmp_path):
+    """Raw data is shared like every other result: not owner-only, as a download through a
+    NamedTemporaryFile (mode 0600) would leave it."""
+    root, base = http_root
+    archive, _ = udata_zip
+    (root / "ml-100k.zip").write_bytes(archive)
+    raw = tmp_path / "raw"
+    source = {"url": f"{base}/ml-100k.zip", "md5": md5(archive), "member": "ml-100k/u.data", "format": "ml-100k"}
+    old = os.umask(0o022)
+    try:
+        fetch_dataset("ml-100k", [source], raw / "provenance.json")
+    finally:
+        os.umask(old)
+    modes = {name: stat.S_IMODE((raw / name).stat().st_mode) for name in ("ml-100k.zip", "ml-100k/u.data", "provenance.json")}
+    assert modes == {"ml-100k.zip": 0o644, "ml-100k/u.data": 0o644, "provenance.json": 0o644}
 
 
 def test_checksum_mismatch_names_both_checksums_and_leaves_nothing(http_root, udata_zip, tmp_path):
