@@ -630,10 +630,11 @@ def resources(
     on_gpu: whether the job will run on a GPU (runs_on_gpu); by default, whether the config gives it one.
 
     Sizes: n items, nnz interactions, b users per batch. One dense item x item float32 matrix is
-    D = 4 n^2 bytes: 6.8 GB for MSD's 41,140 items, 1.6 GB for ML-20M's 20,108. SGD training holds
-    U, its momentum and the best epoch's copy, and of U's gradient a block of rows of at most
-    128 MiB (semtail.training.GRADIENT_BLOCK_BYTES; on a GPU the gradient is in the GPU's memory
-    and the host holds the best copy and, while a checkpoint is written, one more): 3 D + 128 MiB.
+    D = 4 n^2 bytes: 6.8 GB for MSD's 41,140 items, 1.6 GB for ML-20M's 20,108. SGD training on
+    the CPU holds U and its momentum (the best epoch's U is kept in a file beside the checkpoint),
+    and of U's gradient a block of rows of at most 128 MiB (semtail.training.GRADIENT_BLOCK_BYTES):
+    2 D + 128 MiB; on a GPU the gradient is in the GPU's memory and the host holds the best copy
+    and, while a checkpoint is written, one more: 3 D + 128 MiB, as asked before.
     A batch's dense predictions and gradient are b x n float32 each.
     """
     size = dataset_size(config, dataset, stats_file)
@@ -681,7 +682,7 @@ def resources(
             batch = int(hyper["batch_size"])
             epochs = int(hyper["epochs"])
             batch_dense = 4.0 * batch * n
-            mem += 3 * dense + min(dense, 2.0**27) + 4 * batch_dense + 3 * sparse
+            mem += (3 if on_gpu else 2) * dense + min(dense, 2.0**27) + 4 * batch_dense + 3 * sparse
             # Per step: X_b U and X_b^T G read a row of U (or G) per entry of the batch; the
             # optimiser reads and writes U, its gradient and momentum.
             step_bytes = 2 * batch * per_user * n * 4 + 6 * dense
@@ -689,9 +690,9 @@ def resources(
             epoch_s = (_batches(train_users, batch) * step_bytes + validation_bytes) / bandwidth
             # The checkpoint (U and its momentum) at most every `checkpoints.every_epochs` epochs
             # (fewer under min_seconds); the best epoch's U when the best epoch is left behind, at
-            # most every other checkpoint.
+            # most every other checkpoint (on the CPU at most every epoch).
             every = int((config.get("checkpoints") or {}).get("every_epochs", CHECKPOINT_CADENCE["every_epochs"]))
-            epoch_s += 2.5 * dense / DISK_BYTES_PER_S / every
+            epoch_s += (2 / every + (0.5 / every if on_gpu else 1)) * dense / DISK_BYTES_PER_S
             seconds = epochs * epoch_s + dense / DISK_BYTES_PER_S
         # What the method declares on top: item x item matrices, copies of X, bytes per training
         # user; passes of a matrix through the disk or of X through memory, and n^3 float64 flops
