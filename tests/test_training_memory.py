@@ -12,6 +12,7 @@ each entry of X_bᵀ·G summed over the same users in the same order and each en
 the same fused kernel, so any difference at all would be a changed result."""
 
 import weakref
+from pathlib import Path
 
 import pytest
 import torch
@@ -197,14 +198,27 @@ def test_the_best_epoch_goes_to_its_file_as_U_moves_past_it_and_serves_the_check
     identical_models(fitted, fit("posit", TodaysTrainer, monkeypatch, validation))
 
 
+def file_mapped(address: int) -> bool:
+    """Whether the address lies in a mapping of a file (/proc/self/maps: a pathname and an inode),
+    whose pages the kernel can drop and read again, rather than in the process's own memory."""
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        span, _, _, _, inode, *path = line.split(maxsplit=5)
+        start, end = (int(bound, 16) for bound in span.split("-"))
+        if start <= address < end:
+            return inode != "0" and bool(path) and not path[0].startswith("[")
+    return False
+
+
 class ItemItemMatrices(TorchDispatchMode):
     """Every tensor of at least items² entries that an operator returns in storage not seen before,
-    and the most of those storages alive at once (a storage dies with its last tensor)."""
+    and the most of those storages alive at once in the process's own memory (a storage dies with
+    its last tensor; one mapped from a file is not counted)."""
 
     def __init__(self):
         super().__init__()
         self.storages: list[weakref.ref] = []
         self.operators: list[str] = []
+        self.mapped: list[bool] = []
         self.most_alive = 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
@@ -215,7 +229,9 @@ class ItemItemMatrices(TorchDispatchMode):
                 if not any(seen() is storage for seen in self.storages):
                     self.storages.append(weakref.ref(storage))
                     self.operators.append(str(func.overloadpacket.__name__))
-                    self.most_alive = max(self.most_alive, sum(seen() is not None for seen in self.storages))
+                    self.mapped.append(file_mapped(storage.data_ptr()))
+                    alive = [seen() is not None and not mapped for seen, mapped in zip(self.storages, self.mapped)]
+                    self.most_alive = max(self.most_alive, sum(alive))
         return result
 
 
@@ -240,3 +256,29 @@ def test_training_holds_two_item_item_matrices_with_a_checkpoint(
     assert fitted.best_epoch == 2
     assert (matrices.most_alive, matrices.operators) == (most_alive, operators)
     assert any(seen() is fitted.state["U"].untyped_storage() for seen in matrices.storages)
+
+
+def test_a_resumed_training_holds_two_item_item_matrices_too(blocks, monkeypatch, tmp_path):
+    """The checkpoint after epoch 3 (best epoch 2, in its file) is mapped, not read: U and the
+    momentum are copied out of it into matrices of their own, the best epoch's U stays in its file
+    until the end, and the model is that of a training never interrupted."""
+    validation = [0.1, 0.3, 0.2, 0.25, 0.15]
+    checkpoint = tmp_path / "checkpoint.pt"
+
+    class Interrupted(Exception):
+        pass
+
+    def interrupt(epoch, U):
+        if epoch == 3:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        fit("posit", training.Trainer, monkeypatch, validation, checkpoint=checkpoint, fingerprint="job", after_epoch=interrupt)
+    with ItemItemMatrices() as matrices:
+        resumed = fit("posit", training.Trainer, monkeypatch, validation[3:], checkpoint=checkpoint, fingerprint="job")
+    # U; the checkpoint's U and momentum, mapped; the best epoch's U, mapped to check its file; the
+    # momentum's own copy; the best epoch's U, read at the end
+    assert matrices.operators == ["zeros", "set_", "set_", "set_", "clone", "set_"]
+    assert matrices.mapped == [False, True, True, True, False, False]
+    assert matrices.most_alive == 2
+    identical_models(resumed, fit("posit", TodaysTrainer, monkeypatch, validation))
