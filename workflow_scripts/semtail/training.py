@@ -475,9 +475,8 @@ class Trainer:
         with atomic_path(self.run.best_weights_file(self.best_epoch)) as tmp:
             torch.save({"fingerprint": self.run.fingerprint, "epoch": self.best_epoch, "U": weights}, tmp)
         earlier, self.best_U_saved_epoch = self.best_U_saved_epoch, self.best_epoch
-        if earlier is not None and earlier != self.best_epoch:
-            if self.run.best_weights_file(earlier) != self.checkpointed_best_file:
-                self.run.best_weights_file(earlier).unlink(missing_ok=True)
+        if earlier not in (None, self.best_epoch) and self.run.best_weights_file(earlier) != self.checkpointed_best_file:
+            self.run.best_weights_file(earlier).unlink(missing_ok=True)
 
     def checkpoint_payload(self) -> dict:
         return {
