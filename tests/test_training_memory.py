@@ -282,3 +282,15 @@ def test_a_resumed_training_holds_two_item_item_matrices_too(blocks, monkeypatch
     assert matrices.mapped == [False, True, True, True, False, False]
     assert matrices.most_alive == 2
     identical_models(resumed, fit("posit", TodaysTrainer, monkeypatch, validation))
+
+
+def test_a_best_weights_file_gone_before_the_end_is_named(blocks, monkeypatch, tmp_path):
+    checkpoint = tmp_path / "checkpoint.pt"
+
+    def remove_best_file(epoch, U):
+        if epoch == 5:
+            (tmp_path / "checkpoint.pt.best-epoch2").unlink()
+
+    with pytest.raises(RuntimeError, match=r"toy/posit seed 0: the best epoch's U cannot be read back from .*checkpoint\.pt\.best-epoch2"):
+        fit("posit", training.Trainer, monkeypatch, [0.1, 0.3, 0.2, 0.25, 0.15], checkpoint=checkpoint, fingerprint="job",
+            after_epoch=remove_best_file)  # fmt: skip

@@ -446,7 +446,11 @@ class Trainer:
             return self.U.detach()
         if self.best_in_file:
             self.release_weights()
-            return torch.load(self.run.best_weights_file(self.best_epoch), map_location="cpu", weights_only=True)["U"]
+            path = self.run.best_weights_file(self.best_epoch)
+            try:
+                return torch.load(path, map_location="cpu", weights_only=True)["U"]
+            except Exception as error:
+                raise RuntimeError(f"{self.run.describe()}: the best epoch's U cannot be read back from {path} ({error})") from error
         self.keep_best_copy()
         return self.best_U
 
