@@ -27,7 +27,9 @@ kernel of a device (PRODUCT_KERNELS). The absolute times are recorded in benchma
 
 `--training-peak` instead measures the peak memory of a whole training: `Trainer.fit()` over
 `--epochs` epochs, each cut to `--steps-per-epoch` batches (an epoch's memory does not depend on its
-length), with the best epoch's copy and the model it returns; `--items` and `--batch-size` give
+length), with the best epoch's copy and the model it returns, and with a checkpoint as a train job
+has, in a temporary folder under `--checkpoint-dir` (on the CPU it also holds the best epoch's U:
+give a disk, not a memory file system such as a tmpfs /tmp). `--items` and `--batch-size` give
 shapes between the paper's, for fitting the peak against the sizes of U and of a batch, and
 `--max-resident-gib` stops the run before it takes more of a shared machine than that.
 
@@ -45,6 +47,7 @@ import platform
 import resource
 import statistics
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -118,14 +121,15 @@ def needed_bytes(shape: dict, reference: bool) -> int:
     return (6 if reference else 3) * dense + 8 * batch + 3 * 12 * shape["positives"] + 2**31
 
 
-def training_needed_bytes(shape: dict) -> int:
-    """The peak of a whole training on the CPU, with a margin over what was measured
-    (benchmarks/README.md: 3 D + G + 3.7 B + 1.4 to 2.5 GiB): U, its momentum and the best epoch's
-    copy, a block of the gradient, 5 of the batch's dense tensors, the sparse data (three times)
-    and 1.5 GiB for the process and its scoring."""
+def training_needed_bytes(shape: dict, device: torch.device) -> int:
+    """The peak of a whole training, with a margin over what was measured on the CPU
+    (benchmarks/README.md: 2 D + G + 3.7 B + 1.4 to 2.5 GiB): U, its momentum and a block of the
+    gradient (the best epoch's U is in its file; on a GPU the whole gradient), 5 of the batch's
+    dense tensors, the sparse data (three times) and 1.5 GiB for the process and its scoring."""
     dense = 4 * shape["items"] ** 2
     batch = 4 * shape["posit"]["batch_size"] * shape["items"]
-    return 3 * dense + min(dense, GRADIENT_BLOCK_BYTES) + 5 * batch + 3 * 12 * shape["positives"] + 3 * 2**29
+    gradient = min(dense, GRADIENT_BLOCK_BYTES) if device.type == "cpu" else dense
+    return 2 * dense + gradient + 5 * batch + 3 * 12 * shape["positives"] + 3 * 2**29
 
 
 def resident_bytes() -> int:
@@ -150,20 +154,25 @@ def stop_above(limit_bytes: int) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-def training_peak(data, hyperparameters, device, epochs: int, steps_per_epoch: int, memory: PeakMemory) -> dict:
-    """`Trainer.fit()` as a train job runs it, each epoch cut to its first `steps_per_epoch` batches."""
+def training_peak(data, hyperparameters, device, epochs: int, steps_per_epoch: int, memory: PeakMemory,
+                  checkpoint_dir: Path | None) -> dict:  # fmt: skip
+    """`Trainer.fit()` as a train job runs it, with a checkpoint in a temporary folder, each epoch
+    cut to its first `steps_per_epoch` batches."""
     memory.reset()
     settings = {**hyperparameters, "epochs": epochs, "patience": epochs}
-    started = time.perf_counter()
-    trainer = Trainer(data, settings, TrainingRun("benchmark", "posit", 0, device=device), AdversarialObjective(data, settings, device))
-    trainer.batches_per_epoch = min(steps_per_epoch, trainer.batches_per_epoch)
-    fitted = trainer.fit()
-    result = {
-        "training_seconds": time.perf_counter() - started,
-        "best_epoch": fitted.best_epoch,
-        "gradient_block_rows": trainer.gradient.shape[0],
-        **memory.read(),
-    }
+    with tempfile.TemporaryDirectory(prefix="train-benchmark-", dir=checkpoint_dir) as folder:
+        started = time.perf_counter()
+        run = TrainingRun("benchmark", "posit", 0, device=device, checkpoint=Path(folder) / "checkpoint.pt", fingerprint="benchmark")
+        trainer = Trainer(data, settings, run, AdversarialObjective(data, settings, device))
+        trainer.batches_per_epoch = min(steps_per_epoch, trainer.batches_per_epoch)
+        block_rows = trainer.gradient.shape[0]
+        fitted = trainer.fit()
+        result = {
+            "training_seconds": time.perf_counter() - started,
+            "best_epoch": fitted.best_epoch,
+            "gradient_block_rows": block_rows,
+            **memory.read(),
+        }
     del trainer, fitted
     return result
 
@@ -416,6 +425,7 @@ def main() -> None:
     parser.add_argument("--items", type=int, help="with --training-peak: items instead of the shape's")
     parser.add_argument("--batch-size", type=int, help="with --training-peak: users per batch instead of the shape's")
     parser.add_argument("--max-resident-gib", type=float, help="exit as soon as the process holds more than this")
+    parser.add_argument("--checkpoint-dir", type=Path, help="with --training-peak: where the checkpoint's temporary folder goes (default: the system's temporary folder)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -426,7 +436,7 @@ def main() -> None:
     if args.training_peak:
         shape = {**shape, "items": args.items or shape["items"],
                  "posit": {**shape["posit"], "batch_size": args.batch_size or shape["posit"]["batch_size"]}}  # fmt: skip
-    need = training_needed_bytes(shape) if args.training_peak else needed_bytes(shape, not args.no_reference)
+    need = training_needed_bytes(shape, device) if args.training_peak else needed_bytes(shape, not args.no_reference)
     have = available_bytes(device)
     if need > have:
         print(
@@ -454,7 +464,7 @@ def main() -> None:
                        "signal_momentum": 0.9, "ties": "topk", "adversary_init": "authors"}  # fmt: skip
     memory = PeakMemory(device)
     if args.training_peak:
-        measured = training_peak(data, hyperparameters, device, args.epochs, args.steps_per_epoch, memory)
+        measured = training_peak(data, hyperparameters, device, args.epochs, args.steps_per_epoch, memory, args.checkpoint_dir)
         results.update(measured, batch_size=hyperparameters["batch_size"], items=n_items)
         dense, batch = 4 * n_items**2 / GIB, 4 * hyperparameters["batch_size"] * n_items / GIB
         results.update(dense_gib=dense, batch_dense_gib=batch, estimated_gib=need / GIB)
@@ -464,7 +474,7 @@ def main() -> None:
             f"{measured['training_seconds']:.0f} s; gradient blocks of {measured['gradient_block_rows']} rows"
         )
         print(f"  U: D = {dense:.3f} GiB, one dense batch tensor B = {batch:.3f} GiB")
-        print(f"  peak memory {peak:.2f} GiB = 3 D + {peak - 3 * dense:.2f} GiB (estimated beforehand: {need / GIB:.2f} GiB)")
+        print(f"  peak memory {peak:.2f} GiB = 2 D + {peak - 2 * dense:.2f} GiB (estimated beforehand: {need / GIB:.2f} GiB)")
         if args.json:
             args.json.write_text(json.dumps(results, indent=2) + "\n")
         return

@@ -62,6 +62,19 @@ def test_sgd_training_memory_covers_u_momentum_best_copy_and_a_gradient_block(pa
     assert asked <= 2 * must_hold + 4 * GB
 
 
+@pytest.mark.parametrize("dataset", list(PAPER))
+def test_sgd_training_on_the_cpu_asks_for_u_momentum_and_a_gradient_block_only(paper, dataset):
+    """On the CPU the best epoch's U is kept in its file, not in memory: U and its momentum, of the
+    gradient a block, four of the batch's dense tensors, the sparse data three times, 2 GiB, and
+    what POSIT declares: 600 bytes per training user (all but the validation and test users)."""
+    users, items, interactions, batch, heldout = PAPER[dataset]
+    paper["compute"]["device"] = "cpu"
+    asked = request(paper, "train", dataset, "posit")["mem_mb"]
+    must_hold = 2 * dense_bytes(items) + 2**27 + 4 * batch * items * 4 + 3 * 12 * interactions + 2 * 2**30
+    must_hold += 600 * (users - 2 * heldout)
+    assert asked == -(-must_hold // MIB)
+
+
 def test_msd_numbers_from_the_issue(paper):
     """U for MSD is 41,140^2 float32 = 6.8 GB; with gradient and momentum 20.3 GB."""
     assert dense_bytes(41_140) == pytest.approx(6.77e9, rel=1e-3)

@@ -3,10 +3,11 @@ Snakemake: its threads, host memory (mem_mb) and runtime from the dataset's size
 function per stage), its GPUs, and what a run writes in model files.
 
 Sizes: n items, nnz interactions, b users per batch. One dense item x item float32 matrix is
-D = 4 n^2 bytes: 6.8 GB for MSD's 41,140 items, 1.6 GB for ML-20M's 20,108. SGD training holds
-U, its momentum and the best epoch's copy, and of U's gradient a block of rows of at most
-128 MiB (semtail.training.GRADIENT_BLOCK_BYTES; on a GPU the gradient is in the GPU's memory
-and the host holds the best copy and, while a checkpoint is written, one more): 3 D + 128 MiB.
+D = 4 n^2 bytes: 6.8 GB for MSD's 41,140 items, 1.6 GB for ML-20M's 20,108. SGD training on
+the CPU holds U and its momentum (the best epoch's U is kept in a file beside the checkpoint),
+and of U's gradient a block of rows of at most 128 MiB (semtail.training.GRADIENT_BLOCK_BYTES):
+2 D + 128 MiB; on a GPU the gradient is in the GPU's memory and the host holds the best copy
+and, while a checkpoint is written, one more: 3 D + 128 MiB.
 A batch's dense predictions and gradient are b x n float32 each.
 """
 
@@ -132,7 +133,7 @@ def sgd_loop(job: Job, hyperparameters: dict) -> tuple[float, float]:
     batch = int(hyperparameters["batch_size"])
     epochs = int(hyperparameters["epochs"])
     batch_dense = 4.0 * batch * n
-    memory = 3 * dense + min(dense, 2.0**27) + 4 * batch_dense + 3 * job.sparse
+    memory = (3 if job.on_gpu else 2) * dense + min(dense, 2.0**27) + 4 * batch_dense + 3 * job.sparse
     # Per step: X_b U and X_b^T G read a row of U (or G) per entry of the batch; the
     # optimiser reads and writes U, its gradient and momentum.
     step_bytes = 2 * batch * job.per_user * n * 4 + 6 * dense
@@ -140,9 +141,9 @@ def sgd_loop(job: Job, hyperparameters: dict) -> tuple[float, float]:
     epoch_s = (_batches(job.train_users, batch) * step_bytes + validation_bytes) / job.bandwidth
     # The checkpoint (U and its momentum) at most every `checkpoints.every_epochs` epochs
     # (fewer under min_seconds); the best epoch's U when the best epoch is left behind, at
-    # most every other checkpoint.
+    # most every other checkpoint (on the CPU at most every epoch).
     every = int((job.config.get("checkpoints") or {}).get("every_epochs", CHECKPOINT_CADENCE["every_epochs"]))
-    epoch_s += 2.5 * dense / DISK_BYTES_PER_S / every
+    epoch_s += (2 / every + (0.5 / every if job.on_gpu else 1)) * dense / DISK_BYTES_PER_S
     return memory, epochs * epoch_s + dense / DISK_BYTES_PER_S
 
 

@@ -6,17 +6,19 @@ partial batch of each epoch is left out, as the authors' loader does (it serves 
 batches). On a batch X_b the method's `Objective` turns the predictions x̂ = X_b·U into losses;
 their gradient G with respect to x̂ gives U's gradient X_bᵀ·G by a sparse product, and SGD
 (momentum 0.9, weight decay wd) takes a step. On the CPU the gradient is computed and applied a
-block of U's rows at a time, so that training holds U, its momentum and the best epoch's copy, and
-of the gradient one block (PyTorch's fused SGD kernel on each block; the result is bit for bit that
-of one step over the whole matrix). The objective's own parameters (CVaR's threshold,
+block of U's rows at a time, so that training holds U, its momentum and of the gradient one block
+(PyTorch's fused SGD kernel on each block; the result is bit for bit that of one step over the
+whole matrix), and the best epoch's U, once U moves past it, is kept in the run's best-weights
+file beside the checkpoint, not in memory. The objective's own parameters (CVaR's threshold,
 POSIT's adversary) are stepped by the same optimizer in a group of their own: their own learning
 rate and weight decay, no momentum. Every learning rate follows a cosine annealing over the
 epochs, stepped once per epoch.
 
 After each epoch: NDCG@100 on the validation users (fold-in rows scored, fold-in items excluded,
-held-out rows as relevance), early stopping with a patience, a copy of the best epoch's weights,
-and, on the run's cadence (every N epochs, at most every M seconds), a checkpoint from which a
-killed job continues bit for bit. A NaN or inf stops the job.
+held-out rows as relevance), early stopping with a patience, a copy of the best epoch's weights
+(on the CPU in the best-weights file when the run has a checkpoint, else on the host), and, on
+the run's cadence (every N epochs, at most every M seconds), a checkpoint from which a killed job
+continues bit for bit. A NaN or inf stops the job.
 """
 
 from __future__ import annotations
@@ -282,6 +284,10 @@ class Trainer:
         self.best_is_current = False
         self.best_item_weights: torch.Tensor | None = None
         self.best_U_saved_epoch: int | None = None  # the epoch whose U the best-weights file holds
+        self.checkpointed_best_file: Path | None = None  # the best-weights file the checkpoint on disk names
+        # On the CPU with a checkpoint, the best epoch's U is kept in the best-weights file rather than
+        # in a host copy: on a GPU the host copy costs no device memory and no disk traffic per epoch.
+        self.best_in_file = self.device.type == "cpu" and run.checkpoint is not None
         self.epochs_without_improvement = 0
         self.stopped = False
         self.last_checkpoint = (0, 0.0)  # (epoch, checkpoint_clock()) of the last checkpoint, or of the start
@@ -433,21 +439,48 @@ class Trainer:
 
     def best_weights(self) -> torch.Tensor:
         """The best epoch's U on the host, without a copy where there is one already: training is
-        over, so the live U on the CPU is returned itself; on a GPU it goes into the host copy."""
+        over, so the live U on the CPU is returned itself; on a GPU it goes into the host copy. From
+        the best-weights file it is read only after U and its momentum are let go, so that the end
+        holds no more item × item matrices than a step."""
         if self.best_is_current and self.U.device.type == "cpu":
             return self.U.detach()
+        if self.best_in_file:
+            self.release_weights()
+            path = self.run.best_weights_file(self.best_epoch)
+            try:
+                return torch.load(path, map_location="cpu", weights_only=True)["U"]
+            except Exception as error:
+                raise RuntimeError(f"{self.run.describe()}: the best epoch's U cannot be read back from {path} ({error})") from error
         self.keep_best_copy()
         return self.best_U
 
+    def release_weights(self) -> None:
+        """Let go of U, its momentum and the gradient block, once training is over."""
+        self.optimizer.state.clear()
+        del self.U, self.gradient, self.optimizer, self.scheduler
+
     def keep_best_copy(self) -> None:
-        """Before U moves past its best epoch, copy it out, to the host: it needs no device memory.
-        The copy is a new tensor, never a reference to the live U."""
+        """Before U moves past its best epoch, copy it out: into the best-weights file (see
+        `best_in_file`), or to the host, where it needs no device memory. The copy is never a
+        reference to the live U."""
         if not self.best_is_current:
             return
-        if self.best_U is None:
-            self.best_U = torch.empty(self.U.shape, dtype=self.U.dtype, pin_memory=self.U.is_cuda)
-        self.best_U.copy_(self.U.detach())
+        if self.best_in_file:
+            self.save_best_weights(self.U.detach())
+        else:
+            if self.best_U is None:
+                self.best_U = torch.empty(self.U.shape, dtype=self.U.dtype, pin_memory=self.U.is_cuda)
+            self.best_U.copy_(self.U.detach())
         self.best_is_current = False
+
+    def save_best_weights(self, weights: torch.Tensor) -> None:
+        """Write the best epoch's U to its best-weights file, atomically; the file of an earlier
+        best epoch goes, unless the checkpoint on disk still names it."""
+        with atomic_path(self.run.best_weights_file(self.best_epoch)) as tmp:
+            torch.save({"fingerprint": self.run.fingerprint, "epoch": self.best_epoch, "U": weights}, tmp)
+        earlier, self.best_U_saved_epoch = self.best_U_saved_epoch, self.best_epoch
+        if earlier not in (None, self.best_epoch) and self.run.best_weights_file(earlier) != self.checkpointed_best_file:
+            self.run.best_weights_file(earlier).unlink(missing_ok=True)
 
     def checkpoint_payload(self) -> dict:
         return {
@@ -484,15 +517,14 @@ class Trainer:
     def save_checkpoint(self) -> None:
         """The checkpoint holds U, the optimizer and everything else that changes every epoch; the
         best epoch's U, once U has moved past it, goes to a file of its own, written only when the
-        best epoch changes. Files of earlier best epochs are removed after the checkpoint that
-        no longer needs them is in place, so a kill at any moment leaves a consistent pair."""
+        best epoch changes (on the CPU already when U moved past it). Files of earlier best epochs
+        are removed after the checkpoint that no longer needs them is in place, so a kill at any
+        moment leaves a consistent pair."""
         if self.run.checkpoint is None:
             return
         started = time.perf_counter()
         if not self.best_is_current and self.best_U_saved_epoch != self.best_epoch:
-            with atomic_path(self.run.best_weights_file(self.best_epoch)) as tmp:
-                torch.save({"fingerprint": self.run.fingerprint, "epoch": self.best_epoch, "U": self.best_U}, tmp)
-            self.best_U_saved_epoch = self.best_epoch
+            self.save_best_weights(self.best_U)
         # SIGTERM waits while the new checkpoint is put in place and recorded: the epoch that a
         # terminated job names for its resumption (TrainingTerminated) is then the one it finds.
         with ExitStack() as held:
@@ -503,6 +535,7 @@ class Trainer:
             for path in self.run.best_weights_files():
                 if path != needed:
                     path.unlink(missing_ok=True)
+            self.checkpointed_best_file = needed
             self.last_checkpoint = (self.epoch, checkpoint_clock())
             self.run.log.info(
                 "checkpoint after epoch %d written to %s (%.1f s)", self.epoch, self.run.checkpoint, time.perf_counter() - started
@@ -513,8 +546,8 @@ class Trainer:
         if path is None or not Path(path).exists():
             return
         log = self.run.log
-        try:
-            saved = torch.load(path, map_location="cpu", weights_only=True)
+        try:  # mapped, not read: U and its momentum are copied out of it, one at a time
+            saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         except Exception as error:
             log.warning("not resuming from %s: it cannot be read (%s); starting over", path, error)
             return
@@ -527,21 +560,24 @@ class Trainer:
                 path,
             )
             return
-        best_U = None
+        best_U, best_file = None, None
         if saved["best_U_file"] is not None:
             best_file = Path(path).with_name(saved["best_U_file"])
-            try:
-                best = torch.load(best_file, map_location="cpu", weights_only=True)
+            try:  # mapped: with `best_in_file` its U stays in the file, read at the end
+                best = torch.load(best_file, map_location="cpu", weights_only=True, mmap=True)
             except Exception as error:
                 log.warning("not resuming from %s: its best epoch's %s cannot be read (%s); starting over", path, best_file, error)
                 return
             if best.get("fingerprint") != self.run.fingerprint or best.get("epoch") != saved["best_epoch"]:
                 log.warning("not resuming from %s: %s belongs to another run or epoch; starting over", path, best_file)
                 return
-            best_U = best["U"]
+            best_U = None if self.best_in_file else best["U"].clone()
         with torch.no_grad():
             self.U.copy_(saved["U"])
         self.optimizer.load_state_dict(saved["optimizer"])
+        momentum = self.optimizer.state[self.U].get("momentum_buffer")
+        if momentum is not None and momentum.device.type == "cpu":  # on the CPU still the mapped file's
+            self.optimizer.state[self.U]["momentum_buffer"] = momentum.clone()
         self.scheduler.load_state_dict(saved["scheduler"])
         self.generator.set_state(saved["generator"].cpu())
         self.objective.load_state_dict(saved["objective"])
@@ -549,10 +585,11 @@ class Trainer:
         self.history = saved["history"]
         self.best_ndcg = saved["best_ndcg"]
         self.best_epoch = saved["best_epoch"]
-        self.best_is_current = best_U is None
+        self.best_is_current = best_file is None
         self.best_U = best_U
-        self.best_U_saved_epoch = None if best_U is None else self.best_epoch
-        self.best_item_weights = None if saved["best_item_weights"] is None else saved["best_item_weights"].cpu()
+        self.best_U_saved_epoch = None if best_file is None else self.best_epoch
+        self.checkpointed_best_file = best_file
+        self.best_item_weights = None if saved["best_item_weights"] is None else saved["best_item_weights"].cpu().clone()
         self.epochs_without_improvement = saved["epochs_without_improvement"]
         self.stopped = saved["stopped"]
         log.info("resuming from %s after epoch %d (best %.5f at epoch %s)", path, self.epoch, self.best_ndcg, self.best_epoch)
