@@ -217,8 +217,8 @@ def test_variants_resolve_over_their_method_and_the_dataset_overrides(demo):
     assert plan.method_of(config, "posit_share") == "posit" and plan.method_of(config, "ease") == "ease"
     assert plan.run_files(config, "ml-100k")["metrics"][2 * len(demo["seeds"])] == "results/ml-100k/posit_share/seed0/metrics.json"
     assert plan.weighted_runs(config) == ["posit", "posit_share"]
-    assert plan.weight_landscape_models(config, "ml-100k")[0] == "results/ml-100k/posit/seed0/model.pt"
-    assert plan.adversary_models(config, "ml-100k")[-1] == f"results/ml-100k/posit_share/seed{demo['seeds'][-1]}/model.pt"
+    assert plan.weight_landscape_evaluations(config, "ml-100k")[0] == "results/ml-100k/posit/seed0/items.npz"
+    assert plan.adversary_evaluations(config, "ml-100k")[-1] == f"results/ml-100k/posit_share/seed{demo['seeds'][-1]}/metrics.json"
 
 
 def test_a_variant_changing_one_setting_changes_only_its_own_jobs(demo):

@@ -390,18 +390,23 @@ def weighted_runs(config: dict) -> list[str]:
     return [name for name in config["methods"] if registry.declaration(method_of(config, name)).item_weights]
 
 
-def weight_landscape_models(config: dict, dataset: str) -> list[str]:
-    """The model files of the run drawn in the weight landscape: the first weighted run that is a
-    method itself, else the first variant of one."""
+def model_files_are_temporary(config: dict) -> bool:
+    """`model_files: temporary`: Snakemake deletes each model file once every job reading it is done."""
+    return config.get("model_files", "keep") == "temporary"
+
+
+def weight_landscape_evaluations(config: dict, dataset: str) -> list[str]:
+    """The items.npz (with POSIT's item weights) of the runs drawn in the weight landscape: those of
+    the first weighted run that is a method itself, else of the first variant of one."""
     runs = weighted_runs(config)
     name = next((name for name in runs if name == method_of(config, name)), runs[0])
-    return [f"{run_dir(config, dataset, name, s)}/model.pt" for s in run_seeds(config, dataset, name)]
+    return [f"{run_dir(config, dataset, name, s)}/items.npz" for s in run_seeds(config, dataset, name)]
 
 
-def adversary_models(config: dict, dataset: str) -> list[str]:
-    """Every weighted run's model files, name-major."""
+def adversary_evaluations(config: dict, dataset: str) -> list[str]:
+    """Every weighted run's metrics.json (with its model's per-epoch history), name-major."""
     return [
-        f"{run_dir(config, dataset, name, s)}/model.pt"
+        f"{run_dir(config, dataset, name, s)}/metrics.json"
         for name in weighted_runs(config)
         for s in run_seeds(config, dataset, name)
     ]
@@ -573,12 +578,17 @@ def model_file_bytes(config: dict, dataset: str, name: str, stats_file: str | os
 
 def model_file_estimate(config: dict) -> list[dict]:
     """What a run of the config writes in model files, from the datasets' sizes: per (dataset, name)
-    its number of runs, the bytes of one model file and of all of them."""
+    its number of runs, the bytes of one model file, of all of them, and of those kept once the run
+    ends (none under `model_files: temporary`)."""
     rows = []
+    kept = not model_files_are_temporary(config)
     for dataset in config["datasets"]:
         for name in config["methods"]:
             runs, each = len(run_seeds(config, dataset, name)), model_file_bytes(config, dataset, name)
-            rows.append({"dataset": dataset, "name": name, "runs": runs, "bytes_each": each, "bytes": runs * each})
+            rows.append({
+                "dataset": dataset, "name": name, "runs": runs, "bytes_each": each, "bytes": runs * each,
+                "kept_bytes": runs * each if kept else 0,
+            })  # fmt: skip
     return rows
 
 
@@ -720,15 +730,14 @@ def resources(
         runtime = minutes(score_bytes / bandwidth + sorts + dense / DISK_BYTES_PER_S)
     elif stage == "adversary":
         threads = 1
-        models = len(weighted_runs(config)) * len(config["seeds"])
-        mem = base + 4.0 * n * models * 2  # each model's item weights; one model file's U at a time
-        mem += dense
-        runtime = minutes(models * dense / DISK_BYTES_PER_S)
+        runs = len(weighted_runs(config)) * len(config["seeds"])
+        mem = base + 8.0 * n * runs  # metric JSONs: per-epoch numbers, no item x item matrix
+        runtime = minutes(0)
     elif stage == "weight_landscape":
         threads = threads_for(n, large=4)
         seeds = len(config["seeds"])
-        mem = base + 2 * dense + 4 * sparse  # one POSIT model at a time, the SVD of X's columns
-        runtime = minutes(seeds * dense / DISK_BYTES_PER_S + 100 * sparse / CPU_BYTES_PER_S)
+        mem = base + 8.0 * n * seeds + 4 * sparse  # each run's item weights, the SVD of X's columns
+        runtime = minutes(100 * sparse / CPU_BYTES_PER_S)
     elif stage == "report":
         threads = 1
         runs = len(config["methods"]) * len(config["seeds"])
