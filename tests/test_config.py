@@ -424,7 +424,7 @@ def test_whole_floats_for_integer_keys_become_integers_everywhere(demo, schema):
         (
             lambda c: c.update(seed=[0]),
             "config: unknown key 'seed'; did you mean 'seeds'?\n"
-            "  keys allowed at the top level: checkpoints, compare, compute, datasets, evaluation, experiment, hyperparameters, methods, overrides, seeds, tuning, variants",
+            "  keys allowed at the top level: checkpoints, compare, compute, datasets, evaluation, experiment, hyperparameters, methods, model_files, overrides, seeds, tuning, variants",
         ),
         (
             lambda c: c["datasets"]["ml-100k"]["sources"][0].update(sep=";"),
