@@ -25,6 +25,7 @@ from pathlib import Path
 import yaml
 
 from semtail import plan, registry
+from semtail.files import read_json
 from semtail.modelfile import load_model
 from semtail.resource_check import read_record
 
@@ -48,11 +49,15 @@ def measured(config: dict, root: Path) -> dict:
 
 
 def epoch_seconds(root: Path, config: dict, dataset: str, name: str) -> tuple[float, float] | None:
-    """The mean epoch (s) and the epochs' total of a run's model file, or None without epochs."""
-    path = root / plan.run_dir(config, dataset, name, config["seeds"][0]) / "model.pt"
-    if not path.is_file():
+    """The mean epoch (s) and the epochs' total of a run, from its metrics.json (the model's history,
+    metric format 4) or else its model file; None without epochs."""
+    run = root / plan.run_dir(config, dataset, name, config["seeds"][0])
+    if (run / "metrics.json").is_file() and "history" in read_json(run / "metrics.json").get("model", {}):
+        history = read_json(run / "metrics.json")["model"]["history"]
+    elif (run / "model.pt").is_file():
+        history = load_model(run / "model.pt", mmap=True).get("history") or []
+    else:
         return None
-    history = load_model(path, mmap=True).get("history") or []
     seconds = [entry["seconds"] for entry in history if isinstance(entry, dict) and "seconds" in entry]
     return (statistics.fmean(seconds), sum(seconds)) if seconds else None
 

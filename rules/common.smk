@@ -78,6 +78,11 @@ def from_config(function, *wildcard_names, **keywords):
     return of_wildcards
 
 
+def model_file(path):
+    """A run's model file, deleted once read by every job that needs it under `model_files: temporary`."""
+    return temp(path) if plan.model_files_are_temporary(config) else path
+
+
 wildcard_constraints:
     dataset="|".join(map(re.escape, DATASETS)),
     method="|".join(map(re.escape, METHODS)),
@@ -361,11 +366,11 @@ def cpus_per_gpu(wildcards, threads):
     return threads
 
 
-def weight_landscape_models(wildcards):
+def weight_landscape_evaluations(wildcards):
     follow_selections(wildcards.dataset, config["methods"])
-    return plan.weight_landscape_models(config, wildcards.dataset)
+    return plan.weight_landscape_evaluations(config, wildcards.dataset)
 
 
-def adversary_models(wildcards):
+def adversary_evaluations(wildcards):
     follow_selections(wildcards.dataset, config["methods"])
-    return plan.adversary_models(config, wildcards.dataset)
+    return plan.adversary_evaluations(config, wildcards.dataset)

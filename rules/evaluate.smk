@@ -12,6 +12,8 @@ rule evaluate:
         logs("evaluate/{dataset}/{method}/{run}.log"),
     benchmark:
         benchmark_file("evaluate")
+    # Before more training: under `model_files: temporary` this frees each model file soonest.
+    priority: 1
     conda:
         "../envs/torch.yaml"
     threads: resource("threads", "evaluate")

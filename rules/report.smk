@@ -110,7 +110,7 @@ rule plot:
 rule plot_weight_landscape:
     input:
         unpack(from_config(plan.split_files, "dataset", names=("train",))),
-        models=weight_landscape_models,
+        item_stats=weight_landscape_evaluations,
     output:
         weight_landscape=report(
             results("{dataset}/figures/weight_landscape.png"),
@@ -141,7 +141,7 @@ rule plot_weight_landscape:
 rule plot_adversary:
     input:
         metrics=lambda wildcards: run_inputs(wildcards)["metrics"],
-        models=adversary_models,
+        posit_metrics=adversary_evaluations,
     output:
         table_csv=report(
             results("{dataset}/adversary.csv"),

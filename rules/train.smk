@@ -2,7 +2,7 @@ rule train:
     input:
         unpack(train_inputs),
     output:
-        model=results("{dataset}/{method}/{run}/model.pt"),
+        model=model_file(results("{dataset}/{method}/{run}/model.pt")),
     log:
         logs("train/{dataset}/{method}/{run}.log"),
     benchmark:

@@ -215,8 +215,8 @@ def test_variants_resolve_over_their_method_and_the_dataset_overrides(demo):
     assert plan.method_of(config, "posit_share") == "posit" and plan.method_of(config, "ease") == "ease"
     assert plan.run_files(config, "ml-100k")["metrics"][2 * len(demo["seeds"])] == "results/ml-100k/posit_share/seed0/metrics.json"
     assert plan.weighted_runs(config) == ["posit", "posit_share"]
-    assert plan.weight_landscape_models(config, "ml-100k")[0] == "results/ml-100k/posit/seed0/model.pt"
-    assert plan.adversary_models(config, "ml-100k")[-1] == f"results/ml-100k/posit_share/seed{demo['seeds'][-1]}/model.pt"
+    assert plan.weight_landscape_evaluations(config, "ml-100k")[0] == "results/ml-100k/posit/seed0/items.npz"
+    assert plan.adversary_evaluations(config, "ml-100k")[-1] == f"results/ml-100k/posit_share/seed{demo['seeds'][-1]}/metrics.json"
 
 
 def test_a_variant_changing_one_setting_changes_only_its_own_jobs(demo):
@@ -422,7 +422,7 @@ def test_whole_floats_for_integer_keys_become_integers_everywhere(demo, schema):
         (
             lambda c: c.update(seed=[0]),
             "config: unknown key 'seed'; did you mean 'seeds'?\n"
-            "  keys allowed at the top level: checkpoints, compare, compute, datasets, evaluation, experiment, hyperparameters, methods, overrides, seeds, tuning, variants",
+            "  keys allowed at the top level: checkpoints, compare, compute, datasets, evaluation, experiment, hyperparameters, methods, model_files, overrides, seeds, tuning, variants",
         ),
         (
             lambda c: c["datasets"]["ml-100k"]["sources"][0].update(sep=";"),

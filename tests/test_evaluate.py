@@ -257,7 +257,8 @@ def test_evaluate_script_end_to_end(tmp_path):
     assert completed.returncode == 0, completed.stderr
     record = json.loads((out / "metrics.json").read_text())
     assert (record["dataset"], record["method"], record["variant"], record["seed"]) == ("tiny", "ease_closed", "ease_closed", 0)
-    assert record["format_version"] == 3  # version 1 had no variant, 2 no split
+    assert record["format_version"] == 4  # version 1 had no variant, 2 no split, 3 no model history
+    assert record["model"]["history"] == [] and record["model"]["best_epoch"] == 3
     assert record["split"] == {
         name: hashlib.sha256((folder / f"{name}.npz").read_bytes()).hexdigest() for name in ("test_te", "test_tr", "train")
     }
@@ -277,7 +278,7 @@ def test_evaluate_script_end_to_end(tmp_path):
         assert lists["top_k"].tolist() == masked and lists["top_k_unmasked"].tolist() == unmasked
         np.testing.assert_array_equal(lists["n_heldout"], heldout.sum(axis=1))
     with np.load(out / "items.npz") as items:
-        assert items["ks"].tolist() == [5, 10, 100]
+        assert items["ks"].tolist() == [5, 10, 100] and "item_weights" not in items  # ease_closed learns none
         for k in (5, 10, 100):
             exposure = [sum(i in masked[u][:k] for u in range(230)) for i in range(25)]
             np.testing.assert_array_equal(items[f"exposure_at_{k}"], exposure)
@@ -347,3 +348,31 @@ def test_per_user_file_needs_one_id_per_test_user(tmp_path):
     (tmp_path / "test_users.txt").write_text("a\nb\n")
     with pytest.raises(ValueError, match=r"test_users\.txt: 2 user ids, but the split has 3 users"):
         ev.read_user_ids(tmp_path / "test_users.txt", 3)
+
+
+def test_a_posit_runs_evaluation_keeps_its_item_weights_and_history(tmp_path):
+    """The adversary's figures read items.npz and metrics.json, never the model file (which
+    `model_files: temporary` deletes once evaluated): what they read must be the model's own."""
+    train, fold_in, heldout = tiny_split()
+    folder = write_split(tmp_path / "data", train, fold_in, heldout)
+    weights = np.random.default_rng(6).random(25).astype(np.float32) + 0.5
+    history = [
+        {"epoch": 1, "loss": 2.5, "weight_share_least_popular_half": 0.41, "weight_change": 0.3},
+        {"epoch": 2, "loss": 2.25, "weight_share_least_popular_half": 0.44, "weight_change": 0.05},
+    ]
+    torch.save({
+        "format_version": 3, "dataset": "tiny", "method": "posit", "variant": "posit", "seed": 1,
+        "hyperparameters": {}, "n_items": 25, "n_train_users": 60, "state": {"U": torch.zeros(25, 25)},
+        "item_weights": torch.tensor(weights), "history": history, "best_epoch": 2, "code_version": "x",
+        "environment": {"device": "cpu"}, "train_seconds": 1.0, "base": None,
+    }, tmp_path / "posit.pt")  # fmt: skip
+    split = ev.load_split(folder / "train.npz", folder / "test_tr.npz", folder / "test_te.npz")
+    settings = {"ks": [5], "coverage_block_size": 100, "tail_interaction_share": 0.2, "batch_size": 50}
+    record, result = ev.evaluate_model_file(tmp_path / "posit.pt", split, settings, torch.device("cpu"))
+    out = tmp_path / "out"
+    out.mkdir()
+    ev.write_outputs(record, result, out / "metrics.json", out / "topk.npz", out / "items.npz")
+    written = json.loads((out / "metrics.json").read_text())
+    assert written["model"]["history"] == history and written["model"]["best_epoch"] == 2
+    with np.load(out / "items.npz") as items:
+        np.testing.assert_array_equal(items["item_weights"], weights.astype(np.float64))

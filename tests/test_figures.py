@@ -315,22 +315,25 @@ def test_weight_landscape_figure(tiny_results, tmp_path):
         figures.weight_landscape_figure(train, np.ones((1, 3)), "tiny")
 
 
-def test_weight_landscape_script_on_model_files(tiny_results, tmp_path):
+def test_weight_landscape_script_on_evaluations(tiny_results, tmp_path):
+    """The figure reads POSIT's item weights from each run's items.npz (no model file, no torch)."""
     folder, _ = tiny_results
     n_items = sp.load_npz(folder / "train.npz").shape[1]
-    models = []
+    expected, evaluations = [], []
     for seed in (0, 1):
-        path = tmp_path / f"posit{seed}.pt"
-        torch.save({
-            "format_version": 3, "dataset": "tiny", "method": "posit", "variant": "posit", "seed": seed, "hyperparameters": {},
-            "n_items": n_items, "n_train_users": 80, "state": {"U": torch.eye(n_items)},
-            "item_weights": torch.linspace(0.5, 1.5, n_items), "history": [], "best_epoch": 1,
-            "code_version": "x", "environment": {"device": "cpu"}, "train_seconds": 0.1, "base": None,
-        }, path)  # fmt: skip
-        models.append(path)
+        path = tmp_path / f"items{seed}.npz"
+        weights = np.linspace(0.5, 1.5, n_items) + seed / 10
+        np.savez_compressed(path, item_weights=weights, ks=np.array([5]))
+        expected.append(weights)
+        evaluations.append(path)
+    np.testing.assert_array_equal(figures.load_item_weights(evaluations), np.stack(expected))
+    no_weights = tmp_path / "ease.npz"
+    np.savez_compressed(no_weights, ks=np.array([5]))
+    with pytest.raises(ValueError, match=r"ease\.npz: no item_weights"):
+        figures.load_item_weights([evaluations[0], no_weights])
     command = [
         sys.executable, str(ROOT / "workflow_scripts/plot_weight_landscape.py"), "--param", "dataset=tiny",
-        "--input", f"train={folder / 'train.npz'}", "--input", "models=" + ",".join(map(str, models)),
+        "--input", f"train={folder / 'train.npz'}", "--input", "item_stats=" + ",".join(map(str, evaluations)),
         "--output", f"weight_landscape={tmp_path / 'w.png'}", "--output", f"weight_landscape_pdf={tmp_path / 'w.pdf'}",
     ]  # fmt: skip
     completed = subprocess.run(command, capture_output=True, text=True, timeout=180)
@@ -340,7 +343,7 @@ def test_weight_landscape_script_on_model_files(tiny_results, tmp_path):
 
 def test_the_plot_and_table_jobs_do_not_import_torch():
     """Importing torch takes a second or more of each job that does it; the figures and tables of
-    evaluation results need none of it (only the model files of the weight landscape do)."""
+    evaluation results need none of it."""
     code = "import sys, semtail.figures, semtail.tables, semtail.run_metrics, semtail.significance, semtail.script_io; print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch')[:3])"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                           env={**os.environ, "PYTHONPATH": str(ROOT / "workflow_scripts")})  # fmt: skip

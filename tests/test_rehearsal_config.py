@@ -33,7 +33,7 @@ def test_rehearsal_is_the_paper_config_but_for_data_epochs_and_seeds(name):
     for settings in expected["hyperparameters"].values():
         if "epochs" in settings:
             settings.update(epochs=2, patience=2)
-    for key in ("methods", "hyperparameters", "evaluation", "compute", "checkpoints"):
+    for key in ("methods", "hyperparameters", "evaluation", "compute", "checkpoints", "model_files"):
         assert rehearsal[key] == expected[key], key
     overrides = {d.removesuffix("-shape"): values for d, values in rehearsal["overrides"].items()}
     assert overrides == {d: PAPER["overrides"][d] for d in datasets if d in PAPER["overrides"]}

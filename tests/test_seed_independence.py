@@ -151,6 +151,7 @@ def test_the_model_file_estimate_of_paper_yaml():
         "runs": 1,
         "bytes_each": 4 * n * n,
         "bytes": 4 * n * n,
+        "kept_bytes": 0,  # paper.yaml: model_files: temporary
     }
     assert by_run["msd", "posit"]["bytes"] == 3 * 4 * (n * n + n)  # U and the item weights
     assert by_run["msd", "rerank"]["bytes"] == 3 * 4 * n  # the popularity; the base's matrix is referred to
@@ -159,6 +160,9 @@ def test_the_model_file_estimate_of_paper_yaml():
     expected = sum(4 * (16 * n * n + 3 * n + 7 * n) for n in PAPER_ITEMS.values())
     assert sum(row["bytes"] for row in rows) == expected
     assert round(expected / 1e9, 1) == 154.4
+    assert sum(row["kept_bytes"] for row in rows) == 0
+    kept = job_resources.model_file_estimate({**load("configs/paper.yaml"), "model_files": "keep"})
+    assert sum(row["kept_bytes"] for row in kept) == expected
 
 
 # ---- the model file's base reference ----

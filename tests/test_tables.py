@@ -210,12 +210,12 @@ def test_aggregate_script_end_to_end(tmp_path, ml20m_runs):
 
 
 def adversary_model(variant, seed, best_epoch, epochs):
-    """A model file's fields that the adversary table reads; epochs: (weight share, weight change) per epoch."""
+    """A metric JSON's fields that the adversary table reads; epochs: (weight share, weight change) per epoch."""
     history = [
         {"epoch": epoch, "weight_share_least_popular_half": share, "weight_change": change}
         for epoch, (share, change) in enumerate(epochs, start=1)
     ]
-    return {"variant": variant, "seed": seed, "best_epoch": best_epoch, "history": history}
+    return {"variant": variant, "seed": seed, "model": {"best_epoch": best_epoch, "history": history}}
 
 
 def test_adversary_table_by_hand():
@@ -255,9 +255,13 @@ def test_adversary_table_by_hand():
     assert "| ease | 1 | 0.4000 | 900.0 | – | – |" in text
 
     broken = adversary_model("posit", 2, 1, [(0.4, 0.1)])
-    del broken["history"][0]["weight_change"]
+    del broken["model"]["history"][0]["weight_change"]
     with pytest.raises(ValueError, match="posit seed 2: epoch 1 has no 'weight_change'"):
         tables.adversary_history([broken])
+    older = adversary_model("posit", 3, 1, [(0.4, 0.1)])
+    del older["model"]["history"]
+    with pytest.raises(ValueError, match="posit seed 3: its metric JSON has no model history"):
+        tables.adversary_history([older])
 
 
 def test_metric_groups_keep_the_keys_order_and_put_the_rest_under_other():

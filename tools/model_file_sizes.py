@@ -1,6 +1,7 @@
 """How much a config's run writes in model files, without running it: per dataset and name in
-`methods:`, its runs (one for a seed-independent name) and the size of their model files, from the
-datasets' sizes (their stats.json once preprocessed, else the config's `expected:` sizes).
+`methods:`, its runs (one for a seed-independent name), the size of their model files, and what
+stays on disk once the run ends (nothing under `model_files: temporary`), from the datasets' sizes
+(their stats.json once preprocessed, else the config's `expected:` sizes).
 
     .venv/bin/python tools/model_file_sizes.py configs/paper.yaml
 
@@ -31,17 +32,25 @@ def size(n_bytes: int) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| dataset | name | runs | one model file | all |", "|---|---|---|---|---|"]
+    lines = [
+        "| dataset | name | runs | one model file | all written | kept after the run |",
+        "|---|---|---|---|---|---|",
+    ]
     for row in rows:
         lines.append(
-            f"| {row['dataset']} | {row['name']} | {row['runs']} | {size(row['bytes_each'])} | {size(row['bytes'])} |"
+            f"| {row['dataset']} | {row['name']} | {row['runs']} | {size(row['bytes_each'])} | {size(row['bytes'])} "
+            f"| {size(row['kept_bytes'])} |"
         )
     for dataset in dict.fromkeys(row["dataset"] for row in rows):
         of_dataset = [row for row in rows if row["dataset"] == dataset]
         lines.append(
-            f"| {dataset} | all | {sum(r['runs'] for r in of_dataset)} | | {size(sum(r['bytes'] for r in of_dataset))} |"
+            f"| {dataset} | all | {sum(r['runs'] for r in of_dataset)} | | {size(sum(r['bytes'] for r in of_dataset))} "
+            f"| {size(sum(r['kept_bytes'] for r in of_dataset))} |"
         )
-    lines.append(f"| all | all | {sum(row['runs'] for row in rows)} | | {size(sum(row['bytes'] for row in rows))} |")
+    lines.append(
+        f"| all | all | {sum(row['runs'] for row in rows)} | | {size(sum(row['bytes'] for row in rows))} "
+        f"| {size(sum(row['kept_bytes'] for row in rows))} |"
+    )
     return "\n".join(lines)
 
 

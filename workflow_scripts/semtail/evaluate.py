@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 # The metrics with a value per test user (metrics.json holds their means over the users with
 # held-out items); the others (coverage, item recall, Gini, tail share) describe the set of lists.
 USER_METRICS = ("ndcg", "recall", "hit_rate", "arp")
-FORMAT_VERSION = 3  # 2: the record names its run's `variant`; 3: it holds its split files' checksums
+FORMAT_VERSION = 4  # 2: the record names its run's `variant`; 3: it holds its split files' checksums; 4: its model's history
 
 USERS_NOTE = (
     "ndcg, recall, hit_rate and arp average over the test users with at least one held-out item "
@@ -316,6 +316,8 @@ def evaluate_model_file(
     model = load_model(model_path)
     check_model(model, model_path, split, expected, trained_with, base_model)
     result = evaluate_as_configured(scorer(model, device), split, evaluation, device)
+    if model.get("item_weights") is not None:  # POSIT's, for the figures, which then need no model file
+        result.item_stats["item_weights"] = np.asarray(model["item_weights"], dtype=np.float64).ravel()
     record = {
         "format_version": FORMAT_VERSION,
         "dataset": model["dataset"],
@@ -339,6 +341,7 @@ def evaluate_model_file(
             "sha256": sha256(model_path),
             "code_version": model.get("code_version"),
             "best_epoch": model.get("best_epoch"),
+            "history": model.get("history") or [],
             "train_seconds": model.get("train_seconds"),
             "device": (model.get("environment") or {}).get("device"),
             "base": None if model["base"] is None else {key: model["base"][key] for key in ("path", "sha256")},

@@ -360,21 +360,19 @@ def item_coordinates(train: sp.spmatrix, seed: int = LANDSCAPE_SEED) -> np.ndarr
     return coordinates * np.sign(largest)
 
 
-def load_item_weights(model_paths) -> np.ndarray:
-    """(seeds × items): the final normalised item weights w̄ of each POSIT model file."""
-    from semtail.modelfile import load_model  # torch, which only this figure's job needs
-
+def load_item_weights(item_stats_paths) -> np.ndarray:
+    """(seeds × items): the final normalised item weights w̄ of each POSIT run, from its items.npz."""
     weights = []
-    model_paths = as_path_list(model_paths)
-    for path in model_paths:
-        model = load_model(path)
-        if model.get("item_weights") is None:
-            raise ValueError(f"{path}: the model ({model.get('method')}) has no item_weights")
-        weights.append(np.asarray(model["item_weights"], dtype=np.float64).ravel())
+    item_stats_paths = as_path_list(item_stats_paths)
+    for path in item_stats_paths:
+        with np.load(path) as item_stats:
+            if "item_weights" not in item_stats:
+                raise ValueError(f"{path}: no item_weights (not a POSIT run's evaluation, or one older than metric format 4)")
+            weights.append(np.asarray(item_stats["item_weights"], dtype=np.float64).ravel())
     if not weights:
-        raise ValueError("no model files given for the weight landscape")
+        raise ValueError("no POSIT runs given for the weight landscape")
     if len({w.size for w in weights}) != 1:
-        raise ValueError(f"{list(model_paths)}: item_weights of different lengths")
+        raise ValueError(f"{list(item_stats_paths)}: item_weights of different lengths")
     return np.stack(weights)
 
 

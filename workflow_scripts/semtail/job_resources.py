@@ -26,6 +26,7 @@ from semtail.plan import (
     ConfigError,
     dataset_config,
     method_of,
+    model_files_are_temporary,
     resolve_hyperparameters,
     run_seeds,
     split_files,
@@ -191,19 +192,17 @@ def evaluate(job: Job) -> Request:
 
 
 def adversary(job: Job) -> Request:
-    models = len(weighted_runs(job.config)) * len(job.config["seeds"])
-    # Each model's item weights; one model file's U at a time.
-    memory = INTERPRETER_BYTES + 4.0 * job.items * models * 2
-    memory += job.dense
-    return Request(1, memory, minutes(models * job.dense / DISK_BYTES_PER_S))
+    runs = len(weighted_runs(job.config)) * len(job.config["seeds"])
+    # Metric JSONs: per-epoch numbers of each POSIT run, no item x item matrix.
+    memory = INTERPRETER_BYTES + 8.0 * job.items * runs
+    return Request(1, memory, minutes(0))
 
 
 def weight_landscape(job: Job) -> Request:
     seeds = len(job.config["seeds"])
-    # One POSIT model at a time, the SVD of X's columns.
-    memory = INTERPRETER_BYTES + 2 * job.dense + 4 * job.sparse
-    runtime = minutes(seeds * job.dense / DISK_BYTES_PER_S + 100 * job.sparse / CPU_BYTES_PER_S)
-    return Request(threads_for(job.items, large=4), memory, runtime)
+    # Each POSIT run's item weights (from its items.npz), the SVD of X's columns.
+    memory = INTERPRETER_BYTES + 8.0 * job.items * seeds + 4 * job.sparse
+    return Request(threads_for(job.items, large=4), memory, minutes(100 * job.sparse / CPU_BYTES_PER_S))
 
 
 def report(job: Job) -> Request:
@@ -308,12 +307,17 @@ def model_file_bytes(config: dict, dataset: str, name: str, stats_file: str | os
 
 def model_file_estimate(config: dict) -> list[dict]:
     """What a run of the config writes in model files, from the datasets' sizes: per (dataset, name)
-    its number of runs, the bytes of one model file and of all of them."""
+    its number of runs, the bytes of one model file, of all of them, and of those kept once the run
+    ends (none under `model_files: temporary`)."""
     rows = []
+    kept = not model_files_are_temporary(config)
     for dataset in config["datasets"]:
         for name in config["methods"]:
             runs, each = len(run_seeds(config, dataset, name)), model_file_bytes(config, dataset, name)
-            rows.append({"dataset": dataset, "name": name, "runs": runs, "bytes_each": each, "bytes": runs * each})
+            rows.append({
+                "dataset": dataset, "name": name, "runs": runs, "bytes_each": each, "bytes": runs * each,
+                "kept_bytes": runs * each if kept else 0,
+            })  # fmt: skip
     return rows
 
 

@@ -394,18 +394,23 @@ def weighted_runs(config: dict) -> list[str]:
     return [name for name in config["methods"] if registry.declaration(method_of(config, name)).item_weights]
 
 
-def weight_landscape_models(config: dict, dataset: str) -> list[str]:
-    """The model files of the run drawn in the weight landscape: the first weighted run that is a
-    method itself, else the first variant of one."""
+def model_files_are_temporary(config: dict) -> bool:
+    """`model_files: temporary`: Snakemake deletes each model file once every job reading it is done."""
+    return config.get("model_files", "keep") == "temporary"
+
+
+def weight_landscape_evaluations(config: dict, dataset: str) -> list[str]:
+    """The items.npz (with POSIT's item weights) of the runs drawn in the weight landscape: those of
+    the first weighted run that is a method itself, else of the first variant of one."""
     runs = weighted_runs(config)
     name = next((name for name in runs if name == method_of(config, name)), runs[0])
-    return [f"{run_dir(config, dataset, name, s)}/model.pt" for s in run_seeds(config, dataset, name)]
+    return [f"{run_dir(config, dataset, name, s)}/items.npz" for s in run_seeds(config, dataset, name)]
 
 
-def adversary_models(config: dict, dataset: str) -> list[str]:
-    """Every weighted run's model files, name-major."""
+def adversary_evaluations(config: dict, dataset: str) -> list[str]:
+    """Every weighted run's metrics.json (with its model's per-epoch history), name-major."""
     return [
-        f"{run_dir(config, dataset, name, s)}/model.pt"
+        f"{run_dir(config, dataset, name, s)}/metrics.json"
         for name in weighted_runs(config)
         for s in run_seeds(config, dataset, name)
     ]

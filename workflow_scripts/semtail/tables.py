@@ -522,18 +522,22 @@ def comparison_markdown(comparison: pd.DataFrame, dataset: str, reported: dict, 
 ADVERSARY_METRICS = ("ndcg@100", "coverage@100")
 
 
-def adversary_history(models: list[dict]) -> pd.DataFrame:
-    """One row per trained epoch of each POSIT model (a loaded model file): variant, seed, epoch,
-    whether it is the stored best epoch, the share of the weights on the least popular half of the
-    items, and weight_change (mean |Δw̄| over items in that epoch)."""
+def adversary_history(records: list[dict]) -> pd.DataFrame:
+    """One row per trained epoch of each POSIT run (its metric JSON's record, whose `model` holds
+    the model file's history): variant, seed, epoch, whether it is the stored best epoch, the share
+    of the weights on the least popular half of the items, and weight_change (mean |Δw̄| over items
+    in that epoch)."""
     rows = []
-    for model in models:
+    for record in records:
+        model = record["model"]
+        if "history" not in model:
+            raise ValueError(f"{record['variant']} seed {record['seed']}: its metric JSON has no model history (format 4)")
         for entry in model["history"]:
             for key in ("weight_share_least_popular_half", "weight_change"):
                 if key not in entry:
-                    raise ValueError(f"{model['variant']} seed {model['seed']}: epoch {entry.get('epoch')} has no {key!r}")
+                    raise ValueError(f"{record['variant']} seed {record['seed']}: epoch {entry.get('epoch')} has no {key!r}")
             rows.append({
-                "method": model["variant"], "seed": int(model["seed"]), "epoch": int(entry["epoch"]),
+                "method": record["variant"], "seed": int(record["seed"]), "epoch": int(entry["epoch"]),
                 "best": int(entry["epoch"]) == model["best_epoch"],
                 "tail_share": float(entry["weight_share_least_popular_half"]),
                 "weight_change": float(entry["weight_change"]),

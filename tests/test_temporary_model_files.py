@@ -1,0 +1,70 @@
+"""`model_files: temporary` (configs/paper.yaml): Snakemake deletes each model file once every job
+reading it is done; the tables and figures read only evaluation files, nothing reruns for the
+deleted files, and a change that needs a model again trains exactly the runs it concerns."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from semtail import plan
+from workflow_runs import REPO, copy_repo, job, planned_jobs, snakemake, write_config
+
+pytestmark = pytest.mark.slow
+
+
+def toy_config() -> dict:
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    config["experiment"] = "temporary-models"
+    config["model_files"] = "temporary"
+    config["seeds"] = [0]
+    config["compute"]["device"] = "cpu"
+    config["methods"] = ["ease", "rerank", "posit"]
+    for method in ("ease", "posit"):
+        config["hyperparameters"][method].update(epochs=2, patience=2)
+    config["datasets"] = {"toy": {
+        "sources": [{"synthetic": {"users": 600, "items": 150, "interactions": 12_000, "seed": 4}, "format": "synthetic"}],
+        "preprocess": {"threshold": 3.5, "min_uc": 5, "min_sc": 0, "n_heldout": 100, "seed": 98765, "test_prop": 0.2},
+    }}  # fmt: skip
+    return config
+
+
+def test_temporary_model_files_are_deleted_once_evaluated_and_retrained_only_where_needed(tmp_path):
+    workdir = copy_repo(tmp_path / "repo", raw_cache=False)
+    config = toy_config()
+    write_config(workdir, config)
+    snakemake(workdir, cores=2)
+    results = workdir / "results" / "temporary-models" / "toy"
+    assert sorted(results.glob("*/*/model.pt")) == []
+    for method in config["methods"]:
+        assert (results / method / "seed0" / "metrics.json").is_file()
+    # The adversary's outputs come from POSIT's evaluation files, which carry what its model held.
+    record = json.loads((results / "posit" / "seed0" / "metrics.json").read_text())
+    assert [entry["epoch"] for entry in record["model"]["history"]] == [1, 2]
+    with np.load(results / "posit" / "seed0" / "items.npz") as items:
+        weights = items["item_weights"]
+    assert weights.shape == (150,) and weights.mean() == pytest.approx(1.0, rel=1e-5)  # w̄ is normalised to mean 1
+    with open(results / "adversary.csv") as handle:
+        assert sum(1 for _ in handle) == 1 + len(config["methods"])
+    assert (results / "figures" / "weight_landscape.png").stat().st_size > 0
+
+    assert planned_jobs(workdir) == {}  # the deleted model files are not missing for Snakemake
+
+    # Other evaluation settings need every model again: each run is trained and evaluated again.
+    config["evaluation"]["ks"] = [10, 20, 50, 100]
+    write_config(workdir, config)
+    planned = planned_jobs(workdir)
+    runs = {job(rule, dataset="toy", method=m, run="seed0") for rule in ("train", "evaluate") for m in config["methods"]}
+    assert runs <= set(planned)
+
+    # A hyperparameter of ease: ease and rerank on it train again, POSIT does not.
+    config["evaluation"]["ks"] = yaml.safe_load((REPO / "config.yaml").read_text())["evaluation"]["ks"]
+    config["hyperparameters"]["ease"]["lr"] *= 2
+    write_config(workdir, config)
+    planned = planned_jobs(workdir)
+    trained = {j for j in planned if j.rule == "train"}
+    assert trained == {job("train", dataset="toy", method=m, run="seed0") for m in ("ease", "rerank")}
+    assert plan.model_files_are_temporary(config) and not plan.model_files_are_temporary({})
