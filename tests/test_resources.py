@@ -230,10 +230,12 @@ def test_the_light_stages_ask_for_what_their_arrays_take(tmp_path):
     asked = {stage: request(config, stage, "ml-100k", stats_file=stats) for stage in job_resources.STAGES if stage != "train"}
     # 2 GiB + 100 bytes for each of the 2M raw rows.
     assert asked["preprocess"] == {"threads": 4, "mem_mb": 2239, "runtime": 11}
-    # 2 GiB + one POSIT model (2 D) + the SVD's 4 copies of X: 5,395,483,648 bytes.
-    assert asked["weight_landscape"] == {"threads": 4, "mem_mb": 5146, "runtime": 11}
-    # 2 GiB + 3 models' item weights (twice) + one U: 3,747,963,648 bytes.
-    assert asked["adversary"] == {"threads": 1, "mem_mb": 3575, "runtime": 11}
+    # 2 GiB + the 3 POSIT runs' item weights (float64, from items.npz) + the SVD's 4 copies of X:
+    # 2,195,963,648 bytes; no model file is read.
+    assert asked["weight_landscape"] == {"threads": 4, "mem_mb": 2095, "runtime": 11}
+    # 2 GiB + 8 bytes an item for each of the 3 POSIT runs' metric JSONs: 2,147,963,648 bytes; the
+    # 10 minutes of a job's start-up.
+    assert asked["adversary"] == {"threads": 1, "mem_mb": 2049, "runtime": 10}
     # 1 GiB + twice the 6 runs' top-100 lists (960,000 bytes) + their item counts (3,840,000 bytes).
     assert asked["report"] == {"threads": 1, "mem_mb": 1030, "runtime": 11}
     assert request(config, "report", "ml-100k", attempt=2, stats_file=stats) == {"threads": 1, "mem_mb": 2059, "runtime": 21}
