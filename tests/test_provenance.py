@@ -172,8 +172,8 @@ def test_the_real_stages_cover_their_imports():
         "evaluate": {"evaluate", "metrics", "modelfile", "registry", "models.base", "device", "script_io"},
         "aggregate": {"tables", "significance", "flags", "script_io"},
         "plot": {"figures", "run_metrics", "registry", "script_io"},
-        "plot_weight_landscape": {"figures", "modelfile", "script_io"},  # imported inside a function
-        "plot_adversary": {"figures", "tables", "modelfile", "registry", "script_io"},
+        "plot_weight_landscape": {"figures", "script_io"},
+        "plot_adversary": {"figures", "tables", "run_metrics", "registry", "script_io"},
         "select_hyperparameters": {"selection", "files", "script_io"},
         "tuning_table": {"selection", "tables", "script_io"},
         "resources_table": {"resource_check", "files", "script_io"},
