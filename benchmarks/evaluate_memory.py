@@ -32,7 +32,9 @@ def state_of(method: str, n_items: int) -> dict:
     generator = torch.Generator().manual_seed(0)
     shapes = registry.declaration(method).state
     return {  # scaled in place: no second copy of a matrix enters the peak
-        name: torch.rand(tuple(n_items for _ in dims), generator=generator).mul_(1000.0 if name == "popularity" else 0.01)
+        name: torch.rand(tuple(n_items for _ in dims), generator=generator).mul_(
+            1000.0 if name == "popularity" else 0.01
+        )
         for name, dims in shapes.items()
     }
 
@@ -43,15 +45,26 @@ def measure(method: str, users: int, items: int, density: float, batch_size: int
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
     score = registry.method_module(method).scorer(state, HYPERPARAMETERS.get(method, {}), torch.device("cpu"))
     started = time.perf_counter()
-    ev.evaluate(score, split, ks=[20, 50, 100], coverage_block_size=100, tail_interaction_share=0.2,
-                batch_size=batch_size, device=torch.device("cpu"))  # fmt: skip
+    ev.evaluate(
+        score,
+        split,
+        ks=[20, 50, 100],
+        coverage_block_size=100,
+        tail_interaction_share=0.2,
+        batch_size=batch_size,
+        device=torch.device("cpu"),
+    )
     return {
-        "method": method, "users": users, "items": items, "batch_size": batch_size,
+        "method": method,
+        "users": users,
+        "items": items,
+        "batch_size": batch_size,
         "seconds": round(time.perf_counter() - started, 1),
         "peak_rss_mb_before_scoring": before,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
-        "dense_mb": 4 * items * items // 2**20, "batch_entries_mb": 4 * batch_size * items // 2**20,
-    }  # fmt: skip
+        "dense_mb": 4 * items * items // 2**20,
+        "batch_entries_mb": 4 * batch_size * items // 2**20,
+    }
 
 
 def main() -> None:
@@ -67,8 +80,21 @@ def main() -> None:
         print(json.dumps(measure(args.methods[0], args.users, args.items, args.density, args.batch_size)))
         return
     for method in args.methods:
-        command = [sys.executable, __file__, "--one", "--methods", method, "--users", str(args.users),
-                   "--items", str(args.items), "--density", str(args.density), "--batch-size", str(args.batch_size)]  # fmt: skip
+        command = [
+            sys.executable,
+            __file__,
+            "--one",
+            "--methods",
+            method,
+            "--users",
+            str(args.users),
+            "--items",
+            str(args.items),
+            "--density",
+            str(args.density),
+            "--batch-size",
+            str(args.batch_size),
+        ]
         print(subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip(), flush=True)
 
 

@@ -54,17 +54,32 @@ def main() -> None:
         return torch.rand(fold_in.shape, generator=generator, device=device)
 
     started = time.perf_counter()
-    ev.evaluate(score, split, ks=[20, 50, 100], coverage_block_size=100, tail_interaction_share=0.2,
-                batch_size=args.batch_size, device=device)  # fmt: skip
+    ev.evaluate(
+        score,
+        split,
+        ks=[20, 50, 100],
+        coverage_block_size=100,
+        tail_interaction_share=0.2,
+        batch_size=args.batch_size,
+        device=device,
+    )
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - started
-    print(json.dumps({
-        "users": args.users, "items": args.items, "batch_size": args.batch_size, "device": str(device),
-        "seconds": round(seconds, 2), "users_per_second": round(args.users / seconds),
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
-        "peak_gpu_mb": torch.cuda.max_memory_allocated() // 2**20 if device.type == "cuda" else None,
-    }))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "users": args.users,
+                "items": args.items,
+                "batch_size": args.batch_size,
+                "device": str(device),
+                "seconds": round(seconds, 2),
+                "users_per_second": round(args.users / seconds),
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
+                "peak_gpu_mb": torch.cuda.max_memory_allocated() // 2**20 if device.type == "cuda" else None,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -63,12 +63,14 @@ def synthetic_ratings(rows: int, users: int, items: int, half_stars: bool, seed:
 
 def write_ml20m(folder: Path, user, item, rating) -> Path:
     path = folder / "ratings.csv"
-    table = pa.table({
-        "userId": pa.array(user, pa.int32()),
-        "movieId": pa.array(item, pa.int32()),
-        "rating": pa.array(rating, pa.float32()),
-        "timestamp": pa.array(1_100_000_000 + np.arange(len(user)) % 300_000_000, pa.int64()),
-    })  # fmt: skip
+    table = pa.table(
+        {
+            "userId": pa.array(user, pa.int32()),
+            "movieId": pa.array(item, pa.int32()),
+            "rating": pa.array(rating, pa.float32()),
+            "timestamp": pa.array(1_100_000_000 + np.arange(len(user)) % 300_000_000, pa.int64()),
+        }
+    )
     with open(path, "wb") as handle:
         handle.write(b"userId,movieId,rating,timestamp\n")
         pacsv.write_csv(table, handle, pacsv.WriteOptions(include_header=False))
@@ -128,7 +130,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=20_000_000, help="about this many ratings")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--workdir", type=Path, help="keep the synthetic data here and reuse it on later runs (default: a temporary folder)"
+        "--workdir",
+        type=Path,
+        help="keep the synthetic data here and reuse it on later runs (default: a temporary folder)",
     )
     args = parser.parse_args()
     shape = SHAPES[args.format]
@@ -141,10 +145,14 @@ def main() -> None:
     if not raw.exists():
         folder.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
-        user, item, rating = synthetic_ratings(args.rows, shape["users"], shape["items"], shape["half_stars"], args.seed)
+        user, item, rating = synthetic_ratings(
+            args.rows, shape["users"], shape["items"], shape["half_stars"], args.seed
+        )
         writer = write_ml20m if args.format == "ml-20m" else write_netflix_combined
         raw = writer(folder, user, item, rating)
-        print(f"wrote {len(user):,} synthetic ratings ({args.format}) to {raw} in {time.perf_counter() - started:.1f} s")
+        print(
+            f"wrote {len(user):,} synthetic ratings ({args.format}) to {raw} in {time.perf_counter() - started:.1f} s"
+        )
         del user, item, rating
 
     provenance = folder / "raw" / "provenance.json"

@@ -60,24 +60,57 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "workflow_scripts"))
 
 from semtail import metrics  # noqa: E402
+from semtail.metrics import ndcg_at_k  # noqa: E402
 from semtail.models.base import TrainingData, TrainingRun  # noqa: E402
 from semtail.models.itemitem import PRODUCT_KERNELS, predict  # noqa: E402
 from semtail.models.posit import AdversarialObjective, normalise  # noqa: E402
 from semtail.models.synthetic import fold_in_split, power_law_interactions  # noqa: E402
 from semtail.training import (  # noqa: E402
-    GRADIENT_BLOCK_BYTES, MOMENTUM, VALIDATION_BATCH_ENTRIES, DeviceRows, Trainer, validation_ndcg,
+    GRADIENT_BLOCK_BYTES,
+    MOMENTUM,
+    VALIDATION_BATCH_ENTRIES,
+    DeviceRows,
+    Trainer,
+    validation_ndcg,
 )
-from semtail.metrics import ndcg_at_k  # noqa: E402
 
 SHAPES = {
     # training users, items, positives, validation users, and the paper's POSIT settings
-    "ml-20m": dict(users=116_677, items=20_108, positives=8_000_000, validation=10_000,
-                   posit=dict(lr=2.0, alr=1.0, wd=8e-6, nstd=1.5, awd=0.0, adversary="2bmlp2",
-                              signal="recall_dist", ones_aware=False, batch_size=1024)),
-    "msd": dict(users=471_355, items=41_140, positives=28_000_000, validation=50_000,
-                posit=dict(lr=40.0, alr=0.1, wd=1e-5, nstd=0.5, awd=1e-5, adversary="2mlp2",
-                           signal="recall", ones_aware=True, batch_size=8192)),
-}  # fmt: skip
+    "ml-20m": dict(
+        users=116_677,
+        items=20_108,
+        positives=8_000_000,
+        validation=10_000,
+        posit=dict(
+            lr=2.0,
+            alr=1.0,
+            wd=8e-6,
+            nstd=1.5,
+            awd=0.0,
+            adversary="2bmlp2",
+            signal="recall_dist",
+            ones_aware=False,
+            batch_size=1024,
+        ),
+    ),
+    "msd": dict(
+        users=471_355,
+        items=41_140,
+        positives=28_000_000,
+        validation=50_000,
+        posit=dict(
+            lr=40.0,
+            alr=0.1,
+            wd=1e-5,
+            nstd=0.5,
+            awd=1e-5,
+            adversary="2mlp2",
+            signal="recall",
+            ones_aware=True,
+            batch_size=8192,
+        ),
+    ),
+}
 GIB = 2**30
 # (part, what) of a timing -> its name in the results (those of earlier runs kept)
 SAMPLE_NAMES = {
@@ -147,22 +180,28 @@ def stop_above(limit_bytes: int) -> None:
         while True:
             resident = resident_bytes()
             if resident > limit_bytes:
-                print(f"stopped: {resident / GIB:.2f} GiB resident, above --max-resident-gib {limit_bytes / GIB:g}", flush=True)
+                print(
+                    f"stopped: {resident / GIB:.2f} GiB resident, above --max-resident-gib {limit_bytes / GIB:g}",
+                    flush=True,
+                )
                 os._exit(3)
             time.sleep(0.02)
 
     threading.Thread(target=watch, daemon=True).start()
 
 
-def training_peak(data, hyperparameters, device, epochs: int, steps_per_epoch: int, memory: PeakMemory,
-                  checkpoint_dir: Path | None) -> dict:  # fmt: skip
+def training_peak(
+    data, hyperparameters, device, epochs: int, steps_per_epoch: int, memory: PeakMemory, checkpoint_dir: Path | None
+) -> dict:
     """`Trainer.fit()` as a train job runs it, with a checkpoint in a temporary folder, each epoch
     cut to its first `steps_per_epoch` batches."""
     memory.reset()
     settings = {**hyperparameters, "epochs": epochs, "patience": epochs}
     with tempfile.TemporaryDirectory(prefix="train-benchmark-", dir=checkpoint_dir) as folder:
         started = time.perf_counter()
-        run = TrainingRun("benchmark", "posit", 0, device=device, checkpoint=Path(folder) / "checkpoint.pt", fingerprint="benchmark")
+        run = TrainingRun(
+            "benchmark", "posit", 0, device=device, checkpoint=Path(folder) / "checkpoint.pt", fingerprint="benchmark"
+        )
         trainer = Trainer(data, settings, run, AdversarialObjective(data, settings, device))
         trainer.batches_per_epoch = min(steps_per_epoch, trainer.batches_per_epoch)
         block_rows = trainer.gradient.shape[0]
@@ -368,14 +407,15 @@ def time_current(
     if validation_pass is validation_ndcg:
         products = next(batch)
         for kernel in ("rows", "sparse_mm"):
-            result[f"product_{kernel}"] = timed(lambda: predict(products, trainer.U, kernel), device, repeats)
+            result[f"product_{kernel}"] = timed(
+                lambda kernel=kernel: predict(products, trainer.U, kernel), device, repeats
+            )
         result["products_identical"] = torch.equal(
             predict(products, trainer.U, "rows"), predict(products, trainer.U, "sparse_mm")
         )
     else:
         result["validation_agrees"] = validation_ndcg(trainer.U, *rows) == validation_pass(trainer.U, *rows)
     result.update(memory.read())
-    del trainer, batch
     return result
 
 
@@ -395,14 +435,14 @@ def time_reference(data, hyperparameters, device, repeats, validation_repeats, m
     memory.reset()
     reference = ReferencePosit(data, hyperparameters, device)
     train_rows = DeviceRows.from_scipy(data.train, device)
-    fold_in, heldout = DeviceRows.from_scipy(data.validation_tr, device), DeviceRows.from_scipy(
-        data.validation_te, device
+    fold_in, heldout = (
+        DeviceRows.from_scipy(data.validation_tr, device),
+        DeviceRows.from_scipy(data.validation_te, device),
     )
     batch = batches(train_rows, hyperparameters["batch_size"], torch.Generator().manual_seed(0), device)
     steps = timed(lambda: reference.step(next(batch)), device, repeats, warmup=1)
     validation = timed(lambda: reference.validation_ndcg(fold_in, heldout), device, validation_repeats, warmup=0)
     result = {"step": steps, "validation": validation, **memory.read()}
-    del reference, batch
     return result
 
 
@@ -419,13 +459,19 @@ def main() -> None:
     parser.add_argument("--no-previous", action="store_true", help="leave the previous code out")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     parser.add_argument("--json", type=Path, help="also write the results here")
-    parser.add_argument("--training-peak", action="store_true", help="measure the peak memory of a whole training instead")
+    parser.add_argument(
+        "--training-peak", action="store_true", help="measure the peak memory of a whole training instead"
+    )
     parser.add_argument("--epochs", type=int, default=2, help="with --training-peak: epochs")
     parser.add_argument("--steps-per-epoch", type=int, default=2, help="with --training-peak: batches per epoch")
     parser.add_argument("--items", type=int, help="with --training-peak: items instead of the shape's")
     parser.add_argument("--batch-size", type=int, help="with --training-peak: users per batch instead of the shape's")
     parser.add_argument("--max-resident-gib", type=float, help="exit as soon as the process holds more than this")
-    parser.add_argument("--checkpoint-dir", type=Path, help="with --training-peak: where the checkpoint's temporary folder goes (default: the system's temporary folder)")
+    parser.add_argument(
+        "--checkpoint-dir",
+        type=Path,
+        help="with --training-peak: where the checkpoint's temporary folder goes (default: the system's temporary folder)",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -434,21 +480,33 @@ def main() -> None:
     device = torch.device(args.device)
     shape = SHAPES[args.shape]
     if args.training_peak:
-        shape = {**shape, "items": args.items or shape["items"],
-                 "posit": {**shape["posit"], "batch_size": args.batch_size or shape["posit"]["batch_size"]}}  # fmt: skip
+        shape = {
+            **shape,
+            "items": args.items or shape["items"],
+            "posit": {**shape["posit"], "batch_size": args.batch_size or shape["posit"]["batch_size"]},
+        }
     need = training_needed_bytes(shape, device) if args.training_peak else needed_bytes(shape, not args.no_reference)
     have = available_bytes(device)
     if need > have:
         print(
             f"{args.shape}: needs about {need / GIB:.1f} GiB on {device}, {have / GIB:.1f} GiB are available; "
             "not run. (The MSD shape needs a GPU or a large-memory host"
-            + ("; --items and --batch-size measure smaller shapes.)" if args.training_peak else "; --no-reference needs less.)")
+            + (
+                "; --items and --batch-size measure smaller shapes.)"
+                if args.training_peak
+                else "; --no-reference needs less.)"
+            )
         )
         return
 
-    results = {"shape": args.shape, "device": str(device), "threads": torch.get_num_threads(),
-               "torch": torch.__version__, "machine": platform.processor() or platform.machine(),
-               "product_kernel": PRODUCT_KERNELS.get(device.type, "sparse_mm")}  # fmt: skip
+    results = {
+        "shape": args.shape,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "machine": platform.processor() or platform.machine(),
+        "product_kernel": PRODUCT_KERNELS.get(device.type, "sparse_mm"),
+    }
     if device.type == "cuda":
         results["gpu"] = torch.cuda.get_device_name(device)
     n_items = shape["items"]
@@ -460,11 +518,22 @@ def main() -> None:
     results["positives"] = int(data.train.nnz)
     print(f"  synthetic data: {data.train.nnz:,} positives ({time.perf_counter() - started:.0f} s)")
 
-    hyperparameters = {**shape["posit"], "epochs": 50, "patience": 10, "drop_last": True, "lam": 1.0, "k": 100,
-                       "signal_momentum": 0.9, "ties": "topk", "adversary_init": "authors"}  # fmt: skip
+    hyperparameters = {
+        **shape["posit"],
+        "epochs": 50,
+        "patience": 10,
+        "drop_last": True,
+        "lam": 1.0,
+        "k": 100,
+        "signal_momentum": 0.9,
+        "ties": "topk",
+        "adversary_init": "authors",
+    }
     memory = PeakMemory(device)
     if args.training_peak:
-        measured = training_peak(data, hyperparameters, device, args.epochs, args.steps_per_epoch, memory, args.checkpoint_dir)
+        measured = training_peak(
+            data, hyperparameters, device, args.epochs, args.steps_per_epoch, memory, args.checkpoint_dir
+        )
         results.update(measured, batch_size=hyperparameters["batch_size"], items=n_items)
         dense, batch = 4 * n_items**2 / GIB, 4 * hyperparameters["batch_size"] * n_items / GIB
         results.update(dense_gib=dense, batch_dense_gib=batch, estimated_gib=need / GIB)
@@ -474,7 +543,9 @@ def main() -> None:
             f"{measured['training_seconds']:.0f} s; gradient blocks of {measured['gradient_block_rows']} rows"
         )
         print(f"  U: D = {dense:.3f} GiB, one dense batch tensor B = {batch:.3f} GiB")
-        print(f"  peak memory {peak:.2f} GiB = 2 D + {peak - 2 * dense:.2f} GiB (estimated beforehand: {need / GIB:.2f} GiB)")
+        print(
+            f"  peak memory {peak:.2f} GiB = 2 D + {peak - 2 * dense:.2f} GiB (estimated beforehand: {need / GIB:.2f} GiB)"
+        )
         if args.json:
             args.json.write_text(json.dumps(results, indent=2) + "\n")
         return

@@ -43,8 +43,10 @@ def measured(config: dict, root: Path) -> dict:
         rss = record["max_rss"] if isinstance(record["max_rss"], (int, float)) else None
         input_mb = record.get("input_size_mb") or {}
         jobs[(record["rule_name"], wildcards["dataset"], wildcards.get("method"))] = {
-            "s": float(record["s"]), "max_rss": rss, "input_mb": input_mb if isinstance(input_mb, dict) else {},
-        }  # fmt: skip
+            "s": float(record["s"]),
+            "max_rss": rss,
+            "input_mb": input_mb if isinstance(input_mb, dict) else {},
+        }
     return jobs
 
 
@@ -66,7 +68,9 @@ def mib(value) -> str:
     return "–" if value is None else f"{value:,.0f}"
 
 
-def plan_tables(config: dict, paper: dict, root: Path, label: str, workers: list[int], names: dict | None = None) -> str:
+def plan_tables(
+    config: dict, paper: dict, root: Path, label: str, workers: list[int], names: dict | None = None
+) -> str:
     jobs = measured(config, root)
     lines = [f"Measured on {label}, experiment `{config.get('experiment', '')}`, {len(jobs)} jobs.", ""]
     lines += [
@@ -87,7 +91,9 @@ def plan_tables(config: dict, paper: dict, root: Path, label: str, workers: list
             if epochs is None:
                 paper_train = train["s"]
             else:
-                target = plan.resolve_hyperparameters(paper_config, paper_dataset if paper_config is paper else dataset, name)
+                target = plan.resolve_hyperparameters(
+                    paper_config, paper_dataset if paper_config is paper else dataset, name
+                )
                 paper_train = train["s"] - epochs[1] + epochs[0] * int(target["epochs"])
             model_mb = next((mb for file, mb in evaluation["input_mb"].items() if file.endswith("model.pt")), None)
             lines.append(
@@ -110,7 +116,10 @@ def plan_tables(config: dict, paper: dict, root: Path, label: str, workers: list
                 chains[name] += trains.get(hyperparameters["base"], 0.0)
         chain = fixed + max(chains.values(), default=0.0) + tables
         totals[dataset] = (fixed + run_seconds + tables, chain)
-    lines += ["", "| paper run, expected wall time | " + " | ".join(f"{n} worker{'s' if n > 1 else ''}" for n in workers) + " |"]
+    lines += [
+        "",
+        "| paper run, expected wall time | " + " | ".join(f"{n} worker{'s' if n > 1 else ''}" for n in workers) + " |",
+    ]
     lines.append("|---|" + "---|" * len(workers))
     for dataset, (total, chain) in totals.items():
         planned = names.get(dataset, dataset.removesuffix("-shape")) if names else dataset.removesuffix("-shape")

@@ -23,15 +23,30 @@ def settings(batch_size: int, epochs: int = 4) -> dict[str, dict]:
         "ease": sgd,
         "ipw": {**sgd, "alpha": 0.01},
         "cvar": {**sgd, "lam": 1.0, "beta": 0.3, "alr": 1e-4},
-        "posit": {**sgd, "alr": 0.5, "nstd": 1.0, "adversary": "linear", "signal": "recall_dist", "k": 20, "ties": "share"},
+        "posit": {
+            **sgd,
+            "alr": 0.5,
+            "nstd": 1.0,
+            "adversary": "linear",
+            "signal": "recall_dist",
+            "k": 20,
+            "ties": "share",
+        },
         "causal": {**sgd, "gamma": 0.5},
         "posit_mlp": {
-            **sgd, "alr": 1.0, "nstd": 1.5, "awd": 1e-5, "adversary": "2bmlp2", "signal": "recall", "ones_aware": True,
-            "k": 20, "ties": "topk",
+            **sgd,
+            "alr": 1.0,
+            "nstd": 1.5,
+            "awd": 1e-5,
+            "adversary": "2bmlp2",
+            "signal": "recall",
+            "ones_aware": True,
+            "k": 20,
+            "ties": "topk",
         },
         "rerank": {"base": "ease", "high": 0.3, "low": 0.05, "thresholds": "score"},
         "post": {"base": "ease", "gamma": 0.05},
-    }  # fmt: skip
+    }
     return {name: completed(method_of(name), hyperparameters, name) for name, hyperparameters in given.items()}
 
 

@@ -53,7 +53,9 @@ def install() -> None:
     if os.geteuid() != 0:
         raise SlurmUnavailable(f"SLURM is not installed ({', '.join(missing_binaries())} missing) and we are not root")
     if shutil.which("apt-get") is None:
-        raise SlurmUnavailable(f"SLURM is not installed ({', '.join(missing_binaries())} missing) and there is no apt-get")
+        raise SlurmUnavailable(
+            f"SLURM is not installed ({', '.join(missing_binaries())} missing) and there is no apt-get"
+        )
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     for command in (
         ["apt-get", "update"],
@@ -220,7 +222,7 @@ class SlurmCluster:
         self._wait_for(lambda: (munge_dir / "socket").exists(), 20, "munged to open its socket")
 
     def _spawn(self, name: str, command: list[str], **kwargs) -> None:
-        log = open(self.root / "log" / f"{name}.out", "w")
+        log = open(self.root / "log" / f"{name}.out", "w")  # noqa: SIM115 (the daemon writes it while it runs)
         self._daemons[name] = subprocess.Popen(
             command, stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True, **kwargs
         )
@@ -231,7 +233,9 @@ class SlurmCluster:
         while time.monotonic() < deadline:
             for name, process in self._daemons.items():
                 if process.poll() is not None:
-                    raise SlurmStartError(f"{name} exited ({process.returncode}) while waiting for {what}:\n{self.logs()}")
+                    raise SlurmStartError(
+                        f"{name} exited ({process.returncode}) while waiting for {what}:\n{self.logs()}"
+                    )
             if condition():
                 return
             time.sleep(0.2)
@@ -251,7 +255,10 @@ class SlurmCluster:
     def node_state(self) -> str:
         done = subprocess.run(
             [_which("sinfo"), "--noheader", "--Node", "--format=%T"],
-            env=self.env, capture_output=True, text=True, timeout=20,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=20,
         )
         return done.stdout.strip() if done.returncode == 0 else ""
 
@@ -276,8 +283,12 @@ class SlurmCluster:
     def stop(self) -> None:
         """Cancel what is left, then stop the daemons this object started, by their PIDs."""
         if "slurmctld" in self._daemons and self._daemons["slurmctld"].poll() is None:
-            subprocess.run([_which("scancel"), "--full", f"--partition={self.partition}"],
-                           env=self.env, capture_output=True, timeout=20)
+            subprocess.run(
+                [_which("scancel"), "--full", f"--partition={self.partition}"],
+                env=self.env,
+                capture_output=True,
+                timeout=20,
+            )
         for name in ("slurmd", "slurmctld", "munged"):
             process = self._daemons.pop(name, None)
             if process is None or process.poll() is not None:

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+
 def synthetic_ratings(
     seed: int = 0,
     n_users: int = 120,
@@ -96,7 +97,9 @@ def netflix_movie_texts(frame: pd.DataFrame) -> dict[int, str]:
     texts = {}
     for movie, group in frame.groupby("item", sort=True):
         lines = [f"{movie}:"]
-        lines += [f"{u},{int(r)},2005-{1 + u % 12:02d}-{1 + u % 28:02d}" for u, r in zip(group["user"], group["rating"])]
+        lines += [
+            f"{u},{int(r)},2005-{1 + u % 12:02d}-{1 + u % 28:02d}" for u, r in zip(group["user"], group["rating"])
+        ]
         texts[int(movie)] = "\n".join(lines) + "\n"
     return texts
 
@@ -150,7 +153,9 @@ def build_wheel(directory: Path, name: str, version: str, files: dict[str, bytes
     dist_info = f"{name}-{version}.dist-info"
     contents = dict(files)
     contents[f"{dist_info}/METADATA"] = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode()
-    contents[f"{dist_info}/WHEEL"] = b"Wheel-Version: 1.0\nGenerator: semtail-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    contents[f"{dist_info}/WHEEL"] = (
+        b"Wheel-Version: 1.0\nGenerator: semtail-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    )
     record = []
     for path, data in contents.items():
         digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()

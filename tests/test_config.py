@@ -45,7 +45,9 @@ def test_shipped_configs_are_valid(name):
             "'interactions' is a dependency of 'interactions_relative_tolerance'",
         ),
         (
-            lambda c: c["datasets"]["ml-100k"].update(expected={"interactions": 9, "interactions_relative_tolerance": 1.5}),
+            lambda c: c["datasets"]["ml-100k"].update(
+                expected={"interactions": 9, "interactions_relative_tolerance": 1.5}
+            ),
             "1.5",
         ),
         (lambda c: c["datasets"]["ml-100k"]["sources"][0].update(md5="xyz"), "xyz"),
@@ -69,24 +71,51 @@ def test_schema_rejects_and_names_the_bad_key_or_value(demo, mutate, named):
 @pytest.mark.parametrize(
     "mutate, message",
     [
-        (lambda c: c["hyperparameters"]["posit"].update(lrr=0.1), r"hyperparameters\.posit: \['lrr'\] are not hyperparameters of posit"),
-        (lambda c: c["hyperparameters"]["posit"].update(lr="fast"), "hyperparameters.posit.lr: 'fast' is not a finite number"),
+        (
+            lambda c: c["hyperparameters"]["posit"].update(lrr=0.1),
+            r"hyperparameters\.posit: \['lrr'\] are not hyperparameters of posit",
+        ),
+        (
+            lambda c: c["hyperparameters"]["posit"].update(lr="fast"),
+            "hyperparameters.posit.lr: 'fast' is not a finite number",
+        ),
         (lambda c: c["hyperparameters"]["posit"].update(lr=0), "hyperparameters.posit.lr: 0 must be greater than 0"),
         (lambda c: c["hyperparameters"]["posit"].update(k=1.5), "hyperparameters.posit.k: 1.5 is not an integer"),
-        (lambda c: c["hyperparameters"]["posit"].update(ones_aware="no"), "hyperparameters.posit.ones_aware: 'no' is not a boolean"),
-        (lambda c: c["hyperparameters"]["posit"].update(adversary="3mlp"), "hyperparameters.posit.adversary: '3mlp' does not match"),
+        (
+            lambda c: c["hyperparameters"]["posit"].update(ones_aware="no"),
+            "hyperparameters.posit.ones_aware: 'no' is not a boolean",
+        ),
+        (
+            lambda c: c["hyperparameters"]["posit"].update(adversary="3mlp"),
+            "hyperparameters.posit.adversary: '3mlp' does not match",
+        ),
         (lambda c: c["hyperparameters"]["cvar"].update(beta=1.5), "hyperparameters.cvar.beta: 1.5 must be at most 1"),
         (lambda c: c["hyperparameters"].update(slim={}), "hyperparameters: 'slim' is not a method"),
-        (lambda c: c.update(variants={"posit_2": {"method": "slim"}}), "variants.posit_2.method: 'slim' is not a method"),
+        (
+            lambda c: c.update(variants={"posit_2": {"method": "slim"}}),
+            "variants.posit_2.method: 'slim' is not a method",
+        ),
         (
             lambda c: c.update(variants={"posit_x": {"method": "posit", "ties": "shared"}}, methods=["posit_x"]),
             "variants.posit_x.ties: 'shared' is not one of topk, share",
         ),
-        (lambda c: c.update(overrides={"ml-100k": {"ease": {"wd": -1.0}}}), "overrides.ml-100k.ease.wd: -1.0 must be at least 0"),
+        (
+            lambda c: c.update(overrides={"ml-100k": {"ease": {"wd": -1.0}}}),
+            "overrides.ml-100k.ease.wd: -1.0 must be at least 0",
+        ),
         (lambda c: c["hyperparameters"]["ipw"].pop("alpha"), r"ipw for ml-100k: missing \['alpha'\]"),
-        (lambda c: c["hyperparameters"]["post"].update(gamma=-0.1), "hyperparameters.post.gamma: -0.1 must be at least 0"),
-        (lambda c: c["hyperparameters"]["post"].update(base="mostpop"), "post for ml-100k: its base 'mostpop' is a mostpop run"),
-        (lambda c: c["hyperparameters"]["rerank"].update(base="mostpop"), "rerank for ml-100k: its base 'mostpop' is a mostpop run"),
+        (
+            lambda c: c["hyperparameters"]["post"].update(gamma=-0.1),
+            "hyperparameters.post.gamma: -0.1 must be at least 0",
+        ),
+        (
+            lambda c: c["hyperparameters"]["post"].update(base="mostpop"),
+            "post for ml-100k: its base 'mostpop' is a mostpop run",
+        ),
+        (
+            lambda c: c["hyperparameters"]["rerank"].update(base="mostpop"),
+            "rerank for ml-100k: its base 'mostpop' is a mostpop run",
+        ),
     ],
 )
 def test_method_keys_are_checked_against_the_declarations_naming_the_key(demo, mutate, message):
@@ -99,7 +128,18 @@ def test_method_keys_are_checked_against_the_declarations_naming_the_key(demo, m
 
 def test_declared_defaults_fill_what_a_config_leaves_out(demo):
     config = copy.deepcopy(demo)
-    for key in ("epochs", "patience", "drop_last", "k", "signal_momentum", "ties", "adversary_init", "lam", "awd", "ones_aware"):
+    for key in (
+        "epochs",
+        "patience",
+        "drop_last",
+        "k",
+        "signal_momentum",
+        "ties",
+        "adversary_init",
+        "lam",
+        "awd",
+        "ones_aware",
+    ):
         config["hyperparameters"]["posit"].pop(key)
     del config["hyperparameters"]["mostpop"]
     validate(config, SCHEMA)
@@ -117,7 +157,9 @@ def test_schema_takes_an_approximate_interaction_count(demo):
     assert config["datasets"]["ml-100k"]["expected"] == {"interactions": 55000, "interactions_relative_tolerance": 0.01}
     paper = load("configs/paper.yaml")["datasets"]
     assert {name: paper[name]["expected"].get("interactions_relative_tolerance") for name in paper} == {
-        "ml-20m": 0.005, "netflix": 0.001, "msd": None
+        "ml-20m": 0.005,
+        "netflix": 0.001,
+        "msd": None,
     }
 
 
@@ -209,14 +251,28 @@ def test_variants_resolve_over_their_method_and_the_dataset_overrides(demo):
     posit = demo["hyperparameters"]["posit"]
     assert plan.resolve_hyperparameters(config, "ml-100k", "posit_share") == {**posit, "ties": "share", "lr": 0.02}
     # defaults, then the dataset's overrides of posit, then the variant, then its own overrides
-    assert plan.resolve_hyperparameters(config, "other", "posit_share") == {**posit, "ties": "share", "lr": 0.02, "nstd": 3.0}
+    assert plan.resolve_hyperparameters(config, "other", "posit_share") == {
+        **posit,
+        "ties": "share",
+        "lr": 0.02,
+        "nstd": 3.0,
+    }
     assert plan.resolve_hyperparameters(config, "other", "posit") == {**posit, "lr": 0.5, "nstd": 2.0}
-    assert plan.resolve_hyperparameters(config, "other", "ease_slow") == {**demo["hyperparameters"]["ease"], "lr": 0.0001}
+    assert plan.resolve_hyperparameters(config, "other", "ease_slow") == {
+        **demo["hyperparameters"]["ease"],
+        "lr": 0.0001,
+    }
     assert plan.method_of(config, "posit_share") == "posit" and plan.method_of(config, "ease") == "ease"
-    assert plan.run_files(config, "ml-100k")["metrics"][2 * len(demo["seeds"])] == "results/ml-100k/posit_share/seed0/metrics.json"
+    assert (
+        plan.run_files(config, "ml-100k")["metrics"][2 * len(demo["seeds"])]
+        == "results/ml-100k/posit_share/seed0/metrics.json"
+    )
     assert plan.weighted_runs(config) == ["posit", "posit_share"]
     assert plan.weight_landscape_evaluations(config, "ml-100k")[0] == "results/ml-100k/posit/seed0/items.npz"
-    assert plan.adversary_evaluations(config, "ml-100k")[-1] == f"results/ml-100k/posit_share/seed{demo['seeds'][-1]}/metrics.json"
+    assert (
+        plan.adversary_evaluations(config, "ml-100k")[-1]
+        == f"results/ml-100k/posit_share/seed{demo['seeds'][-1]}/metrics.json"
+    )
 
 
 def test_a_variant_changing_one_setting_changes_only_its_own_jobs(demo):
@@ -237,11 +293,27 @@ def test_variant_errors_name_the_key(demo):
             plan.check_config(config)
 
     check({"ease": {"method": "posit"}}, ["ease"], "variants: 'ease' is also the name of a method")
-    check({"posit_x": {"method": "posit", "tie": "share"}}, ["posit_x"], r"variants.posit_x: \['tie'\] are not hyperparameters of posit")
+    check(
+        {"posit_x": {"method": "posit", "tie": "share"}},
+        ["posit_x"],
+        r"variants.posit_x: \['tie'\] are not hyperparameters of posit",
+    )
     check({}, ["posit", "slim"], "methods: 'slim' is neither a method .* nor a variant")
-    check({"rerank_x": {"method": "rerank", "base": "ease_fast"}}, ["ease", "rerank_x"], "rerank_x for ml-100k: its base 'ease_fast'")
-    check({"post_x": {"method": "post", "gamma": 0.1}}, ["post_x"], "post_x for ml-100k: its base 'ease' must also be in methods")
-    check({"rerank_x": {"method": "rerank", "low": 0.3}}, ["ease", "rerank_x"], r"rerank_x for ml-100k: high \(0.2\) must be greater than low \(0.3\)")
+    check(
+        {"rerank_x": {"method": "rerank", "base": "ease_fast"}},
+        ["ease", "rerank_x"],
+        "rerank_x for ml-100k: its base 'ease_fast'",
+    )
+    check(
+        {"post_x": {"method": "post", "gamma": 0.1}},
+        ["post_x"],
+        "post_x for ml-100k: its base 'ease' must also be in methods",
+    )
+    check(
+        {"rerank_x": {"method": "rerank", "low": 0.3}},
+        ["ease", "rerank_x"],
+        r"rerank_x for ml-100k: high \(0.2\) must be greater than low \(0.3\)",
+    )
 
 
 def test_a_variant_trains_and_is_resourced_as_its_method(demo):
@@ -256,9 +328,19 @@ def test_a_variant_trains_and_is_resourced_as_its_method(demo):
     assert job_resources.training_gpus(config, "popular") == 0 and job_resources.training_gpus(config, "ease_b") == 1
     assert plan.train_inputs(config, "ml-100k", "rerank_b", 1)["base_model"] == "results/ml-100k/ease_b/seed1/model.pt"
     assert job_resources.resources(config, "train", "ml-100k", method="ease_b") == {
-        **job_resources.resources(dict(config, hyperparameters={**config["hyperparameters"], "ease": {
-            **config["hyperparameters"]["ease"], "batch_size": 128}}), "train", "ml-100k", method="ease"),
-    }  # fmt: skip
+        **job_resources.resources(
+            dict(
+                config,
+                hyperparameters={
+                    **config["hyperparameters"],
+                    "ease": {**config["hyperparameters"]["ease"], "batch_size": 128},
+                },
+            ),
+            "train",
+            "ml-100k",
+            method="ease",
+        ),
+    }
 
 
 def test_an_experiment_has_results_and_logs_of_its_own(demo):
@@ -267,7 +349,9 @@ def test_an_experiment_has_results_and_logs_of_its_own(demo):
     assert "results/ablation/ml-100k/summary.md" in plan.final_targets(config)
     assert "results/ablation/ml-100k/figures/adversary.png" in plan.final_targets(config)
     assert plan.run_dir(config, "ml-100k", "ease", 0) == "results/ablation/ml-100k/ease/seed0"
-    assert plan.train_inputs(config, "ml-100k", "ease", 0)["train"] == f"{plan.processed_dir(demo, 'ml-100k')}/train.npz"
+    assert (
+        plan.train_inputs(config, "ml-100k", "ease", 0)["train"] == f"{plan.processed_dir(demo, 'ml-100k')}/train.npz"
+    )
     assert plan.results_root(demo) == "results"
 
 
@@ -290,18 +374,24 @@ def test_a_split_lives_in_a_folder_of_its_preprocess_settings(demo):
     folder = f"data/processed/ml-100k/{settings_hash(settings)}"
     assert plan.processed_dir(demo, "ml-100k") == folder
     assert plan.train_inputs(demo, "ml-100k", "ease", 0) == {
-        "train": f"{folder}/train.npz", "validation_tr": f"{folder}/validation_tr.npz",
-        "validation_te": f"{folder}/validation_te.npz", "stats": f"{folder}/stats.json",
-    }  # fmt: skip
+        "train": f"{folder}/train.npz",
+        "validation_tr": f"{folder}/validation_tr.npz",
+        "validation_te": f"{folder}/validation_te.npz",
+        "stats": f"{folder}/stats.json",
+    }
     assert plan.evaluation_inputs(demo, "ml-100k") == {
-        "train": f"{folder}/train.npz", "test_tr": f"{folder}/test_tr.npz", "test_te": f"{folder}/test_te.npz",
+        "train": f"{folder}/train.npz",
+        "test_tr": f"{folder}/test_tr.npz",
+        "test_te": f"{folder}/test_te.npz",
         "test_users": f"{folder}/test_users.txt",
-    }  # fmt: skip
+    }
     assert plan.run_files(demo, "ml-100k")["train"] == f"{folder}/train.npz"
 
     other = copy.deepcopy(demo)
     other["datasets"]["ml-100k"]["preprocess"]["n_heldout"] = 60
-    assert plan.processed_dir(other, "ml-100k") == f"data/processed/ml-100k/{settings_hash({**settings, 'n_heldout': 60})}"
+    assert (
+        plan.processed_dir(other, "ml-100k") == f"data/processed/ml-100k/{settings_hash({**settings, 'n_heldout': 60})}"
+    )
     assert plan.processed_dir(other, "ml-100k") != folder
     same = copy.deepcopy(demo)
     same["datasets"]["ml-100k"]["preprocess"] = dict(reversed(settings.items()))
@@ -337,6 +427,7 @@ def test_a_split_of_other_settings_is_refused_by_name(demo):
         f"which is data/processed/ml-100k/{key}"
     )
 
+
 # ------------------------------------------------------------------ checks when the workflow starts
 
 from semtail import config_schema  # noqa: E402
@@ -350,7 +441,9 @@ def schema():
 def test_text_from_the_command_line_becomes_numbers_where_the_schema_wants_them(demo, schema):
     """`--config seeds=[5]` gives ['5'] (YAML's base loader), `seeds=5` gives 5."""
     config = copy.deepcopy(demo)
-    config.update(seeds=["5", "07"], evaluation={**demo["evaluation"], "ks": ["10", "20"], "tail_interaction_share": "0.3"})
+    config.update(
+        seeds=["5", "07"], evaluation={**demo["evaluation"], "ks": ["10", "20"], "tail_interaction_share": "0.3"}
+    )
     config["datasets"]["ml-100k"]["preprocess"].update(threshold="null", n_heldout="50")
     config["hyperparameters"]["posit"].update(lr="0.5", ones_aware="true", adversary="2mlp50")
     config["compute"] = {"device": "cpu", "gpus_per_job": "0"}  # --config 'compute={device: cpu, gpus_per_job: 0}'
@@ -400,11 +493,26 @@ def test_whole_floats_for_integer_keys_become_integers_everywhere(demo, schema):
         assert repr(plan.resolve_hyperparameters(written, "ml-100k", name)) == repr(
             plan.resolve_hyperparameters(plain, "ml-100k", name)
         )
-    assert [c.name for c in search.candidates(written, "ml-100k", "cvar")] == [c.name for c in search.candidates(plain, "ml-100k", "cvar")]
-    assert registry.declaration("ease").complete({**demo["hyperparameters"]["ease"], "batch_size": 64.0}, "x")["batch_size"].__class__ is int
+    assert [c.name for c in search.candidates(written, "ml-100k", "cvar")] == [
+        c.name for c in search.candidates(plain, "ml-100k", "cvar")
+    ]
+    assert (
+        registry.declaration("ease")
+        .complete({**demo["hyperparameters"]["ease"], "batch_size": 64.0}, "x")["batch_size"]
+        .__class__
+        is int
+    )
     for key, value, message in [
-        ("evaluation", {**demo["evaluation"], "batch_size": 1024.5}, "config: evaluation.batch_size: 1024.5 is not of type 'integer'"),
-        ("hyperparameters", {**demo["hyperparameters"], "ease": {**demo["hyperparameters"]["ease"], "batch_size": 64.5}}, None),
+        (
+            "evaluation",
+            {**demo["evaluation"], "batch_size": 1024.5},
+            "config: evaluation.batch_size: 1024.5 is not of type 'integer'",
+        ),
+        (
+            "hyperparameters",
+            {**demo["hyperparameters"], "ease": {**demo["hyperparameters"]["ease"], "batch_size": 64.5}},
+            None,
+        ),
     ]:
         config = dict(copy.deepcopy(demo), **{key: value})
         if message:
@@ -428,11 +536,20 @@ def test_whole_floats_for_integer_keys_become_integers_everywhere(demo, schema):
             lambda c: c["datasets"]["ml-100k"]["sources"][0].update(sep=";"),
             "config: datasets.ml-100k.sources[0].sep: not allowed here; see the description of 'sep'",
         ),
-        (lambda c: c["datasets"]["ml-100k"]["preprocess"].update(min_uc=-1), "config: datasets.ml-100k.preprocess.min_uc: -1 is less than the minimum of 0"),
+        (
+            lambda c: c["datasets"]["ml-100k"]["preprocess"].update(min_uc=-1),
+            "config: datasets.ml-100k.preprocess.min_uc: -1 is less than the minimum of 0",
+        ),
         # --config 'seeds=[1180591620717411303424]': past torch's 64-bit seed, refused before any job
-        (lambda c: c.update(seeds=["1180591620717411303424"]), "config: seeds[0]: 1180591620717411303424 is greater than the maximum of 9223372036854775807"),
+        (
+            lambda c: c.update(seeds=["1180591620717411303424"]),
+            "config: seeds[0]: 1180591620717411303424 is greater than the maximum of 9223372036854775807",
+        ),
         (lambda c: c.update(seeds=[0, 2**63]), "config: seeds[1]: 9223372036854775808 is greater than the maximum"),
-        (lambda c: c.update(tuning={"seed": 2**64}), "config: tuning.seed: 18446744073709551616 is greater than the maximum"),
+        (
+            lambda c: c.update(tuning={"seed": 2**64}),
+            "config: tuning.seed: 18446744073709551616 is greater than the maximum",
+        ),
     ],
 )
 def test_a_schema_problem_is_said_in_a_few_lines(demo, schema, mutate, message):
@@ -482,7 +599,9 @@ def test_a_delimited_layout_the_download_would_refuse_is_refused_when_planning(d
     validate(config, SCHEMA)
     with pytest.raises(plan.ConfigError) as error:
         plan.check_config(config)
-    assert str(error.value).startswith("datasets.ml-100k.sources[2].columns.user: 'who' is a column name, but header is false")
+    assert str(error.value).startswith(
+        "datasets.ml-100k.sources[2].columns.user: 'who' is a column name, but header is false"
+    )
 
 
 def test_every_run_is_a_target_of_its_own(demo):
@@ -501,7 +620,10 @@ def test_a_dataset_that_is_not_configured_is_a_pattern_of_its_own():
     pattern = re.compile(rf"results/(?P<d>{plan.unconfigured_dataset_pattern(['ml-100k', 'ml-20m'])})/summary.md")
     assert pattern.fullmatch("results/netflix/summary.md").group("d") == "netflix"
     assert pattern.fullmatch("results/ml-100k-min50/summary.md").group("d") == "ml-100k-min50"
-    assert pattern.fullmatch("results/ml-100k/summary.md") is None and pattern.fullmatch("results/ml-20m/summary.md") is None
+    assert (
+        pattern.fullmatch("results/ml-100k/summary.md") is None
+        and pattern.fullmatch("results/ml-20m/summary.md") is None
+    )
 
 
 def dry_run(tmp_path, *args, config=None):
@@ -509,7 +631,17 @@ def dry_run(tmp_path, *args, config=None):
     configfile.write_text(yaml.safe_dump(config or load("config.yaml")))
     snakemake = Path(sys.executable).parent / "snakemake"
     return subprocess.run(
-        [str(snakemake), "-n", "--configfile", str(configfile), "--directory", str(tmp_path), "-s", str(ROOT / "Snakefile"), *args],
+        [
+            str(snakemake),
+            "-n",
+            "--configfile",
+            str(configfile),
+            "--directory",
+            str(tmp_path),
+            "-s",
+            str(ROOT / "Snakefile"),
+            *args,
+        ],
         capture_output=True,
         text=True,
         timeout=120,
@@ -549,5 +681,8 @@ def test_seeds_from_the_command_line(tmp_path):
 def test_a_typo_in_a_hyperparameter_is_named_with_the_nearest_known_one(demo):
     config = copy.deepcopy(demo)
     config["hyperparameters"]["ease"]["epochs_"] = 3
-    with pytest.raises(plan.ConfigError, match=r"^hyperparameters.ease: \['epochs_'\] are not hyperparameters of ease; did you mean 'epochs'\?"):
+    with pytest.raises(
+        plan.ConfigError,
+        match=r"^hyperparameters.ease: \['epochs_'\] are not hyperparameters of ease; did you mean 'epochs'\?",
+    ):
         plan.check_config(config)

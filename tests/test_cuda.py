@@ -19,9 +19,9 @@ import torch
 
 from method_settings import completed, method_of, sgd_methods
 from semtail import evaluate as ev
-from semtail.registry import method_module
 from semtail.models.base import TrainingRun
 from semtail.models.synthetic import training_data
+from semtail.registry import method_module
 from semtail.training import DeviceRows, validation_ndcg
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU visible")
@@ -60,7 +60,9 @@ def test_validation_ndcg_on_cuda_matches_the_cpu():
     U = torch.randint(0, 5, (DATA.n_items, DATA.n_items)).float()  # small integers: exact sums on both
     on_cpu, on_gpu = (
         validation_ndcg(
-            U.to(device), DeviceRows.from_scipy(DATA.validation_tr, device), DeviceRows.from_scipy(DATA.validation_te, device)
+            U.to(device),
+            DeviceRows.from_scipy(DATA.validation_tr, device),
+            DeviceRows.from_scipy(DATA.validation_te, device),
         )
         for device in (CPU, CUDA)
     )

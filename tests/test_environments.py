@@ -55,8 +55,7 @@ def test_environment_versions_match_pyproject(env_file):
     for name, requirement in env_requirements(env_file).items():
         assert name in required, f"{env_file.name}: {name} is not a dependency in pyproject.toml"
         assert requirement.specifier == required[name].specifier, (
-            f"{env_file.name}: {name}{requirement.specifier} but pyproject.toml says "
-            f"{name}{required[name].specifier}"
+            f"{env_file.name}: {name}{requirement.specifier} but pyproject.toml says {name}{required[name].specifier}"
         )
 
 
@@ -101,7 +100,9 @@ def test_every_requirement_is_pinned_within_its_range():
     for requirement in all_requirements():
         name = canonicalize_name(requirement.name)
         assert name in pins, f"{requirement} is not pinned in {PIP_LOCK.name}: run tools/pin_environments.py"
-        assert requirement.specifier.contains(pins[name], prereleases=True), f"{name}=={pins[name]} is outside {requirement}"
+        assert requirement.specifier.contains(pins[name], prereleases=True), (
+            f"{name}=={pins[name]} is outside {requirement}"
+        )
 
 
 @pytest.mark.parametrize("env_file", ENV_FILES, ids=lambda p: p.name)
@@ -114,9 +115,17 @@ def test_each_environment_has_exact_pins_of_the_same_packages(env_file):
     for name, requirement in locked.items():
         [specifier] = requirement.specifier
         assert specifier.operator == "==", f"{lock_file.name}: {requirement} is not an exact pin"
-        assert loose[name].specifier.contains(specifier.version, prereleases=True), f"{lock_file.name}: {requirement} is outside {loose[name]}"
-        assert specifier.version == pins[canonicalize_name(name)], f"{lock_file.name}: {requirement}, {PIP_LOCK.name}: {pins[canonicalize_name(name)]}"
-    python = [d for d in yaml.safe_load(lock_file.read_text())["dependencies"] if isinstance(d, str) and d.startswith("python")]
+        assert loose[name].specifier.contains(specifier.version, prereleases=True), (
+            f"{lock_file.name}: {requirement} is outside {loose[name]}"
+        )
+        assert specifier.version == pins[canonicalize_name(name)], (
+            f"{lock_file.name}: {requirement}, {PIP_LOCK.name}: {pins[canonicalize_name(name)]}"
+        )
+    python = [
+        d
+        for d in yaml.safe_load(lock_file.read_text())["dependencies"]
+        if isinstance(d, str) and d.startswith("python")
+    ]
     assert python and re.fullmatch(r"python==3\.\d+\.\d+", python[0]), python
 
 
@@ -138,7 +147,7 @@ def test_the_installed_packages_are_the_pinned_ones():
         if installed != pins[name]:
             differ.append(f"{name} {installed} installed, {pins[name]} pinned")
     assert not differ, (
-        f"{'; '.join(differ)}. Install the pins (pip install -c envs/requirements.lock.txt -e \".[workflow,test]\"), "
+        f'{"; ".join(differ)}. Install the pins (pip install -c envs/requirements.lock.txt -e ".[workflow,test]"), '
         "or, having tested the installed versions, refresh the pins: python tools/pin_environments.py"
     )
 

@@ -82,7 +82,10 @@ def brute_metrics(train, fold_in, heldout, scores, ks, block_size, tail_share):
             hit.append(float(any(i in held[u] for i in top)))
         out[f"ndcg@{k}"], out[f"recall@{k}"], out[f"hit_rate@{k}"] = np.mean(ndcg), np.mean(recall), np.mean(hit)
         for name, lists in (("coverage", masked), ("coverage_unmasked", unmasked)):
-            blocks = [set().union(*[set(lists[u][:k]) - {EMPTY} for u in range(b, b + block_size)]) for b in range(0, n_users - block_size + 1, block_size)]
+            blocks = [
+                set().union(*[set(lists[u][:k]) - {EMPTY} for u in range(b, b + block_size)])
+                for b in range(0, n_users - block_size + 1, block_size)
+            ]
             out[f"{name}@{k}"] = np.mean([len(b) for b in blocks])
         per_item = []
         for i in range(n_items):
@@ -105,8 +108,12 @@ def test_evaluate_matches_brute_force_with_ties_batches_and_excluded_users():
     weights = rng.integers(0, 3, size=(25, 25)).astype(np.float32)  # integer scores: many ties
     ks = [3, 10]
     result = ev.evaluate(
-        linear_scorer(weights), as_split(train, fold_in, heldout), ks=ks, coverage_block_size=50,
-        tail_interaction_share=0.2, batch_size=64,
+        linear_scorer(weights),
+        as_split(train, fold_in, heldout),
+        ks=ks,
+        coverage_block_size=50,
+        tail_interaction_share=0.2,
+        batch_size=64,
     )
     all_ks = [3, 10, 100]  # 100 always joins, for NDCG@100
     expected, masked, unmasked = brute_metrics(train, fold_in, heldout, fold_in @ weights, all_ks, 50, 0.2)
@@ -137,9 +144,13 @@ def test_arp_leaves_out_users_without_held_out_items_but_list_statistics_keep_th
         fold_in[user, fold], heldout[user, held] = 1, 1
     popularity = torch.tensor(train.sum(axis=0))
     result = ev.evaluate(
-        lambda x: popularity.expand(x.shape[0], -1).clone(), as_split(train, fold_in, heldout), ks=[1],
-        coverage_block_size=2, tail_interaction_share=0.2, batch_size=3,
-    )  # fmt: skip
+        lambda x: popularity.expand(x.shape[0], -1).clone(),
+        as_split(train, fold_in, heldout),
+        ks=[1],
+        coverage_block_size=2,
+        tail_interaction_share=0.2,
+        batch_size=3,
+    )
     lists = brute_lists(train.sum(axis=0) * np.ones((4, 1)), fold_in > 0, 100)
     assert [row[:1] for row in lists] == [[0], [1], [1], [1]]
     assert result.lists["top_k"].tolist() == lists
@@ -156,7 +167,9 @@ def test_batch_size_does_not_change_anything():
     split = as_split(*tiny_split(seed=1))
     weights = np.random.default_rng(0).random((25, 25)).astype(np.float32)
     runs = [
-        ev.evaluate(linear_scorer(weights), split, ks=[5], coverage_block_size=100, tail_interaction_share=0.2, batch_size=b)
+        ev.evaluate(
+            linear_scorer(weights), split, ks=[5], coverage_block_size=100, tail_interaction_share=0.2, batch_size=b
+        )
         for b in (7, 1000)
     ]
     assert runs[0].metrics == runs[1].metrics
@@ -166,11 +179,17 @@ def test_batch_size_does_not_change_anything():
 def test_bad_inputs_are_named():
     split = as_split(*tiny_split())
     with pytest.raises(ValueError, match="coverage_block_size is 500"):
-        ev.evaluate(linear_scorer(np.eye(25)), split, ks=[5], coverage_block_size=500, tail_interaction_share=0.2, batch_size=64)
+        ev.evaluate(
+            linear_scorer(np.eye(25)), split, ks=[5], coverage_block_size=500, tail_interaction_share=0.2, batch_size=64
+        )
     with pytest.raises(ValueError, match="NaN"):
-        ev.evaluate(lambda x: x * float("nan"), split, ks=[5], coverage_block_size=50, tail_interaction_share=0.2, batch_size=64)
+        ev.evaluate(
+            lambda x: x * float("nan"), split, ks=[5], coverage_block_size=50, tail_interaction_share=0.2, batch_size=64
+        )
     with pytest.raises(ValueError, match="shape"):
-        ev.evaluate(lambda x: x[:, :3], split, ks=[5], coverage_block_size=50, tail_interaction_share=0.2, batch_size=64)
+        ev.evaluate(
+            lambda x: x[:, :3], split, ks=[5], coverage_block_size=50, tail_interaction_share=0.2, batch_size=64
+        )
 
 
 def write_split(folder: Path, train, fold_in, heldout):
@@ -219,25 +238,41 @@ def hand_made_model(path: Path, weights: np.ndarray, method="ease_closed", seed=
     return model
 
 
-def run_evaluate_script(model: Path, split_folder: Path, out: Path, work: Path, user_ids=None) -> subprocess.CompletedProcess:
+def run_evaluate_script(
+    model: Path, split_folder: Path, out: Path, work: Path, user_ids=None
+) -> subprocess.CompletedProcess:
     """workflow_scripts/evaluate.py run by hand, with work/params.yaml, logging to work/evaluate.log;
     the test users' raw ids (`user_ids`, default their row numbers) in split_folder/test_users.txt."""
     n_users = sp.load_npz(split_folder / "test_tr.npz").shape[0]
     ids = user_ids if user_ids is not None else [str(u) for u in range(n_users)]
     (split_folder / "test_users.txt").write_text("\n".join(ids) + "\n")
     command = [
-        sys.executable, str(ROOT / "workflow_scripts/evaluate.py"),
-        "--input", f"model={model}",
-        *[arg for name in ("train", "test_tr", "test_te") for arg in ("--input", f"{name}={split_folder / (name + '.npz')}")],
-        "--input", f"test_users={split_folder / 'test_users.txt'}",
-        "--output", f"metrics={out / 'metrics.json'}",
-        "--output", f"topk={out / 'topk.npz'}",
-        "--output", f"item_stats={out / 'items.npz'}",
-        "--output", f"per_user={out / 'per_user.csv'}",
-        "--params", str(work / "params.yaml"),
-        "--resource", "gpu=0",
-        "--log", str(work / "evaluate.log"),
-    ]  # fmt: skip
+        sys.executable,
+        str(ROOT / "workflow_scripts/evaluate.py"),
+        "--input",
+        f"model={model}",
+        *[
+            arg
+            for name in ("train", "test_tr", "test_te")
+            for arg in ("--input", f"{name}={split_folder / (name + '.npz')}")
+        ],
+        "--input",
+        f"test_users={split_folder / 'test_users.txt'}",
+        "--output",
+        f"metrics={out / 'metrics.json'}",
+        "--output",
+        f"topk={out / 'topk.npz'}",
+        "--output",
+        f"item_stats={out / 'items.npz'}",
+        "--output",
+        f"per_user={out / 'per_user.csv'}",
+        "--params",
+        str(work / "params.yaml"),
+        "--resource",
+        "gpu=0",
+        "--log",
+        str(work / "evaluate.log"),
+    ]
     return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=120)
 
 
@@ -256,11 +291,17 @@ def test_evaluate_script_end_to_end(tmp_path):
     completed = run_evaluate_script(tmp_path / "model.pt", folder, out, tmp_path, user_ids)
     assert completed.returncode == 0, completed.stderr
     record = json.loads((out / "metrics.json").read_text())
-    assert (record["dataset"], record["method"], record["variant"], record["seed"]) == ("tiny", "ease_closed", "ease_closed", 0)
+    assert (record["dataset"], record["method"], record["variant"], record["seed"]) == (
+        "tiny",
+        "ease_closed",
+        "ease_closed",
+        0,
+    )
     assert record["format_version"] == 4  # version 1 had no variant, 2 no split, 3 no model history
     assert record["model"]["history"] == [] and record["model"]["best_epoch"] == 3
     assert record["split"] == {
-        name: hashlib.sha256((folder / f"{name}.npz").read_bytes()).hexdigest() for name in ("test_te", "test_tr", "train")
+        name: hashlib.sha256((folder / f"{name}.npz").read_bytes()).hexdigest()
+        for name in ("test_te", "test_tr", "train")
     }
     assert record["hyperparameters"] == {"lr": 0.1, "lam": 1.0}
     assert record["n_test_users"] == 230 and record["n_items"] == 25
@@ -341,7 +382,9 @@ def test_ks_beyond_the_catalog_fail_the_job_at_its_start(tmp_path):
     assert message in (tmp_path / "evaluate.log").read_text()
     assert not (tmp_path / "metrics.json").exists()
     with pytest.raises(ValueError, match=r"evaluation.ks: \[26\] is larger than the 25 items of ml-tiny"):
-        ev.evaluate_model_file(tmp_path / "no-model.pt", as_split(train, fold_in, heldout), {"ks": [25, 26]}, "cpu", {"dataset": "ml-tiny"})
+        ev.evaluate_model_file(
+            tmp_path / "no-model.pt", as_split(train, fold_in, heldout), {"ks": [25, 26]}, "cpu", {"dataset": "ml-tiny"}
+        )
 
 
 def test_per_user_file_needs_one_id_per_test_user(tmp_path):
@@ -360,12 +403,27 @@ def test_a_posit_runs_evaluation_keeps_its_item_weights_and_history(tmp_path):
         {"epoch": 1, "loss": 2.5, "weight_share_least_popular_half": 0.41, "weight_change": 0.3},
         {"epoch": 2, "loss": 2.25, "weight_share_least_popular_half": 0.44, "weight_change": 0.05},
     ]
-    torch.save({
-        "format_version": 3, "dataset": "tiny", "method": "posit", "variant": "posit", "seed": 1,
-        "hyperparameters": {}, "n_items": 25, "n_train_users": 60, "state": {"U": torch.zeros(25, 25)},
-        "item_weights": torch.tensor(weights), "history": history, "best_epoch": 2, "code_version": "x",
-        "environment": {"device": "cpu"}, "train_seconds": 1.0, "base": None,
-    }, tmp_path / "posit.pt")  # fmt: skip
+    torch.save(
+        {
+            "format_version": 3,
+            "dataset": "tiny",
+            "method": "posit",
+            "variant": "posit",
+            "seed": 1,
+            "hyperparameters": {},
+            "n_items": 25,
+            "n_train_users": 60,
+            "state": {"U": torch.zeros(25, 25)},
+            "item_weights": torch.tensor(weights),
+            "history": history,
+            "best_epoch": 2,
+            "code_version": "x",
+            "environment": {"device": "cpu"},
+            "train_seconds": 1.0,
+            "base": None,
+        },
+        tmp_path / "posit.pt",
+    )
     split = ev.load_split(folder / "train.npz", folder / "test_tr.npz", folder / "test_te.npz")
     settings = {"ks": [5], "coverage_block_size": 100, "tail_interaction_share": 0.2, "batch_size": 50}
     record, result = ev.evaluate_model_file(tmp_path / "posit.pt", split, settings, torch.device("cpu"))

@@ -45,7 +45,11 @@ def tiny_results(tmp_path_factory):
     train = sp.csr_matrix((rng.random((80, n_items)) < item_bias).astype(np.float32))
     interacted = rng.random((200, n_items)) < item_bias
     held = rng.random((200, n_items)) < 0.3
-    split = ev.Split(train, sp.csr_matrix((interacted & ~held).astype(np.float32)), sp.csr_matrix((interacted & held).astype(np.float32)))
+    split = ev.Split(
+        train,
+        sp.csr_matrix((interacted & ~held).astype(np.float32)),
+        sp.csr_matrix((interacted & held).astype(np.float32)),
+    )
     popularity = torch.tensor(np.asarray(train.sum(axis=0)).ravel(), dtype=torch.float32)
     paths = {"metrics": [], "topk": [], "item_stats": []}
     for method in ("mostpop", "ease", "posit"):
@@ -57,9 +61,17 @@ def tiny_results(tmp_path_factory):
                 score = lambda x, w=weights: x @ w + 0.02 * popularity  # noqa: E731
             else:
                 score = lambda x, w=weights: x @ w  # noqa: E731
-            result = ev.evaluate(score, split, ks=[10], coverage_block_size=50, tail_interaction_share=0.2, batch_size=64)
-            record = {"dataset": "tiny", "method": method, "variant": method, "seed": seed, "metrics": result.metrics,
-                      "evaluation": {"ks": [10], "coverage_block_size": 50}}  # fmt: skip
+            result = ev.evaluate(
+                score, split, ks=[10], coverage_block_size=50, tail_interaction_share=0.2, batch_size=64
+            )
+            record = {
+                "dataset": "tiny",
+                "method": method,
+                "variant": method,
+                "seed": seed,
+                "metrics": result.metrics,
+                "evaluation": {"ks": [10], "coverage_block_size": 50},
+            }
             run_dir = folder / method / f"seed{seed}"
             ev.write_outputs(record, result, run_dir / "metrics.json", run_dir / "topk.npz", run_dir / "items.npz")
             paths["metrics"].append(run_dir / "metrics.json")
@@ -71,7 +83,11 @@ def tiny_results(tmp_path_factory):
 
 def test_every_method_keeps_its_declared_colour_and_unknown_names_get_distinct_ones():
     drawn = figures.styles(["mostpop", "new_a", "posit", "new_b"])
-    assert drawn["posit"].colour == registry.declaration("posit").figures["colour"] == figures.styles(["posit"])["posit"].colour
+    assert (
+        drawn["posit"].colour
+        == registry.declaration("posit").figures["colour"]
+        == figures.styles(["posit"])["posit"].colour
+    )
     assert len({style.colour for style in drawn.values()}) == 4
     declared = [method.figures["colour"] for method in registry.methods().values()]
     assert len(set(declared)) == len(declared)
@@ -197,7 +213,11 @@ def test_item_recall_deciles_recombine_into_item_recall_pos_and_say_so(tiny_resu
         frame = figures.item_recall_by_group(items, 100).dropna()
         recombined = (frame["item_recall"] * frame["n_heldout_items"]).sum() / frame["n_heldout_items"].sum()
         assert frame["n_heldout_items"].sum() == len(per_item)
-        assert recombined == pytest.approx(np.mean(per_item)) == pytest.approx(run.record["metrics"]["item_recall@100_pos"])
+        assert (
+            recombined
+            == pytest.approx(np.mean(per_item))
+            == pytest.approx(run.record["metrics"]["item_recall@100_pos"])
+        )
     figure = figures.item_recall_by_popularity_figure(runs, "tiny")
     axes = figure.axes[0]
     assert "held out at least once" in axes.get_title() and "held out at least once" in axes.get_ylabel()
@@ -229,7 +249,12 @@ def test_plot_script_writes_every_figure(tiny_results, tmp_path):
     for name, files in paths.items():
         command += ["--input", f"{name}=" + ",".join(map(str, files))]
     for figure in FIGURES:
-        command += ["--output", f"{figure}={tmp_path / figure}.png", "--output", f"{figure}_pdf={tmp_path / figure}.pdf"]
+        command += [
+            "--output",
+            f"{figure}={tmp_path / figure}.png",
+            "--output",
+            f"{figure}_pdf={tmp_path / figure}.pdf",
+        ]
     completed = subprocess.run(command, capture_output=True, text=True, timeout=180)
     assert completed.returncode == 0, completed.stderr
     for figure in FIGURES:
@@ -286,19 +311,45 @@ def test_tradeoff_and_adversary_figures_draw_mean_and_sd_in_each_method_s_style(
     figures.save(figure, tmp_path / "tradeoff.png", tmp_path / "tradeoff.pdf")
     assert_real_image(tmp_path / "tradeoff.png", tmp_path / "tradeoff.pdf")
 
-    seeds = {"mostpop": [(0.05, 30.0)], "ease": [(0.30, 40.0), (0.32, 44.0), (0.28, 42.0)], "posit": [(0.27, 55.0), (0.25, 61.0)]}
-    table = pd.DataFrame([
-        {"method": name, "n_seeds": len(values),
-         "ndcg@100_mean": np.mean([v[0] for v in values]), "ndcg@100_std": np.std([v[0] for v in values], ddof=1) if len(values) > 1 else np.nan,
-         "coverage@100_mean": np.mean([v[1] for v in values]), "coverage@100_std": np.std([v[1] for v in values], ddof=1) if len(values) > 1 else np.nan}
-        for name, values in seeds.items()
-    ])  # fmt: skip
-    history = pd.DataFrame([
-        {"method": "posit", "seed": seed, "epoch": epoch, "tail_share": 0.5 + 0.02 * epoch * (1 - 2 * seed), "weight_change": 10.0 ** -epoch}
-        for seed in (0, 1) for epoch in range(1, 6)
-    ])  # fmt: skip
+    seeds = {
+        "mostpop": [(0.05, 30.0)],
+        "ease": [(0.30, 40.0), (0.32, 44.0), (0.28, 42.0)],
+        "posit": [(0.27, 55.0), (0.25, 61.0)],
+    }
+    table = pd.DataFrame(
+        [
+            {
+                "method": name,
+                "n_seeds": len(values),
+                "ndcg@100_mean": np.mean([v[0] for v in values]),
+                "ndcg@100_std": np.std([v[0] for v in values], ddof=1) if len(values) > 1 else np.nan,
+                "coverage@100_mean": np.mean([v[1] for v in values]),
+                "coverage@100_std": np.std([v[1] for v in values], ddof=1) if len(values) > 1 else np.nan,
+            }
+            for name, values in seeds.items()
+        ]
+    )
+    history = pd.DataFrame(
+        [
+            {
+                "method": "posit",
+                "seed": seed,
+                "epoch": epoch,
+                "tail_share": 0.5 + 0.02 * epoch * (1 - 2 * seed),
+                "weight_change": 10.0**-epoch,
+            }
+            for seed in (0, 1)
+            for epoch in range(1, 6)
+        ]
+    )
     figure = figures.adversary_figure(table, history, "tiny")
-    assert_points(figure.axes[0], {label[name]: expected_point(name, [v[1] for v in values], [v[0] for v in values]) for name, values in seeds.items()})
+    assert_points(
+        figure.axes[0],
+        {
+            label[name]: expected_point(name, [v[1] for v in values], [v[0] for v in values])
+            for name, values in seeds.items()
+        },
+    )
     assert "(1/2/3 seeds per method)" in figure._suptitle.get_text()
     figures.save(figure, tmp_path / "adversary.png", tmp_path / "adversary.pdf")
     assert_real_image(tmp_path / "adversary.png", tmp_path / "adversary.pdf")
@@ -332,10 +383,19 @@ def test_weight_landscape_script_on_evaluations(tiny_results, tmp_path):
     with pytest.raises(ValueError, match=r"ease\.npz: no item_weights"):
         figures.load_item_weights([evaluations[0], no_weights])
     command = [
-        sys.executable, str(ROOT / "workflow_scripts/plot_weight_landscape.py"), "--param", "dataset=tiny",
-        "--input", f"train={folder / 'train.npz'}", "--input", "item_stats=" + ",".join(map(str, evaluations)),
-        "--output", f"weight_landscape={tmp_path / 'w.png'}", "--output", f"weight_landscape_pdf={tmp_path / 'w.pdf'}",
-    ]  # fmt: skip
+        sys.executable,
+        str(ROOT / "workflow_scripts/plot_weight_landscape.py"),
+        "--param",
+        "dataset=tiny",
+        "--input",
+        f"train={folder / 'train.npz'}",
+        "--input",
+        "item_stats=" + ",".join(map(str, evaluations)),
+        "--output",
+        f"weight_landscape={tmp_path / 'w.png'}",
+        "--output",
+        f"weight_landscape_pdf={tmp_path / 'w.pdf'}",
+    ]
     completed = subprocess.run(command, capture_output=True, text=True, timeout=180)
     assert completed.returncode == 0, completed.stderr
     assert_real_image(tmp_path / "w.png", tmp_path / "w.pdf")
@@ -345,6 +405,11 @@ def test_the_plot_and_table_jobs_do_not_import_torch():
     """Importing torch takes a second or more of each job that does it; the figures and tables of
     evaluation results need none of it."""
     code = "import sys, semtail.figures, semtail.tables, semtail.run_metrics, semtail.significance, semtail.script_io; print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch')[:3])"
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                          env={**os.environ, "PYTHONPATH": str(ROOT / "workflow_scripts")})  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "workflow_scripts")},
+    )
     assert done.stdout.strip() == "[]"

@@ -13,10 +13,9 @@ from semtail.files import CHUNK_BYTES, Checksums, atomic_path, read_chunks, read
 
 def test_a_failed_write_leaves_neither_the_target_nor_a_temporary(tmp_path):
     target = tmp_path / "out" / "metrics.json"
-    with pytest.raises(RuntimeError):
-        with atomic_path(target) as tmp:
-            tmp.write_text('{"half": ')
-            raise RuntimeError("interrupted")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text('{"half": ')
+        raise RuntimeError("interrupted")
     assert not target.exists()
     assert list(target.parent.iterdir()) == []
 
@@ -57,10 +56,9 @@ def test_read_json_names_the_file(tmp_path):
 def test_a_full_disk_is_named_with_the_path_and_leaves_the_old_result(tmp_path, code, said):
     target = tmp_path / "metrics.json"
     write_json(target, {"ndcg@100": 0.4})
-    with pytest.raises(OSError) as caught:
-        with atomic_path(target) as tmp:
-            tmp.write_text('{"half": ')
-            raise OSError(code, os.strerror(code))
+    with pytest.raises(OSError) as caught, atomic_path(target) as tmp:
+        tmp.write_text('{"half": ')
+        raise OSError(code, os.strerror(code))
     assert str(caught.value) == f"{said} writing {target}"
     assert json.loads(target.read_text()) == {"ndcg@100": 0.4}
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]

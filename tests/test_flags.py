@@ -21,8 +21,14 @@ N_USERS, N_ITEMS, K = 25, 15, 6
 def write_run(folder, variant, method, seed, top_k, hyperparameters):
     run = folder / variant / f"seed{seed}"
     run.mkdir(parents=True)
-    record = {"dataset": "toy", "method": method, "variant": variant, "seed": seed, "metrics": {"ndcg@100": 0.1},
-              "hyperparameters": hyperparameters}  # fmt: skip
+    record = {
+        "dataset": "toy",
+        "method": method,
+        "variant": variant,
+        "seed": seed,
+        "metrics": {"ndcg@100": 0.1},
+        "hyperparameters": hyperparameters,
+    }
     (run / "metrics.json").write_text(json.dumps(record))
     np.savez(run / "topk.npz", top_k=top_k.numpy().astype(np.int32))
     return run / "metrics.json", run / "topk.npz"
@@ -62,17 +68,30 @@ def test_a_rerank_that_changes_nothing_is_flagged_and_one_that_does_is_not(tmp_p
     metric_paths, topk_paths = zip(*paths)
     unchanged = flags.unchanged_on_base(metric_paths, topk_paths)
     assert unchanged.to_dict("records") == [{"method": "rerank", "base": "ease", "seed_pairs": 2, "n_users": N_USERS}]
-    summary = pd.DataFrame([{"dataset": "toy", "method": m, "n_seeds": 2, "seeds": "0 1", "ndcg@100_mean": 0.1,
-                             "ndcg@100_std": 0.0} for m in ("ease", "rerank", "rerank_mid", "rerank_once")])  # fmt: skip
+    summary = pd.DataFrame(
+        [
+            {"dataset": "toy", "method": m, "n_seeds": 2, "seeds": "0 1", "ndcg@100_mean": 0.1, "ndcg@100_std": 0.0}
+            for m in ("ease", "rerank", "rerank_mid", "rerank_once")
+        ]
+    )
     markdown = tables.summary_markdown(summary, "toy", unchanged=unchanged)
-    assert "## Flags\n\n- **rerank changed nothing**: its top-k test lists equal those of its base ease for every test user, in each of the 2 seeds" in markdown
+    assert (
+        "## Flags\n\n- **rerank changed nothing**: its top-k test lists equal those of its base ease for every test user, in each of the 2 seeds"
+        in markdown
+    )
     assert "rerank_mid changed" not in markdown and "rerank_once changed" not in markdown
     assert "## Flags" not in tables.summary_markdown(summary, "toy", unchanged=unchanged.iloc[:0])
 
     # Its seeds spread (as ease's do) but it is ease: not flagged again as seeds that disagree,
     # unless compared with another reference.
-    runs = pd.DataFrame({"dataset": "toy", "method": ["ease", "ease", "rerank", "rerank", "other", "other"],
-                         "seed": [0, 1] * 3, "ndcg@100": [0.40, 0.42, 0.40, 0.42, 0.41, 0.41]})  # fmt: skip
+    runs = pd.DataFrame(
+        {
+            "dataset": "toy",
+            "method": ["ease", "ease", "rerank", "rerank", "other", "other"],
+            "seed": [0, 1] * 3,
+            "ndcg@100": [0.40, 0.42, 0.40, 0.42, 0.41, 0.41],
+        }
+    )
     assert flags.seed_disagreements(runs, "ease")["method"].tolist() == ["rerank"]
     assert flags.seed_disagreements(runs, "ease", unchanged).empty
     assert flags.seed_disagreements(runs, "other", unchanged)["method"].tolist() == ["ease", "rerank"]

@@ -190,7 +190,7 @@ def test_netflix_movie_file_cut_in_its_last_line_looks_truncated(tmp_path):
     movie = sorted(texts)[len(texts) // 2]
     last_start = texts[movie].rindex(b"\n", 0, len(texts[movie]) - 1) + 1
     path = tmp_path / "training_set.tar"
-    for where, offset in netflix_cut_points(texts[movie][last_start:-1]).items():
+    for _where, offset in netflix_cut_points(texts[movie][last_start:-1]).items():
         with tarfile.open(path, "w") as archive:
             for number in sorted(texts):
                 data = texts[number][: last_start + offset] if number == movie else texts[number]
@@ -274,7 +274,9 @@ def test_string_ids_keep_their_text(tmp_path):
 def test_netflix_combined_needs_all_four_files(raw_files):
     files = raw_files("netflix-combined", synthetic_for_format("netflix-combined", seed=12))
     for given in (files[:1], files[:3], [*files[:3], files[0].with_name("combined_data_5.txt")]):
-        with pytest.raises(RawFormatError, match=r"netflix-combined reads all four files combined_data_1.txt, .*_4.txt"):
+        with pytest.raises(
+            RawFormatError, match=r"netflix-combined reads all four files combined_data_1.txt, .*_4.txt"
+        ):
             read_interactions("netflix-combined", given)
 
 
@@ -289,17 +291,27 @@ def delimited(tmp_path, text: str, **options) -> tuple[list, dict]:
 
 def test_delimited_by_position_without_header_or_rating(tmp_path):
     files, source = delimited(
-        tmp_path, "2024-01-02\tb 7\tu10\n2024-01-03\ta\tu9\n2024-01-04\ta\tu10\n",
-        sep="\t", header=False, columns={"user": 2, "item": 1, "timestamp": 0},
-    )  # fmt: skip
+        tmp_path,
+        "2024-01-02\tb 7\tu10\n2024-01-03\ta\tu9\n2024-01-04\ta\tu10\n",
+        sep="\t",
+        header=False,
+        columns={"user": 2, "item": 1, "timestamp": 0},
+    )
     got = read_interactions("delimited", files, source)
     assert list(got.columns) == ["user", "item"]
-    assert list(zip(got["user"].astype(object), got["item"].astype(object))) == [("u10", "b 7"), ("u9", "a"), ("u10", "a")]
+    assert list(zip(got["user"].astype(object), got["item"].astype(object))) == [
+        ("u10", "b 7"),
+        ("u9", "a"),
+        ("u10", "a"),
+    ]
 
 
 def test_delimited_quoted_fields_keep_the_separator(tmp_path):
     files, source = delimited(
-        tmp_path, 'who,what,score\n"Smith, J.",x,4\n"Doe, A.","y,z",5\n', sep=",", columns={"user": "who", "item": "what", "rating": "score"}
+        tmp_path,
+        'who,what,score\n"Smith, J.",x,4\n"Doe, A.","y,z",5\n',
+        sep=",",
+        columns={"user": "who", "item": "what", "rating": "score"},
     )
     assert rows(read_interactions("delimited", files, source)) == [("Smith, J.", "x", 4.0), ("Doe, A.", "y,z", 5.0)]
 
@@ -307,22 +319,53 @@ def test_delimited_quoted_fields_keep_the_separator(tmp_path):
 @pytest.mark.parametrize(
     "text, options, problem",
     [
-        ("u;i;r\n", {"columns": {"user": "u", "item": "product"}}, "line 1: the header has no column 'product' (columns.item)"),
-        ("1;2\n3;4\n", {"header": False, "columns": {"user": 0, "item": 2}}, "line 1: columns.item is position 2, but the line has 2 fields"),
-        ("u;i;r\na;b;5\nc;d\n", {"columns": {"user": "u", "item": "i", "rating": "r"}}, "line 3: expected 3 fields separated by ';', found 2"),
+        (
+            "u;i;r\n",
+            {"columns": {"user": "u", "item": "product"}},
+            "line 1: the header has no column 'product' (columns.item)",
+        ),
+        (
+            "1;2\n3;4\n",
+            {"header": False, "columns": {"user": 0, "item": 2}},
+            "line 1: columns.item is position 2, but the line has 2 fields",
+        ),
+        (
+            "u;i;r\na;b;5\nc;d\n",
+            {"columns": {"user": "u", "item": "i", "rating": "r"}},
+            "line 3: expected 3 fields separated by ';', found 2",
+        ),
         ("u;i;r\na;b;5\n;d;4\n", {"columns": {"user": "u", "item": "i", "rating": "r"}}, "line 3: bad user value"),
-        ("u;i;r\na;b;5\nc;d;many\n", {"columns": {"user": "u", "item": "i", "rating": "r"}}, "line 3: bad rating value b'many'"),
-        ("u;i;r\na;b;5\nc;d", {"columns": {"user": "u", "item": "i", "rating": "r"}},
-         "line 3: expected 3 fields separated by ';', found 2: b'c;d' (truncated or malformed file?); it is the last "
-         "line, and the file does not end with a newline, so it looks truncated"),
-        ("u;i;r\r\na;b;5\r\nc;d;", {"columns": {"user": "u", "item": "i", "rating": "r"}},
-         "line 3: bad rating value b'' in b'c;d;'; it is the last line, and the file does not end with a newline"),
-        ('u;i;r\nx;y;3\n"line1\nline2";b;5\nc;d;4\n', {"columns": {"user": "u", "item": "i", "rating": "r"}},
-         "line 3: the user id 'line1\\nline2' holds a line break; the split writes ids one a line"),
-        ('u;i;r\nx;y;3\nc;"a\r\nb";4\n', {"columns": {"user": "u", "item": "i", "rating": "r"}},
-         "line 3: the item id 'a\\r\\nb' holds a line break"),
-        ("u;i;r\nx;y;3\nc;d;4\nc;it\u2028em;4\n", {"columns": {"user": "u", "item": "i", "rating": "r"}},
-         "line 4: the item id 'it\\u2028em' holds a line break"),
+        (
+            "u;i;r\na;b;5\nc;d;many\n",
+            {"columns": {"user": "u", "item": "i", "rating": "r"}},
+            "line 3: bad rating value b'many'",
+        ),
+        (
+            "u;i;r\na;b;5\nc;d",
+            {"columns": {"user": "u", "item": "i", "rating": "r"}},
+            "line 3: expected 3 fields separated by ';', found 2: b'c;d' (truncated or malformed file?); it is the last "
+            "line, and the file does not end with a newline, so it looks truncated",
+        ),
+        (
+            "u;i;r\r\na;b;5\r\nc;d;",
+            {"columns": {"user": "u", "item": "i", "rating": "r"}},
+            "line 3: bad rating value b'' in b'c;d;'; it is the last line, and the file does not end with a newline",
+        ),
+        (
+            'u;i;r\nx;y;3\n"line1\nline2";b;5\nc;d;4\n',
+            {"columns": {"user": "u", "item": "i", "rating": "r"}},
+            "line 3: the user id 'line1\\nline2' holds a line break; the split writes ids one a line",
+        ),
+        (
+            'u;i;r\nx;y;3\nc;"a\r\nb";4\n',
+            {"columns": {"user": "u", "item": "i", "rating": "r"}},
+            "line 3: the item id 'a\\r\\nb' holds a line break",
+        ),
+        (
+            "u;i;r\nx;y;3\nc;d;4\nc;it\u2028em;4\n",
+            {"columns": {"user": "u", "item": "i", "rating": "r"}},
+            "line 4: the item id 'it\\u2028em' holds a line break",
+        ),
         ("", {"columns": {"user": "customer", "item": "i"}}, "the file is empty"),
         ("", {"header": False, "columns": {"user": 0, "item": 1}}, "the file is empty"),
         ("\n\r\n", {"columns": {"user": "customer", "item": "i"}}, "the file is empty (blank lines only)"),
@@ -339,12 +382,16 @@ def test_delimited_bad_lines_are_named(tmp_path, text, options, problem):
 def test_a_delimited_file_without_a_final_newline_is_read_whole(tmp_path):
     """Own data need not end with a newline (the HetRec Last.fm file: tab-separated, CRLF, none at
     the end): a last line that parses whole is read, blank lines counted as ever."""
-    files, source = delimited(tmp_path, "", sep="\t", columns={"user": "userID", "item": "artistID", "rating": "weight"})
+    files, source = delimited(
+        tmp_path, "", sep="\t", columns={"user": "userID", "item": "artistID", "rating": "weight"}
+    )
     files[0].write_bytes(b"userID\tartistID\tweight\r\n2\t51\t13883\r\n\r\n2\t52\t11690\r\n3\t51\t228")
     anomalies = Anomalies()
     assert rows(read_interactions("delimited", files, source, anomalies)) == [
-        ("2", "51", 13883.0), ("2", "52", 11690.0), ("3", "51", 228.0)
-    ]  # fmt: skip
+        ("2", "51", 13883.0),
+        ("2", "52", 11690.0),
+        ("3", "51", 228.0),
+    ]
     assert anomalies.as_dict() == {"blank_lines": {"count": 1, "first": f"{files[0]}, line 3", "action": "skipped"}}
 
 
@@ -358,9 +405,15 @@ def test_an_empty_file_of_a_known_format_says_so(tmp_path):
 @pytest.mark.parametrize(
     "options, problem",
     [
-        ({"sep": ";;", "columns": {"user": 0, "item": 1}}, r"here\.sep: the delimited format needs one separator character"),
+        (
+            {"sep": ";;", "columns": {"user": 0, "item": 1}},
+            r"here\.sep: the delimited format needs one separator character",
+        ),
         ({"sep": '"', "columns": {"user": 0, "item": 1}}, r"here\.sep: .* not a quote"),
-        ({"sep": ";", "header": False, "columns": {"user": "who", "item": 1}}, r"here\.columns\.user: 'who' is a column name, but header is false"),
+        (
+            {"sep": ";", "header": False, "columns": {"user": "who", "item": 1}},
+            r"here\.columns\.user: 'who' is a column name, but header is false",
+        ),
         ({"sep": ";", "columns": {"user": 0}}, r"here\.columns: needs user and item, .* missing \['item'\]"),
         ({"sep": ";", "columns": {"user": 0, "item": 1, "when": 2}}, r"here\.columns: .* unknown \['when'\]"),
         ({"sep": ";", "columns": {"user": 0, "item": 0}}, r"here\.columns: \['0'\] given for more than one"),
@@ -409,4 +462,8 @@ def test_netflix_blank_lines_are_skipped_and_counted(tmp_path):
     anomalies = Anomalies()
     got = read_interactions("netflix-combined", sorted(folder.iterdir()), anomalies=anomalies)
     assert rows(got) == [(10, 3, 4.0), (11, 3, 7.0), (12, 4, 1.0), (10, 6, 0.0)]  # out of 1-5: kept here
-    assert anomalies.as_dict()["blank_lines"] == {"count": 4, "first": f"{folder / 'combined_data_1.txt'}, line 1", "action": "skipped"}
+    assert anomalies.as_dict()["blank_lines"] == {
+        "count": 4,
+        "first": f"{folder / 'combined_data_1.txt'}, line 1",
+        "action": "skipped",
+    }

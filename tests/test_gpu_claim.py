@@ -44,7 +44,7 @@ class Job:
     def __init__(self, env: dict, count: int = 1, lock_dir: Path | None = None, log: Path | None = None):
         """With `log`, the job's log goes to that file and the claim is read later (`read_claim`)."""
         args = [sys.executable, "-c", CLAIMER, str(count)] + ([str(lock_dir)] if lock_dir else [])
-        stderr = subprocess.PIPE if log is None else open(log, "w")
+        stderr = subprocess.PIPE if log is None else open(log, "w")  # noqa: SIM115 (the child writes it while it runs)
         self.process = subprocess.Popen(
             args, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True
         )
@@ -65,8 +65,11 @@ class Job:
 @pytest.fixture
 def env(tmp_path):
     """A clean environment: no GPUs, no SLURM, locks in a folder of this test's own."""
-    clean = {k: v for k, v in os.environ.items()
-             if k not in ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER") and not k.startswith("SLURM_")}
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER") and not k.startswith("SLURM_")
+    }
     clean["PYTHONPATH"] = str(REPO / "workflow_scripts")
     clean["SEMTAIL_GPU_LOCK_DIR"] = str(tmp_path / "locks")
     clean["SEMTAIL_GPU_WAIT_S"] = "0"  # fail at once when the GPUs are taken; test_blocked_job_waits waits

@@ -26,10 +26,12 @@ def test_a_copied_method_module_runs_and_matches_its_original(tmp_path, raw_file
     shutil.copy2(workdir / MODELS / "ease.py", workdir / MODELS / "ease_copy.py")
     (raw,) = raw_files("ml-100k", synthetic_ratings(seed=3, n_users=300, n_items=120, mean_per_user=25))
     config = yaml.safe_load((REPO / "config.yaml").read_text())
-    config["datasets"] = {"toy": {
-        "sources": [{"path": str(raw), "format": "ml-100k"}],
-        "preprocess": {"threshold": 3.5, "min_uc": 5, "min_sc": 0, "n_heldout": 30, "seed": 1, "test_prop": 0.2},
-    }}  # fmt: skip
+    config["datasets"] = {
+        "toy": {
+            "sources": [{"path": str(raw), "format": "ml-100k"}],
+            "preprocess": {"threshold": 3.5, "min_uc": 5, "min_sc": 0, "n_heldout": 30, "seed": 1, "test_prop": 0.2},
+        }
+    }
     config["evaluation"]["coverage_block_size"] = 10
     config["seeds"] = [0]
     config["compute"]["device"] = "cpu"

@@ -70,15 +70,23 @@ def ranking_cases(draw, max_users=6, max_items=9):
     """Integer scores (many ties), fold-in and held-out sets that never overlap."""
     n_users = draw(st.integers(1, max_users))
     n_items = draw(st.integers(1, max_items))
-    scores = draw(st.lists(st.lists(st.integers(-3, 3), min_size=n_items, max_size=n_items), min_size=n_users, max_size=n_users))
+    scores = draw(
+        st.lists(st.lists(st.integers(-3, 3), min_size=n_items, max_size=n_items), min_size=n_users, max_size=n_users)
+    )
     # per item: 0 neither, 1 fold-in, 2 held out
-    roles = draw(st.lists(st.lists(st.integers(0, 2), min_size=n_items, max_size=n_items), min_size=n_users, max_size=n_users))
+    roles = draw(
+        st.lists(st.lists(st.integers(0, 2), min_size=n_items, max_size=n_items), min_size=n_users, max_size=n_users)
+    )
     k = draw(st.integers(1, n_items + 3))
     return np.array(scores, dtype=np.float32), np.array(roles), k
 
 
 def tensors(scores, roles):
-    return torch.tensor(scores), torch.tensor(roles == 1, dtype=torch.float32), torch.tensor(roles == 2, dtype=torch.float32)
+    return (
+        torch.tensor(scores),
+        torch.tensor(roles == 1, dtype=torch.float32),
+        torch.tensor(roles == 2, dtype=torch.float32),
+    )
 
 
 def nan_equal(a, b, tol=1e-6):
@@ -106,8 +114,12 @@ def brute_ranking(scores, excluded=()):
 
 def test_an_excluded_item_never_takes_the_slot_of_an_item_scored_minus_infinity():
     inf = math.inf
-    assert metrics.recommend(torch.tensor([[-inf, -inf, 1.0]]), 2, exclude=torch.tensor([[1, 0, 0]])).tolist() == [[2, 1]]
-    assert metrics.rank_top_k(torch.tensor([[-inf, -inf, 1.0]]), 3, exclude=torch.tensor([[1, 0, 0]])).tolist() == [[2, 1, 0]]
+    assert metrics.recommend(torch.tensor([[-inf, -inf, 1.0]]), 2, exclude=torch.tensor([[1, 0, 0]])).tolist() == [
+        [2, 1]
+    ]
+    assert metrics.rank_top_k(torch.tensor([[-inf, -inf, 1.0]]), 3, exclude=torch.tensor([[1, 0, 0]])).tolist() == [
+        [2, 1, 0]
+    ]
 
 
 @settings(max_examples=80, deadline=None)
@@ -359,7 +371,14 @@ def test_gini_extremes():
 
 def test_long_tail_boundary_and_ties():
     # total 20, share 0.2 -> at most 4 interactions: levels 1 (cumulative 2) and 2 (4) are in, 3 (10) is out
-    assert run_metrics.long_tail_items(np.array([3, 1, 10, 2, 1, 3]), 0.2).tolist() == [False, True, False, True, True, False]
+    assert run_metrics.long_tail_items(np.array([3, 1, 10, 2, 1, 3]), 0.2).tolist() == [
+        False,
+        True,
+        False,
+        True,
+        True,
+        False,
+    ]
     # a level that would pass the share is out as a whole, even if part of it would fit
     assert run_metrics.long_tail_items(np.array([2, 2, 2, 14]), 0.2).tolist() == [False, False, False, False]
     # items without interactions are always in

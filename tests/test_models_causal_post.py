@@ -44,7 +44,9 @@ def test_pd_prediction_loss_and_gradient_against_a_hand_computed_case():
     per_item = [1000 * sum((y_hat[u][i] - INTERACTIONS[u][i]) ** 2 for u in range(2)) / 2 for i in range(3)]
     # ∂loss/∂x̂_ui = (1/3) · 1000 · 2 (ŷ − x) / 2 · f_i · ELU″(x̂_ui), ELU″ = e^z for z ≤ 0, 1 above
     slope = [[math.exp(-1), math.exp(0.0), 1.0], [1.0, math.exp(-0.5), 1.0]]
-    gradient = [[1000 * (y_hat[u][i] - INTERACTIONS[u][i]) * f[i] * slope[u][i] / 3 for i in range(3)] for u in range(2)]
+    gradient = [
+        [1000 * (y_hat[u][i] - INTERACTIONS[u][i]) * f[i] * slope[u][i] / 3 for i in range(3)] for u in range(2)
+    ]
 
     objective = causal.DeconfoundedObjective(causal.popularity_factor(COUNTS, GAMMA).double())
     predictions = torch.tensor(SCORES, dtype=torch.float64, requires_grad=True)
@@ -65,7 +67,9 @@ def test_pd_prediction_loss_and_gradient_against_a_hand_computed_case():
     torch.testing.assert_close(z32.grad, z.grad)
 
 
-def numpy_pd_steps(X: np.ndarray, batches, factor: np.ndarray, lr: float, wd: float, momentum: float = 0.9) -> np.ndarray:
+def numpy_pd_steps(
+    X: np.ndarray, batches, factor: np.ndarray, lr: float, wd: float, momentum: float = 0.9
+) -> np.ndarray:
     """U after SGD steps on mean_i ℓ_i of PD's prediction, in float64 from the formulas: the
     gradient's diagonal dropped, weight decay added, momentum starting at the first gradient."""
     n_items = X.shape[1]
@@ -86,7 +90,11 @@ def numpy_pd_steps(X: np.ndarray, batches, factor: np.ndarray, lr: float, wd: fl
 
 
 def test_causal_training_steps_match_sgd_on_the_loss_written_out(monkeypatch):
-    monkeypatch.setattr(causal, "train", lambda data, hyperparameters, run, objective: training.Trainer(data, hyperparameters, run, objective))
+    monkeypatch.setattr(
+        causal,
+        "train",
+        lambda data, hyperparameters, run, objective: training.Trainer(data, hyperparameters, run, objective),
+    )
     trainer = causal.fit(DATA, completed("causal", {**SGD, "gamma": 0.7}), TrainingRun("toy", "causal", 0))
     batches = [(0, 32), (32, 64), (64, 96), (96, 128)]
     for start, stop in batches:
@@ -119,10 +127,18 @@ def split_files(folder):
 def test_post_with_gamma_zero_returns_its_base_lists_exactly(tmp_path):
     inputs = split_files(tmp_path)
     job = dict(dataset="toy", seed=0, device=torch.device("cpu"), environment={"device": "cpu"}, code_version="test")
-    train_and_save(method="ease", hyperparameters=SGD | {"lr": 0.002}, inputs=inputs, output=tmp_path / "ease.pt", **job)
+    train_and_save(
+        method="ease", hyperparameters=SGD | {"lr": 0.002}, inputs=inputs, output=tmp_path / "ease.pt", **job
+    )
     for gamma in (0.0, 0.05):
-        train_and_save(method="post", variant=f"post{gamma}", hyperparameters={"base": "ease", "gamma": gamma},
-                       inputs={**inputs, "base_model": str(tmp_path / "ease.pt")}, output=tmp_path / f"post{gamma}.pt", **job)  # fmt: skip
+        train_and_save(
+            method="post",
+            variant=f"post{gamma}",
+            hyperparameters={"base": "ease", "gamma": gamma},
+            inputs={**inputs, "base_model": str(tmp_path / "ease.pt")},
+            output=tmp_path / f"post{gamma}.pt",
+            **job,
+        )
     split = ev.Split(DATA.train, DATA.validation_tr, DATA.validation_te)
     settings = {"ks": [5, 10], "coverage_block_size": 20, "tail_interaction_share": 0.2, "batch_size": 16}
     base_record, base = ev.evaluate_model_file(tmp_path / "ease.pt", split, settings, torch.device("cpu"))
@@ -138,10 +154,24 @@ def test_post_with_gamma_zero_returns_its_base_lists_exactly(tmp_path):
 
 def test_post_needs_a_base_that_scores_by_an_item_item_matrix():
     train = sp.csr_matrix(np.eye(3, dtype=np.float32))
-    mostpop = {"dataset": "toy", "method": "mostpop", "variant": "mostpop", "seed": 0, "n_items": 3,
-               "state": {"popularity": torch.ones(3)}}  # fmt: skip
+    mostpop = {
+        "dataset": "toy",
+        "method": "mostpop",
+        "variant": "mostpop",
+        "seed": 0,
+        "n_items": 3,
+        "state": {"popularity": torch.ones(3)},
+    }
     with pytest.raises(ValueError, match="'mostpop' is a mostpop run, which does not score by an item–item matrix"):
-        post.fit(TrainingData(train, train, train, base_model=mostpop), completed("post", {"base": "mostpop", "gamma": 0.1}), TrainingRun("toy", "post", 0))
+        post.fit(
+            TrainingData(train, train, train, base_model=mostpop),
+            completed("post", {"base": "mostpop", "gamma": 0.1}),
+            TrainingRun("toy", "post", 0),
+        )
     wrong_seed = {**mostpop, "method": "ease", "variant": "ease", "seed": 1, "state": {"U": torch.eye(3)}}
     with pytest.raises(ValueError, match="expected"):
-        post.fit(TrainingData(train, train, train, base_model=wrong_seed), completed("post", {"base": "ease", "gamma": 0.1}), TrainingRun("toy", "post", 0))
+        post.fit(
+            TrainingData(train, train, train, base_model=wrong_seed),
+            completed("post", {"base": "ease", "gamma": 0.1}),
+            TrainingRun("toy", "post", 0),
+        )

@@ -85,7 +85,9 @@ def test_sgd_ease_approaches_closed_form_with_matching_regularisation():
 
 
 def test_ease_closed_refuses_a_non_positive_l2():
-    with pytest.raises(registry.HyperparameterError, match="hyperparameters.ease_closed.l2: 0.0 must be greater than 0"):
+    with pytest.raises(
+        registry.HyperparameterError, match="hyperparameters.ease_closed.l2: 0.0 must be greater than 0"
+    ):
         completed("ease_closed", {"l2": 0.0})
 
 

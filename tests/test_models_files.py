@@ -27,7 +27,6 @@ def test_every_method_is_trained_here():
     assert set(METHODS) <= set(settings(batch_size=32))
 
 
-
 @pytest.fixture(scope="module")
 def model_files(split_files, tmp_path_factory):
     out = tmp_path_factory.mktemp("models")
@@ -135,7 +134,7 @@ class FullDisk(io.RawIOBase):
     """A file that takes `room` bytes, then fails as a full disk does (ENOSPC)."""
 
     def __init__(self, path, room: int):
-        self.handle, self.room = open(path, "wb"), room
+        self.handle, self.room = open(path, "wb"), room  # noqa: SIM115 (closed by close())
 
     def writable(self):
         return True
@@ -190,15 +189,25 @@ def test_item_weights_are_there_exactly_for_methods_that_declare_them(tmp_path, 
 
 def test_declared_defaults_are_recorded_and_wrong_values_named(split_files, tmp_path):
     inputs = {name: str(split_files / f"{name}.npz") for name in ("train", "validation_tr", "validation_te")}
-    job = dict(dataset="toy", method="ipw", seed=0, inputs=inputs, device=torch.device("cpu"),
-               environment={"device": "cpu"}, code_version="test", variant="ipw_default")  # fmt: skip
+    job = dict(
+        dataset="toy",
+        method="ipw",
+        seed=0,
+        inputs=inputs,
+        device=torch.device("cpu"),
+        environment={"device": "cpu"},
+        code_version="test",
+        variant="ipw_default",
+    )
     without_lam = {k: v for k, v in HYPERPARAMETERS["ipw"].items() if k != "lam"}
     model = train_and_save(hyperparameters=without_lam, output=tmp_path / "ipw.pt", **job)
     assert model["hyperparameters"] == {**without_lam, "lam": 1.0} == load_model(tmp_path / "ipw.pt")["hyperparameters"]
     with pytest.raises(ValueError, match="hyperparameters.ipw_default.alpha: -1 must be at least 0"):
         train_and_save(hyperparameters={**without_lam, "alpha": -1}, output=tmp_path / "bad.pt", **job)
     with pytest.raises(ValueError, match=r"hyperparameters.ipw_default: missing \['alpha'\]"):
-        train_and_save(hyperparameters={k: v for k, v in without_lam.items() if k != "alpha"}, output=tmp_path / "bad.pt", **job)
+        train_and_save(
+            hyperparameters={k: v for k, v in without_lam.items() if k != "alpha"}, output=tmp_path / "bad.pt", **job
+        )
     assert not (tmp_path / "bad.pt").exists()
 
 

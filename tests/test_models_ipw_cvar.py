@@ -57,7 +57,7 @@ def test_cvar_threshold_converges_to_the_quantile_with_the_learner_frozen(beta):
     entry_losses = (predictions - interactions).square().flatten().numpy()
     objective = cvar.TailObjective(lam=1.0, beta=beta, alr=2e-6)
     optimizer = torch.optim.SGD(objective.parameters(), lr=objective.alr)
-    for step in range(1500):
+    for _ in range(1500):
         rows = torch.randint(0, 400, (64,), generator=generator)
         optimizer.zero_grad()
         objective.batch_losses(predictions[rows], interactions[rows])["loss"].backward()

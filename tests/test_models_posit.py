@@ -14,9 +14,19 @@ from semtail.models.base import TrainingData, TrainingRun
 from semtail.models.synthetic import power_law_interactions
 
 HYPERPARAMETERS = {
-    "lr": 0.01, "wd": 0.0, "batch_size": 8, "epochs": 1, "patience": 1, "drop_last": False, "alr": 1.0, "nstd": 1.5,
-    "adversary": "2mlp2", "signal": "recall", "k": 2, "ties": "share",
-}  # fmt: skip
+    "lr": 0.01,
+    "wd": 0.0,
+    "batch_size": 8,
+    "epochs": 1,
+    "patience": 1,
+    "drop_last": False,
+    "alr": 1.0,
+    "nstd": 1.5,
+    "adversary": "2mlp2",
+    "signal": "recall",
+    "k": 2,
+    "ties": "share",
+}
 
 PREDICTIONS = torch.tensor([[0.9, 0.1, 0.5, 0.3], [0.2, 0.8, 0.7, 0.1]])
 INTERACTIONS = torch.tensor([[1.0, 1.0, 0.0, 1.0], [0.0, 1.0, 1.0, 1.0]])
@@ -27,9 +37,16 @@ def test_recall_signal_by_hand():
     recall = posit.recall_signal_share(PREDICTIONS, INTERACTIONS.to_sparse_csr(), 2, "recall")
     assert recall.tolist() == [1.0, 1.0, 1.0, 0.0]
     # recall_dist divides by min(k, |x_u|) = min(2, 3) = 2 for both users
-    assert posit.recall_signal_share(PREDICTIONS, INTERACTIONS.to_sparse_csr(), 2, "recall_dist").tolist() == [0.5, 0.5, 0.5, 0.0]
+    assert posit.recall_signal_share(PREDICTIONS, INTERACTIONS.to_sparse_csr(), 2, "recall_dist").tolist() == [
+        0.5,
+        0.5,
+        0.5,
+        0.0,
+    ]
     # a user with fewer positives than k: min(k, |x_u|) = 1
-    one = posit.recall_signal_share(torch.tensor([[0.1, 0.9, 0.5]]), torch.tensor([[0.0, 1.0, 0.0]]).to_sparse_csr(), 2, "recall_dist")
+    one = posit.recall_signal_share(
+        torch.tensor([[0.1, 0.9, 0.5]]), torch.tensor([[0.0, 1.0, 0.0]]).to_sparse_csr(), 2, "recall_dist"
+    )
     assert one.tolist() == [0.0, 1.0, 0.0]
     # the signal functions are public: an unknown signal is an error, not recall computed silently
     with pytest.raises(ValueError, match="unknown POSIT signal 'ndcg'"):
@@ -64,7 +81,13 @@ def test_recall_signal_matches_a_dense_computation():
 
 def test_accumulators_and_adversary_loss_by_hand():
     S, C = torch.zeros(4), torch.zeros(4)
-    posit.accumulate_(S, C, posit.recall_signal_share(PREDICTIONS, INTERACTIONS.to_sparse_csr(), 2, "recall"), torch.full((4,), 2.0), 0.9)
+    posit.accumulate_(
+        S,
+        C,
+        posit.recall_signal_share(PREDICTIONS, INTERACTIONS.to_sparse_csr(), 2, "recall"),
+        torch.full((4,), 2.0),
+        0.9,
+    )
     assert S.tolist() == [-1.0, -1.0, -1.0, 0.0] and C.tolist() == [2.0] * 4
     # a second batch of one user, whose top-2 are items 3 and 2, both positives
     second = posit.recall_signal_share(
@@ -90,7 +113,9 @@ def test_accumulators_and_adversary_loss_by_hand():
 def test_ones_aware_counts_and_unseen_items():
     S, C = torch.zeros(3), torch.zeros(3)
     interactions = torch.tensor([[1.0, 0.0, 0.0], [1.0, 1.0, 0.0]])
-    signal = posit.recall_signal_share(torch.tensor([[0.9, 0.5, 0.1], [0.9, 0.5, 0.1]]), interactions.to_sparse_csr(), 1, "recall")
+    signal = posit.recall_signal_share(
+        torch.tensor([[0.9, 0.5, 0.1], [0.9, 0.5, 0.1]]), interactions.to_sparse_csr(), 1, "recall"
+    )
     posit.accumulate_(S, C, signal, interactions.sum(dim=0), 0.9)
     assert S.tolist() == [-2.0, 0.0, 0.0] and C.tolist() == [2.0, 1.0, 0.0]
     # item 2 was never seen (C = 0): its ratio is 0, not NaN
@@ -129,10 +154,37 @@ def test_unknown_architecture_is_an_error():
 
 
 ARCHITECTURE_EXAMPLES = [
-    "linear", "2mlp1", "2mlp2", "2mlp10", "2mlp50", "2bmlp1", "2bmlp3", "2bmlp128", "2mlp2\n",
-    "2mlp0", "2mlp05", "2mlp", "2bmlp", "2bbmlp2", "3mlp2", "2cmlp2", "mlp2", "1mlp2", "linear2", "Linear", "LINEAR",
-    "2MLP2", "2mlp-1", "2mlp2.5", " linear", "linear ", "2mlp 2", "", "linear|2mlp2", "2mlp2\n\n",
-]  # fmt: skip
+    "linear",
+    "2mlp1",
+    "2mlp2",
+    "2mlp10",
+    "2mlp50",
+    "2bmlp1",
+    "2bmlp3",
+    "2bmlp128",
+    "2mlp2\n",
+    "2mlp0",
+    "2mlp05",
+    "2mlp",
+    "2bmlp",
+    "2bbmlp2",
+    "3mlp2",
+    "2cmlp2",
+    "mlp2",
+    "1mlp2",
+    "linear2",
+    "Linear",
+    "LINEAR",
+    "2MLP2",
+    "2mlp-1",
+    "2mlp2.5",
+    " linear",
+    "linear ",
+    "2mlp 2",
+    "",
+    "linear|2mlp2",
+    "2mlp2\n\n",
+]
 
 
 def test_the_adversary_pattern_and_the_architecture_parser_accept_the_same_strings():
@@ -142,19 +194,33 @@ def test_the_adversary_pattern_and_the_architecture_parser_accept_the_same_strin
     declared = {name for name in ARCHITECTURE_EXAMPLES if registry.value_problem(spec, name) is None}
     parsed = {name for name in ARCHITECTURE_EXAMPLES if posit.ARCHITECTURE.match(name)}
     assert declared == parsed
-    assert {name.strip() for name in parsed} == {"linear", "2mlp1", "2mlp2", "2mlp10", "2mlp50", "2bmlp1", "2bmlp3", "2bmlp128"}
+    assert {name.strip() for name in parsed} == {
+        "linear",
+        "2mlp1",
+        "2mlp2",
+        "2mlp10",
+        "2mlp50",
+        "2bmlp1",
+        "2bmlp3",
+        "2bmlp128",
+    }
 
 
 @pytest.mark.parametrize("value", ["false", 0, None])
 def test_ones_aware_must_be_a_boolean(value):
     X = sp.csr_matrix(np.eye(4, dtype=np.float32))
-    with pytest.raises(registry.HyperparameterError, match=f"hyperparameters.posit.ones_aware: {re.escape(repr(value))} is not a boolean"):
+    with pytest.raises(
+        registry.HyperparameterError,
+        match=f"hyperparameters.posit.ones_aware: {re.escape(repr(value))} is not a boolean",
+    ):
         objective_for(X, ones_aware=value)
 
 
 def objective_for(X: sp.csr_matrix, **changes) -> posit.AdversarialObjective:
     data = TrainingData(train=X, validation_tr=X, validation_te=X)
-    objective = posit.AdversarialObjective(data, completed("posit", {**HYPERPARAMETERS, **changes}), torch.device("cpu"))
+    objective = posit.AdversarialObjective(
+        data, completed("posit", {**HYPERPARAMETERS, **changes}), torch.device("cpu")
+    )
     objective.initialize(torch.Generator().manual_seed(0))
     return objective
 
@@ -172,7 +238,7 @@ def test_weights_rise_on_under_served_items(architecture):
     optimizer = torch.optim.SGD(objective.parameter_groups())
     served_first = torch.cat([torch.linspace(2, 1, 10), torch.linspace(0.5, 0, 10)])
     interactions = torch.from_numpy(X.toarray())
-    for step in range(30):
+    for _ in range(30):
         rows = torch.randint(0, 200, (32,), generator=generator)
         predictions = served_first.expand(32, -1).clone().requires_grad_(True)
         losses = objective.batch_losses(predictions, interactions[rows])
@@ -322,7 +388,9 @@ def test_the_objective_uses_the_configured_tie_rule():
         objective = objective_for(X, ties=ties)
         objective.batch_losses(torch.zeros(8, 30, requires_grad=True), interactions)
         np.testing.assert_allclose(objective.S.numpy(), -expected.numpy(), rtol=1e-6)
-    with pytest.raises(registry.HyperparameterError, match="hyperparameters.posit.ties: 'random' is not one of topk, share"):
+    with pytest.raises(
+        registry.HyperparameterError, match="hyperparameters.posit.ties: 'random' is not one of topk, share"
+    ):
         objective_for(X, ties="random")
 
 
@@ -342,7 +410,9 @@ def test_initialisations():
     linear = posit.Adversary("linear", 400, nstd=1.0)
     linear.initialize(torch.Generator().manual_seed(0), "authors")  # the authors' Linear keeps its default bias
     assert linear.first.abs().max() == 0 and 0 < linear.bias.abs().item() <= 1 / np.sqrt(400)
-    with pytest.raises(registry.HyperparameterError, match="hyperparameters.posit.adversary_init: 'zero' is not one of authors, random"):
+    with pytest.raises(
+        registry.HyperparameterError, match="hyperparameters.posit.adversary_init: 'zero' is not one of authors, random"
+    ):
         completed("posit", {**HYPERPARAMETERS, "adversary_init": "zero"})
 
 
@@ -353,11 +423,20 @@ def test_a_randomly_initialised_adversary_keeps_learning(architecture):
     moving in every epoch."""
     data = TrainingData(*[power_law_interactions(n, 60, 8, seed=s) for n, s in ((300, 0), (60, 1), (60, 2))])
     hyperparameters = {
-        **HYPERPARAMETERS, "batch_size": 32, "epochs": 5, "patience": 5, "adversary": architecture, "k": 10,
-        "signal": "recall_dist", "ties": "topk", "drop_last": True,
-    }  # fmt: skip
+        **HYPERPARAMETERS,
+        "batch_size": 32,
+        "epochs": 5,
+        "patience": 5,
+        "adversary": architecture,
+        "k": 10,
+        "signal": "recall_dist",
+        "ties": "topk",
+        "drop_last": True,
+    }
     histories = {
-        init: posit.fit(data, completed("posit", {**hyperparameters, "adversary_init": init}), TrainingRun("toy", "posit", 0)).history
+        init: posit.fit(
+            data, completed("posit", {**hyperparameters, "adversary_init": init}), TrainingRun("toy", "posit", 0)
+        ).history
         for init in ("authors", "random")
     }
     authors = [entry["weight_change"] for entry in histories["authors"]]

@@ -71,13 +71,22 @@ def test_rerank_matches_a_brute_force_sort():
 
 
 def base_model(method="ease", seed=0, n_items=3):
-    return {"dataset": "toy", "method": method, "variant": method, "seed": seed, "n_items": n_items, "state": {"U": torch.eye(n_items)}}
+    return {
+        "dataset": "toy",
+        "method": method,
+        "variant": method,
+        "seed": seed,
+        "n_items": n_items,
+        "state": {"U": torch.eye(n_items)},
+    }
 
 
 def test_fit_wraps_the_base_model_and_training_popularity():
     train = sp.csr_matrix(np.array([[1, 0, 1], [1, 1, 0], [1, 0, 0]], dtype=np.float32))
     data = TrainingData(train, train, train, base_model=base_model())
-    fitted = rerank.fit(data, completed("rerank", {"base": "ease", "high": 0.5, "low": 0.1}), TrainingRun("toy", "rerank", 0))
+    fitted = rerank.fit(
+        data, completed("rerank", {"base": "ease", "high": 0.5, "low": 0.1}), TrainingRun("toy", "rerank", 0)
+    )
     assert fitted.state["popularity"].tolist() == [3.0, 1.0, 1.0]
     assert torch.equal(fitted.state["base"], torch.eye(3))
 
@@ -87,14 +96,22 @@ def test_fit_wraps_the_base_model_and_training_popularity():
     [
         (base_model(seed=1), {"base": "ease", "high": 0.5, "low": 0.1}, "seed"),
         (base_model(method="ease_closed"), {"base": "ease", "high": 0.5, "low": 0.1}, "base model"),
-        (base_model(), {"base": "ease", "high": 0.1, "low": 0.5}, r"hyperparameters.rerank: high \(0.1\) must be greater than low \(0.5\)"),
+        (
+            base_model(),
+            {"base": "ease", "high": 0.1, "low": 0.5},
+            r"hyperparameters.rerank: high \(0.1\) must be greater than low \(0.5\)",
+        ),
     ],
 )
 def test_a_job_refuses_a_mismatched_base_or_thresholds(base, hyperparameters, message):
     """The thresholds by the declaration's constraint, before fit; the base by fit."""
     train = sp.csr_matrix(np.eye(3, dtype=np.float32))
     with pytest.raises(ValueError, match=message):
-        rerank.fit(TrainingData(train, train, train, base_model=base), completed("rerank", hyperparameters), TrainingRun("toy", "rerank", 0))
+        rerank.fit(
+            TrainingData(train, train, train, base_model=base),
+            completed("rerank", hyperparameters),
+            TrainingRun("toy", "rerank", 0),
+        )
 
 
 def test_config_check_rejects_thresholds_out_of_order_for_any_dataset():

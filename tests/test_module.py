@@ -43,17 +43,24 @@ def download_code_version(checkout: Path) -> str:
     """semtail.provenance's code version of the download stage, computed on `checkout`'s files."""
     done = subprocess.run(
         [sys.executable, "-c", "from semtail.provenance import code_version; print(code_version('download'))"],
-        cwd=checkout, env={**os.environ, "PYTHONPATH": str(checkout / "workflow_scripts")},
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
+        cwd=checkout,
+        env={**os.environ, "PYTHONPATH": str(checkout / "workflow_scripts")},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return done.stdout.strip()
 
 
 def run_snakemake(folder: Path, *args: str) -> subprocess.CompletedProcess:
     done = subprocess.run(
         [sys.executable, "-m", "snakemake", "--cores", "2", *args],
-        cwd=folder, env=snakemake_env(), capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        cwd=folder,
+        env=snakemake_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     return done
 
@@ -65,10 +72,17 @@ def test_a_parent_workflow_plans_the_demo(tmp_path):
     runs = sum(len(plan.run_seeds(demo, "ml-100k", name)) for name in demo["methods"])
     jobs = Counter(rule for rule, _ in dry_run_blocks(done.stdout))
     assert jobs == {
-        "semtail_download": 1, "semtail_preprocess": 1, "semtail_train": runs, "semtail_evaluate": runs,
-        "semtail_aggregate": 1, "semtail_plot": 1, "semtail_plot_weight_landscape": 1, "semtail_plot_adversary": 1,
-        "semtail_resources_table": 1, "semtail_all": 1,
-    }  # fmt: skip
+        "semtail_download": 1,
+        "semtail_preprocess": 1,
+        "semtail_train": runs,
+        "semtail_evaluate": runs,
+        "semtail_aggregate": 1,
+        "semtail_plot": 1,
+        "semtail_plot_weight_landscape": 1,
+        "semtail_plot_adversary": 1,
+        "semtail_resources_table": 1,
+        "semtail_all": 1,
+    }
     blocks = dict(dry_run_blocks(done.stdout))
     assert blocks["semtail_aggregate"]["output"].startswith("results/ml-100k/summary.csv")  # in the parent's folder
 
@@ -88,7 +102,14 @@ def test_a_parent_workflows_jobs_run_the_modules_code(tmp_path):
     config["datasets"] = {
         "shop": {
             "sources": [{**DELIMITED_SOURCE, "path": str(csv)}],
-            "preprocess": {"threshold": 3.5, "min_uc": 5, "min_sc": 0, "n_heldout": 10, "seed": 98765, "test_prop": 0.2},
+            "preprocess": {
+                "threshold": 3.5,
+                "min_uc": 5,
+                "min_sc": 0,
+                "n_heldout": 10,
+                "seed": 98765,
+                "test_prop": 0.2,
+            },
         }
     }
     config["evaluation"]["coverage_block_size"] = 10

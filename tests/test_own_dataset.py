@@ -125,7 +125,10 @@ def test_every_method_is_evaluated_and_tabled(shop_run):
     for method in config["methods"]:
         run = "seed0" if method == "ease" else "seed-independent"  # mostpop and ease_closed run once
         metrics = json.loads((workdir / f"results/shop/{method}/{run}/metrics.json").read_text())
-        assert metrics["dataset"] == "shop" and metrics["n_test_users"] == config["datasets"]["shop"]["preprocess"]["n_heldout"]
+        assert (
+            metrics["dataset"] == "shop"
+            and metrics["n_test_users"] == config["datasets"]["shop"]["preprocess"]["n_heldout"]
+        )
     download_log = (workdir / "logs/download/shop.log").read_text()
     assert "cannot be verified" in download_log  # a path: source without a checksum
 
@@ -168,8 +171,12 @@ def test_experiments_splitting_one_dataset_otherwise_keep_their_own_splits(tmp_p
     configs = {}
     for experiment, n_heldout in (("first", 10), ("second", 12)):
         config = {**base, "experiment": experiment}
-        config["datasets"] = {"shop": {**base["datasets"]["shop"], "preprocess": {
-            **base["datasets"]["shop"]["preprocess"], "n_heldout": n_heldout}}}  # fmt: skip
+        config["datasets"] = {
+            "shop": {
+                **base["datasets"]["shop"],
+                "preprocess": {**base["datasets"]["shop"]["preprocess"], "n_heldout": n_heldout},
+            }
+        }
         (workdir / f"{experiment}.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         configs[experiment] = config
 

@@ -251,9 +251,13 @@ def test_odd_ratings_and_blank_lines_are_warned_about_and_recorded(raw_files, tm
 
     warnings = json.loads(outputs["stats"].read_text())["data_warnings"]
     assert warnings["ratings_outside_scale"] == {
-        "count": 2, "first": None, "action": "kept (the threshold still applies)",
-        "scale": [0.5, 5.0], "lowest": 0.0, "highest": 7.5,
-    }  # fmt: skip
+        "count": 2,
+        "first": None,
+        "action": "kept (the threshold still applies)",
+        "scale": [0.5, 5.0],
+        "lowest": 0.0,
+        "highest": 7.5,
+    }
     assert warnings["blank_lines"] == {"count": 1, "first": f"{path}, line 31", "action": "skipped"}
     assert warnings["non_finite_ratings"] == {"count": 1, "first": f"{path}, line 12", "action": "dropped"}
     log = (tmp_path / "preprocess.log").read_text()
@@ -272,7 +276,10 @@ def test_a_path_source_changed_in_place_is_refused(raw_files, tmp_path):
     provenance = downloaded("ml-20m", frame, raw_files, tmp_path)
     recorded = json.loads(provenance.read_text())
     raw = Path(recorded["files"][0])
-    assert recorded["verified"] == [] and recorded["file_checksums"][str(raw)]["sha256"] == hashlib.sha256(raw.read_bytes()).hexdigest()
+    assert (
+        recorded["verified"] == []
+        and recorded["file_checksums"][str(raw)]["sha256"] == hashlib.sha256(raw.read_bytes()).hexdigest()
+    )
     text = raw.read_text()
     assert ",4.0," in text
     raw.write_text(text.replace(",4.0,", ",5.0,", 1))
@@ -281,19 +288,29 @@ def test_a_path_source_changed_in_place_is_refused(raw_files, tmp_path):
     result = run_preprocess(tmp_path, provenance, {"dataset": "synthetic", "preprocess": SETTINGS["ml-20m"]}, outputs)
     assert result.returncode == 1
     assert f"{raw}: its sha256 is {hashlib.sha256(raw.read_bytes()).hexdigest()} now" in result.stderr
-    assert f"it changed since, rerun the download stage to use it as it is now (snakemake --forcerun {provenance})" in result.stderr
+    assert (
+        f"it changed since, rerun the download stage to use it as it is now (snakemake --forcerun {provenance})"
+        in result.stderr
+    )
 
 
 def test_a_threshold_on_data_without_ratings_is_refused(tmp_path):
     path = tmp_path / "clicks.csv"
     path.write_text("".join(f"u{u},i{(u * 7 + k) % 40}\n" for u in range(60) for k in range(8)))
     provenance = tmp_path / "raw/provenance.json"
-    fetch_dataset("clicks", [{"path": str(path), "format": "delimited", "sep": ",", "header": False, "columns": {"user": 0, "item": 1}}], provenance)
+    fetch_dataset(
+        "clicks",
+        [{"path": str(path), "format": "delimited", "sep": ",", "header": False, "columns": {"user": 0, "item": 1}}],
+        provenance,
+    )
     outputs = output_paths(tmp_path / "out")
     settings = {**SETTINGS["ml-20m"], "n_heldout": 5}
     result = run_preprocess(tmp_path, provenance, {"dataset": "clicks", "preprocess": settings}, outputs)
     assert result.returncode == 1
-    assert "datasets.clicks.preprocess.threshold is 3.5, but the data has no ratings (every row is a positive): set it to null or leave it out" in result.stderr
+    assert (
+        "datasets.clicks.preprocess.threshold is 3.5, but the data has no ratings (every row is a positive): set it to null or leave it out"
+        in result.stderr
+    )
     del settings["threshold"]
     result = run_preprocess(tmp_path, provenance, {"dataset": "clicks", "preprocess": settings}, outputs)
     assert result.returncode == 0, result.stderr
@@ -306,7 +323,11 @@ def test_a_delimited_provenance_without_its_source_entry_is_named(tmp_path):
     path = tmp_path / "clicks.csv"
     path.write_text("".join(f"u{u},i{(u * 7 + k) % 40}\n" for u in range(60) for k in range(8)))
     provenance = tmp_path / "raw/provenance.json"
-    fetch_dataset("clicks", [{"path": str(path), "format": "delimited", "sep": ",", "header": False, "columns": {"user": 0, "item": 1}}], provenance)
+    fetch_dataset(
+        "clicks",
+        [{"path": str(path), "format": "delimited", "sep": ",", "header": False, "columns": {"user": 0, "item": 1}}],
+        provenance,
+    )
     recorded = json.loads(provenance.read_text())
     del recorded["source"]
     provenance.write_text(json.dumps(recorded))
@@ -314,7 +335,9 @@ def test_a_delimited_provenance_without_its_source_entry_is_named(tmp_path):
     settings = {**SETTINGS["ml-20m"], "threshold": None, "n_heldout": 5}
     result = run_preprocess(tmp_path, provenance, {"dataset": "clicks", "preprocess": settings}, outputs)
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert f"{provenance}: the delimited format needs the source entry recorded; rerun the download stage" in result.stderr
+    assert (
+        f"{provenance}: the delimited format needs the source entry recorded; rerun the download stage" in result.stderr
+    )
 
 
 @pytest.mark.parametrize(
@@ -348,7 +371,12 @@ def test_own_data_with_repeated_pairs_and_no_final_newline(tmp_path):
     path = tmp_path / "user_items.dat"
     path.write_bytes(("user\titem\tweight\r\n" + "\r\n".join(lines)).encode())
     provenance = tmp_path / "raw/provenance.json"
-    source = {"path": str(path), "format": "delimited", "sep": "\t", "columns": {"user": "user", "item": "item", "rating": "weight"}}
+    source = {
+        "path": str(path),
+        "format": "delimited",
+        "sep": "\t",
+        "columns": {"user": "user", "item": "item", "rating": "weight"},
+    }
     fetch_dataset("own", [source], provenance)
     outputs = output_paths(tmp_path / "out")
     settings = {"threshold": 3.5, "min_uc": 5, "min_sc": 0, "n_heldout": 10, "seed": 98765, "test_prop": 0.2}
@@ -358,11 +386,12 @@ def test_own_data_with_repeated_pairs_and_no_final_newline(tmp_path):
     stats = json.loads(outputs["stats"].read_text())
     assert stats["data_warnings"] == {
         "repeated_pairs": {
-            "count": repeated, "first": f"user 'u0', item 'i{lines[0].split(chr(9))[1][1:]}'",
+            "count": repeated,
+            "first": f"user 'u0', item 'i{lines[0].split(chr(9))[1][1:]}'",
             "action": "merged before the split: a pair counts once, as a positive when any of its lines is one "
             "(the highest rating decides), at its first such line",
         }
-    }  # fmt: skip
+    }
     assert stats["interactions_after_filtering"] == 80 * 13
     for part in ("validation", "test"):
         fold_in, held_out = (sp.load_npz(outputs[f"{part}_{side}"]) for side in ("tr", "te"))
@@ -374,7 +403,11 @@ def test_own_data_with_repeated_pairs_and_no_final_newline(tmp_path):
         users = set(outputs[f"{part}_users"].read_text().splitlines())
         pairs = {tuple(line.split("\t")[:2]) for line in lines if line.split("\t")[0] in users}
         dropped[part] = sum(item not in items for _, item in pairs)
-    assert dropped == {"validation": 10, "test": 10} == stats["dropped_validation_test_interactions_on_items_not_in_train"]
+    assert (
+        dropped == {"validation": 10, "test": 10} == stats["dropped_validation_test_interactions_on_items_not_in_train"]
+    )
     log = (tmp_path / "preprocess.log").read_text()
     assert f"own: {repeated} line(s) repeating an earlier line's (user, item) pair, merged before the split" in log
-    assert "own: 10 validation and 10 test interactions dropped: their items are in no training user's interactions" in log
+    assert (
+        "own: 10 validation and 10 test interactions dropped: their items are in no training user's interactions" in log
+    )

@@ -11,9 +11,9 @@ from method_settings import method_of, sgd_methods
 from semtail import training
 from semtail.models import itemitem
 from semtail.models.base import TrainingRun
-from semtail.registry import method_module
 from semtail.models.itemitem import predict, to_torch_csr
 from semtail.models.synthetic import power_law_interactions, training_data
+from semtail.registry import method_module
 
 DEVICES = [
     torch.device("cpu"),

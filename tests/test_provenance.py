@@ -49,7 +49,11 @@ def test_closure_follows_absolute_and_relative_imports(package_copy):
         "semtail.training",
     )
     assert "semtail.training" in provenance.module_closure("semtail.models.ipw")
-    assert provenance.module_closure("semtail.models.mostpop") == ("semtail", "semtail.models", "semtail.models.mostpop")
+    assert provenance.module_closure("semtail.models.mostpop") == (
+        "semtail",
+        "semtail.models",
+        "semtail.models.mostpop",
+    )
     assert "semtail.metrics" in provenance.module_closure("semtail.evaluate")
 
 
@@ -152,7 +156,16 @@ def real_modules(name: str) -> set[str]:
 @pytest.mark.parametrize("method", list(METHODS))
 def test_the_real_training_jobs_cover_their_imports(method):
     modules = real_modules(method)
-    assert {f"models.{method}", "models", "models.base", "train_job", "registry", "modelfile", "script_io", "device"} <= modules
+    assert {
+        f"models.{method}",
+        "models",
+        "models.base",
+        "train_job",
+        "registry",
+        "modelfile",
+        "script_io",
+        "device",
+    } <= modules
     assert ("training" in modules) == (METHODS[method].training == "sgd")
     assert ("models.on_base" in modules) == (METHODS[method].training == "on_base")
     assert ("models.itemitem" in modules) == (method != "mostpop")
@@ -208,6 +221,10 @@ def test_environment_names_versions():
 def test_a_name_s_code_version_is_its_method_s():
     config = {"variants": {"posit_k7": {"method": "posit", "k": 7}}}
     assert plan.method_code_version(config, "posit_k7") == provenance.code_version("posit")
-    assert plan.method_code_version(config, "ease") == provenance.code_version("ease") != provenance.code_version("posit")
+    assert (
+        plan.method_code_version(config, "ease") == provenance.code_version("ease") != provenance.code_version("posit")
+    )
     candidate = plan.method_code_version(config, "posit_k7", script=provenance.CANDIDATE_SCRIPT)
-    assert candidate == provenance.code_version("posit", provenance.CANDIDATE_SCRIPT) != provenance.code_version("posit")
+    assert (
+        candidate == provenance.code_version("posit", provenance.CANDIDATE_SCRIPT) != provenance.code_version("posit")
+    )

@@ -41,8 +41,13 @@ def write_split(folder: Path) -> Path:
         ("test_users", TEST_USERS),
     ]:
         (folder / f"{name}.txt").write_text("".join(f"{i}\n" for i in ids))
-    for name, rows in [("train", TRAIN), ("validation_tr", [[0, 0, 0, 0, 1]]), ("validation_te", [[1, 0, 0, 0, 0]]),
-                       ("test_tr", TEST_TR), ("test_te", TEST_TE)]:  # fmt: skip
+    for name, rows in [
+        ("train", TRAIN),
+        ("validation_tr", [[0, 0, 0, 0, 1]]),
+        ("validation_te", [[1, 0, 0, 0, 0]]),
+        ("test_tr", TEST_TR),
+        ("test_te", TEST_TE),
+    ]:
         sp.save_npz(folder / f"{name}.npz", sp.csr_matrix(np.array(rows, dtype=np.float32)))
     return folder
 
@@ -51,9 +56,17 @@ def model(method: str, state: dict, n_train_users: int = 3) -> dict:
     train = sp.csr_matrix(np.zeros((n_train_users, len(ITEMS)), dtype=np.float32))
     data = TrainingData(train=train, validation_tr=train, validation_te=train)
     return model_file(
-        dataset="toy", method=method, variant=method, seed=0, hyperparameters={}, data=data,
-        fitted=Fitted(state=state, history=[], best_epoch=None), code_version="test", environment={}, train_seconds=0.0,
-    )  # fmt: skip
+        dataset="toy",
+        method=method,
+        variant=method,
+        seed=0,
+        hyperparameters={},
+        data=data,
+        fitted=Fitted(state=state, history=[], best_epoch=None),
+        code_version="test",
+        environment={},
+        train_seconds=0.0,
+    )
 
 
 @pytest.fixture
@@ -81,8 +94,11 @@ def test_a_test_user_is_scored_on_their_fold_in_row(split, ease_file):
     # "frank x" has fold-in i10 and i50 (their held-out i20 is not left out): U[0] + U[4] =
     # [0.2, 1.1, 0.4, 0.2, 0.3]; i20 1.1, i30 0.4, then i40 0.2 (i10 and i50 left out)
     got = recommend(ease_file, split, "frank x", k=3)
-    assert got == [Recommendation("i20", pytest.approx(1.1)), Recommendation("i30", pytest.approx(0.4)),
-                   Recommendation("i40", pytest.approx(0.2))]  # fmt: skip
+    assert got == [
+        Recommendation("i20", pytest.approx(1.1)),
+        Recommendation("i30", pytest.approx(0.4)),
+        Recommendation("i40", pytest.approx(0.2)),
+    ]
     # dave (validation) has fold-in i50: U[4] = [0.2, 0.6, 0.2, 0.3, 0]; ties of 0.2 to the lower column
     assert [r.item for r in recommend(ease_file, split, "dave", k=4)] == ["i20", "i40", "i10", "i30"]
 

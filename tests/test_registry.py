@@ -29,7 +29,9 @@ def test_the_methods_are_the_modules_that_declare_one():
 
 def test_declarations_are_read_without_importing_torch():
     code = "import sys; from semtail import plan, registry; registry.methods(); print('torch' in sys.modules)"
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT / "workflow_scripts", check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT / "workflow_scripts", check=True
+    )
     assert done.stdout.strip() == "False"
 
 
@@ -82,11 +84,22 @@ def test_describe_writes_each_bound_as_its_operator():
 
 def test_complete_fills_defaults_in_declared_order_and_checks_constraints():
     rerank = registry.declaration("rerank")
-    assert list(rerank.complete({"low": 0.1, "high": 0.3, "base": "ease"}, "here")) == ["base", "high", "low", "thresholds"]
+    assert list(rerank.complete({"low": 0.1, "high": 0.3, "base": "ease"}, "here")) == [
+        "base",
+        "high",
+        "low",
+        "thresholds",
+    ]
     with pytest.raises(registry.HyperparameterError, match=r"here: high \(0.1\) must be greater than low \(0.3\)"):
         rerank.complete({"base": "ease", "high": 0.1, "low": 0.3}, "here")
     posit = registry.declaration("posit")
-    assert posit.complete({"lr": 1.0, "wd": 0.0, "batch_size": 8, "alr": 0.1, "nstd": 1.0, "adversary": "linear", "signal": "recall"}, "p")["ties"] == "topk"
+    assert (
+        posit.complete(
+            {"lr": 1.0, "wd": 0.0, "batch_size": 8, "alr": 0.1, "nstd": 1.0, "adversary": "linear", "signal": "recall"},
+            "p",
+        )["ties"]
+        == "topk"
+    )
 
 
 def write_module(folder: Path, name: str, declaration: str) -> Path:
@@ -108,19 +121,40 @@ GOOD = """{
 @pytest.mark.parametrize(
     "change, message",
     [
-        (lambda d: d.replace('"closed_form"', '"closed"'), "DECLARATION.training: 'closed' is not one of sgd, closed_form, on_base"),
-        (lambda d: d.replace('"minimum": 0, "default": 1.0', '"minimum": 0, "default": -1.0'), r"hyperparameters.shrink.default: -1.0 must be at least 0"),
+        (
+            lambda d: d.replace('"closed_form"', '"closed"'),
+            "DECLARATION.training: 'closed' is not one of sgd, closed_form, on_base",
+        ),
+        (
+            lambda d: d.replace('"minimum": 0, "default": 1.0', '"minimum": 0, "default": -1.0'),
+            r"hyperparameters.shrink.default: -1.0 must be at least 0",
+        ),
         (lambda d: d.replace('"type": "number", ', ""), "hyperparameters.shrink: needs a `type`"),
         (lambda d: d.replace('"item_item": "S"', '"item_item": "T"'), "item_item: 'T' is not an items × items tensor"),
         (lambda d: d.replace('["items", "items"]', '["items", "users"]'), r"state.S: a shape is a list of items"),
         (lambda d: d.replace('"#123456"', '"blue"'), "figures.colour: 'blue' is not a colour"),
-        (lambda d: d.replace('"gpu": False', '"gpu": False, "memory": {"dense_matrices": 2}'), "'dense_matrices' is not one of dense"),
+        (
+            lambda d: d.replace('"gpu": False', '"gpu": False, "memory": {"dense_matrices": 2}'),
+            "'dense_matrices' is not one of dense",
+        ),
         (lambda d: d.replace('"training"', '"trainer"'), r"missing \['training'\]; unknown \['trainer'\]"),
-        (lambda d: d.replace('"minimum": 0,', '"minimun": 0,'), r"hyperparameters.shrink: unknown \['minimun'\]; did you mean 'minimum'\?"),
-        (lambda d: d.replace('"figures"', '"figure"'), r"DECLARATION: missing \['figures'\]; unknown \['figure'\]; did you mean 'figures'\?"),
-        (lambda d: d.replace('"gpu": False', '"gpu": False, "runtime": {"sparse_passes": -1}'), r"resources.runtime.sparse_passes: must be a number of at least 0"),
+        (
+            lambda d: d.replace('"minimum": 0,', '"minimun": 0,'),
+            r"hyperparameters.shrink: unknown \['minimun'\]; did you mean 'minimum'\?",
+        ),
+        (
+            lambda d: d.replace('"figures"', '"figure"'),
+            r"DECLARATION: missing \['figures'\]; unknown \['figure'\]; did you mean 'figures'\?",
+        ),
+        (
+            lambda d: d.replace('"gpu": False', '"gpu": False, "runtime": {"sparse_passes": -1}'),
+            r"resources.runtime.sparse_passes: must be a number of at least 0",
+        ),
         (lambda d: d.replace('"closed_form"', "KIND"), "must be a literal"),
-        (lambda d: d.replace('"closed_form"', '"sgd"').replace('"shrink"', '"lr"'), r"\['lr'\] come with training 'sgd'"),
+        (
+            lambda d: d.replace('"closed_form"', '"sgd"').replace('"shrink"', '"lr"'),
+            r"\['lr'\] come with training 'sgd'",
+        ),
     ],
 )
 def test_declaration_errors_name_the_file_and_key(tmp_path, change, message):

@@ -14,7 +14,11 @@ from semtail import config_schema, plan
 REPO = Path(__file__).resolve().parents[1]
 PAPER = yaml.safe_load((REPO / "configs" / "paper.yaml").read_text())
 # The published sizes after the paper's filters (Liang et al. 2018; ML-20M's exact count of its "10.0M").
-SHAPES = {"ml-20m": (136_677, 20_108, 9_990_682), "netflix": (463_435, 17_769, 56_880_037), "msd": (571_355, 41_140, 33_633_450)}
+SHAPES = {
+    "ml-20m": (136_677, 20_108, 9_990_682),
+    "netflix": (463_435, 17_769, 56_880_037),
+    "msd": (571_355, 41_140, 33_633_450),
+}
 REHEARSALS = {"rehearsal.yaml": ["ml-20m"], "rehearsal-all.yaml": ["ml-20m", "netflix", "msd"]}
 
 

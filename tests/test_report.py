@@ -33,7 +33,7 @@ def test_report_embeds_every_figure_and_table_with_its_caption(demo_copy):
     # captions are rendered with the dataset and config values, not left as templates
     assert "Catalog coverage against list length on" in html
     assert "ml-100k" in html and "{{ snakemake" not in html
-    assert "src=\"http" not in html  # nothing to fetch: the page stands alone
+    assert 'src="http' not in html  # nothing to fetch: the page stands alone
     # no docutils message, neither printed nor in a caption ("System Message: ERROR/3")
     assert "System Message" not in html and "Undefined substitution" not in done.stdout + done.stderr
 
@@ -81,7 +81,9 @@ def test_report_targets_leave_out_what_does_not_exist_and_say_how_to_make_it(tmp
     )
     assert plan.report_targets(["results/d/summary.csv"]) == (["results/d/summary.csv"], None)
     Path("results/resources.csv").write_text("x")  # made from every job's records: left out with them
-    present, warning = plan.report_targets([*targets, "results/resources.csv"], reading_every_job=("results/resources.csv",))
+    present, warning = plan.report_targets(
+        [*targets, "results/resources.csv"], reading_every_job=("results/resources.csv",)
+    )
     assert present == ["results/d/summary.csv"] and "results/resources.csv" in warning
     many = [f"results/d/run{n}.json" for n in range(12)]
     _, warning = plan.report_targets(many)
@@ -89,17 +91,21 @@ def test_report_targets_leave_out_what_does_not_exist_and_say_how_to_make_it(tmp
 
 
 @pytest.mark.parametrize("caption", sorted((REPO / "report").glob("*.rst")), ids=lambda path: path.name)
-@pytest.mark.filterwarnings("ignore:Argument \"writer_name\":PendingDeprecationWarning")  # as Snakemake calls it
+@pytest.mark.filterwarnings('ignore:Argument "writer_name":PendingDeprecationWarning')  # as Snakemake calls it
 def test_every_caption_renders_without_a_docutils_message(caption):
     """As Snakemake renders a caption: Jinja with the job's `snakemake` object, then docutils to HTML.
     A docutils message (e.g. `|change|` read as an undefined substitution) is printed at every
     report build and shows in the page as "System Message: ERROR/3"."""
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     snakemake_object = SimpleNamespace(
-        config=config, wildcards=SimpleNamespace(dataset="ml-100k"), params=SimpleNamespace(compare=plan.compare_settings(config))
+        config=config,
+        wildcards=SimpleNamespace(dataset="ml-100k"),
+        params=SimpleNamespace(compare=plan.compare_settings(config)),
     )
     environment = jinja2.Environment(trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined)
     text = environment.from_string(caption.read_text()).render(snakemake=snakemake_object)
     messages = io.StringIO()
-    html = publish_parts(text, writer_name="html", settings_overrides={"warning_stream": messages, "report_level": 1})["html_body"]
+    html = publish_parts(text, writer_name="html", settings_overrides={"warning_stream": messages, "report_level": 1})[
+        "html_body"
+    ]
     assert messages.getvalue() == "" and "System Message" not in html

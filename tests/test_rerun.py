@@ -29,6 +29,7 @@ from semtail import plan
 from workflow_runs import (
     SECOND_DATASET,
     SGD_METHODS,
+    TEST_CONFIG,
     dependents,
     job,
     kill_group,
@@ -42,7 +43,6 @@ from workflow_runs import (
     snakemake,
     snakemake_env,
     write_config,
-    TEST_CONFIG,
 )
 
 pytestmark = pytest.mark.slow
@@ -58,7 +58,9 @@ def owner(path: str):
         rule = "train" if parts[4] == "model.pt" else "evaluate"
         return job(rule, dataset=dataset, method=parts[2], run=parts[3])
     if len(parts) == 4 and parts[2] == "figures":
-        rule = {"weight_landscape": "plot_weight_landscape", "adversary": "plot_adversary"}.get(parts[3].split(".")[0], "plot")
+        rule = {"weight_landscape": "plot_weight_landscape", "adversary": "plot_adversary"}.get(
+            parts[3].split(".")[0], "plot"
+        )
         return job(rule, dataset=dataset)
     if len(parts) == 3:
         return job("plot_adversary" if parts[2].startswith("adversary.") else "aggregate", dataset=dataset)
@@ -93,9 +95,7 @@ def assert_reruns_exactly(workdir: Path, expected: set, reason: str | None = Non
     left_out = set() if figures else {j for j in expected if j.rule in (*FIGURE_RULES, "resources_table")}
     before = output_times(workdir)
     snakemake(workdir, *([] if figures else ["--omit-from", *FIGURE_RULES]))
-    assert rewritten_by(workdir, before) == {
-        j for j in expected - left_out if j.rule not in ("download", "preprocess")
-    }
+    assert rewritten_by(workdir, before) == {j for j in expected - left_out if j.rule not in ("download", "preprocess")}
     assert set(planned_jobs(workdir)) == left_out
     return planned
 
@@ -223,16 +223,19 @@ def test_shared_module_change_reruns_every_method_that_imports_it(demo_copy):
     planned = planned_jobs(demo_copy)
     assert set(planned) == run_jobs(config, methods=methods) | report_jobs(config)
     sgd_trained = {
-        j: why for j, why in planned.items()
+        j: why
+        for j, why in planned.items()
         if j.rule == "train" and method_named(config, dict(j.wildcards)["method"]) in SGD_METHODS
-    }  # fmt: skip
+    }
     assert sgd_trained and all("Params have changed" in why for why in sgd_trained.values())
 
 
 def test_comment_docstring_and_formatting_changes_rerun_nothing(demo_copy):
     module = demo_copy / POSIT_MODULE
     source = module.read_text()
-    source = source.replace('    """Per row: the k-th best score', '    """Per row, as the rerun test rewrote it: the k-th best score', 1)
+    source = source.replace(
+        '    """Per row: the k-th best score', '    """Per row, as the rerun test rewrote it: the k-th best score', 1
+    )
     module.write_text("# A comment added by the rerun test.\n" + source.replace("\n\n\n", "\n\n\n\n", 1))
     assert "as the rerun test rewrote it" in module.read_text()  # a docstring changed too
     assert planned_jobs(demo_copy) == {}
@@ -265,7 +268,10 @@ def start_snakemake(workdir: Path, *args: str) -> subprocess.Popen:
     """snakemake in a process group of its own (its jobs included), to be killed as a whole."""
     return subprocess.Popen(
         [sys.executable, "-m", "snakemake", "--cores", "2", f"--configfile={TEST_CONFIG}", *args],
-        cwd=workdir, env=snakemake_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        cwd=workdir,
+        env=snakemake_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )
 
@@ -335,7 +341,9 @@ def test_killed_training_resumes_from_its_checkpoint(demo_copy):
     assert resumed_at and int(resumed_at.group(1)) >= second, final_log
     assert f"epoch 1/{epochs}" not in final_log, "the restarted job began again at epoch 1"
     assert not checkpoint.exists(), "the checkpoint outlived the finished model"
-    written = [int(e) for log in (first_log, final_log) for e in re.findall(r"checkpoint after epoch (\d+) written", log)]
+    written = [
+        int(e) for log in (first_log, final_log) for e in re.findall(r"checkpoint after epoch (\d+) written", log)
+    ]
     assert written and all(epoch % 2 == 0 for epoch in written), written
     assert metrics_of(demo_copy, dataset, method, seed) == metrics_of(uninterrupted, dataset, method, seed)
     reference = torch.load(uninterrupted / run / "model.pt", weights_only=True)
@@ -355,7 +363,11 @@ def test_a_variant_runs_beside_its_method_and_reruns_alone(demo_copy):
     assert_reruns_exactly(demo_copy, expected)
     posit_before = metrics_of(demo_copy, "ml-100k", "posit", 0)
     variant = torch.load(demo_copy / "results/ml-100k/posit_share/seed0/model.pt", weights_only=True)
-    assert (variant["method"], variant["variant"], variant["hyperparameters"]["ties"]) == ("posit", "posit_share", "share")
+    assert (variant["method"], variant["variant"], variant["hyperparameters"]["ties"]) == (
+        "posit",
+        "posit_share",
+        "share",
+    )
 
     config["variants"]["posit_share"]["nstd"] = 0.5
     write_config(demo_copy, config)
@@ -384,14 +396,19 @@ def test_a_failed_or_killed_retrain_is_redone_and_never_tabulated_stale(demo_cop
     for seed in seeds:
         assert "became NaN or infinite in epoch 1" in train_log[seed].read_text()
         assert not (run[seed] / "model.pt").exists() and (run[seed] / "metrics.json").exists()
-    assert set(planned_jobs(demo_copy)) == run_jobs(config, methods=["ipw"]) | report_jobs(config, weight_landscape=False)
+    assert set(planned_jobs(demo_copy)) == run_jobs(config, methods=["ipw"]) | report_jobs(
+        config, weight_landscape=False
+    )
 
     refused = snakemake(demo_copy, "--rerun-triggers", "mtime", "input", "code", "--forcerun", "aggregate", check=False)
     assert refused.returncode != 0
     aggregate_log = (demo_copy / f"logs/aggregate/{dataset}.log").read_text()
     for seed in seeds:
         metrics = f"results/{dataset}/ipw/seed{seed}/metrics.json"
-        assert f"{dataset}/ipw seed {seed} ({metrics}): hyperparameters.lr is {old_lr!r} there, 1000000.0 now" in aggregate_log
+        assert (
+            f"{dataset}/ipw seed {seed} ({metrics}): hyperparameters.lr is {old_lr!r} there, 1000000.0 now"
+            in aggregate_log
+        )
     assert "redo them: snakemake --cores all --forcerun results/ml-100k/ipw/seed0/model.pt" in aggregate_log
     assert not summary.exists()  # the failed job's outputs are removed: no stale table is left
 
@@ -407,9 +424,10 @@ def test_a_failed_or_killed_retrain_is_redone_and_never_tabulated_stale(demo_cop
             assert time.monotonic() < deadline, "the train job did not reach its first epoch within 300 s"
             time.sleep(0.02)
         jobs = [  # the job's Python process, under Snakemake's shell (psutil: a dependency of Snakemake)
-            p for p in psutil.Process(process.pid).children(recursive=True)
+            p
+            for p in psutil.Process(process.pid).children(recursive=True)
             if p.name().startswith("python") and "train.py" in " ".join(p.cmdline())
-        ]  # fmt: skip
+        ]
         assert len(jobs) == 1, jobs
         jobs[0].send_signal(signal.SIGTERM)
         process.wait(timeout=120)
@@ -417,10 +435,15 @@ def test_a_failed_or_killed_retrain_is_redone_and_never_tabulated_stale(demo_cop
         kill_group(process, grace_s=0)
     assert process.returncode != 0
     last_line = train_log[0].read_text().splitlines()[-1]
-    assert re.search(r"ml-100k/ipw seed 0: terminated by signal at epoch [2-6]; rerun with --rerun-incomplete to resume", last_line), last_line
+    assert re.search(
+        r"ml-100k/ipw seed 0: terminated by signal at epoch [2-6]; rerun with --rerun-incomplete to resume", last_line
+    ), last_line
     assert not (run[0] / "model.pt").exists() and not [p for p in run[0].iterdir() if "partial" in p.name]
 
-    expected = {job("train", dataset=dataset, method="ipw", run="seed0"), job("evaluate", dataset=dataset, method="ipw", run="seed0")}
+    expected = {
+        job("train", dataset=dataset, method="ipw", run="seed0"),
+        job("evaluate", dataset=dataset, method="ipw", run="seed0"),
+    }
     assert_reruns_exactly(demo_copy, expected | report_jobs(config, weight_landscape=False))
     records = [json.loads((run[seed] / "metrics.json").read_text()) for seed in seeds]
     assert all(record["hyperparameters"] == ipw | {"lr": old_lr} for record in records)

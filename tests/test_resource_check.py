@@ -27,11 +27,21 @@ REPO = Path(__file__).resolve().parents[1]
 
 def record(path: Path, *, s, max_rss, mem_mb, runtime, rule="evaluate", **wildcards) -> Path:
     """A benchmark record as Snakemake writes it with --benchmark-extended to a .jsonl file."""
-    path.write_text(json.dumps({
-        "s": s, "h:m:s": "0:00:00", "max_rss": max_rss, "max_vms": 1.0, "rule_name": rule,
-        "wildcards": {"dataset": "toy", "method": "ease", "seed": "0", **wildcards},
-        "resources": {"_cores": 1, "tmpdir": "/tmp", "mem_mb": mem_mb, "runtime": runtime}, "threads": 1,
-    }) + "\n")  # fmt: skip
+    path.write_text(
+        json.dumps(
+            {
+                "s": s,
+                "h:m:s": "0:00:00",
+                "max_rss": max_rss,
+                "max_vms": 1.0,
+                "rule_name": rule,
+                "wildcards": {"dataset": "toy", "method": "ease", "seed": "0", **wildcards},
+                "resources": {"_cores": 1, "tmpdir": "/tmp", "mem_mb": mem_mb, "runtime": runtime},
+                "threads": 1,
+            }
+        )
+        + "\n"
+    )
     return path
 
 
@@ -126,15 +136,27 @@ def test_set_resources_gpu_0_declares_cpu_runtimes(tmp_path):
     config["seeds"] = [0]
     write_config(workdir, config)
     targets = ("results/ml-20m/ease/seed0/model.pt", "results/ml-20m/ease/seed0/metrics.json")
-    on_gpu = planned_resources(snakemake(workdir, *targets, "--dry-run", FULL_JOB_BLOCKS, "--resources", "gpu=1").stdout)
+    on_gpu = planned_resources(
+        snakemake(workdir, *targets, "--dry-run", FULL_JOB_BLOCKS, "--resources", "gpu=1").stdout
+    )
     on_cpu = planned_resources(
         snakemake(
-            workdir, *targets, "--dry-run", FULL_JOB_BLOCKS, "--resources", "gpu=1", "--set-resources", "train:gpu=0", "evaluate:gpu=0"
+            workdir,
+            *targets,
+            "--dry-run",
+            FULL_JOB_BLOCKS,
+            "--resources",
+            "gpu=1",
+            "--set-resources",
+            "train:gpu=0",
+            "evaluate:gpu=0",
         ).stdout
     )
     key = ("train", "dataset=ml-20m, method=ease, run=seed0")
     expected = {
-        flag: job_resources.resources(config, "train", "ml-20m", method="ease", stats_file="/nonexistent", on_gpu=flag)["runtime"]
+        flag: job_resources.resources(config, "train", "ml-20m", method="ease", stats_file="/nonexistent", on_gpu=flag)[
+            "runtime"
+        ]
         for flag in (True, False)
     }
     assert int(on_gpu[key]["runtime"]) == expected[True] and on_gpu[key]["gpu"] == "1"
@@ -153,10 +175,21 @@ def test_resources_csv_of_a_small_synthetic_run(tmp_path):
     config["compute"]["device"] = "cpu"
     config["methods"] = ["mostpop", "ease", "rerank"]
     config["hyperparameters"]["ease"].update(epochs=2, patience=2)
-    config["datasets"] = {"toy": {
-        "sources": [{"synthetic": {"users": 1200, "items": 300, "interactions": 24_000, "seed": 3}, "format": "synthetic"}],
-        "preprocess": {"threshold": 3.5, "min_uc": 5, "min_sc": 0, "n_heldout": 100, "seed": 98765, "test_prop": 0.2},
-    }}  # fmt: skip
+    config["datasets"] = {
+        "toy": {
+            "sources": [
+                {"synthetic": {"users": 1200, "items": 300, "interactions": 24_000, "seed": 3}, "format": "synthetic"}
+            ],
+            "preprocess": {
+                "threshold": 3.5,
+                "min_uc": 5,
+                "min_sc": 0,
+                "n_heldout": 100,
+                "seed": 98765,
+                "test_prop": 0.2,
+            },
+        }
+    }
     write_config(workdir, config)
     snakemake(workdir, cores=2)
     table = workdir / "results" / "resources-check" / "resources.csv"
@@ -165,9 +198,15 @@ def test_resources_csv_of_a_small_synthetic_run(tmp_path):
     assert tuple(rows[0]) == COLUMNS
     jobs = {row["job"] for row in rows}
     run_of = {"mostpop": "seed-independent", "ease": "seed0", "rerank": "seed0"}  # mostpop runs once
-    runs = {f"{rule} dataset=toy method={m} run={run_of[m]}" for rule in ("train", "evaluate") for m in config["methods"]}
+    runs = {
+        f"{rule} dataset=toy method={m} run={run_of[m]}" for rule in ("train", "evaluate") for m in config["methods"]
+    }
     split = f"split={plan.split_key(config, 'toy')}"
-    assert jobs == {"download dataset=toy", f"preprocess dataset=toy {split}", "aggregate dataset=toy", "plot dataset=toy"} | runs
+    assert (
+        jobs
+        == {"download dataset=toy", f"preprocess dataset=toy {split}", "aggregate dataset=toy", "plot dataset=toy"}
+        | runs
+    )
     assert all(row["within"] == "true" for row in rows), rows
     benchmark = workdir / "logs" / "resources-check" / "benchmarks" / "evaluate" / "toy" / "rerank" / "seed0.jsonl"
     measured = json.loads(benchmark.read_text().splitlines()[-1])
@@ -176,9 +215,7 @@ def test_resources_csv_of_a_small_synthetic_run(tmp_path):
     assert row["declared_mem_mb"] == str(measured["resources"]["mem_mb"])
     assert row["declared_runtime_min"] == str(measured["resources"]["runtime"])
 
-    failed = snakemake(
-        workdir, "--set-resources", "evaluate:mem_mb=5", "--forcerun", "evaluate", cores=2, check=False
-    )
+    failed = snakemake(workdir, "--set-resources", "evaluate:mem_mb=5", "--forcerun", "evaluate", cores=2, check=False)
     assert failed.returncode != 0
     log = (workdir / "logs" / "resources-check" / "resources_table.log").read_text()
     assert "evaluate dataset=toy method=ease run=seed0: peak memory" in log
@@ -223,8 +260,12 @@ def test_evaluation_memory_follows_each_method_ranking_cost():
     for method, peak in (("ease", 4540), ("rerank", 7044)):
         assert peak < asked(method) <= 2 * peak + 2048
     assert asked("mostpop") == -(-(2**31 + (16 + 4) * entries + 2 * sparse) // 2**20)  # no item x item matrix
-    cpu = job_resources.resources(config, "evaluate", "ml-20m", method="rerank", stats_file="/nonexistent", on_gpu=False)
-    ease_cpu = job_resources.resources(config, "evaluate", "ml-20m", method="ease", stats_file="/nonexistent", on_gpu=False)
+    cpu = job_resources.resources(
+        config, "evaluate", "ml-20m", method="rerank", stats_file="/nonexistent", on_gpu=False
+    )
+    ease_cpu = job_resources.resources(
+        config, "evaluate", "ml-20m", method="ease", stats_file="/nonexistent", on_gpu=False
+    )
     assert cpu["runtime"] > ease_cpu["runtime"]  # the sorts
 
 

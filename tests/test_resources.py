@@ -35,9 +35,7 @@ def paper():
     demo = yaml.safe_load((ROOT / "config.yaml").read_text())
     config["methods"] = demo["methods"]
     config["hyperparameters"] = copy.deepcopy(demo["hyperparameters"])
-    config["overrides"] = {
-        name: {m: {"batch_size": PAPER[name][3], "epochs": 50} for m in SGD} for name in PAPER
-    }
+    config["overrides"] = {name: {m: {"batch_size": PAPER[name][3], "epochs": 50} for m in SGD} for name in PAPER}
     for name, (users, items, interactions, _, heldout) in PAPER.items():
         config["datasets"][name]["expected"] = {"users": users, "items": items, "interactions": interactions}
         config["datasets"][name]["preprocess"]["n_heldout"] = heldout
@@ -153,7 +151,11 @@ def test_a_demo_sized_job_gets_one_thread_so_that_two_share_two_cores(tmp_path):
 def test_measured_sizes_replace_expected_ones(paper, tmp_path):
     stats = tmp_path / "stats.json"
     stats.write_text(json.dumps({"users": 1000, "items": 40_000, "interactions": 50_000, "train": {"users": 800}}))
-    assert job_resources.dataset_size(paper, "ml-20m", stats) == {"users": 1000, "items": 40_000, "interactions": 50_000}
+    assert job_resources.dataset_size(paper, "ml-20m", stats) == {
+        "users": 1000,
+        "items": 40_000,
+        "interactions": 50_000,
+    }
     measured = request(paper, "train", "ml-20m", "ease", stats_file=stats)
     assert measured["mem_mb"] * MIB >= 3 * dense_bytes(40_000)
     assert measured["mem_mb"] > request(paper, "train", "ml-20m", "ease")["mem_mb"]
@@ -161,7 +163,9 @@ def test_measured_sizes_replace_expected_ones(paper, tmp_path):
 
 def test_expected_sizes_before_preprocessing_else_a_guess(paper):
     assert job_resources.dataset_size(paper, "msd", "/nonexistent/stats.json") == {
-        "users": 571_355, "items": 41_140, "interactions": 33_633_450,
+        "users": 571_355,
+        "items": 41_140,
+        "interactions": 33_633_450,
     }
     demo = yaml.safe_load((ROOT / "config.yaml").read_text())
     guess = job_resources.dataset_size(demo, "ml-100k", "/nonexistent/stats.json")
@@ -202,7 +206,9 @@ def test_a_training_job_is_sized_by_the_hyperparameters_it_trains_with(paper):
     """A search's choice or a candidate's values, when given, size the job as a config that sets them would."""
     before = request(paper, "train", "ml-20m", "ease")
     chosen = {**plan.resolve_hyperparameters(paper, "ml-20m", "ease"), "epochs": 200, "batch_size": 4096}
-    given = job_resources.resources(paper, "train", "ml-20m", method="ease", stats_file="/nonexistent/stats.json", hyperparameters=chosen)
+    given = job_resources.resources(
+        paper, "train", "ml-20m", method="ease", stats_file="/nonexistent/stats.json", hyperparameters=chosen
+    )
     paper["overrides"]["ml-20m"]["ease"].update(epochs=200, batch_size=4096)
     assert given == request(paper, "train", "ml-20m", "ease")
     assert given["mem_mb"] > before["mem_mb"] and given["runtime"] > before["runtime"]
@@ -211,9 +217,11 @@ def test_a_training_job_is_sized_by_the_hyperparameters_it_trains_with(paper):
 def test_the_stages_the_rules_size_are_the_resource_model_s():
     rules = "".join(path.read_text() for path in sorted((ROOT / "rules").glob("*.smk")))
     sized = set(re.findall(r'resource\(\s*"\w+",\s*"(\w+)"', rules))
-    assert sized == set(job_resources.STAGES) == {
-        "download", "preprocess", "train", "evaluate", "weight_landscape", "adversary", "report"
-    }
+    assert (
+        sized
+        == set(job_resources.STAGES)
+        == {"download", "preprocess", "train", "evaluate", "weight_landscape", "adversary", "report"}
+    )
     demo = yaml.safe_load((ROOT / "config.yaml").read_text())
     with pytest.raises(ValueError, match="no resource model for stage 'tune_candidate'"):
         request(demo, "tune_candidate", "ml-100k")
@@ -227,7 +235,9 @@ def test_the_light_stages_ask_for_what_their_arrays_take(tmp_path):
     config["datasets"]["ml-100k"]["preprocess"]["n_heldout"] = 100
     stats = tmp_path / "stats.json"
     stats.write_text(json.dumps({"users": 2000, "items": 20_000, "interactions": 1_000_000}))
-    asked = {stage: request(config, stage, "ml-100k", stats_file=stats) for stage in job_resources.STAGES if stage != "train"}
+    asked = {
+        stage: request(config, stage, "ml-100k", stats_file=stats) for stage in job_resources.STAGES if stage != "train"
+    }
     # 2 GiB + 100 bytes for each of the 2M raw rows.
     assert asked["preprocess"] == {"threads": 4, "mem_mb": 2239, "runtime": 11}
     # 2 GiB + the 3 POSIT runs' item weights (float64, from items.npz) + the SVD's 4 copies of X:
@@ -238,5 +248,8 @@ def test_the_light_stages_ask_for_what_their_arrays_take(tmp_path):
     assert asked["adversary"] == {"threads": 1, "mem_mb": 2049, "runtime": 10}
     # 1 GiB + twice the 6 runs' top-100 lists (960,000 bytes) + their item counts (3,840,000 bytes).
     assert asked["report"] == {"threads": 1, "mem_mb": 1030, "runtime": 11}
-    assert request(config, "report", "ml-100k", attempt=2, stats_file=stats) == {"threads": 1, "mem_mb": 2059, "runtime": 21}
-
+    assert request(config, "report", "ml-100k", attempt=2, stats_file=stats) == {
+        "threads": 1,
+        "mem_mb": 2059,
+        "runtime": 21,
+    }

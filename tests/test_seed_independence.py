@@ -38,9 +38,16 @@ def load(name):
 def test_the_declarations_say_which_methods_give_the_same_result_for_every_seed():
     dependent = {name: registry.declaration(name).seed_dependent for name in registry.names()}
     assert dependent == {
-        "mostpop": False, "ease_closed": False, "rerank": False, "post": False,
-        "ease": True, "ipw": True, "cvar": True, "posit": True, "causal": True,
-    }  # fmt: skip
+        "mostpop": False,
+        "ease_closed": False,
+        "rerank": False,
+        "post": False,
+        "ease": True,
+        "ipw": True,
+        "cvar": True,
+        "posit": True,
+        "causal": True,
+    }
     assert "mostpop (MostPop; training: closed_form; seed-independent;" in registry.describe()
     assert "rerank (Rerank; training: on_base; seed-independent where its base is;" in registry.describe()
 
@@ -97,9 +104,16 @@ def test_paper_with_three_seeds_plans_one_mostpop_and_one_ease_closed_run_per_da
             assert folder_dataset == dataset
             runs.setdefault(name, []).append(folder)
         assert runs == {
-            "mostpop": ["seed-independent"], "ease_closed": ["seed-independent"], "ease": seeded, "ipw": seeded,
-            "cvar": seeded, "posit": seeded, "causal": seeded, "rerank": seeded, "post": seeded,
-        }  # fmt: skip
+            "mostpop": ["seed-independent"],
+            "ease_closed": ["seed-independent"],
+            "ease": seeded,
+            "ipw": seeded,
+            "cvar": seeded,
+            "posit": seeded,
+            "causal": seeded,
+            "rerank": seeded,
+            "post": seeded,
+        }
         # rerank and post are on ease, whose runs are per seed: so are theirs, each on its own seed
         assert plan.train_inputs(paper, dataset, "post", 1)["base_model"] == f"results/{dataset}/ease/seed1/model.pt"
     # the train jobs: one model file per run, and the bases among them
@@ -133,11 +147,17 @@ def test_a_run_folder_that_does_not_fit_the_method_is_named(tmp_path):
     config = load("config.yaml")
     assert plan.run_seed(config, "ml-100k", "ease", "seed2") == 2
     assert plan.run_seed(config, "ml-100k", "mostpop", "seed-independent") is None
-    with pytest.raises(plan.ConfigError, match="ml-100k/mostpop/seed0: mostpop gives the same result for every seed, "
-                       "so it runs once, in results/ml-100k/mostpop/seed-independent"):  # fmt: skip
+    with pytest.raises(
+        plan.ConfigError,
+        match="ml-100k/mostpop/seed0: mostpop gives the same result for every seed, "
+        "so it runs once, in results/ml-100k/mostpop/seed-independent",
+    ):
         plan.run_seed(config, "ml-100k", "mostpop", "seed0")
-    with pytest.raises(plan.ConfigError, match=r"ml-100k/ease/seed-independent: ease depends on the seed, so its runs are "
-                       r"seed<N> folders \(seed0, seed1, seed2\)"):  # fmt: skip
+    with pytest.raises(
+        plan.ConfigError,
+        match=r"ml-100k/ease/seed-independent: ease depends on the seed, so its runs are "
+        r"seed<N> folders \(seed0, seed1, seed2\)",
+    ):
         plan.run_seed(config, "ml-100k", "ease", "seed-independent")
 
 
@@ -173,9 +193,16 @@ def train(split_files, output, method, seed, hyperparameters, base_model=None):
     if base_model is not None:
         inputs["base_model"] = str(base_model)
     return train_and_save(
-        dataset="toy", method=method, seed=seed, hyperparameters=hyperparameters, inputs=inputs, output=output,
-        device=torch.device("cpu"), environment={"device": "cpu"}, code_version="test",
-    )  # fmt: skip
+        dataset="toy",
+        method=method,
+        seed=seed,
+        hyperparameters=hyperparameters,
+        inputs=inputs,
+        output=output,
+        device=torch.device("cpu"),
+        environment={"device": "cpu"},
+        code_version="test",
+    )
 
 
 @pytest.fixture
@@ -244,13 +271,27 @@ def test_a_seed_independent_run_and_its_evaluation(results, split_files, tmp_pat
     inputs = {name: str(split_files / f"{name}.npz") for name in ("train", "validation_tr", "validation_te")}
     ease = {"lr": 0.002, "wd": 1e-4, "batch_size": 32, "epochs": 1, "patience": 1}
     with pytest.raises(ValueError, match="toy/ease: ease depends on the seed; its training needs one"):
-        train_model(dataset="toy", method="ease", seed=None, hyperparameters=ease, inputs=inputs,
-                    device=torch.device("cpu"), environment={}, code_version="test")  # fmt: skip
+        train_model(
+            dataset="toy",
+            method="ease",
+            seed=None,
+            hyperparameters=ease,
+            inputs=inputs,
+            device=torch.device("cpu"),
+            environment={},
+            code_version="test",
+        )
     # a run of a seed on a seed-independent base (a search's candidate): its seed, the base's reference
     model, _ = train_model(
-        dataset="toy", method="post", seed=3, hyperparameters={"base": "ease_closed", "gamma": 0.1},
-        inputs={**inputs, "base_model": str(base)}, device=torch.device("cpu"), environment={}, code_version="test",
-    )  # fmt: skip
+        dataset="toy",
+        method="post",
+        seed=3,
+        hyperparameters={"base": "ease_closed", "gamma": 0.1},
+        inputs={**inputs, "base_model": str(base)},
+        device=torch.device("cpu"),
+        environment={},
+        code_version="test",
+    )
     assert model["seed"] == 3 and model["base"]["seed"] is None
 
 
@@ -295,9 +336,21 @@ def test_a_dry_run_plans_seed_independent_runs_once_with_their_base_as_an_input(
     path.write_text(yaml.safe_dump(config))
     snakemake = Path(sys.executable).parent / "snakemake"
     done = subprocess.run(
-        [str(snakemake), "-n", "--quiet=host", "--configfile", str(path), "--directory", str(tmp_path), "-s", str(ROOT / "Snakefile")],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            str(snakemake),
+            "-n",
+            "--quiet=host",
+            "--configfile",
+            str(path),
+            "--directory",
+            str(tmp_path),
+            "-s",
+            str(ROOT / "Snakefile"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     jobs = re.findall(r"rule (train|evaluate):\n    input: ([^\n]*)\n    output: ([^\n]*)", done.stdout)
     outputs = sorted(output.split(",")[0] for rule, _, output in jobs if rule == "train")

@@ -11,9 +11,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from semtail import flags
+from semtail import flags, tables
 from semtail import significance as sig
-from semtail import tables
 
 
 def exact_wilcoxon_p(differences) -> float:
@@ -105,8 +104,14 @@ def test_compare_averages_over_seeds_pairs_users_and_corrects_over_methods(tmp_p
     base = rng.random(30)
     base_seeds = [base + rng.normal(0, 0.01, 30), base + rng.normal(0, 0.01, 30)]
     better_seeds = [s + 0.05 + rng.normal(0, 0.02, 30) for s in base_seeds]
-    runs = {("ease", 0): base_seeds[0], ("ease", 1): base_seeds[1], ("posit", 0): better_seeds[0],
-            ("posit", 1): better_seeds[1], ("same", 0): base_seeds[0], ("same", 1): base_seeds[1]}  # fmt: skip
+    runs = {
+        ("ease", 0): base_seeds[0],
+        ("ease", 1): base_seeds[1],
+        ("posit", 0): better_seeds[0],
+        ("posit", 1): better_seeds[1],
+        ("same", 0): base_seeds[0],
+        ("same", 1): base_seeds[1],
+    }
     metric_files, per_user_files = [], []
     for (method, seed), ndcg in runs.items():
         ndcg = ndcg.copy()
@@ -116,12 +121,19 @@ def test_compare_averages_over_seeds_pairs_users_and_corrects_over_methods(tmp_p
         per_user_files.append(files[1])
     names = pd.DataFrame(list(runs), columns=["method", "seed"])
     values = sig.user_values(names, metric_files, per_user_files)
-    assert {method: sorted(seeds) for method, seeds in values.items()} == {"ease": [0, 1], "posit": [0, 1], "same": [0, 1]}
+    assert {method: sorted(seeds) for method, seeds in values.items()} == {
+        "ease": [0, 1],
+        "posit": [0, 1],
+        "same": [0, 1],
+    }
     table = sig.compare(values, dataset="toy", reference="ease", samples=2000, seed=0, alpha=0.05)
     assert list(table.columns) == sig.COLUMNS
     assert table[["method", "metric"]].values.tolist() == [
-        ["posit", "ndcg@100"], ["same", "ndcg@100"], ["posit", "arp@20"], ["same", "arp@20"],
-    ]  # fmt: skip
+        ["posit", "ndcg@100"],
+        ["same", "ndcg@100"],
+        ["posit", "arp@20"],
+        ["same", "arp@20"],
+    ]
     keep = np.arange(30) != 3
     d = ((better_seeds[0] + better_seeds[1]) / 2 - (base_seeds[0] + base_seeds[1]) / 2)[keep]
     posit = table.iloc[0]
@@ -130,7 +142,13 @@ def test_compare_averages_over_seeds_pairs_users_and_corrects_over_methods(tmp_p
     assert posit["p_wilcoxon"] == pytest.approx(stats.wilcoxon(d).pvalue, rel=1e-12)
     assert posit["ci_low"] < d.mean() < posit["ci_high"]
     same = table.iloc[1]
-    assert (same["mean_difference"], same["ci_low"], same["ci_high"], same["p_wilcoxon"], same["p_ttest"]) == (0, 0, 0, 1, 1)
+    assert (same["mean_difference"], same["ci_low"], same["ci_high"], same["p_wilcoxon"], same["p_ttest"]) == (
+        0,
+        0,
+        0,
+        1,
+        1,
+    )
     # Holm over the two methods of this metric: min(1, 2 p) for the smaller, then the max so far
     assert posit["p_holm"] == pytest.approx(min(1.0, 2 * posit["p_wilcoxon"]))
     assert same["p_holm"] == 1.0
@@ -141,14 +159,29 @@ def test_compare_averages_over_seeds_pairs_users_and_corrects_over_methods(tmp_p
     with pytest.raises(ValueError, match="compare.reference: 'mostpop' has no runs on toy"):
         sig.compare(values, dataset="toy", reference="mostpop", samples=10, seed=0, alpha=0.05)
 
-    summary = pd.DataFrame([
-        {"dataset": "toy", "method": m, "n_seeds": 2, "seeds": "0 1", "ndcg@100_mean": 0.5, "ndcg@100_std": 0.01,
-         "coverage@100_mean": 300.0, "coverage@100_std": 2.0, "arp@20_mean": 50.0, "arp@20_std": 1.0}
-        for m in ("ease", "posit", "same")
-    ])  # fmt: skip
+    summary = pd.DataFrame(
+        [
+            {
+                "dataset": "toy",
+                "method": m,
+                "n_seeds": 2,
+                "seeds": "0 1",
+                "ndcg@100_mean": 0.5,
+                "ndcg@100_std": 0.01,
+                "coverage@100_mean": 300.0,
+                "coverage@100_std": 2.0,
+                "arp@20_mean": 50.0,
+                "arp@20_std": 1.0,
+            }
+            for m in ("ease", "posit", "same")
+        ]
+    )
     markdown = tables.summary_markdown(summary, "toy", table)
     assert "| posit | 2 | 0.5000 ± 0.0100 * |" in markdown and "| same | 2 | 0.5000 ± 0.0100 |" in markdown
-    assert "## Significance against ease" in markdown and "Significant differences from ease: posit: ndcg@100, arp@20." in markdown
+    assert (
+        "## Significance against ease" in markdown
+        and "Significant differences from ease: posit: ndcg@100, arp@20." in markdown
+    )
     assert "no per-user values" in markdown  # coverage and the other list-level metrics
     assert "with its 95% two-level bootstrap interval" in markdown and "| difference [95% CI] |" in markdown
     assert "no seed reverses the difference" in markdown and "| p seeds | significant |" in markdown
@@ -222,17 +255,27 @@ def test_two_seeds_that_disagree_are_not_significant_and_the_summary_flags_them(
     row = sig.compare(values, dataset="toy", reference="ease", samples=500, seed=0, alpha=0.05).iloc[0]
     assert math.isnan(row["p_seeds"]) and not row["seeds_agree"] and not row["significant"]
     assert row["ci_low"] < 0 < row["ci_high"]  # the seeds resampled: the interval spans both
-    runs = pd.DataFrame({
-        "dataset": "toy", "method": ["ease", "ease", "posit", "posit", "steady", "steady"], "seed": [0, 1] * 3,
-        "ndcg@100": [0.4300, 0.4310, 0.4416, 0.4190, 0.4500, 0.4510], "coverage@100": [900.0, 910.0, 1866.0, 1349.0, 950, 950],
-    })  # fmt: skip
+    runs = pd.DataFrame(
+        {
+            "dataset": "toy",
+            "method": ["ease", "ease", "posit", "posit", "steady", "steady"],
+            "seed": [0, 1] * 3,
+            "ndcg@100": [0.4300, 0.4310, 0.4416, 0.4190, 0.4500, 0.4510],
+            "coverage@100": [900.0, 910.0, 1866.0, 1349.0, 950, 950],
+        }
+    )
     disagreements = flags.seed_disagreements(runs, "ease")
     # posit: ranges 0.0226 > |0.4303 − 0.4305| and 517 > |1607.5 − 905|; steady: 0.001 < 0.02, 0 < 45
     assert disagreements[["method", "metric"]].values.tolist() == [["posit", "ndcg@100"]]
-    assert disagreements.iloc[0][["seed_min", "seed_max", "difference"]].tolist() == pytest.approx([0.4190, 0.4416, -0.0002])
+    assert disagreements.iloc[0][["seed_min", "seed_max", "difference"]].tolist() == pytest.approx(
+        [0.4190, 0.4416, -0.0002]
+    )
     summary = tables.summarise(runs)
     markdown = tables.summary_markdown(summary, "toy", disagreements=disagreements)
-    assert "- **posit: seeds disagree** by more than its difference from ease: ndcg@100 0.4190–0.4416 (difference -0.0002)." in markdown
+    assert (
+        "- **posit: seeds disagree** by more than its difference from ease: ndcg@100 0.4190–0.4416 (difference -0.0002)."
+        in markdown
+    )
     assert "| posit | 2 | 0.4303 ± 0.0160 † |" in markdown and "| posit | 2 | 1607.5 ± 365.6 |" in markdown
     assert "| steady | 2 | 0.4505 ± 0.0007 |" in markdown
     assert r"0.4303 \pm 0.0160$$^{\dagger}$" in tables.summary_latex(summary, "toy", disagreements=disagreements)
@@ -242,7 +285,9 @@ def test_seeds_that_cannot_be_paired_are_refused():
     assert sig.seed_pairs([2, 0, 1], [0, 1, 2], "posit", "ease") == [(0, 0), (1, 1), (2, 2)]
     assert sig.seed_pairs([5], [0, 1], "mostpop", "ease") == [(5, 0), (5, 1)]
     assert sig.seed_pairs([0, 1], [5], "posit", "ease_closed") == [(0, 5), (1, 5)]
-    with pytest.raises(ValueError, match=r"posit \(seeds \[0, 1\]\) and ease \(seeds \[0, 2\]\) cannot be paired by seed"):
+    with pytest.raises(
+        ValueError, match=r"posit \(seeds \[0, 1\]\) and ease \(seeds \[0, 2\]\) cannot be paired by seed"
+    ):
         sig.seed_pairs([0, 1], [0, 2], "posit", "ease")
 
 
@@ -260,11 +305,25 @@ def test_per_user_files_must_hold_the_same_users(tmp_path):
 
 def test_latex_escapes_names():
     assert tables.latex_escape("ease_closed 50% & #1") == r"ease\_closed 50\% \& \#1"
-    comparison = pd.DataFrame([{
-        "dataset": "ml-20m", "method": "ease_closed", "reported_as": "EASE", "metric": "NDCG@100", "our_metric": "ndcg@100",
-        "ours_mean": 0.42, "ours_std": 0.001, "n_seeds": 3, "reported": 0.41, "reported_std": math.nan,
-        "difference": 0.01, "difference_in_reported_std": math.nan, "source": "x",
-    }])  # fmt: skip
+    comparison = pd.DataFrame(
+        [
+            {
+                "dataset": "ml-20m",
+                "method": "ease_closed",
+                "reported_as": "EASE",
+                "metric": "NDCG@100",
+                "our_metric": "ndcg@100",
+                "ours_mean": 0.42,
+                "ours_std": 0.001,
+                "n_seeds": 3,
+                "reported": 0.41,
+                "reported_std": math.nan,
+                "difference": 0.01,
+                "difference_in_reported_std": math.nan,
+                "source": "x",
+            }
+        ]
+    )
     latex = tables.comparison_latex(comparison, "ml-20m")
     assert r"ease\_closed & NDCG@100 & $0.4200 \pm 0.0010$ (3) & $0.4100$ & $+0.0100$ \\" in latex
 
@@ -274,14 +333,19 @@ def test_latex_escapes_names():
     [
         (lambda text: text[:-3], "its last line has no line break, so it is cut short"),  # inside the last value
         (lambda text: text[: text.index("\n3,") + 4], "its last line has no line break"),  # inside a row's cells
-        (lambda text: text[: text.index("\n3,") + 1] + "3,1\n" + text.split("\n", 3)[3], "line 3 has 2 of the header's 3 cells"),
+        (
+            lambda text: text[: text.index("\n3,") + 1] + "3,1\n" + text.split("\n", 3)[3],
+            "line 3 has 2 of the header's 3 cells",
+        ),
         (lambda text: "", "empty"),
     ],
 )
 @pytest.mark.parametrize("damaged", [0, 1, 2])
 def test_a_truncated_per_user_file_is_named(tmp_path, cut, message, damaged):
     """Whichever of three runs' files is cut short, the error names it, not the intact ones."""
-    files = [write_run(tmp_path, method, 0, ["1", "3", "5"], {"ndcg@100": [0.1, 0.25, 0.5]}) for method in ("a", "b", "c")]
+    files = [
+        write_run(tmp_path, method, 0, ["1", "3", "5"], {"ndcg@100": [0.1, 0.25, 0.5]}) for method in ("a", "b", "c")
+    ]
     per_user = files[damaged][1]
     per_user.write_text(cut(per_user.read_text()))
     names = pd.DataFrame({"method": ["a", "b", "c"], "seed": [0, 0, 0]})

@@ -170,7 +170,10 @@ def test_cluster_allocates_gpus_and_stops_its_own_daemons():
         assert cluster.node_state() == "idle"
         step = subprocess.run(
             ["srun", "--gpus=1", "--ntasks=1", "--time=1", "sh", "-c", "echo $CUDA_VISIBLE_DEVICES"],
-            env=cluster.env, capture_output=True, text=True, timeout=60,
+            env=cluster.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert step.returncode == 0, step.stderr
         assert step.stdout.strip() == "0"
@@ -183,12 +186,17 @@ def test_cluster_allocates_gpus_and_stops_its_own_daemons():
 def submit_args(cluster: SlurmCluster) -> list[str]:
     """profiles/slurm as users get it, told only this cluster's partition and how to follow jobs here."""
     return [
-        "--workflow-profile", "profiles/slurm",
-        "--default-resources", f"slurm_partition={cluster.partition}",
-        "--slurm-status-command", "squeue",
-        "--slurm-init-seconds-before-status-checks", "2",
+        "--workflow-profile",
+        "profiles/slurm",
+        "--default-resources",
+        f"slurm_partition={cluster.partition}",
+        "--slurm-status-command",
+        "squeue",
+        "--slurm-init-seconds-before-status-checks",
+        "2",
         "--slurm-keep-successful-logs",
-        "--latency-wait", "5",
+        "--latency-wait",
+        "5",
         "--verbose",
     ]
 
@@ -256,7 +264,9 @@ def test_demo_on_slurm_equals_the_local_run(slurm_cluster, completed_demo, tmp_p
             assert sorted(a.files) == sorted(b.files)
             for key in a.files:
                 np.testing.assert_array_equal(a[key], b[key])
-    assert (workdir / f"results/{dataset}/summary.csv").read_text() == (local / f"results/{dataset}/summary.csv").read_text()
+    assert (workdir / f"results/{dataset}/summary.csv").read_text() == (
+        local / f"results/{dataset}/summary.csv"
+    ).read_text()
     for figure in ("coverage_at_k", "lorenz", "weight_landscape"):
         assert (workdir / f"results/{dataset}/figures/{figure}.png").stat().st_size > 0
     assert slurm_cluster.node_state() == "idle"

@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from semtail.datasets import DataError, sources as sources_module
+from semtail.datasets import DataError
+from semtail.datasets import sources as sources_module
 from semtail.datasets.formats import FORMATS, read_interactions
-from semtail.files import atomic_path
 from semtail.datasets.sources import (
     PIP_OPTIONS_VARIABLE,
     AllSourcesFailed,
@@ -31,6 +31,7 @@ from semtail.datasets.sources import (
     extract_member,
     fetch_dataset,
 )
+from semtail.files import atomic_path
 from synthetic_data import add_bytes, build_wheel, synthetic_for_format, write_udata
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -131,8 +132,17 @@ def test_good_download_is_verified_extracted_and_recorded(http_root, udata_zip, 
     assert provenance["format"] == "ml-100k" and provenance["source"] == sources[0]
     assert provenance["files"] == ["ml-100k/u.data"]
     assert (provenance_file.parent / "ml-100k/u.data").read_bytes() == udata
-    assert provenance["file_checksums"]["ml-100k/u.data"] == {"bytes": len(udata), "md5": md5(udata), "sha256": sha256(udata)}
-    assert provenance["fetched"] == {"name": "ml-100k.zip", "bytes": len(archive), "md5": md5(archive), "sha256": sha256(archive)}
+    assert provenance["file_checksums"]["ml-100k/u.data"] == {
+        "bytes": len(udata),
+        "md5": md5(udata),
+        "sha256": sha256(udata),
+    }
+    assert provenance["fetched"] == {
+        "name": "ml-100k.zip",
+        "bytes": len(archive),
+        "md5": md5(archive),
+        "sha256": sha256(archive),
+    }
     assert provenance["verified"] == ["md5"] and provenance["failures"] == [] and provenance["reused"] is False
     assert (provenance_file.parent / "ml-100k.zip").read_bytes() == archive
     assert not [name for name in leftovers(provenance_file.parent) if "partial" in name]
@@ -153,7 +163,9 @@ def test_downloaded_and_extracted_files_get_the_umask_permissions(http_root, uda
         fetch_dataset("ml-100k", [source], raw / "provenance.json")
     finally:
         os.umask(old)
-    modes = {name: stat.S_IMODE((raw / name).stat().st_mode) for name in ("ml-100k.zip", "ml-100k/u.data", "provenance.json")}
+    modes = {
+        name: stat.S_IMODE((raw / name).stat().st_mode) for name in ("ml-100k.zip", "ml-100k/u.data", "provenance.json")
+    }
     assert modes == {"ml-100k.zip": 0o644, "ml-100k/u.data": 0o644, "provenance.json": 0o644}
 
 
@@ -164,7 +176,9 @@ def test_checksum_mismatch_names_both_checksums_and_leaves_nothing(http_root, ud
     wrong = "0" * 32
     raw = tmp_path / "raw"
     with pytest.raises(AllSourcesFailed) as error:
-        fetch_dataset("ml-100k", [{"url": f"{base}/ml-100k.zip", "md5": wrong, "format": "ml-100k"}], raw / "provenance.json")
+        fetch_dataset(
+            "ml-100k", [{"url": f"{base}/ml-100k.zip", "md5": wrong, "format": "ml-100k"}], raw / "provenance.json"
+        )
     message = str(error.value)
     assert f"url {base}/ml-100k.zip" in message
     assert f"md5 mismatch for {base}/ml-100k.zip: expected {wrong}, got {md5(archive)}" in message
@@ -177,7 +191,9 @@ def test_member_checksum_mismatch_removes_the_extracted_member(http_root, udata_
     (root / "ml-100k.zip").write_bytes(archive)
     source = {"url": f"{base}/ml-100k.zip", "member": "ml-100k/u.data", "member_sha256": "a" * 64, "format": "ml-100k"}
     raw = tmp_path / "raw"
-    with pytest.raises(AllSourcesFailed, match=f"member_sha256 mismatch for .*expected {'a' * 64}, got {sha256(udata)}"):
+    with pytest.raises(
+        AllSourcesFailed, match=f"member_sha256 mismatch for .*expected {'a' * 64}, got {sha256(udata)}"
+    ):
         fetch_dataset("ml-100k", [source], raw / "provenance.json")
     assert not (raw / "ml-100k/u.data").exists() and not (raw / "provenance.json").exists()
 
@@ -286,7 +302,9 @@ def test_partial_files_of_a_killed_run_are_removed(http_root, udata_zip, tmp_pat
     archive, _ = udata_zip
     (root / "ml-100k.zip").write_bytes(archive)
     raw = tmp_path / "raw"
-    contexts = [atomic_path(t) for t in (raw / "ml-100k.zip", raw / "ml-100k" / "u.data", raw / "ml-100k.zip.fetched.json")]
+    contexts = [
+        atomic_path(t) for t in (raw / "ml-100k.zip", raw / "ml-100k" / "u.data", raw / "ml-100k.zip.fetched.json")
+    ]
     stale = [context.__enter__() for context in contexts]  # entered and never left, as by a killed process
     for path in stale:
         path.write_bytes(b"half")
@@ -294,14 +312,25 @@ def test_partial_files_of_a_killed_run_are_removed(http_root, udata_zip, tmp_pat
     source = {"url": f"{base}/ml-100k.zip", "md5": md5(archive), "member": "ml-100k/u.data", "format": "ml-100k"}
     fetch_dataset("ml-100k", [source], raw / "provenance.json")
     assert all(path.parent.is_dir() and not path.exists() for path in stale)
-    assert leftovers(raw) == ["ml-100k.zip", "ml-100k.zip.fetched.json", "notes.partial.txt", "provenance.json", "u.data"]
+    assert leftovers(raw) == [
+        "ml-100k.zip",
+        "ml-100k.zip.fetched.json",
+        "notes.partial.txt",
+        "provenance.json",
+        "u.data",
+    ]
 
 
 def test_file_url(udata_zip, tmp_path):
     archive, udata = udata_zip
     (tmp_path / "mirror").mkdir()
     (tmp_path / "mirror" / "ml-100k.zip").write_bytes(archive)
-    source = {"url": (tmp_path / "mirror" / "ml-100k.zip").as_uri(), "md5": md5(archive), "member": "ml-100k/u.data", "format": "ml-100k"}
+    source = {
+        "url": (tmp_path / "mirror" / "ml-100k.zip").as_uri(),
+        "md5": md5(archive),
+        "member": "ml-100k/u.data",
+        "format": "ml-100k",
+    }
     provenance = fetch_dataset("ml-100k", [source], tmp_path / "raw" / "provenance.json")
     assert (tmp_path / "raw" / provenance["files"][0]).read_bytes() == udata
 
@@ -331,7 +360,12 @@ def test_pypi_source_fetches_the_wheel_with_pip(local_wheel_index, tmp_path, mon
     assert provenance["source_index"] == 1 and provenance["files"] == [member]
     assert "pip download semtail_fixture_data==9.9 failed" in provenance["failures"][0]["error"]
     wheel = (folder / "semtail_fixture_data-1.0.2-py3-none-any.whl").read_bytes()
-    assert provenance["fetched"] == {"name": "semtail_fixture_data-1.0.2-py3-none-any.whl", "bytes": len(wheel), "md5": md5(wheel), "sha256": sha256(wheel)}
+    assert provenance["fetched"] == {
+        "name": "semtail_fixture_data-1.0.2-py3-none-any.whl",
+        "bytes": len(wheel),
+        "md5": md5(wheel),
+        "sha256": sha256(wheel),
+    }
     assert (raw / member).read_bytes() == inter and provenance["verified"] == ["member_md5"]
     assert not list(raw.glob("*.whl"))
     # A verified member on disk is used again without calling pip (which now finds nothing).
@@ -343,9 +377,21 @@ def test_pypi_source_fetches_the_wheel_with_pip(local_wheel_index, tmp_path, mon
 def test_pypi_member_checksum_mismatch(local_wheel_index, tmp_path):
     folder, inter = local_wheel_index
     member = "semtail_fixture_data/ml/fixture.inter"
-    source = {"pypi": "semtail_fixture_data==1.0.2", "member": member, "member_md5": "f" * 32, "format": "recbole-inter"}
-    with pytest.raises(AllSourcesFailed, match=f"member_md5 mismatch for .*fixture.inter: expected {'f' * 32}, got {md5(inter)}"):
-        fetch_dataset("fixture", [source], tmp_path / "raw" / "provenance.json", pip_options=["--no-index", "--find-links", str(folder)])
+    source = {
+        "pypi": "semtail_fixture_data==1.0.2",
+        "member": member,
+        "member_md5": "f" * 32,
+        "format": "recbole-inter",
+    }
+    with pytest.raises(
+        AllSourcesFailed, match=f"member_md5 mismatch for .*fixture.inter: expected {'f' * 32}, got {md5(inter)}"
+    ):
+        fetch_dataset(
+            "fixture",
+            [source],
+            tmp_path / "raw" / "provenance.json",
+            pip_options=["--no-index", "--find-links", str(folder)],
+        )
     assert leftovers(tmp_path / "raw") == []
 
 
@@ -355,21 +401,29 @@ def test_pypi_member_checksum_mismatch(local_wheel_index, tmp_path):
 def test_local_paths(raw_files, tmp_path, udata_zip):
     frame = synthetic_for_format("netflix-combined", seed=2)
     folder = raw_files("netflix-combined", frame)[0].parent
-    provenance = fetch_dataset("netflix", [{"path": str(folder), "format": "netflix-combined"}], tmp_path / "a" / "provenance.json")
+    provenance = fetch_dataset(
+        "netflix", [{"path": str(folder), "format": "netflix-combined"}], tmp_path / "a" / "provenance.json"
+    )
     assert provenance["files"] == [str(folder / f"combined_data_{i}.txt") for i in range(1, 5)]
     assert set(provenance["file_checksums"]) == set(provenance["files"])
     assert provenance["fetched"] == {"name": "netflix", "folder": True}
 
     [tar] = raw_files("netflix-tar", frame)
     data = tar.read_bytes()
-    provenance = fetch_dataset("netflix", [{"path": str(tar), "sha256": sha256(data), "format": "netflix-tar"}], tmp_path / "b" / "provenance.json")
+    provenance = fetch_dataset(
+        "netflix",
+        [{"path": str(tar), "sha256": sha256(data), "format": "netflix-tar"}],
+        tmp_path / "b" / "provenance.json",
+    )
     assert provenance["files"] == [str(tar)] and provenance["verified"] == ["sha256"]
     assert not list((tmp_path / "b").glob("*.tar.gz"))  # a local file is read where it is, not copied
 
     archive, udata = udata_zip
     (tmp_path / "ml-100k.zip").write_bytes(archive)
     provenance = fetch_dataset(
-        "ml-100k", [{"path": str(tmp_path / "ml-100k.zip"), "member": "ml-100k/u.data", "format": "ml-100k"}], tmp_path / "c" / "provenance.json"
+        "ml-100k",
+        [{"path": str(tmp_path / "ml-100k.zip"), "member": "ml-100k/u.data", "format": "ml-100k"}],
+        tmp_path / "c" / "provenance.json",
     )
     assert provenance["files"] == ["ml-100k/u.data"] and (tmp_path / "c/ml-100k/u.data").read_bytes() == udata
 
@@ -380,9 +434,18 @@ def test_local_paths(raw_files, tmp_path, udata_zip):
         ({"path": "{tmp}/nowhere", "format": "ml-20m"}, "does not exist"),
         ({"path": "{tmp}/netflix", "md5": "0" * 32, "format": "netflix-combined"}, "is a folder"),
         ({"path": "{tmp}/netflix", "format": "ml-20m"}, "name the ml-20m file in it with member"),
-        ({"path": "{tmp}/partial", "format": "netflix-combined"}, "missing ['combined_data_3.txt', 'combined_data_4.txt']"),
-        ({"path": "{tmp}/netflix/combined_data_1.txt", "format": "netflix-combined"}, "missing ['combined_data_2.txt', 'combined_data_3.txt', 'combined_data_4.txt']"),
-        ({"path": "{tmp}/netflix", "member": "combined_data_2.txt", "format": "netflix-combined"}, "missing ['combined_data_1.txt', 'combined_data_3.txt', 'combined_data_4.txt']"),
+        (
+            {"path": "{tmp}/partial", "format": "netflix-combined"},
+            "missing ['combined_data_3.txt', 'combined_data_4.txt']",
+        ),
+        (
+            {"path": "{tmp}/netflix/combined_data_1.txt", "format": "netflix-combined"},
+            "missing ['combined_data_2.txt', 'combined_data_3.txt', 'combined_data_4.txt']",
+        ),
+        (
+            {"path": "{tmp}/netflix", "member": "combined_data_2.txt", "format": "netflix-combined"},
+            "missing ['combined_data_1.txt', 'combined_data_3.txt', 'combined_data_4.txt']",
+        ),
         ({"path": "{tmp}/ml-100k.zip", "format": "ml-100k"}, "is a zip archive; name the file to read with member"),
         ({"path": "{tmp}/ml-100k.zip", "member": "u.data", "format": "ml-100k"}, "did you mean ['ml-100k/u.data']"),
     ],
@@ -411,7 +474,9 @@ def test_all_failed_says_how_to_set_a_local_source(tmp_path):
     assert f"2. path {tmp_path / 'ratings.csv'}: {tmp_path / 'ratings.csv'} does not exist" in message
     snippet = message.split("e.g.:\n", 1)[1]
     assert yaml.safe_load(snippet) == {
-        "datasets": {"ml-20m": {"sources": [{"path": "/path/to/ml-20m.zip", "format": "ml-20m", "member": "ml-20m/ratings.csv"}]}}
+        "datasets": {
+            "ml-20m": {"sources": [{"path": "/path/to/ml-20m.zip", "format": "ml-20m", "member": "ml-20m/ratings.csv"}]}
+        }
     }
     assert "`path:`" in message
 
@@ -426,8 +491,14 @@ def test_all_failed_says_how_to_set_a_local_source(tmp_path):
         ({"url": "http://x/a.zip", "format": "ml-20m", "md5": "XYZ"}, "md5 'XYZ' is not 32 lowercase hex digits"),
         ({"pypi": "recbole", "member": "a", "format": "ml-20m"}, "pypi: name==version"),
         ({"path": "/a.csv", "format": "ml-20m", "sep": ","}, "['sep'] only go with format: delimited"),
-        ({"path": "/a.csv", "format": "delimited", "columns": {"user": 0, "item": 1}}, ".sep: the delimited format needs one separator"),
-        ({"path": "/a.csv", "format": "delimited", "sep": ",", "columns": {"user": 0}}, ".columns: needs user and item"),
+        (
+            {"path": "/a.csv", "format": "delimited", "columns": {"user": 0, "item": 1}},
+            ".sep: the delimited format needs one separator",
+        ),
+        (
+            {"path": "/a.csv", "format": "delimited", "sep": ",", "columns": {"user": 0}},
+            ".columns: needs user and item",
+        ),
     ],
 )
 def test_bad_source_entries_are_named(entry, problem):
@@ -526,7 +597,9 @@ def test_truncated_tar_gz_is_said_to_be_damaged_or_truncated(tmp_path, raw_files
 def test_a_path_without_checksums_is_warned_about_and_recorded(tmp_path, caplog):
     path = write_udata(synthetic_for_format("ml-100k", seed=4), tmp_path / "u.data")
     with caplog.at_level("WARNING", logger="semtail.datasets.sources"):
-        provenance = fetch_dataset("ml-100k", [{"path": str(path), "format": "ml-100k"}], tmp_path / "raw" / "provenance.json")
+        provenance = fetch_dataset(
+            "ml-100k", [{"path": str(path), "format": "ml-100k"}], tmp_path / "raw" / "provenance.json"
+        )
     digest = sha256(path.read_bytes())
     assert provenance["verified"] == [] and provenance["file_checksums"][str(path)]["sha256"] == digest
     [warning] = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
@@ -535,7 +608,11 @@ def test_a_path_without_checksums_is_warned_about_and_recorded(tmp_path, caplog)
 
     caplog.clear()
     with caplog.at_level("WARNING", logger="semtail.datasets.sources"):
-        fetch_dataset("ml-100k", [{"path": str(path), "format": "ml-100k", "sha256": digest}], tmp_path / "raw" / "provenance.json")
+        fetch_dataset(
+            "ml-100k",
+            [{"path": str(path), "format": "ml-100k", "sha256": digest}],
+            tmp_path / "raw" / "provenance.json",
+        )
     assert not [r for r in caplog.records if r.levelname == "WARNING"]
 
 
@@ -550,7 +627,16 @@ def test_download_script_standalone(http_root, udata_zip, tmp_path):
     good = {"url": f"{base}/ml-100k.zip", "md5": md5(archive), "member": "ml-100k/u.data", "format": "ml-100k"}
     params.write_text(yaml.safe_dump({"sources": [good]}))
     provenance = tmp_path / "data/raw/ml-100k/provenance.json"
-    command = [sys.executable, str(ROOT / "workflow_scripts/download.py"), "--output", f"provenance={provenance}", "--params", str(params), "--log", str(tmp_path / "download.log")]
+    command = [
+        sys.executable,
+        str(ROOT / "workflow_scripts/download.py"),
+        "--output",
+        f"provenance={provenance}",
+        "--params",
+        str(params),
+        "--log",
+        str(tmp_path / "download.log"),
+    ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert yaml.safe_load(provenance.read_text())["dataset"] == "ml-100k"
@@ -574,7 +660,10 @@ def test_a_compressed_file_given_as_the_text_file_is_named(tmp_path):
     with tarfile.open(plain_tar, "w") as archive:
         add_bytes(archive, "ratings.csv", b"userId,movieId,rating,timestamp\n1,2,3.0,4\n")
     for path, problem in (
-        (single, "is gzip-compressed but holds no tar archive: damaged or truncated (fetch it again), or a single compressed file"),
+        (
+            single,
+            "is gzip-compressed but holds no tar archive: damaged or truncated (fetch it again), or a single compressed file",
+        ),
         (bundle, "is a tar archive; name the file to read with member:"),
         (plain_tar, "is a tar archive; name the file to read with member:"),
     ):

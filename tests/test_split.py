@@ -152,7 +152,9 @@ def test_counts_and_disjoint_users(ml_split):
     assert len(parts["validation"]) == len(parts["test"]) == 15
     assert len(parts["train"]) == len(kept) - 30
     assert parts["train"] | parts["validation"] | parts["test"] == kept
-    assert not (parts["train"] & parts["validation"] or parts["train"] & parts["test"] or parts["validation"] & parts["test"])
+    assert not (
+        parts["train"] & parts["validation"] or parts["train"] & parts["test"] or parts["validation"] & parts["test"]
+    )
     for name, part in (("train", "train"), ("validation_tr", "validation"), ("test_te", "test")):
         assert split.matrices[name].shape == (len(split.users[part]), len(split.item_ids))
 
@@ -188,7 +190,9 @@ def test_heldout_proportions(ml_split):
 
 def test_users_whose_items_all_vanish_keep_an_empty_row():
     # Every user rates only items of their own, so no validation or test item is a training item.
-    raw = pd.DataFrame([(u, 100 * u + k, 5.0) for u in range(1, 13) for k in range(5)], columns=["user", "item", "rating"])
+    raw = pd.DataFrame(
+        [(u, 100 * u + k, 5.0) for u in range(1, 13) for k in range(5)], columns=["user", "item", "rating"]
+    )
     split = liang_split(raw, SplitParameters(**{**ML, "n_heldout": 2}), "synthetic")
     assert len(split.item_ids) == 8 * 5
     for part in ("validation", "test"):
@@ -283,8 +287,11 @@ def test_repeated_pairs_are_merged_before_the_split(string_ids):
     assert split.repeated_pairs == 120 and split.first_repeated_pair == (1, 1)
     assert [type(value) for value in split.first_repeated_pair] == [int, int]  # not numpy scalars
     assert split.filtering[2] == {
-        "step": "repeated (user, item) pairs merged", "interactions": len(merged), "users": 40, "items": 11
-    }  # fmt: skip
+        "step": "repeated (user, item) pairs merged",
+        "interactions": len(merged),
+        "users": 40,
+        "items": 11,
+    }
 
 
 def test_no_merge_step_where_no_pair_repeats():

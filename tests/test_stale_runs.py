@@ -35,15 +35,23 @@ def write_record(folder: Path, variant: str, seed: int, hyperparameters: dict, c
     path = folder / f"results/tiny/{variant}/seed{seed}/metrics.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     record = {
-        "dataset": "tiny", "method": variant, "variant": variant, "seed": seed, "hyperparameters": hyperparameters,
-        "metrics": {"ndcg@100": 0.4}, "model": {"code_version": code_version}, "split": split,
-    }  # fmt: skip
+        "dataset": "tiny",
+        "method": variant,
+        "variant": variant,
+        "seed": seed,
+        "hyperparameters": hyperparameters,
+        "metrics": {"ndcg@100": 0.4},
+        "model": {"code_version": code_version},
+        "split": split,
+    }
     path.write_text(json.dumps(record))
     return path
 
 
-CURRENT = {"ipw": {"hyperparameters": {**IPW, "lr": 1.0e6}, "code_version": "ipw-new"},
-           "ease": {"hyperparameters": EASE, "code_version": "ease-1"}}  # fmt: skip
+CURRENT = {
+    "ipw": {"hyperparameters": {**IPW, "lr": 1.0e6}, "code_version": "ipw-new"},
+    "ease": {"hyperparameters": EASE, "code_version": "ease-1"},
+}
 
 
 def test_runs_of_the_current_settings_pass(tmp_path):
@@ -76,8 +84,7 @@ def test_a_stale_run_is_refused_naming_the_run_the_key_and_both_values(tmp_path)
         f"  tiny/ipw seed 1 ({paths[1]}): model.code_version is 'ipw-old' there, 'ipw-new' now",
         f"  tiny/ipw seed 1 ({paths[1]}): split.test_te is {before['test_te']!r} there, {after['test_te']!r} now",
         f"  tiny/ease seed 0 ({paths[2]}): split.test_te is {before['test_te']!r} there, {after['test_te']!r} now",
-        "redo them: snakemake --cores all --forcerun "
-        + " ".join(str(path.with_name("model.pt")) for path in paths),
+        "redo them: snakemake --cores all --forcerun " + " ".join(str(path.with_name("model.pt")) for path in paths),
     ]
 
 
@@ -98,21 +105,42 @@ def test_the_aggregate_script_refuses_a_stale_run_and_writes_nothing(tmp_path):
     for path in paths:
         path.with_name("per_user.csv").write_text("user,n_heldout,ndcg@100\n7,3,0.4\n")
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({
-        "dataset": "tiny", "runs": {"ipw": CURRENT["ipw"]},
-        "compare": {"reference": "ipw", "alpha": 0.05, "bootstrap_samples": 10, "bootstrap_seed": 0},
-    }))  # fmt: skip
+    params.write_text(
+        yaml.safe_dump(
+            {
+                "dataset": "tiny",
+                "runs": {"ipw": CURRENT["ipw"]},
+                "compare": {"reference": "ipw", "alpha": 0.05, "bootstrap_samples": 10, "bootstrap_seed": 0},
+            }
+        )
+    )
     out = tmp_path / "out"
     command = [
-        sys.executable, str(ROOT / "workflow_scripts/aggregate.py"), "--params", str(params),
-        "--input", "metrics=" + ",".join(map(str, paths)),
-        "--input", "per_user=" + ",".join(str(path.with_name("per_user.csv")) for path in paths),
+        sys.executable,
+        str(ROOT / "workflow_scripts/aggregate.py"),
+        "--params",
+        str(params),
+        "--input",
+        "metrics=" + ",".join(map(str, paths)),
+        "--input",
+        "per_user=" + ",".join(str(path.with_name("per_user.csv")) for path in paths),
         *[arg for name, path in split.items() for arg in ("--input", f"{name}={path}")],
-        *[arg for name in ("summary_csv", "summary_md", "summary_tex", "comparison_csv", "comparison_md",
-                           "comparison_tex", "significance_csv")
-          for arg in ("--output", f"{name}={out / name}")],
-        "--log", str(tmp_path / "aggregate.log"),
-    ]  # fmt: skip
+        *[
+            arg
+            for name in (
+                "summary_csv",
+                "summary_md",
+                "summary_tex",
+                "comparison_csv",
+                "comparison_md",
+                "comparison_tex",
+                "significance_csv",
+            )
+            for arg in ("--output", f"{name}={out / name}")
+        ],
+        "--log",
+        str(tmp_path / "aggregate.log"),
+    ]
     completed = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert completed.returncode != 0
     log = (tmp_path / "aggregate.log").read_text()

@@ -16,13 +16,14 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from method_settings import method_of, sgd_methods
+from semtail import training
 from semtail.models import itemitem
 from semtail.models.base import TrainingRun
-from semtail import training
 from semtail.models.synthetic import training_data
 from semtail.registry import method_module
 from semtail.training import Trainer, validation_ndcg
 
+CPU = torch.device("cpu")
 N_ITEMS = 240
 BATCH = 48  # batch × items must differ from items², or batch-sized tensors would look U-sized
 DATA = training_data(180, N_ITEMS, 12, 40, seed=3)
@@ -66,10 +67,12 @@ class UTraffic(TorchDispatchMode):
         return self.known.get(tensor.untyped_storage().data_ptr(), "new")
 
 
-def trainer_for(name, monkeypatch, device=torch.device("cpu")) -> Trainer:
+def trainer_for(name, monkeypatch, device=CPU) -> Trainer:
     method = method_of(name)
     module = method_module(method)
-    monkeypatch.setattr(module, "train", lambda data, hyperparameters, run, objective: Trainer(data, hyperparameters, run, objective))
+    monkeypatch.setattr(
+        module, "train", lambda data, hyperparameters, run, objective: Trainer(data, hyperparameters, run, objective)
+    )
     return module.fit(DATA, HYPERPARAMETERS[name], TrainingRun("toy", method, 0, device=device))
 
 

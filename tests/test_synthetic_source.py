@@ -67,9 +67,11 @@ def test_paper_filters_keep_every_user_and_item(tmp_path):
     shapes whose floors meet them: the split has every user and item, and every interaction."""
     for shape, preprocess in (
         (SHAPE, {"threshold": 3.5, "min_uc": 5, "min_sc": 0}),
-        ({**SHAPE, "interactions": 100_000, "min_item_positives": 200, "min_user_positives": 20},
-         {"threshold": None, "min_uc": 20, "min_sc": 200}),
-    ):  # fmt: skip
+        (
+            {**SHAPE, "interactions": 100_000, "min_item_positives": 200, "min_user_positives": 20},
+            {"threshold": None, "min_uc": 20, "min_sc": 200},
+        ),
+    ):
         _, path = fetch(tmp_path, shape, f"p{shape['interactions']}")
         frame = read_interactions("synthetic", [path])
         parameters = SplitParameters.from_config({**preprocess, "n_heldout": 300, "seed": 98765, "test_prop": 0.2})
@@ -83,7 +85,10 @@ def test_paper_filters_keep_every_user_and_item(tmp_path):
     ("entry", "message"),
     [
         ({"synthetic": {"users": 10, "items": 5, "seed": 0}, "format": "synthetic"}, "missing keys ['interactions']"),
-        ({"synthetic": {**SHAPE, "interactions": 1000}, "format": "synthetic"}, "synthetic.interactions: 1000 is outside"),
+        (
+            {"synthetic": {**SHAPE, "interactions": 1000}, "format": "synthetic"},
+            "synthetic.interactions: 1000 is outside",
+        ),
         ({"synthetic": {**SHAPE, "users": 2.5}, "format": "synthetic"}, "synthetic.users: 2.5 is not an integer"),
         ({"synthetic": SHAPE, "format": "msd-triplets"}, "a synthetic source has format: synthetic"),
         ({"path": "/data/x.tsv", "format": "synthetic"}, "a synthetic source has format: synthetic"),

@@ -15,15 +15,19 @@ import pytest
 from semtail import tables
 
 ROOT = Path(__file__).resolve().parents[1]
-PAPER_KEYS = [f"coverage_unmasked@{k}" for k in (100, 50, 20)] + ["ndcg@100"] + [
-    f"{m}@{k}" for m in ("recall", "item_recall") for k in (100, 50, 20)
-]
+PAPER_KEYS = (
+    [f"coverage_unmasked@{k}" for k in (100, 50, 20)]
+    + ["ndcg@100"]
+    + [f"{m}@{k}" for m in ("recall", "item_recall") for k in (100, 50, 20)]
+)
 
 
 def write_run(folder: Path, dataset, method, seed, metrics) -> Path:
     path = folder / dataset / method / f"seed{seed}" / "metrics.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"dataset": dataset, "method": method, "variant": method, "seed": seed, "metrics": metrics}))
+    path.write_text(
+        json.dumps({"dataset": dataset, "method": method, "variant": method, "seed": seed, "metrics": metrics})
+    )
     return path
 
 
@@ -54,9 +58,14 @@ def test_summary_means_and_sample_standard_deviations(ml20m_runs):
     # sample SD of 0.42, 0.44, 0.43: sqrt(((-.01)^2 + .01^2 + 0) / 2) = 0.01
     assert posit["ndcg@100_std"] == pytest.approx(0.01)
     assert posit["coverage_unmasked@100_std"] == pytest.approx(5.0)
-    identical = tables.summarise(tables.load_runs([
-        write_run(ml20m_runs[0].parents[3] / "same", "ml-20m", "mostpop", s, metrics_with(hit_rate_at_100=0.97)) for s in (0, 1, 2)
-    ]))  # fmt: skip
+    identical = tables.summarise(
+        tables.load_runs(
+            [
+                write_run(ml20m_runs[0].parents[3] / "same", "ml-20m", "mostpop", s, metrics_with(hit_rate_at_100=0.97))
+                for s in (0, 1, 2)
+            ]
+        )
+    )
     assert identical["hit_rate@100_std"].item() == 0.0 and identical["hit_rate@100_mean"].item() == pytest.approx(0.97)
     mostpop = summary.set_index("method").loc["mostpop"]
     assert mostpop["n_seeds"] == 1 and math.isnan(mostpop["ndcg@100_std"])
@@ -87,7 +96,9 @@ def test_comparison_puts_reported_values_beside_ours(ml20m_runs):
 
 
 def test_closed_form_ease_is_held_against_steck(tmp_path):
-    paths = [write_run(tmp_path, "netflix", "ease_closed", s, metrics_with(ndcg_at_100=0.392 + s / 1000)) for s in (0, 1)]
+    paths = [
+        write_run(tmp_path, "netflix", "ease_closed", s, metrics_with(ndcg_at_100=0.392 + s / 1000)) for s in (0, 1)
+    ]
     summary = tables.summarise(tables.load_runs(paths))
     comparison, _ = tables.paper_comparison(summary, "netflix", tables.load_reported())
     row = comparison.set_index("metric").loc["NDCG@100"]
@@ -178,20 +189,38 @@ def test_aggregate_script_end_to_end(tmp_path, ml20m_runs):
     for path in ml20m_runs:  # mostpop's users score 0.1 below posit's
         ndcg = [0.3, 0.5, 0.7, 0.4] if "posit" in str(path) else [0.2, 0.4, 0.6, 0.3]
         per_user.append(path.with_name("per_user.csv"))
-        pd.DataFrame({"user": ["7", "8", "9", "10"], "n_heldout": 3, "ndcg@100": ndcg}).to_csv(per_user[-1], index=False)
+        pd.DataFrame({"user": ["7", "8", "9", "10"], "n_heldout": 3, "ndcg@100": ndcg}).to_csv(
+            per_user[-1], index=False
+        )
         topk.append(path.with_name("topk.npz"))
         np.savez(topk[-1], top_k=np.arange(8, dtype=np.int32).reshape(4, 2))
     command = [
-        sys.executable, str(ROOT / "workflow_scripts/aggregate.py"),
-        "--input", "metrics=" + ",".join(map(str, ml20m_runs)),
-        "--input", "per_user=" + ",".join(map(str, per_user)),
-        "--input", "topk=" + ",".join(map(str, topk)),
-        "--param", "dataset=ml-20m",
-        "--param", "compare={reference: posit, alpha: 0.05, bootstrap_samples: 100, bootstrap_seed: 0}",
-        *[arg for name in ("summary_csv", "summary_md", "summary_tex", "comparison_csv", "comparison_md",
-                           "comparison_tex", "significance_csv")
-          for arg in ("--output", f"{name}={out / name}")],
-    ]  # fmt: skip
+        sys.executable,
+        str(ROOT / "workflow_scripts/aggregate.py"),
+        "--input",
+        "metrics=" + ",".join(map(str, ml20m_runs)),
+        "--input",
+        "per_user=" + ",".join(map(str, per_user)),
+        "--input",
+        "topk=" + ",".join(map(str, topk)),
+        "--param",
+        "dataset=ml-20m",
+        "--param",
+        "compare={reference: posit, alpha: 0.05, bootstrap_samples: 100, bootstrap_seed: 0}",
+        *[
+            arg
+            for name in (
+                "summary_csv",
+                "summary_md",
+                "summary_tex",
+                "comparison_csv",
+                "comparison_md",
+                "comparison_tex",
+                "significance_csv",
+            )
+            for arg in ("--output", f"{name}={out / name}")
+        ],
+    ]
     completed = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert completed.returncode == 0, completed.stderr
     summary = pd.read_csv(out / "summary_csv")
@@ -201,7 +230,9 @@ def test_aggregate_script_end_to_end(tmp_path, ml20m_runs):
     assert (out / "comparison_md").read_text().startswith("# ml-20m")
     assert r"\begin{tabular}" in (out / "comparison_tex").read_text()
     significance = pd.read_csv(out / "significance_csv")
-    assert significance[["method", "reference", "metric", "n_users"]].values.tolist() == [["mostpop", "posit", "ndcg@100", 4]]
+    assert significance[["method", "reference", "metric", "n_users"]].values.tolist() == [
+        ["mostpop", "posit", "ndcg@100", 4]
+    ]
     assert significance["mean_difference"].item() == pytest.approx(-0.1)
     # mostpop's single run against posit's three seeds, each user 0.1 below in every one
     assert significance[["paired_seeds", "seeds_agree", "significant"]].values.tolist() == [[3, True, False]]
@@ -226,19 +257,30 @@ def test_adversary_table_by_hand():
     ]
     history = tables.adversary_history(models)
     assert len(history) == 7 and history["best"].sum() == 3
-    summary = pd.DataFrame([
-        {"method": m, "n_seeds": n, "ndcg@100_mean": ndcg, "ndcg@100_std": ndcg_std, "coverage@100_mean": cov,
-         "coverage@100_std": cov_std}
-        for m, n, ndcg, ndcg_std, cov, cov_std in [
-            ("posit", 2, 0.43, 0.01, 1795.0, 5.0), ("posit_share", 1, 0.41, math.nan, 1700.0, math.nan),
-            ("ease", 1, 0.40, math.nan, 900.0, math.nan),
+    summary = pd.DataFrame(
+        [
+            {
+                "method": m,
+                "n_seeds": n,
+                "ndcg@100_mean": ndcg,
+                "ndcg@100_std": ndcg_std,
+                "coverage@100_mean": cov,
+                "coverage@100_std": cov_std,
+            }
+            for m, n, ndcg, ndcg_std, cov, cov_std in [
+                ("posit", 2, 0.43, 0.01, 1795.0, 5.0),
+                ("posit_share", 1, 0.41, math.nan, 1700.0, math.nan),
+                ("ease", 1, 0.40, math.nan, 900.0, math.nan),
+            ]
         ]
-    ])  # fmt: skip
+    )
     table = tables.adversary_table(summary, history).set_index("method")
     # posit: the share at the best epoch is 0.45 (seed 0) and 0.49 (seed 1); the mean weight change
     # after epoch 1 is (0.02 + 0.04) / 2 = 0.03 and (0.01 + 0.03) / 2 = 0.02. Sample SDs: |a − b| / √2.
     posit = table.loc["posit"]
-    assert posit["tail_share_mean"] == pytest.approx(0.47) and posit["tail_share_std"] == pytest.approx(0.04 / math.sqrt(2))
+    assert posit["tail_share_mean"] == pytest.approx(0.47) and posit["tail_share_std"] == pytest.approx(
+        0.04 / math.sqrt(2)
+    )
     assert posit["weight_change_after_epoch_1_mean"] == pytest.approx(0.025)
     assert posit["weight_change_after_epoch_1_std"] == pytest.approx(0.01 / math.sqrt(2))
     assert (posit["ndcg@100_mean"], posit["coverage@100_std"]) == (0.43, 5.0)

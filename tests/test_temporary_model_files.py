@@ -25,10 +25,21 @@ def toy_config() -> dict:
     config["methods"] = ["ease", "rerank", "posit"]
     for method in ("ease", "posit"):
         config["hyperparameters"][method].update(epochs=2, patience=2)
-    config["datasets"] = {"toy": {
-        "sources": [{"synthetic": {"users": 600, "items": 150, "interactions": 12_000, "seed": 4}, "format": "synthetic"}],
-        "preprocess": {"threshold": 3.5, "min_uc": 5, "min_sc": 0, "n_heldout": 100, "seed": 98765, "test_prop": 0.2},
-    }}  # fmt: skip
+    config["datasets"] = {
+        "toy": {
+            "sources": [
+                {"synthetic": {"users": 600, "items": 150, "interactions": 12_000, "seed": 4}, "format": "synthetic"}
+            ],
+            "preprocess": {
+                "threshold": 3.5,
+                "min_uc": 5,
+                "min_sc": 0,
+                "n_heldout": 100,
+                "seed": 98765,
+                "test_prop": 0.2,
+            },
+        }
+    }
     return config
 
 
@@ -57,7 +68,9 @@ def test_temporary_model_files_are_deleted_once_evaluated_and_retrained_only_whe
     config["evaluation"]["ks"] = [10, 20, 50, 100]
     write_config(workdir, config)
     planned = planned_jobs(workdir)
-    runs = {job(rule, dataset="toy", method=m, run="seed0") for rule in ("train", "evaluate") for m in config["methods"]}
+    runs = {
+        job(rule, dataset="toy", method=m, run="seed0") for rule in ("train", "evaluate") for m in config["methods"]
+    }
     assert runs <= set(planned)
 
     # A hyperparameter of ease: ease and rerank on it train again, POSIT does not.

@@ -15,15 +15,14 @@ import scipy.sparse as sp
 import torch
 
 from method_settings import completed, sgd_methods
-from synthetic_data import save_training_split
-from semtail import training
+from semtail import registry, training
 from semtail.checkpoint_cadence import check_checkpoint_cadence
 from semtail.models.base import TrainingRun
 from semtail.models.synthetic import training_data
-from semtail import registry
 from semtail.registry import method_module
 from semtail.train_job import ending_on_signal, fingerprint, train_and_save
 from semtail.training import DeviceRows, TrainingDiverged, validation_ndcg
+from synthetic_data import save_training_split
 
 DATA = training_data(150, 30, 6, 40, seed=0)
 HYPERPARAMETERS = sgd_methods(batch_size=32, epochs=4)
@@ -134,8 +133,14 @@ def checkpointed_epochs(checkpoint):
 def test_checkpoints_every_n_epochs_and_never_after_the_last(tmp_path):
     checkpoint = tmp_path / "checkpoint.pt"
     seen, look = checkpointed_epochs(checkpoint)
-    fit("ease", changes={"epochs": 7, "patience": 7}, checkpoint=checkpoint, fingerprint="job", after_epoch=look,
-        checkpoint_every_epochs=3)  # fmt: skip
+    fit(
+        "ease",
+        changes={"epochs": 7, "patience": 7},
+        checkpoint=checkpoint,
+        fingerprint="job",
+        after_epoch=look,
+        checkpoint_every_epochs=3,
+    )
     assert seen == {1: None, 2: None, 3: 3, 4: 3, 5: 3, 6: 6, 7: 6}
 
 
@@ -154,21 +159,37 @@ def test_checkpoints_at_most_every_m_seconds(monkeypatch, tmp_path):
             now[0] += 25.0
             look(epoch, U)
 
-        fit("ease", changes={"epochs": 9, "patience": 9}, checkpoint=checkpoint, fingerprint="job", after_epoch=tick,
-            checkpoint_every_epochs=every_epochs, checkpoint_min_seconds=60)  # fmt: skip
+        fit(
+            "ease",
+            changes={"epochs": 9, "patience": 9},
+            checkpoint=checkpoint,
+            fingerprint="job",
+            after_epoch=tick,
+            checkpoint_every_epochs=every_epochs,
+            checkpoint_min_seconds=60,
+        )
         assert sorted({e for e in seen.values() if e is not None}) == expected
         assert all(seen[e] == max([c for c in expected if c <= e], default=None) for e in seen)
 
 
 @pytest.mark.parametrize("method", ["posit", "cvar"])
-def test_resume_from_a_checkpoint_epochs_before_the_interruption_gives_the_uninterrupted_model(method, tmp_path, caplog):
+def test_resume_from_a_checkpoint_epochs_before_the_interruption_gives_the_uninterrupted_model(
+    method, tmp_path, caplog
+):
     """Every 3 epochs: a job killed after epoch 5 has the checkpoint of epoch 3, and repeats 4 and 5."""
     changes = {"epochs": 6, "patience": 6}
     uninterrupted = fit(method, changes=changes)
     checkpoint = tmp_path / "checkpoint.pt"
     Interrupted, hook = interrupt_after(5)
     with pytest.raises(Interrupted):
-        fit(method, changes=changes, checkpoint=checkpoint, fingerprint="job", after_epoch=hook, checkpoint_every_epochs=3)
+        fit(
+            method,
+            changes=changes,
+            checkpoint=checkpoint,
+            fingerprint="job",
+            after_epoch=hook,
+            checkpoint_every_epochs=3,
+        )
     assert torch.load(checkpoint, weights_only=True)["epoch"] == 3
     with caplog.at_level(logging.INFO):
         resumed = fit(method, changes=changes, checkpoint=checkpoint, fingerprint="job", checkpoint_every_epochs=3)
@@ -207,12 +228,26 @@ def test_the_best_epoch_is_written_beside_the_checkpoint_only_when_it_changes(mo
         assert "best_U" not in saved
         seen[epoch] = (files, saved["best_U_file"], U.clone(), saved["epoch"])
 
-    fitted = fit("ease", changes={"epochs": 7, "patience": 7}, checkpoint=checkpoint, fingerprint="job", after_epoch=look)
+    fitted = fit(
+        "ease", changes={"epochs": 7, "patience": 7}, checkpoint=checkpoint, fingerprint="job", after_epoch=look
+    )
     assert [seen[e][3] for e in range(1, 8)] == [1, 2, 3, 4, 5, 6, 6]
-    assert [set(seen[e][0]) for e in range(1, 7)] == [set(), set(), {"checkpoint.pt.best-epoch2"},
-                                                      {"checkpoint.pt.best-epoch2"}, set(), {"checkpoint.pt.best-epoch5"}]  # fmt: skip
-    assert [seen[e][1] for e in range(1, 7)] == [None, None, "checkpoint.pt.best-epoch2",
-                                                 "checkpoint.pt.best-epoch2", None, "checkpoint.pt.best-epoch5"]  # fmt: skip
+    assert [set(seen[e][0]) for e in range(1, 7)] == [
+        set(),
+        set(),
+        {"checkpoint.pt.best-epoch2"},
+        {"checkpoint.pt.best-epoch2"},
+        set(),
+        {"checkpoint.pt.best-epoch5"},
+    ]
+    assert [seen[e][1] for e in range(1, 7)] == [
+        None,
+        None,
+        "checkpoint.pt.best-epoch2",
+        "checkpoint.pt.best-epoch2",
+        None,
+        "checkpoint.pt.best-epoch5",
+    ]
     assert seen[3][0] == seen[4][0]  # not rewritten in epoch 4
     best = torch.load(tmp_path / "checkpoint.pt.best-epoch5", weights_only=True)
     assert best["epoch"] == 5 and torch.equal(best["U"], seen[5][2])
@@ -267,8 +302,15 @@ def test_a_checkpoint_of_other_settings_is_not_resumed(tmp_path, caplog):
 def test_fingerprint_covers_settings_code_seed_and_inputs(tmp_path):
     data_file = tmp_path / "train.npz"
     data_file.write_bytes(b"1")
-    job = dict(dataset="toy", method="ease", variant="ease", seed=0, hyperparameters={"lr": 1.0}, code_version="abc",
-               inputs={"train": str(data_file)})  # fmt: skip
+    job = dict(
+        dataset="toy",
+        method="ease",
+        variant="ease",
+        seed=0,
+        hyperparameters={"lr": 1.0},
+        code_version="abc",
+        inputs={"train": str(data_file)},
+    )
     reference = fingerprint(**job)
     assert fingerprint(**job) == reference
     for change in ({"seed": 1}, {"hyperparameters": {"lr": 2.0}}, {"code_version": "abd"}, {"variant": "ease_2"}):
@@ -338,8 +380,11 @@ def test_hyperparameter_errors_name_the_key():
             fit("ease", changes=changes)
     # Only the data tell this one: the training loop's own check, naming the variant where it is one.
     for variant in (None, "ease_big"):
-        with pytest.raises(ValueError, match=rf"toy/{variant or 'ease'} seed 0: hyperparameters.{variant or 'ease'}.drop_last "
-                           "is true and the 150 training users are fewer than batch_size 200"):  # fmt: skip
+        with pytest.raises(
+            ValueError,
+            match=rf"toy/{variant or 'ease'} seed 0: hyperparameters.{variant or 'ease'}.drop_last "
+            "is true and the 150 training users are fewer than batch_size 200",
+        ):
             fit("ease", changes={"drop_last": True, "batch_size": 200}, variant=variant)
 
 
@@ -392,7 +437,11 @@ def numpy_sgd_steps(X: np.ndarray, batches, item_weights, lr, wd, lam=1.0, momen
 @pytest.mark.parametrize("method", ["ease", "ipw", "posit"])
 def test_training_steps_match_sgd_on_the_loss_written_out(method, monkeypatch):
     module = method_module(method)
-    monkeypatch.setattr(module, "train", lambda data, hyperparameters, run, objective: training.Trainer(data, hyperparameters, run, objective))
+    monkeypatch.setattr(
+        module,
+        "train",
+        lambda data, hyperparameters, run, objective: training.Trainer(data, hyperparameters, run, objective),
+    )
     hyperparameters = completed(method, {**HYPERPARAMETERS[method], "lr": 0.5, "wd": 0.01})
     trainer = module.fit(DATA, hyperparameters, TrainingRun("toy", method, 0))
     X = DATA.train.toarray().astype(np.float64)

@@ -184,10 +184,22 @@ def test_the_best_epoch_goes_to_its_file_as_U_moves_past_it_and_serves_the_check
         seen[epoch] = (files, named, U.clone())
 
     validation = [0.1, 0.3, 0.2, 0.4, 0.35]
-    fitted = fit("posit", training.Trainer, monkeypatch, validation, checkpoint=checkpoint, fingerprint="job",
-                 checkpoint_every_epochs=3, after_epoch=look)  # fmt: skip
+    fitted = fit(
+        "posit",
+        training.Trainer,
+        monkeypatch,
+        validation,
+        checkpoint=checkpoint,
+        fingerprint="job",
+        checkpoint_every_epochs=3,
+        after_epoch=look,
+    )
     assert [sorted(seen[epoch][0]) for epoch in range(1, 6)] == [
-        [], ["best-epoch1"], ["best-epoch2"], ["best-epoch2"], ["best-epoch2", "best-epoch4"]
+        [],
+        ["best-epoch1"],
+        ["best-epoch2"],
+        ["best-epoch2"],
+        ["best-epoch2", "best-epoch4"],
     ]
     assert [seen[epoch][1] for epoch in range(1, 6)] == [None, None] + ["checkpoint.pt.best-epoch2"] * 3
     assert seen[3][0]["best-epoch2"] == seen[5][0]["best-epoch2"]  # written once, before the checkpoint
@@ -273,7 +285,15 @@ def test_a_resumed_training_holds_two_item_item_matrices_too(blocks, monkeypatch
             raise Interrupted
 
     with pytest.raises(Interrupted):
-        fit("posit", training.Trainer, monkeypatch, validation, checkpoint=checkpoint, fingerprint="job", after_epoch=interrupt)
+        fit(
+            "posit",
+            training.Trainer,
+            monkeypatch,
+            validation,
+            checkpoint=checkpoint,
+            fingerprint="job",
+            after_epoch=interrupt,
+        )
     with ItemItemMatrices() as matrices:
         resumed = fit("posit", training.Trainer, monkeypatch, validation[3:], checkpoint=checkpoint, fingerprint="job")
     # U; the checkpoint's U and momentum, mapped; the best epoch's U, mapped to check its file; the
@@ -291,6 +311,16 @@ def test_a_best_weights_file_gone_before_the_end_is_named(blocks, monkeypatch, t
         if epoch == 5:
             (tmp_path / "checkpoint.pt.best-epoch2").unlink()
 
-    with pytest.raises(RuntimeError, match=r"toy/posit seed 0: the best epoch's U cannot be read back from .*checkpoint\.pt\.best-epoch2"):
-        fit("posit", training.Trainer, monkeypatch, [0.1, 0.3, 0.2, 0.25, 0.15], checkpoint=checkpoint, fingerprint="job",
-            after_epoch=remove_best_file)  # fmt: skip
+    with pytest.raises(
+        RuntimeError,
+        match=r"toy/posit seed 0: the best epoch's U cannot be read back from .*checkpoint\.pt\.best-epoch2",
+    ):
+        fit(
+            "posit",
+            training.Trainer,
+            monkeypatch,
+            [0.1, 0.3, 0.2, 0.25, 0.15],
+            checkpoint=checkpoint,
+            fingerprint="job",
+            after_epoch=remove_best_file,
+        )

@@ -1,6 +1,7 @@
 """workflow_scripts/train.py and tune_candidate.py end to end through their command line (script_run),
 on a tiny split."""
 
+import json
 import os
 import re
 import signal
@@ -8,8 +9,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-
-import json
 
 import scipy.sparse as sp
 import torch
@@ -42,13 +41,24 @@ def script_command(tmp_path, method, hyperparameters, extra_inputs=(), extra_arg
     for item in extra_inputs:
         command += ["--input", item]
     command += [
-        "--output", f"model={tmp_path / f'{method}.pt'}",
-        "--params", str(params),
-        "--param", "dataset=toy", "--param", f"method={method}", "--param", "seed=1", "--param", "device=cpu",
-        "--param", f"checkpoint={tmp_path / f'{method}.checkpoint.pt'}",
-        "--log", str(tmp_path / f"{method}.log"),
+        "--output",
+        f"model={tmp_path / f'{method}.pt'}",
+        "--params",
+        str(params),
+        "--param",
+        "dataset=toy",
+        "--param",
+        f"method={method}",
+        "--param",
+        "seed=1",
+        "--param",
+        "device=cpu",
+        "--param",
+        f"checkpoint={tmp_path / f'{method}.checkpoint.pt'}",
+        "--log",
+        str(tmp_path / f"{method}.log"),
         *extra_args,
-    ]  # fmt: skip
+    ]
     return command, {**os.environ, "PYTHONPATH": str(ROOT / "workflow_scripts")}
 
 
@@ -65,7 +75,9 @@ def test_train_script_end_to_end(tmp_path):
     log = (tmp_path / "ease.log").read_text()
     assert "epoch 2/2" in log and "val_ndcg@100" in log
 
-    done = run_script(tmp_path, "rerank", {"base": "ease", "high": 0.5, "low": 0.1}, [f"base_model={tmp_path / 'ease.pt'}"])
+    done = run_script(
+        tmp_path, "rerank", {"base": "ease", "high": 0.5, "low": 0.1}, [f"base_model={tmp_path / 'ease.pt'}"]
+    )
     assert done.returncode == 0, done.stderr
     assert torch.equal(load_model(tmp_path / "rerank.pt")["state"]["base"], model["state"]["U"])
 
@@ -102,18 +114,30 @@ def test_a_search_candidate_takes_the_checkpoint_cadence_from_a_workflow_config_
         sp.save_npz(tmp_path / f"{name}.npz", getattr(data, name))
         command += ["--input", f"{name}={tmp_path / f'{name}.npz'}"]
     params = {
-        "dataset": "toy", "method": "ease", "variant": "ease_long", "candidate": "abc", "settings": {"epochs": 5},
-        "seed": 1, "device": "cpu", "checkpoint": str(tmp_path / "candidate.checkpoint.pt"),
+        "dataset": "toy",
+        "method": "ease",
+        "variant": "ease_long",
+        "candidate": "abc",
+        "settings": {"epochs": 5},
+        "seed": 1,
+        "device": "cpu",
+        "checkpoint": str(tmp_path / "candidate.checkpoint.pt"),
         "hyperparameters": {"lr": 0.002, "wd": 1e-4, "batch_size": 40, "epochs": 5, "patience": 5, "drop_last": False},
         "evaluation": {"ks": [5, 20], "coverage_block_size": 10, "tail_interaction_share": 0.2, "batch_size": 16},
-    }  # fmt: skip
+    }
     (tmp_path / "candidate.yaml").write_text(yaml.safe_dump(params))
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({"checkpoints": {"every_epochs": 2, "min_seconds": 0}}))
     command += [
-        "--output", f"validation={tmp_path / 'validation.json'}", "--params", str(tmp_path / "candidate.yaml"),
-        "--log", str(tmp_path / "candidate.log"), "--configfile", str(config),
-    ]  # fmt: skip
+        "--output",
+        f"validation={tmp_path / 'validation.json'}",
+        "--params",
+        str(tmp_path / "candidate.yaml"),
+        "--log",
+        str(tmp_path / "candidate.log"),
+        "--configfile",
+        str(config),
+    ]
     env = {**os.environ, "PYTHONPATH": str(ROOT / "workflow_scripts")}
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr

@@ -65,11 +65,15 @@ def model_hyperparameters(workdir: Path) -> dict:
 
 def runs_of(paths: set[str]) -> set[tuple[str, str]]:
     """(method, run folder) of the rewritten files under results/<dataset>/<method>/seed<s>/ (or seed-independent/)."""
-    return {(Path(p).parts[2], Path(p).parts[3]) for p in paths if len(Path(p).parts) == 5 and Path(p).parts[3].startswith("seed")}
+    return {
+        (Path(p).parts[2], Path(p).parts[3])
+        for p in paths
+        if len(Path(p).parts) == 5 and Path(p).parts[3].startswith("seed")
+    }
 
 
 def test_search_selects_the_best_candidate_and_reruns_only_what_a_new_one_changes(demo_copy):
-    config = search(demo_copy, [1.0, 25.0])
+    search(demo_copy, [1.0, 25.0])
     planned = planned_jobs(demo_copy)
     candidates = {j for j in planned if j.rule == "tune_candidate"}
     assert {dict(j.wildcards)["method"] for j in candidates} == {METHOD} and len(candidates) == 2
@@ -95,11 +99,14 @@ def test_search_selects_the_best_candidate_and_reruns_only_what_a_new_one_change
     assert runs_of(rewritten) == set()
     assert {p for p in rewritten if "/tuning/" in p} == {
         f"results/{DATASET}/{METHOD}/tuning/{c['name']}/validation.json"
-        for c in selected(demo_copy)["candidates"] if c["settings"] == {"l2": 2.0}
-    }  # fmt: skip
+        for c in selected(demo_copy)["candidates"]
+        if c["settings"] == {"l2": 2.0}
+    }
     assert rewritten <= {p for p in rewritten if "/tuning/" in p} | {
-        f"results/{DATASET}/{METHOD}/selected.yaml", f"results/{DATASET}/tuning.csv", f"results/{DATASET}/tuning.md",
-    }  # fmt: skip
+        f"results/{DATASET}/{METHOD}/selected.yaml",
+        f"results/{DATASET}/tuning.csv",
+        f"results/{DATASET}/tuning.md",
+    }
     assert selected(demo_copy)["settings"] == {"l2": 25.0}
 
     # A fourth that wins: that method is retrained with it, and only that method.
@@ -192,12 +199,18 @@ def test_per_user_means_are_the_metrics_and_the_tables_test_against_ease(complet
     # a seed-independent method's one run stands beside every seed of the reference
     per_seed = {
         method: [
-            json.loads((results / method / plan.run_folder(None if plan.seed_independent(config, DATASET, method) else s)
-                        / "metrics.json").read_text())["metrics"][metric]
+            json.loads(
+                (
+                    results
+                    / method
+                    / plan.run_folder(None if plan.seed_independent(config, DATASET, method) else s)
+                    / "metrics.json"
+                ).read_text()
+            )["metrics"][metric]
             for s in seeds
         ]
         for method in config["methods"]
-    }  # fmt: skip
+    }
     for _, row in table[table["metric"] == metric].iterrows():
         assert row["paired_seeds"] == len(seeds)
         differences = np.subtract(per_seed[row["method"]], per_seed["ease"])
@@ -207,7 +220,9 @@ def test_per_user_means_are_the_metrics_and_the_tables_test_against_ease(complet
         if len(seeds) < 3:
             assert np.isnan(row["p_seeds"])  # no test over fewer than 3 seeds
         elif np.ptp(differences) > 1e-12:
-            assert row["p_seeds"] == pytest.approx(stats.ttest_rel(per_seed[row["method"]], per_seed["ease"]).pvalue, rel=1e-6)
+            assert row["p_seeds"] == pytest.approx(
+                stats.ttest_rel(per_seed[row["method"]], per_seed["ease"]).pvalue, rel=1e-6
+            )
         agree = not np.any(differences * row["mean_difference"] < 0)
         assert row["significant"] == (row["p_holm"] < row["alpha"] and agree), row["method"]
     summary = (results / "summary.md").read_text()

@@ -16,26 +16,41 @@ SGD = {"lr": 0.1, "wd": 0.0, "batch_size": 64, "patience": 2, "drop_last": True}
 
 PREPROCESS = {"threshold": 3.5, "min_uc": 5, "min_sc": 0, "n_heldout": 10, "seed": 98765, "test_prop": 0.2}
 
+
 def test_plan_scales_epochs_and_seeds_and_takes_the_longest_chain(tmp_path, monkeypatch):
     """ease: 300 s of which 2 epochs of 10 s; the paper's 50 epochs make 300 - 20 + 50 * 10 = 780 s,
     and 3 seeds of (780 + 60) + 3 of rerank's (30 + 90), plus download, preprocessing and tables
     (60 + 120 + 10 + 20): 3,090 s with one worker. Rerank's chain waits for ease's training:
     180 + 780 + 30 + 90 + 30 = 1,110 s, the bound with 8 workers (3,090 / 8 is less)."""
     rehearsal = {
-        "experiment": "rehearsal", "seeds": [0], "methods": ["ease", "rerank"],
+        "experiment": "rehearsal",
+        "seeds": [0],
+        "methods": ["ease", "rerank"],
         "datasets": {"toy-shape": {"sources": [], "preprocess": PREPROCESS}},
         "hyperparameters": {"ease": {**SGD, "epochs": 2}, "rerank": {"base": "ease", "high": 0.2, "low": 0.1}},
-    }  # fmt: skip
+    }
     paper = {
-        **rehearsal, "seeds": [0, 1, 2], "datasets": {"toy": {"sources": [], "preprocess": PREPROCESS}},
+        **rehearsal,
+        "seeds": [0, 1, 2],
+        "datasets": {"toy": {"sources": [], "preprocess": PREPROCESS}},
         "hyperparameters": {**rehearsal["hyperparameters"], "ease": {**SGD, "epochs": 50}},
-    }  # fmt: skip
+    }
     seconds = {
-        ("download", None): 60, ("preprocess", None): 120, ("train", "ease"): 300, ("evaluate", "ease"): 60,
-        ("train", "rerank"): 30, ("evaluate", "rerank"): 90, ("aggregate", None): 10, ("plot", None): 20,
-    }  # fmt: skip
+        ("download", None): 60,
+        ("preprocess", None): 120,
+        ("train", "ease"): 300,
+        ("evaluate", "ease"): 60,
+        ("train", "rerank"): 30,
+        ("evaluate", "rerank"): 90,
+        ("aggregate", None): 10,
+        ("plot", None): 20,
+    }
     for (rule, method), s in seconds.items():
-        wildcards = {"dataset": "toy-shape", "split": plan.split_key(rehearsal, "toy-shape"), **({"method": method, "run": "seed0"} if method else {})}
+        wildcards = {
+            "dataset": "toy-shape",
+            "split": plan.split_key(rehearsal, "toy-shape"),
+            **({"method": method, "run": "seed0"} if method else {}),
+        }
         path = tmp_path / plan.benchmark_pattern(rehearsal, rule).format(**wildcards)
         path.parent.mkdir(parents=True, exist_ok=True)
         record = {"s": s, "max_rss": 100.0 * s, "rule_name": rule, "wildcards": wildcards, "resources": {"mem_mb": 1}}

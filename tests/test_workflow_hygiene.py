@@ -19,10 +19,10 @@ from semtail import plan
 from workflow_runs import (
     FULL_JOB_BLOCKS,
     REPO,
+    TEST_CONFIG,
     copy_repo,
     dry_run_blocks,
     read_config,
-    TEST_CONFIG,
     reduced_config,
     snakemake,
     snakemake_env,
@@ -59,6 +59,23 @@ def test_snakefiles_are_snakefmt_formatted():
     assert done.returncode == 0, f"run `snakefmt {' '.join(SNAKEFILES)}`:\n{done.stdout}{done.stderr}"
 
 
+def ruff(*args: str) -> subprocess.CompletedProcess:
+    """The project's ruff (pyproject.toml's [tool.ruff]), from this interpreter's environment."""
+    return subprocess.run([sys.executable, "-m", "ruff", *args], cwd=REPO, capture_output=True, text=True)
+
+
+def test_python_code_is_ruff_formatted():
+    done = ruff("format", "--check", "--diff", ".")
+    assert done.returncode == 0, (
+        f"run `ruff format .` (pip install -e '.[test]' installs ruff):\n{done.stdout}{done.stderr}"
+    )
+
+
+def test_python_code_passes_the_linter():
+    done = ruff("check", "--output-format", "concise", ".")
+    assert done.returncode == 0, f"run `ruff check --fix .` and fix what is left:\n{done.stdout}{done.stderr}"
+
+
 def test_every_job_has_a_log(tmp_path):
     workdir = copy_repo(tmp_path / "repo", raw_cache=False)
     write_config(workdir, reduced_config())
@@ -87,7 +104,9 @@ def test_the_default_console_prints_one_line_per_job_and_the_plan(tmp_path):
             expected.append(f"{rule} {wildcards['dataset']} {wildcards['method']} {wildcards['run']}")
         elif rule in ("tune_candidate", "tune_candidate_seed"):
             seed = wildcards.get("seed", "0")
-            expected.append(f"tune_candidate {wildcards['dataset']} ease {wildcards['candidate']} seed {seed}: {{'lr': 0.001}}")
+            expected.append(
+                f"tune_candidate {wildcards['dataset']} ease {wildcards['candidate']} seed {seed}: {{'lr': 0.001}}"
+            )
         elif rule == "all":
             expected.append("all: the workflow's targets")
         elif rule == "resources_table":
@@ -100,7 +119,9 @@ def test_the_default_console_prints_one_line_per_job_and_the_plan(tmp_path):
     assert "tune_candidate ml-100k ease" in quiet and "seed 3: {'lr': 0.001}" in quiet
     # besides a timestamp and a line per job: the plan's job counts (twice: before and after the
     # search's selection) and its reasons, a few dozen lines in all whatever the number of jobs
-    other = [line for line in quiet.splitlines() if not re.match(r"^(Job \d+: |\[\w{3} \w{3} +\d+ [\d:]+ \d{4}\]$)", line)]
+    other = [
+        line for line in quiet.splitlines() if not re.match(r"^(Job \d+: |\[\w{3} \w{3} +\d+ [\d:]+ \d{4}\]$)", line)
+    ]
     assert len(other) <= 70, "\n".join(other)
     assert "output:" not in quiet and "reason:" not in quiet and "Job stats:" in quiet and "Reasons:" in quiet
 
@@ -211,7 +232,11 @@ def test_a_clone_in_a_folder_with_a_space_runs_its_jobs(tmp_path):
     model = f"{plan.run_dir(config, 'ml-100k', 'mostpop', 0)}/model.pt"
     done = subprocess.run(
         [str(interpreter), "-m", "snakemake", "--cores", "1", f"--configfile={TEST_CONFIG}", model],
-        cwd=workdir, env=snakemake_env(), capture_output=True, text=True, timeout=900,
+        cwd=workdir,
+        env=snakemake_env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "exit status 127" not in done.stderr

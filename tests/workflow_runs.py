@@ -39,7 +39,10 @@ def repo_files() -> list[str]:
     """The files of the repository: tracked, or untracked and not ignored (work in progress)."""
     listed = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        cwd=REPO, capture_output=True, text=True, check=True,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split("\0")
     return sorted({name for name in listed if name and (REPO / name).is_file()})
 
@@ -238,18 +241,16 @@ def dependents(config: dict, method: str) -> list[str]:
     """`method` and the names in `methods:` whose training reads its model (a rerank or post whose
     base it is), on any dataset."""
     reading = [
-        name for name in config["methods"] if method_named(config, name) in ON_BASE_METHODS and method in bases(config, name)
+        name
+        for name in config["methods"]
+        if method_named(config, name) in ON_BASE_METHODS and method in bases(config, name)
     ]
     return [method, *reading]
 
 
 def output_times(workdir: Path, pattern: str = "results/**/*") -> dict[str, int]:
     """Modification times (ns) of the files under results/, to see which ones a run rewrote."""
-    return {
-        str(path.relative_to(workdir)): path.stat().st_mtime_ns
-        for path in workdir.glob(pattern)
-        if path.is_file()
-    }
+    return {str(path.relative_to(workdir)): path.stat().st_mtime_ns for path in workdir.glob(pattern) if path.is_file()}
 
 
 def kill_group(process: subprocess.Popen, grace_s: float = 2.0, first_signal=signal.SIGTERM) -> None:

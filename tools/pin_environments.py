@@ -65,7 +65,10 @@ def conda_lock(env_file: Path, versions: dict[str, str]) -> dict:
     pinned = []
     for dependency in spec["dependencies"]:
         if isinstance(dependency, dict):
-            pip_lines = [f"{Requirement(line).name}=={versions[canonicalize_name(Requirement(line).name)]}" for line in dependency["pip"]]
+            pip_lines = [
+                f"{Requirement(line).name}=={versions[canonicalize_name(Requirement(line).name)]}"
+                for line in dependency["pip"]
+            ]
             pinned.append({"pip": pip_lines})
             continue
         name = CONDA_SPEC.match(dependency).group(1)
@@ -107,7 +110,9 @@ def pins_differ(current: str | None, new: str) -> bool:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--check", action="store_true", help="only say whether the lock files' package pins would change")
+    parser.add_argument(
+        "--check", action="store_true", help="only say whether the lock files' package pins would change"
+    )
     args = parser.parse_args()
     changed = []
     for path, text in lock_files().items():

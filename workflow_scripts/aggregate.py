@@ -6,7 +6,9 @@ from semtail import flags, run_metrics, selection, significance, tables
 from semtail.files import atomic_path, write_text
 from semtail.script_io import plain, script_run, setup_logging
 
-run = script_run(globals(), "Aggregate a dataset's metric JSONs into summary, paper-comparison and significance tables.")
+run = script_run(
+    globals(), "Aggregate a dataset's metric JSONs into summary, paper-comparison and significance tables."
+)
 log = setup_logging(run, "aggregate")
 
 dataset = run.params.dataset
@@ -31,7 +33,9 @@ disagreements = flags.seed_disagreements(runs, compare["reference"], unchanged)
 with atomic_path(run.output.summary_csv) as tmp:
     summary.to_csv(tmp, index=False)
 grid_edges = selection.grid_edge_markdown(plain(run.params.get("grid_edge_warnings", [])))
-write_text(run.output.summary_md, tables.summary_markdown(summary, dataset, tests, disagreements, unchanged) + grid_edges)
+write_text(
+    run.output.summary_md, tables.summary_markdown(summary, dataset, tests, disagreements, unchanged) + grid_edges
+)
 write_text(run.output.summary_tex, tables.summary_latex(summary, dataset, tests, disagreements))
 with atomic_path(run.output.comparison_csv) as tmp:
     comparison.to_csv(tmp, index=False)
@@ -42,6 +46,13 @@ with atomic_path(run.output.significance_csv) as tmp:
 log.info(
     "%s: %d runs of %d methods; %d comparison rows; %d of %d differences from %s significant; "
     "%d (method, metric) pairs whose seeds disagree; on-base methods that changed nothing: %s",
-    dataset, len(runs), len(summary), len(comparison), int(tests["significant"].sum()), len(tests), compare["reference"],
-    len(disagreements), ", ".join(unchanged["method"]) or "none",
-)  # fmt: skip
+    dataset,
+    len(runs),
+    len(summary),
+    len(comparison),
+    int(tests["significant"].sum()),
+    len(tests),
+    compare["reference"],
+    len(disagreements),
+    ", ".join(unchanged["method"]) or "none",
+)

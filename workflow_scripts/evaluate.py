@@ -17,7 +17,7 @@ split = load_split(run.input.train, run.input.test_tr, run.input.test_te)
 # its seed param is None for a seed-independent run.
 names = {"dataset": "dataset", "variant": "method"}
 expected = {key: run.wildcards.get(name) for key, name in names.items() if run.wildcards.get(name) is not None}
-if "seed" in run.params.keys():
+if "seed" in run.params.keys():  # noqa: SIM118 (Snakemake's params are a list: `in` tests values)
     expected["seed"] = run.params.seed
 # What the run must have been trained with now (the train job's params; by hand, optional), and the split files.
 trained_with = None
@@ -25,8 +25,15 @@ if run.params.get("hyperparameters") is not None:
     trained_with = {"hyperparameters": plain(run.params.hyperparameters), "code_version": run.params.model_code_version}
 split_files = {name: run.input[name] for name in CHECKSUMMED_SPLIT_FILES}
 record, result = evaluate_model_file(
-    run.input.model, split, plain(run.params.evaluation), device, expected, run.params.get("code_version"),
-    trained_with, split_files, base_model=run.input.get("base_model"),
+    run.input.model,
+    split,
+    plain(run.params.evaluation),
+    device,
+    expected,
+    run.params.get("code_version"),
+    trained_with,
+    split_files,
+    base_model=run.input.get("base_model"),
 )
 write_per_user(run.output.per_user, result, read_user_ids(run.input.test_users, result.n_test_users))
 write_outputs(record, result, run.output.metrics, run.output.topk, run.output.item_stats)

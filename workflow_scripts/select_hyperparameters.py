@@ -20,8 +20,10 @@ paths = [paths] if isinstance(paths, str) else list(paths)
 records = [read_json(path) for path in paths]
 for path, record in zip(paths, records):
     if record.get("dataset") != run.params.dataset or record.get("method") != run.params.method:
-        raise ValueError(f"{path}: a candidate of {record.get('dataset')}/{record.get('method')}, "
-                         f"expected {run.params.dataset}/{run.params.method}")  # fmt: skip
+        raise ValueError(
+            f"{path}: a candidate of {record.get('dataset')}/{record.get('method')}, "
+            f"expected {run.params.dataset}/{run.params.method}"
+        )
 document = selected_document(
     dataset=str(run.params.dataset),
     name=str(run.params.method),
@@ -33,5 +35,11 @@ document = selected_document(
 )
 write_selected(run.output.selected, document)
 chosen = next(c for c in document["candidates"] if c["chosen"])
-log.info("%s %s: chose %s %s (%s)", document["dataset"], document["method"], document["chosen"],
-         document["settings"], chosen["metrics"])  # fmt: skip
+log.info(
+    "%s %s: chose %s %s (%s)",
+    document["dataset"],
+    document["method"],
+    document["chosen"],
+    document["settings"],
+    chosen["metrics"],
+)

@@ -18,11 +18,11 @@ import os
 # Sleeping OpenMP threads, as in train.py.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from semtail.candidate import train_and_validate  # noqa: E402
 from semtail.files import write_json  # noqa: E402
 from semtail.provenance import CANDIDATE_SCRIPT  # noqa: E402
 from semtail.script_io import plain, script_run, setup_logging  # noqa: E402
 from semtail.train_job import ending_on_signal, job_arguments  # noqa: E402
-from semtail.candidate import train_and_validate  # noqa: E402
 
 run = script_run(globals(), "Train one candidate of a hyperparameter search and score it on the validation users.")
 log = setup_logging(run, "tune_candidate")
@@ -30,8 +30,12 @@ params = run.params
 # The log's name is the candidate's hash: its first line says what the candidate is.
 log.info(
     "%s %s candidate %s, seed %s: %s",
-    params.dataset, params.get("variant") or params.method, params.candidate, params.seed, plain(params.settings),
-)  # fmt: skip
+    params.dataset,
+    params.get("variant") or params.method,
+    params.candidate,
+    params.seed,
+    plain(params.settings),
+)
 with ending_on_signal(log):
     record, training = train_and_validate(
         candidate=str(params.candidate),
@@ -44,5 +48,9 @@ write_json(run.output.validation, record)
 training.remove_checkpoint()
 log.info(
     "%s %s candidate %s %s: validation ndcg@100 %.4f",
-    record["dataset"], record["method"], record["candidate"], record["settings"], record["metrics"]["ndcg@100"],
-)  # fmt: skip
+    record["dataset"],
+    record["method"],
+    record["candidate"],
+    record["settings"],
+    record["metrics"]["ndcg@100"],
+)

@@ -73,7 +73,11 @@ def _coerce_hyperparameters(config: dict) -> None:
             values[key] = _coerce(values[key], [specs[key]], {})
     tuning = _mapping(config.get("tuning"))
     grids = [(name, grid) for name, grid in _mapping(tuning.get("grids")).items()]
-    grids += [(name, grid) for per_name in _mapping(tuning.get("overrides")).values() for name, grid in _mapping(per_name).items()]
+    grids += [
+        (name, grid)
+        for per_name in _mapping(tuning.get("overrides")).values()
+        for name, grid in _mapping(per_name).items()
+    ]
     for name, grid in grids:
         method = variants[name].get("method") if isinstance(variants.get(name), dict) else name
         if method not in known:

@@ -7,9 +7,9 @@ import csv
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import scipy.sparse as sp
@@ -27,7 +27,9 @@ log = logging.getLogger(__name__)
 # The metrics with a value per test user (metrics.json holds their means over the users with
 # held-out items); the others (coverage, item recall, Gini, tail share) describe the set of lists.
 USER_METRICS = ("ndcg", "recall", "hit_rate", "arp")
-FORMAT_VERSION = 4  # 2: the record names its run's `variant`; 3: it holds its split files' checksums; 4: its model's history
+FORMAT_VERSION = (
+    4  # 2: the record names its run's `variant`; 3: it holds its split files' checksums; 4: its model's history
+)
 
 USERS_NOTE = (
     "ndcg, recall, hit_rate and arp average over the test users with at least one held-out item "
@@ -165,14 +167,18 @@ def evaluate(
             "users: coverage needs at least one full block"
         )
     popularity = np.asarray(split.train.sum(axis=0), dtype=np.int64).ravel()
-    totals = Totals(run_metrics.metric_ks(ks), popularity, run_metrics.long_tail_items(popularity, tail_interaction_share), device)
+    totals = Totals(
+        run_metrics.metric_ks(ks), popularity, run_metrics.long_tail_items(popularity, tail_interaction_share), device
+    )
     with torch.inference_mode():
         for start in range(0, n_users, batch_size):
             stop = min(start + batch_size, n_users)
             fold_in = _dense_rows(split.fold_in, start, stop, device)
             scores = score(fold_in)
             if tuple(scores.shape) != tuple(fold_in.shape):
-                raise ValueError(f"the model's scores have shape {tuple(scores.shape)}, expected {tuple(fold_in.shape)}")
+                raise ValueError(
+                    f"the model's scores have shape {tuple(scores.shape)}, expected {tuple(fold_in.shape)}"
+                )
             if torch.isnan(scores).any():
                 raise ValueError(f"the model scored NaN for test users {start}..{stop - 1}")
             totals.add(scores, fold_in, _dense_rows(split.heldout, start, stop, device))
@@ -181,7 +187,17 @@ def evaluate(
 
 
 # The order of the metrics in metrics.json: by metric, then by k.
-METRIC_ORDER = ("ndcg", "recall", "hit_rate", "coverage", "coverage_unmasked", "item_recall", "gini", "arp", "tail_share")
+METRIC_ORDER = (
+    "ndcg",
+    "recall",
+    "hit_rate",
+    "coverage",
+    "coverage_unmasked",
+    "item_recall",
+    "gini",
+    "arp",
+    "tail_share",
+)
 
 
 class Totals:
@@ -239,7 +255,9 @@ class Totals:
             by_metric["coverage"][f"coverage@{k}"] = float(coverage[k - 1])
             by_metric["coverage_unmasked"][f"coverage_unmasked@{k}"] = float(coverage_unmasked[k - 1])
             item_recall = by_metric["item_recall"]
-            item_recall[f"item_recall@{k}"], item_recall[f"item_recall@{k}_pos"] = run_metrics.item_recall(hits[k], heldout_count)
+            item_recall[f"item_recall@{k}"], item_recall[f"item_recall@{k}_pos"] = run_metrics.item_recall(
+                hits[k], heldout_count
+            )
             by_metric["gini"][f"gini@{k}"] = run_metrics.gini(exposure[k])
             in_tail, filled = self.tail_filled[k]
             by_metric["tail_share"][f"tail_share@{k}"] = in_tail / filled
@@ -359,7 +377,9 @@ def check_model(
         if str(model.get(key)) != str(value):
             raise ValueError(f"{model_path}: the model file says {key}={model.get(key)!r}, expected {value!r}")
     if trained_with is not None:
-        found = run_metrics.differences(model.get("hyperparameters"), trained_with["hyperparameters"], "hyperparameters")
+        found = run_metrics.differences(
+            model.get("hyperparameters"), trained_with["hyperparameters"], "hyperparameters"
+        )
         found += run_metrics.differences(model.get("code_version"), trained_with["code_version"], "code_version")
         if found:
             raise ValueError(
@@ -370,7 +390,9 @@ def check_model(
     if base_model is not None:
         referred = (model["base"] or {}).get("path")
         if referred is None or not Path(referred).resolve() == Path(base_model).resolve():
-            raise ValueError(f"{model_path}: refers to the base model file {referred}, but the job's base is {base_model}")
+            raise ValueError(
+                f"{model_path}: refers to the base model file {referred}, but the job's base is {base_model}"
+            )
     if int(model["n_items"]) != split.n_items:
         raise ValueError(f"{model_path}: the model has {model['n_items']} items, the split has {split.n_items}")
 

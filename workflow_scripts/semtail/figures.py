@@ -28,9 +28,23 @@ from semtail.files import atomic_path  # noqa: E402
 # For variants, and for methods whose declared colour an earlier one already has; each far from
 # the methods' declared colours.
 SPARE_COLOURS = [
-    "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#8c564b", "#17becf", "#000080", "#bcbd22",
-    "#ff9896", "#9467bd", "#98df8a", "#c49c94", "#f7b6d2", "#dbdb8d", "#9edae5", "#000000",
-]  # fmt: skip
+    "#7570b3",
+    "#e7298a",
+    "#66a61e",
+    "#e6ab02",
+    "#8c564b",
+    "#17becf",
+    "#000080",
+    "#bcbd22",
+    "#ff9896",
+    "#9467bd",
+    "#98df8a",
+    "#c49c94",
+    "#f7b6d2",
+    "#dbdb8d",
+    "#9edae5",
+    "#000000",
+]
 N_POPULARITY_GROUPS = 10
 MIN_HELDOUT_ITEMS = 30  # a popularity group with fewer held-out items is marked as too few to mean much
 LANDSCAPE_SEED = 0
@@ -62,7 +76,11 @@ def styles(names) -> dict[str, Style]:
     spare = iter([c for c in SPARE_COLOURS if c not in taken_colours])
     result, labels, colours = {}, set(), set()
     for name in names:
-        figure = declared[name].figures if name in declared else {"label": name, "marker": "o", "marker_size": 8, "outlier": False}
+        figure = (
+            declared[name].figures
+            if name in declared
+            else {"label": name, "marker": "o", "marker_size": 8, "outlier": False}
+        )
         label = figure["label"] if figure["label"] not in labels else f"{figure['label']} ({name})"
         colour = figure.get("colour", "").lower()
         if not colour or colour in colours:
@@ -112,7 +130,11 @@ def as_path_list(paths) -> list[Path]:
 
 def load_runs(metric_paths, topk_paths, item_paths) -> list[EvaluatedRun]:
     """Runs from the evaluate rule's outputs, given as three lists in the same run order."""
-    metric_paths, topk_paths, item_paths = as_path_list(metric_paths), as_path_list(topk_paths), as_path_list(item_paths)
+    metric_paths, topk_paths, item_paths = (
+        as_path_list(metric_paths),
+        as_path_list(topk_paths),
+        as_path_list(item_paths),
+    )
     if not len(metric_paths) == len(topk_paths) == len(item_paths):
         raise ValueError(
             f"{len(metric_paths)} metric JSONs, {len(topk_paths)} topk.npz and {len(item_paths)} items.npz: "
@@ -156,9 +178,16 @@ def _mean_sd_points(axes: plt.Axes, summary: pd.DataFrame, x: str, y: str, drawn
     for row in summary.to_dict("records"):
         style = drawn[row["method"]]
         axes.errorbar(
-            row[f"{x}_mean"], row[f"{y}_mean"], xerr=np.nan_to_num(row[f"{x}_std"]), yerr=np.nan_to_num(row[f"{y}_std"]),
-            fmt=style.marker, markersize=style.marker_size, capsize=4, color=style.colour, label=style.label,
-        )  # fmt: skip
+            row[f"{x}_mean"],
+            row[f"{y}_mean"],
+            xerr=np.nan_to_num(row[f"{x}_std"]),
+            yerr=np.nan_to_num(row[f"{y}_std"]),
+            fmt=style.marker,
+            markersize=style.marker_size,
+            capsize=4,
+            color=style.colour,
+            label=style.label,
+        )
 
 
 def _legend_outside(axes: plt.Axes, title: str | None = "method") -> None:
@@ -174,7 +203,9 @@ def coverage_frame(runs: list[EvaluatedRun]) -> pd.DataFrame:
     for run in runs:
         block_size = int(run.record["evaluation"]["coverage_block_size"])
         curve = run_metrics.coverage_curve(run.lists(), block_size)
-        frames.append(pd.DataFrame({"method": run.method, "seed": run.seed, "k": np.arange(1, curve.size + 1), "coverage": curve}))
+        frames.append(
+            pd.DataFrame({"method": run.method, "seed": run.seed, "k": np.arange(1, curve.size + 1), "coverage": curve})
+        )
     return pd.concat(frames, ignore_index=True)
 
 
@@ -191,7 +222,9 @@ def coverage_at_k_figure(runs: list[EvaluatedRun], dataset: str) -> plt.Figure:
     axes.set_ylabel(f"Coverage@k (distinct items per {block_size} test users)")
     axes.set_xlim(1, frame["k"].max())
     axes.set_ylim(bottom=0)
-    axes.set_title(f"{dataset}: catalog coverage against list length\nfold-in items masked; band: ±1 SD over seeds ({_runs_note(runs)})")
+    axes.set_title(
+        f"{dataset}: catalog coverage against list length\nfold-in items masked; band: ±1 SD over seeds ({_runs_note(runs)})"
+    )
     _legend_outside(axes)
     return figure
 
@@ -199,7 +232,9 @@ def coverage_at_k_figure(runs: list[EvaluatedRun], dataset: str) -> plt.Figure:
 # ---- 2. item recall by popularity ----
 
 
-def popularity_groups(popularity: np.ndarray, n_groups: int = N_POPULARITY_GROUPS, weights: np.ndarray | None = None) -> np.ndarray:
+def popularity_groups(
+    popularity: np.ndarray, n_groups: int = N_POPULARITY_GROUPS, weights: np.ndarray | None = None
+) -> np.ndarray:
     """Per item, its group 1..g (g ≤ n_groups) by training popularity, each group about an equal
     share of the items' `weights` (default: their popularity, so a share of the training
     interactions), and items of equal popularity always in one group.
@@ -238,16 +273,18 @@ def item_recall_by_group(items: dict[str, np.ndarray], k: int, n_groups: int = N
     for group in range(1, int(groups.max()) + 1):
         members = groups == group
         held_members = members & held
-        rows.append({
-            "group": group,
-            "popularity_min": int(popularity[members].min()),
-            "popularity_max": int(popularity[members].max()),
-            "n_items": int(members.sum()),
-            "n_heldout_items": int(held_members.sum()),
-            "n_heldout": int(items["heldout_count"][members].sum()),
-            "item_recall": per_item[held_members].mean() if held_members.any() else np.nan,
-            "enough": bool(held_members.sum() >= MIN_HELDOUT_ITEMS),
-        })  # fmt: skip
+        rows.append(
+            {
+                "group": group,
+                "popularity_min": int(popularity[members].min()),
+                "popularity_max": int(popularity[members].max()),
+                "n_items": int(members.sum()),
+                "n_heldout_items": int(held_members.sum()),
+                "n_heldout": int(items["heldout_count"][members].sum()),
+                "item_recall": per_item[held_members].mean() if held_members.any() else np.nan,
+                "enough": bool(held_members.sum() >= MIN_HELDOUT_ITEMS),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -266,7 +303,8 @@ def item_recall_by_popularity_figure(runs: list[EvaluatedRun], dataset: str, k: 
     _style()
     drawn = styles(_methods(runs))
     frame = pd.concat(
-        [item_recall_by_group(run.items(), k).assign(method=run.method, seed=run.seed) for run in runs], ignore_index=True
+        [item_recall_by_group(run.items(), k).assign(method=run.method, seed=run.seed) for run in runs],
+        ignore_index=True,
     )
     groups = item_recall_by_group(runs[0].items(), k)  # the same test split for every run
     summary = frame.groupby(["method", "group"], sort=False)["item_recall"].agg(["mean", "std"])
@@ -276,8 +314,16 @@ def item_recall_by_popularity_figure(runs: list[EvaluatedRun], dataset: str, k: 
     for index, method in enumerate(methods):
         x = np.arange(len(groups)) - 0.4 + width * (index + 0.5)
         rows = summary.loc[method].reindex(groups["group"])
-        bars = axes.bar(x, rows["mean"], width, yerr=rows["std"].fillna(0), color=drawn[method].colour,
-                        label=drawn[method].label, capsize=2, error_kw={"linewidth": 1})  # fmt: skip
+        bars = axes.bar(
+            x,
+            rows["mean"],
+            width,
+            yerr=rows["std"].fillna(0),
+            color=drawn[method].colour,
+            label=drawn[method].label,
+            capsize=2,
+            error_kw={"linewidth": 1},
+        )
         for bar, enough in zip(bars, groups["enough"]):
             if not enough:
                 bar.set_alpha(0.35)
@@ -286,7 +332,7 @@ def item_recall_by_popularity_figure(runs: list[EvaluatedRun], dataset: str, k: 
     axes.set_xlabel(
         f"training popularity of the item (users with it), in groups of about 1/{N_POPULARITY_GROUPS} of the items held "
         "out at least once each, equal popularity never split;\nunder each group: its items, and those held out at least "
-        f"once; hatched, \"too few\": under {MIN_HELDOUT_ITEMS} held out"
+        f'once; hatched, "too few": under {MIN_HELDOUT_ITEMS} held out'
     )
     axes.set_ylabel(f"Item Recall@{k}, mean over\nthe group's items held out at least once")
     axes.set_ylim(bottom=0)
@@ -301,8 +347,15 @@ def item_recall_by_popularity_figure(runs: list[EvaluatedRun], dataset: str, k: 
 # ---- 3. accuracy against coverage ----
 
 
-def tradeoff_frame(runs: list[EvaluatedRun], accuracy: str = "ndcg@100", coverage: str = "coverage@100") -> pd.DataFrame:
-    frame = pd.DataFrame([{"method": r.method, "accuracy": r.record["metrics"][accuracy], "coverage": r.record["metrics"][coverage]} for r in runs])
+def tradeoff_frame(
+    runs: list[EvaluatedRun], accuracy: str = "ndcg@100", coverage: str = "coverage@100"
+) -> pd.DataFrame:
+    frame = pd.DataFrame(
+        [
+            {"method": r.method, "accuracy": r.record["metrics"][accuracy], "coverage": r.record["metrics"][coverage]}
+            for r in runs
+        ]
+    )
     summary = frame.groupby("method", sort=False).agg(["mean", "std", "count"])
     summary.columns = [f"{a}_{b}" for a, b in summary.columns]
     return summary.reset_index()
@@ -367,7 +420,9 @@ def load_item_weights(item_stats_paths) -> np.ndarray:
     for path in item_stats_paths:
         with np.load(path) as item_stats:
             if "item_weights" not in item_stats:
-                raise ValueError(f"{path}: no item_weights (not a POSIT run's evaluation, or one older than metric format 4)")
+                raise ValueError(
+                    f"{path}: no item_weights (not a POSIT run's evaluation, or one older than metric format 4)"
+                )
             weights.append(np.asarray(item_stats["item_weights"], dtype=np.float64).ravel())
     if not weights:
         raise ValueError("no POSIT runs given for the weight landscape")
@@ -389,21 +444,35 @@ def weight_landscape_figure(train: sp.spmatrix, weights: np.ndarray, dataset: st
     figure, (left, right) = plt.subplots(1, 2, figsize=(13, 5.6), sharex=True, sharey=True, layout="constrained")
     order = np.argsort(popularity, kind="stable")  # popular items drawn last, on top
     points = left.scatter(
-        coordinates[order, 0], coordinates[order, 1], c=np.maximum(popularity[order], 1), s=6,
-        cmap=POPULARITY_CMAP, norm=LogNorm(vmin=1, vmax=max(popularity.max(), 2)), rasterized=True, linewidths=0,
-    )  # fmt: skip
+        coordinates[order, 0],
+        coordinates[order, 1],
+        c=np.maximum(popularity[order], 1),
+        s=6,
+        cmap=POPULARITY_CMAP,
+        norm=LogNorm(vmin=1, vmax=max(popularity.max(), 2)),
+        rasterized=True,
+        linewidths=0,
+    )
     figure.colorbar(points, ax=left, label="training popularity (users with the item, log scale)")
     low, high = np.percentile(mean_weight, [1, 99])
     order = np.argsort(mean_weight, kind="stable")  # high weights drawn on top
     points = right.scatter(
-        coordinates[order, 0], coordinates[order, 1], c=mean_weight[order], s=6, cmap="viridis",
-        norm=Normalize(vmin=low, vmax=high if high > low else low + 1e-9), rasterized=True, linewidths=0,
-    )  # fmt: skip
+        coordinates[order, 0],
+        coordinates[order, 1],
+        c=mean_weight[order],
+        s=6,
+        cmap="viridis",
+        norm=Normalize(vmin=low, vmax=high if high > low else low + 1e-9),
+        rasterized=True,
+        linewidths=0,
+    )
     n_seeds = weights.shape[0]
     figure.colorbar(
-        points, ax=right, extend="both",
+        points,
+        ax=right,
+        extend="both",
         label=f"POSIT final item weight w̄, mean over {n_seeds} seed{'s' if n_seeds > 1 else ''}",
-    )  # fmt: skip
+    )
     for axes in (left, right):
         axes.set_xlabel("SVD component 1")
     left.set_ylabel("SVD component 2")
@@ -432,7 +501,14 @@ def lorenz_figure(runs: list[EvaluatedRun], dataset: str, k: int = 100, max_poin
         for index, run in enumerate(method_runs):
             item_share, exposure_share = run_metrics.lorenz_curve(run.items()[f"exposure_at_{k}"])
             keep = np.unique(np.linspace(0, item_share.size - 1, min(max_points, item_share.size)).round().astype(int))
-            axes.plot(item_share[keep], exposure_share[keep], color=drawn[method].colour, linewidth=1.4, alpha=0.85, label=label if index == 0 else None)
+            axes.plot(
+                item_share[keep],
+                exposure_share[keep],
+                color=drawn[method].colour,
+                linewidth=1.4,
+                alpha=0.85,
+                label=label if index == 0 else None,
+            )
     axes.set_xlim(0, 1)
     axes.set_ylim(0, 1)
     axes.xaxis.set_major_formatter(PercentFormatter(1.0))
@@ -463,7 +539,13 @@ def adversary_figure(table: pd.DataFrame, history: pd.DataFrame, dataset: str) -
     tradeoff.margins(0.15)
     for (method, _), run in history.groupby(["method", "seed"], sort=False):
         share.plot(run["epoch"], run["tail_share"], color=drawn[method].colour, linewidth=1.1, alpha=0.8)
-        change.plot(run["epoch"], run["weight_change"].where(run["weight_change"] > 0), color=drawn[method].colour, linewidth=1.1, alpha=0.8)
+        change.plot(
+            run["epoch"],
+            run["weight_change"].where(run["weight_change"] > 0),
+            color=drawn[method].colour,
+            linewidth=1.1,
+            alpha=0.8,
+        )
     share.axhline(0.5, color="#949494", linewidth=0.8, linestyle="--")
     share.set_xlabel("epoch")
     share.set_ylabel("share of the weights on the least popular half")

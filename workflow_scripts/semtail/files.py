@@ -10,9 +10,10 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator
+from typing import BinaryIO
 
 
 @contextmanager
@@ -97,9 +98,12 @@ def _out_of_space(error: BaseException, folder: Path) -> str | None:
         return "no space left on device"
     if isinstance(error, OSError) and error.errno == errno.EDQUOT:
         return "disk quota exceeded"
-    if isinstance(error, RuntimeError) and "inline_container" in str(error):
-        if shutil.disk_usage(folder).free < NEARLY_FULL_BYTES:
-            return "no space left on device"
+    if (
+        isinstance(error, RuntimeError)
+        and "inline_container" in str(error)
+        and shutil.disk_usage(folder).free < NEARLY_FULL_BYTES
+    ):
+        return "no space left on device"
     return None
 
 

@@ -37,10 +37,18 @@ def seed_disagreements(runs: pd.DataFrame, reference: str, unchanged: pd.DataFra
             values = group[key].astype(float)
             mean, reference_mean = float(values.mean()), float(reference_runs[key].astype(float).mean())
             if values.max() - values.min() > abs(mean - reference_mean):
-                rows.append({
-                    "method": method, "reference": reference, "metric": key, "seed_min": float(values.min()), "seed_max": float(values.max()),
-                    "mean": mean, "reference_mean": reference_mean, "difference": mean - reference_mean,
-                })  # fmt: skip
+                rows.append(
+                    {
+                        "method": method,
+                        "reference": reference,
+                        "metric": key,
+                        "seed_min": float(values.min()),
+                        "seed_max": float(values.max()),
+                        "mean": mean,
+                        "reference_mean": reference_mean,
+                        "difference": mean - reference_mean,
+                    }
+                )
     return pd.DataFrame(rows, columns=DISAGREEMENT_COLUMNS)
 
 

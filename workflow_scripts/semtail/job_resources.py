@@ -112,10 +112,13 @@ class Request(NamedTuple):
 def download(job: Job) -> Request:
     # A synthetic source's positives, as the int64 arrays that generating and ordering them hold.
     generated = max(
-        (int(source["synthetic"]["interactions"]) for source in dataset_config(job.config, job.dataset)["sources"]
-         if "synthetic" in source),
+        (
+            int(source["synthetic"]["interactions"])
+            for source in dataset_config(job.config, job.dataset)["sources"]
+            if "synthetic" in source
+        ),
         default=0,
-    )  # fmt: skip
+    )
     runtime = minutes(SYNTHETIC_SECONDS_PER_POSITIVE * generated) if generated else 240
     return Request(1, 1.0 * 2**30 + SYNTHETIC_BYTES_PER_POSITIVE * generated, runtime)
 
@@ -252,9 +255,16 @@ def resources(
     if stage not in STAGES:
         raise ValueError(f"no resource model for stage {stage!r}")
     job = Job(
-        config, dataset, method, hyperparameters, on_gpu,
-        size["items"], size["interactions"], max(1, size["users"]), heldout,
-    )  # fmt: skip
+        config,
+        dataset,
+        method,
+        hyperparameters,
+        on_gpu,
+        size["items"],
+        size["interactions"],
+        max(1, size["users"]),
+        heldout,
+    )
     threads, memory, runtime = STAGES[stage](job)
     attempt = max(1, int(attempt))
     return {
@@ -301,7 +311,9 @@ def model_file_bytes(config: dict, dataset: str, name: str, stats_file: str | os
     storing, and its item weights. The history and the rest add a few kilobytes, left out."""
     n = dataset_size(config, dataset, stats_file)["items"]
     declared = registry.declaration(method_of(config, name))
-    stored = [shape for key, shape in declared.state.items() if not (declared.training == "on_base" and key == registry.BASE)]
+    stored = [
+        shape for key, shape in declared.state.items() if not (declared.training == "on_base" and key == registry.BASE)
+    ]
     return 4 * (sum(n ** len(shape) for shape in stored) + (n if declared.item_weights else 0))
 
 
@@ -314,10 +326,16 @@ def model_file_estimate(config: dict) -> list[dict]:
     for dataset in config["datasets"]:
         for name in config["methods"]:
             runs, each = len(run_seeds(config, dataset, name)), model_file_bytes(config, dataset, name)
-            rows.append({
-                "dataset": dataset, "name": name, "runs": runs, "bytes_each": each, "bytes": runs * each,
-                "kept_bytes": runs * each if kept else 0,
-            })  # fmt: skip
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "name": name,
+                    "runs": runs,
+                    "bytes_each": each,
+                    "bytes": runs * each,
+                    "kept_bytes": runs * each if kept else 0,
+                }
+            )
     return rows
 
 

@@ -36,7 +36,9 @@ def rank_top_k(
         scores = scores.double()
     excluded = None if exclude is None else exclude.bool()
     if excluded is not None:
-        scores = scores.masked_fill_(excluded, float("-inf")) if overwrite else scores.masked_fill(excluded, float("-inf"))
+        scores = (
+            scores.masked_fill_(excluded, float("-inf")) if overwrite else scores.masked_fill(excluded, float("-inf"))
+        )
     n_rows, n_items = scores.shape
     k = min(k, n_items)
     if k == 0 or n_rows == 0:
@@ -83,7 +85,9 @@ def _tied_at_the_cut(
     return selected.nonzero()[:, 1].view(len(scores), k)
 
 
-def ndcg_at_k(top_k: torch.Tensor, heldout: torch.Tensor, k: int, n_heldout: torch.Tensor | None = None) -> torch.Tensor:
+def ndcg_at_k(
+    top_k: torch.Tensor, heldout: torch.Tensor, k: int, n_heldout: torch.Tensor | None = None
+) -> torch.Tensor:
     """NDCG@k per user: binary gains, discount 1/log2(rank + 1), ideal DCG over min(k, #held-out).
     `n_heldout`: each user's number of held-out items where the caller has it (else counted)."""
     top_k = top_k[:, :k]

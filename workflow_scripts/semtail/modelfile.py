@@ -147,7 +147,9 @@ def check_model(model, source: str = "model") -> None:
     base = model["base"]
     if declared.training == "on_base":
         if not isinstance(base, dict) or any(key not in base for key in BASE_REFERENCE_KEYS):
-            raise ModelFileError(f"{source}: {declared.name} is trained on a base: base must hold {', '.join(BASE_REFERENCE_KEYS)}")
+            raise ModelFileError(
+                f"{source}: {declared.name} is trained on a base: base must hold {', '.join(BASE_REFERENCE_KEYS)}"
+            )
     elif base is not None:
         raise ModelFileError(f"{source}: {declared.name} has no base, but base is not None")
     state = model["state"]
@@ -160,11 +162,15 @@ def check_model(model, source: str = "model") -> None:
         if tuple(tensor.shape) != expected:
             raise ModelFileError(f"{source}: state[{key!r}] has shape {tuple(tensor.shape)}, expected {expected}")
         if tensor.dtype != torch.float32 or tensor.device.type != "cpu":
-            raise ModelFileError(f"{source}: state[{key!r}] must be float32 on the CPU, is {tensor.dtype} on {tensor.device}")
+            raise ModelFileError(
+                f"{source}: state[{key!r}] must be float32 on the CPU, is {tensor.dtype} on {tensor.device}"
+            )
     weights = model["item_weights"]
     if declared.item_weights:
         if not isinstance(weights, torch.Tensor) or tuple(weights.shape) != (n_items,):
-            raise ModelFileError(f"{source}: {declared.name} learns item weights: item_weights must be a tensor of {n_items} items")
+            raise ModelFileError(
+                f"{source}: {declared.name} learns item weights: item_weights must be a tensor of {n_items} items"
+            )
     elif weights is not None:
         raise ModelFileError(f"{source}: {declared.name} learns no item weights, but item_weights is not None")
 

@@ -21,9 +21,14 @@ from semtail.run_metrics import CHECKSUMMED_SPLIT_FILES
 
 FIGURES = ("coverage_at_k", "item_recall_by_popularity", "accuracy_coverage_tradeoff", "lorenz")
 TABLES = (
-    "summary.csv", "summary.md", "summary.tex", "paper_comparison.csv", "paper_comparison.md",
-    "paper_comparison.tex", "significance.csv",
-)  # fmt: skip
+    "summary.csv",
+    "summary.md",
+    "summary.tex",
+    "paper_comparison.csv",
+    "paper_comparison.md",
+    "paper_comparison.tex",
+    "significance.csv",
+)
 ADVERSARY_TABLES = ("adversary.csv", "adversary.md")
 
 
@@ -469,7 +474,8 @@ def benchmark_files(config: dict) -> list[str]:
 
     files = []
     for dataset in config["datasets"]:
-        def of(rule, **wildcards):
+
+        def of(rule, dataset=dataset, **wildcards):
             return benchmark_pattern(config, rule).format(dataset=dataset, **wildcards)
 
         files += [of("download"), of("preprocess", split=split_key(config, dataset))]
@@ -509,7 +515,9 @@ def report_targets(targets: list[str], reading_every_job: tuple[str, ...] = ()) 
         return targets, None
     missing += [target for target in reading_every_job if target in targets and target not in missing]
     few = len(missing) <= MISSING_LISTED
-    listed = ", ".join(missing) if few else f"{', '.join(missing[:MISSING_LISTED])} and {len(missing) - MISSING_LISTED} more"
+    listed = (
+        ", ".join(missing) if few else f"{', '.join(missing[:MISSING_LISTED])} and {len(missing) - MISSING_LISTED} more"
+    )
     command = f"snakemake {' '.join(missing)}" if few else "snakemake"
     warning = (
         f"--report: {len(missing)} of the workflow's outputs do not exist (a job failed, or has not run), so "

@@ -171,7 +171,13 @@ def _canonical(node) -> str:
 
 
 def is_declaration(statement: ast.stmt) -> bool:
-    targets = statement.targets if isinstance(statement, ast.Assign) else [statement.target] if isinstance(statement, ast.AnnAssign) else []
+    targets = (
+        statement.targets
+        if isinstance(statement, ast.Assign)
+        else [statement.target]
+        if isinstance(statement, ast.AnnAssign)
+        else []
+    )
     return any(isinstance(target, ast.Name) and target.id == DECLARATION_NAME for target in targets)
 
 

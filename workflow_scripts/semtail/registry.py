@@ -84,24 +84,36 @@ RESOURCE_TERMS = {
 }
 COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
 TYPE_WORDS = {
-    "number": "a finite number", "integer": "an integer", "boolean": "a boolean", "string": "a string",
-    "object": "a dict", "array": "a list",
-}  # fmt: skip
+    "number": "a finite number",
+    "integer": "an integer",
+    "boolean": "a boolean",
+    "string": "a string",
+    "object": "a dict",
+    "array": "a list",
+}
 VALUE_CHECK_ORDER = ("type", "enum", *BOUNDS, "pattern")
 
 
 def _is_finite_number(checker, value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and (isinstance(value, int) or math.isfinite(value))
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and (isinstance(value, int) or math.isfinite(value))
+    )
 
 
 def _is_whole_number(checker, value) -> bool:
-    return _is_finite_number(checker, value) and (isinstance(value, int) or value.is_integer())  # 64.0 too; `complete` makes it 64
+    return _is_finite_number(checker, value) and (
+        isinstance(value, int) or value.is_integer()
+    )  # 64.0 too; `complete` makes it 64
 
 
 # JSON schema, but a number is finite: a hyperparameter's NaN or infinity is an error, not a value.
 VALUE_VALIDATOR = validators.extend(
     Draft202012Validator,
-    type_checker=Draft202012Validator.TYPE_CHECKER.redefine_many({"number": _is_finite_number, "integer": _is_whole_number}),
+    type_checker=Draft202012Validator.TYPE_CHECKER.redefine_many(
+        {"number": _is_finite_number, "integer": _is_whole_number}
+    ),
 )
 # A declaration's schemas may give a subschema a `problem`: the words for any violation inside it
 # ({found!r}: the value there; {instance!r}: the violating value), said at its key.
@@ -109,19 +121,36 @@ DECLARATION_VALIDATOR = VALUE_VALIDATOR
 BOOLEAN = {"type": "boolean", "problem": "must be true or false"}
 SPEC_SCHEMA = {
     "type": "object",
-    "allOf": [{"required": ["type"], "properties": {"type": {"enum": list(TYPES)}}, "problem": f"needs a `type`, one of {', '.join(TYPES)}"}],
+    "allOf": [
+        {
+            "required": ["type"],
+            "properties": {"type": {"enum": list(TYPES)}},
+            "problem": f"needs a `type`, one of {', '.join(TYPES)}",
+        }
+    ],
     "properties": {
-        "type": {}, "description": {"type": "string"}, "default": {}, "enum": {"type": "array", "minItems": 1},
-        "pattern": {"type": "string"}, **{bound: {"type": "number"} for bound in BOUNDS},
+        "type": {},
+        "description": {"type": "string"},
+        "default": {},
+        "enum": {"type": "array", "minItems": 1},
+        "pattern": {"type": "string"},
+        **{bound: {"type": "number"} for bound in BOUNDS},
     },
     "additionalProperties": False,
-}  # fmt: skip
+}
 HYPERPARAMETERS_SCHEMA = {
     "type": "object",
-    "propertyNames": {"pattern": NAME.pattern, "problem": f"{{instance!r}} is not a valid hyperparameter name ({NAME.pattern})"},
+    "propertyNames": {
+        "pattern": NAME.pattern,
+        "problem": f"{{instance!r}} is not a valid hyperparameter name ({NAME.pattern})",
+    },
     "additionalProperties": SPEC_SCHEMA,
 }
-TRAINING_LOOP_SCHEMA = {"type": "object", "required": ["hyperparameters"], "properties": {"hyperparameters": HYPERPARAMETERS_SCHEMA}}
+TRAINING_LOOP_SCHEMA = {
+    "type": "object",
+    "required": ["hyperparameters"],
+    "properties": {"hyperparameters": HYPERPARAMETERS_SCHEMA},
+}
 TERMS_SCHEMA = {
     part: {
         "type": "object",
@@ -224,7 +253,9 @@ class Method:
             raise HyperparameterError(f"{where}: expected a mapping of hyperparameters, found {values!r}")
         unknown = sorted(set(values) - set(self.hyperparameters))
         if unknown:
-            guesses = [close[0] for key in unknown if (close := difflib.get_close_matches(key, self.hyperparameters, 1))]
+            guesses = [
+                close[0] for key in unknown if (close := difflib.get_close_matches(key, self.hyperparameters, 1))
+            ]
             hint = f"; did you mean {', '.join(map(repr, guesses))}?" if guesses else ""
             raise HyperparameterError(
                 f"{where}: {unknown} are not hyperparameters of {self.name}{hint} (known: {sorted(self.hyperparameters)})"
@@ -238,7 +269,10 @@ class Method:
         """The full set a job trains with: the declared defaults, then `values`; every key present,
         each of the right type and range, and the constraints met."""
         self.check(values, where)
-        resolved = {**self.defaults(), **{key: as_declared(self.hyperparameters[key], value) for key, value in values.items()}}
+        resolved = {
+            **self.defaults(),
+            **{key: as_declared(self.hyperparameters[key], value) for key, value in values.items()},
+        }
         missing = [key for key in self.hyperparameters if key not in resolved]
         if missing:
             raise HyperparameterError(f"{where}: missing {missing} ({self.name} declares no default for them)")
@@ -269,7 +303,9 @@ def as_declared(spec: dict, value):
 
 def value_problem(spec: dict, value) -> str | None:
     """What is wrong with `value` under a hyperparameter's spec, in words, or None."""
-    errors = sorted(VALUE_VALIDATOR(spec).iter_errors(value), key=lambda error: VALUE_CHECK_ORDER.index(error.validator))
+    errors = sorted(
+        VALUE_VALIDATOR(spec).iter_errors(value), key=lambda error: VALUE_CHECK_ORDER.index(error.validator)
+    )
     if not errors:
         return None
     problem = in_words(errors[0])
@@ -339,7 +375,9 @@ def read_declaration(path: Path) -> Method | None:
     constraints = tuple(tuple(c) for c in declared.get("constraints", []))
     for constraint in constraints:
         if not set(constraint[::2]) <= set(hyperparameters):
-            raise DeclarationError(f"{where}.constraints: {list(constraint)} names a hyperparameter {path.stem} does not have")
+            raise DeclarationError(
+                f"{where}.constraints: {list(constraint)} names a hyperparameter {path.stem} does not have"
+            )
     state = {key: tuple(shape) for key, shape in declared["state"].items()}
     item_item = declared.get("item_item")
     if item_item is not None and state.get(item_item) != ("items", "items"):
@@ -387,7 +425,9 @@ def check_against_schema(declared, schema: dict, where: str) -> None:
         at, words = list(error.absolute_path), _missing_and_unknown(error.instance, error.schema)
     else:
         at, words = list(error.absolute_path), in_words(error)
-    raise DeclarationError(f"{where}{''.join(f'[{part}]' if isinstance(part, int) else f'.{part}' for part in at)}: {words}")
+    raise DeclarationError(
+        f"{where}{''.join(f'[{part}]' if isinstance(part, int) else f'.{part}' for part in at)}: {words}"
+    )
 
 
 def _problem_on_the_way(error: ValidationError, schema: dict) -> tuple[list, str | None]:
@@ -464,16 +504,25 @@ def describe() -> str:
     """Every method with its training, hyperparameters (type, range, default, description) and state."""
     lines = []
     for method in methods().values():
-        seeding = "" if method.seed_dependent else "; seed-independent" + (" where its base is" if method.training == "on_base" else "")
-        lines.append(f"{method.name} ({method.label}; training: {method.training}{seeding}; state: "
-                     + ", ".join(f"{key} {' x '.join(shape)}" for key, shape in method.state.items()) + ")")  # fmt: skip
+        seeding = (
+            ""
+            if method.seed_dependent
+            else "; seed-independent" + (" where its base is" if method.training == "on_base" else "")
+        )
+        lines.append(
+            f"{method.name} ({method.label}; training: {method.training}{seeding}; state: "
+            + ", ".join(f"{key} {' x '.join(shape)}" for key, shape in method.state.items())
+            + ")"
+        )
         for key, spec in method.hyperparameters.items():
             limits = [f"{symbol} {spec[bound]}" for bound, symbol in BOUNDS.items() if bound in spec]
             if "enum" in spec:
                 limits.append("one of " + ", ".join(map(str, spec["enum"])))
             if "default" in spec:
                 limits.append(f"default {spec['default']!r}")
-            lines.append(f"    {key}: {spec['type']}{' (' + '; '.join(limits) + ')' if limits else ''}  {spec.get('description', '')}")
+            lines.append(
+                f"    {key}: {spec['type']}{' (' + '; '.join(limits) + ')' if limits else ''}  {spec.get('description', '')}"
+            )
         lines.append("")
     return "\n".join(lines)
 

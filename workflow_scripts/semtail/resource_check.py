@@ -51,9 +51,15 @@ class Row:
             return "NA" if value is None else f"{value:.{digits}f}"
 
         return [
-            self.rule, self.job, number(self.declared_mem_mb, 0), number(self.max_rss_mb, 0),
-            number(self.declared_runtime_min, 0), number(self.wall_min, 2), str(self.within).lower(), self.note,
-        ]  # fmt: skip
+            self.rule,
+            self.job,
+            number(self.declared_mem_mb, 0),
+            number(self.max_rss_mb, 0),
+            number(self.declared_runtime_min, 0),
+            number(self.wall_min, 2),
+            str(self.within).lower(),
+            self.note,
+        ]
 
 
 def _number(value) -> float | None:
@@ -121,7 +127,16 @@ def row_of(path: str | Path) -> Row:
                 f"{what} oversized: declared {declared[key]:.0f} {unit}, {declared[key] / max(measured[key], 1e-9):.1f}x "
                 f"the measured {measured[key]:.1f}"
             )
-    return Row(rule, job, declared["mem_mb"], measured["mem_mb"], declared["runtime"], measured["runtime"], within, "; ".join(notes))
+    return Row(
+        rule,
+        job,
+        declared["mem_mb"],
+        measured["mem_mb"],
+        declared["runtime"],
+        measured["runtime"],
+        within,
+        "; ".join(notes),
+    )
 
 
 def resource_rows(benchmark_files) -> list[Row]:
@@ -141,5 +156,7 @@ def check_within(rows: list[Row]) -> None:
     if exceeded:
         lines = [f"{len(exceeded)} of {len(rows)} jobs used more than they declared:"]
         lines += [f"  {row.job}: {row.note}" for row in exceeded]
-        lines.append("Their requests come from semtail/job_resources.py:resources; a cluster would have killed these jobs.")
+        lines.append(
+            "Their requests come from semtail/job_resources.py:resources; a cluster would have killed these jobs."
+        )
         raise ResourcesExceeded("\n".join(lines))

@@ -61,9 +61,15 @@ def stale_run_differences(record: dict, expected: dict, split: dict[str, str]) -
     evaluated with now: `expected`, the run's {hyperparameters, code_version} as the config
     resolves them (the model's code version), and `split`, the current split files' checksums."""
     found = differences(record.get("hyperparameters"), expected["hyperparameters"], "hyperparameters")
-    found += differences((record.get("model") or {}).get("code_version"), expected["code_version"], "model.code_version")
+    found += differences(
+        (record.get("model") or {}).get("code_version"), expected["code_version"], "model.code_version"
+    )
     recorded_split = record.get("split") or {}
-    found += [(f"split.{name}", recorded_split.get(name), value) for name, value in split.items() if recorded_split.get(name) != value]
+    found += [
+        (f"split.{name}", recorded_split.get(name), value)
+        for name, value in split.items()
+        if recorded_split.get(name) != value
+    ]
     return found
 
 
@@ -79,7 +85,9 @@ def check_runs_current(metric_paths, expected_runs: dict | None, split_files=Non
     without them) checks nothing."""
     if expected_runs is None:
         return
-    split = split_checksums({name: split_files[name] for name in CHECKSUMMED_SPLIT_FILES if name in (split_files or {}).keys()})
+    split = split_checksums(
+        {name: split_files[name] for name in CHECKSUMMED_SPLIT_FILES if name in (split_files or {}).keys()}  # noqa: SIM118 (Snakemake's input is a list)
+    )
     stale, models = [], []
     for path in [metric_paths] if isinstance(metric_paths, (str, os.PathLike)) else metric_paths:
         record = read_metrics_json(path)

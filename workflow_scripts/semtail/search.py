@@ -34,8 +34,6 @@ import json
 from dataclasses import dataclass
 
 from semtail import registry
-from semtail.run_metrics import metric_ks
-from semtail.selection import DEFAULT_METRIC
 from semtail.plan import (
     ConfigError,
     check_base,
@@ -45,6 +43,8 @@ from semtail.plan import (
     results_root,
     train_inputs,
 )
+from semtail.run_metrics import metric_ks
+from semtail.selection import DEFAULT_METRIC
 
 DEFAULT_SEED = 0
 # Metric families that a search may maximise; gini and arp are better when lower.
@@ -184,7 +184,9 @@ def candidate_checkpoint(config: dict, dataset: str, name: str, candidate: str, 
 def candidate_files(config: dict, dataset: str, name: str) -> list[str]:
     """The validation.json of every candidate of a name and search seed: grid order, then seed order."""
     seeds = search_seeds(config)
-    return [candidate_file(config, dataset, name, c.name, seed) for c in candidates(config, dataset, name) for seed in seeds]
+    return [
+        candidate_file(config, dataset, name, c.name, seed) for c in candidates(config, dataset, name) for seed in seeds
+    ]
 
 
 def candidate_inputs(config: dict, dataset: str, name: str, seed: int | None = None) -> dict:
@@ -260,7 +262,9 @@ def check_tuning(config: dict) -> None:
             for product in grid_of(config, dataset, name):
                 unknown = set(product) - known
                 if unknown:
-                    raise ConfigError(f"{where}: {sorted(unknown)} are not hyperparameters of {method} (known: {sorted(known)})")
+                    raise ConfigError(
+                        f"{where}: {sorted(unknown)} are not hyperparameters of {method} (known: {sorted(known)})"
+                    )
                 if declared.training == "on_base" and registry.BASE in product:
                     raise ConfigError(f"{where}: {method}'s base is not searched; give each base a variant of its own")
             for candidate in candidates(config, dataset, name):
@@ -269,6 +273,7 @@ def check_tuning(config: dict) -> None:
                 hyperparameters = checked(declared.complete, values, f"{job} for {dataset}")
                 if declared.training == "on_base":
                     check_base(config, job, dataset, hyperparameters[registry.BASE])
+
 
 def _grid_key(config: dict, dataset: str, name: str) -> str:
     if name in tuning_settings(config).get("overrides", {}).get(dataset, {}):

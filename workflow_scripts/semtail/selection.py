@@ -56,7 +56,9 @@ def selected_document(
     if len(seeds) > 1:
         rule += f", mean over {len(seeds)} seeds"
     if within:
-        guards = ", ".join(f"{guard} at least {1 - float(t):g} times the best candidate's" for guard, t in within.items())
+        guards = ", ".join(
+            f"{guard} at least {1 - float(t):g} times the best candidate's" for guard, t in within.items()
+        )
         rule += f" among the candidates with {guards}"
     rule += "; a tie goes to the candidate listed first in the grid"
     shown = list(dict.fromkeys([metric, *within, DEFAULT_METRIC]))
@@ -71,8 +73,9 @@ def selected_document(
             "metrics": {key: means[key] for key in shown if key in means},
         }
         if len(seeds) > 1:
-            entry["sd"] = {key: statistics.stdev(float(r["metrics"][key]) for r in runs[candidate])
-                           for key in entry["metrics"]}  # fmt: skip
+            entry["sd"] = {
+                key: statistics.stdev(float(r["metrics"][key]) for r in runs[candidate]) for key in entry["metrics"]
+            }
         listed.append(entry)
     return {
         "dataset": dataset,
@@ -103,7 +106,9 @@ def candidate_runs(records: list[dict], seeds: list[int]) -> dict[str, list[dict
         per_seed[seed] = record
     for candidate, per_seed in runs.items():
         if sorted(per_seed) != sorted(seeds):
-            raise ValueError(f"candidate {candidate}: validation records of seeds {sorted(per_seed)}, expected {sorted(seeds)}")
+            raise ValueError(
+                f"candidate {candidate}: validation records of seeds {sorted(per_seed)}, expected {sorted(seeds)}"
+            )
         if any(per_seed[seed]["hyperparameters"] != per_seed[seeds[0]]["hyperparameters"] for seed in seeds):
             raise ValueError(f"candidate {candidate}: its seeds were trained with different hyperparameters")
     return {candidate: [per_seed[seed] for seed in seeds] for candidate, per_seed in runs.items()}
@@ -212,24 +217,26 @@ def tuning_table(documents: list[dict]):
     for document in documents:
         for candidate in document["candidates"]:
             sd = candidate.get("sd", {})
-            rows.append({
-                "dataset": document["dataset"],
-                "method": document["method"],
-                "candidate": candidate["name"],
-                "settings": ", ".join(f"{key}={value}" for key, value in candidate["settings"].items()),
-                "chosen": candidate["chosen"],
-                "eligible": candidate["eligible"],
-                "at_grid_edge": grid_edge_text(document) if candidate["chosen"] else "",
-                "selection_metric": document["metric"],
-                "n_seeds": len(document_seeds(document)),
-                **{key: value for key, value in candidate["metrics"].items()},
-                **{f"{key}_sd": sd.get(key, math.nan) for key in candidate["metrics"]},
-            })  # fmt: skip
+            rows.append(
+                {
+                    "dataset": document["dataset"],
+                    "method": document["method"],
+                    "candidate": candidate["name"],
+                    "settings": ", ".join(f"{key}={value}" for key, value in candidate["settings"].items()),
+                    "chosen": candidate["chosen"],
+                    "eligible": candidate["eligible"],
+                    "at_grid_edge": grid_edge_text(document) if candidate["chosen"] else "",
+                    "selection_metric": document["metric"],
+                    "n_seeds": len(document_seeds(document)),
+                    **{key: value for key, value in candidate["metrics"].items()},
+                    **{f"{key}_sd": sd.get(key, math.nan) for key in candidate["metrics"]},
+                }
+            )
     return pd.DataFrame(rows)
 
 
 def tuning_markdown(documents: list[dict], dataset: str) -> str:
-    from semtail.tables import decimals_of, mean_std, markdown_table
+    from semtail.tables import decimals_of, markdown_table, mean_std
 
     parts = [
         f"# {dataset}: hyperparameter search on the validation users\n",
@@ -243,8 +250,11 @@ def tuning_markdown(documents: list[dict], dataset: str) -> str:
         for candidate in document["candidates"]:
             settings = ", ".join(f"{key}={value}" for key, value in candidate["settings"].items()) or "(defaults)"
             sd = candidate.get("sd", {})
-            cells = [candidate["name"], settings,
-                     *(mean_std(candidate["metrics"].get(k, math.nan), sd.get(k, math.nan), decimals_of(k)) for k in keys)]  # fmt: skip
+            cells = [
+                candidate["name"],
+                settings,
+                *(mean_std(candidate["metrics"].get(k, math.nan), sd.get(k, math.nan), decimals_of(k)) for k in keys),
+            ]
             if document["within"]:
                 cells.append("yes" if candidate["eligible"] else "no")
             if candidate["chosen"]:

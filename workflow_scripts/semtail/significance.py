@@ -43,11 +43,31 @@ import numpy as np
 import pandas as pd
 
 COLUMNS = [
-    "dataset", "method", "reference", "metric", "n_users", "n_seeds", "reference_n_seeds", "paired_seeds",
-    "mean", "reference_mean", "mean_difference", "ci_low", "ci_high",
-    "p_wilcoxon", "p_ttest", "p_holm", "seed_difference_min", "seed_difference_max", "p_seeds",
-    "seeds_agree", "significant", "alpha", "n_bootstrap", "bootstrap_seed",
-]  # fmt: skip
+    "dataset",
+    "method",
+    "reference",
+    "metric",
+    "n_users",
+    "n_seeds",
+    "reference_n_seeds",
+    "paired_seeds",
+    "mean",
+    "reference_mean",
+    "mean_difference",
+    "ci_low",
+    "ci_high",
+    "p_wilcoxon",
+    "p_ttest",
+    "p_holm",
+    "seed_difference_min",
+    "seed_difference_max",
+    "p_seeds",
+    "seeds_agree",
+    "significant",
+    "alpha",
+    "n_bootstrap",
+    "bootstrap_seed",
+]
 CONFIDENCE = 0.95
 BOOTSTRAP_CHUNK = 1000  # resamplings drawn at once, at most,
 BOOTSTRAP_CHUNK_VALUES = 5_000_000  # and at most this many users drawn at once, to bound memory
@@ -125,7 +145,9 @@ def holm(p_values) -> np.ndarray:
 
 # ---- a dataset's runs --------------------------------------------------------------------------
 
-TRUNCATED_ADVICE = "the file is damaged (truncated?): delete it and the metrics.json beside it, and its evaluate job runs again"
+TRUNCATED_ADVICE = (
+    "the file is damaged (truncated?): delete it and the metrics.json beside it, and its evaluate job runs again"
+)
 
 
 def read_per_user(path: str | Path) -> pd.DataFrame:
@@ -153,7 +175,9 @@ def check_whole_csv(path: str | Path) -> None:
         header = next(rows)
         for number, row in enumerate(rows, start=2):
             if len(row) != len(header):
-                raise ValueError(f"{path}: line {number} has {len(row)} of the header's {len(header)} cells; {TRUNCATED_ADVICE}")
+                raise ValueError(
+                    f"{path}: line {number} has {len(row)} of the header's {len(header)} cells; {TRUNCATED_ADVICE}"
+                )
 
 
 def user_values(runs: pd.DataFrame, metric_paths, per_user_paths) -> dict[str, dict[int, pd.DataFrame]]:
@@ -222,7 +246,9 @@ def compare(
         raise ValueError(f"compare.reference: {reference!r} has no runs on {dataset} (runs: {', '.join(values)})")
     base = values[reference]
     columns = next(iter(base.values())).columns
-    pairs = {method: seed_pairs(runs, base, method, reference) for method, runs in values.items() if method != reference}
+    pairs = {
+        method: seed_pairs(runs, base, method, reference) for method, runs in values.items() if method != reference
+    }
     rows = []
     for metric in columns:
         block = []
@@ -241,20 +267,32 @@ def compare(
             per_seed = d.mean(axis=1) if d.size else np.full(n, math.nan)
             mean_difference = float(per_user.mean()) if per_user.size else math.nan
             low, high = bootstrap_interval(d, samples, seed)
-            block.append({
-                "dataset": dataset, "method": method, "reference": reference, "metric": metric,
-                "n_users": per_user.size, "n_seeds": len(values[method]), "reference_n_seeds": len(base),
-                "paired_seeds": n,
-                "mean": float(method_user_means.mean()) if per_user.size else math.nan,
-                "reference_mean": float(reference_user_means.mean()) if per_user.size else math.nan,
-                "mean_difference": mean_difference,
-                "ci_low": low, "ci_high": high,
-                "p_wilcoxon": wilcoxon_p(per_user), "p_ttest": ttest_p(method_user_means, reference_user_means),
-                "seed_difference_min": float(per_seed.min()), "seed_difference_max": float(per_seed.max()),
-                "p_seeds": seed_test_p(method_values.mean(axis=0), reference_values.mean(axis=0)),
-                "seeds_agree": bool(not np.any(per_seed * mean_difference < 0)),
-                "alpha": alpha, "n_bootstrap": samples, "bootstrap_seed": seed,
-            })  # fmt: skip
+            block.append(
+                {
+                    "dataset": dataset,
+                    "method": method,
+                    "reference": reference,
+                    "metric": metric,
+                    "n_users": per_user.size,
+                    "n_seeds": len(values[method]),
+                    "reference_n_seeds": len(base),
+                    "paired_seeds": n,
+                    "mean": float(method_user_means.mean()) if per_user.size else math.nan,
+                    "reference_mean": float(reference_user_means.mean()) if per_user.size else math.nan,
+                    "mean_difference": mean_difference,
+                    "ci_low": low,
+                    "ci_high": high,
+                    "p_wilcoxon": wilcoxon_p(per_user),
+                    "p_ttest": ttest_p(method_user_means, reference_user_means),
+                    "seed_difference_min": float(per_seed.min()),
+                    "seed_difference_max": float(per_seed.max()),
+                    "p_seeds": seed_test_p(method_values.mean(axis=0), reference_values.mean(axis=0)),
+                    "seeds_agree": bool(not np.any(per_seed * mean_difference < 0)),
+                    "alpha": alpha,
+                    "n_bootstrap": samples,
+                    "bootstrap_seed": seed,
+                }
+            )
         for row, adjusted in zip(block, holm([row["p_wilcoxon"] for row in block])):
             row["p_holm"] = float(adjusted)
             row["significant"] = bool(adjusted < alpha and row["seeds_agree"])

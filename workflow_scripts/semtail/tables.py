@@ -25,9 +25,21 @@ METRIC_GROUPS = {
 }
 DECIMALS = {"coverage": 1, "coverage_unmasked": 1, "arp": 1}
 COMPARISON_COLUMNS = [
-    "dataset", "method", "reported_as", "metric", "our_metric", "ours_mean", "ours_std", "n_seeds",
-    "reported", "reported_std", "difference", "difference_in_reported_std", "flag", "source",
-]  # fmt: skip
+    "dataset",
+    "method",
+    "reported_as",
+    "metric",
+    "our_metric",
+    "ours_mean",
+    "ours_std",
+    "n_seeds",
+    "reported",
+    "reported_std",
+    "difference",
+    "difference_in_reported_std",
+    "flag",
+    "source",
+]
 
 
 def metric_family(key: str) -> str:
@@ -63,7 +75,10 @@ def load_runs(paths, dataset: str | None = None) -> pd.DataFrame:
         run = (record["variant"], seed)
         if run in sources:
             raise ValueError(f"{path} and {sources[run]} are both {run[0]} {seed_words(seed)}")
-        other = next((source for (variant, s), source in sources.items() if variant == run[0] and (s is None) != (seed is None)), None)
+        other = next(
+            (source for (variant, s), source in sources.items() if variant == run[0] and (s is None) != (seed is None)),
+            None,
+        )
         if other is not None:
             raise ValueError(f"{path} and {other} are both runs of {run[0]}, but only one of them is seed-independent")
         sources[run] = path
@@ -100,7 +115,9 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
             "dataset": group["dataset"].iloc[0],
             "method": method,
             "n_seeds": len(group),
-            "seeds": " ".join(str(s) for s in sorted(group["seed"])) if group["seed"].notna().all() else SEED_INDEPENDENT,
+            "seeds": " ".join(str(s) for s in sorted(group["seed"]))
+            if group["seed"].notna().all()
+            else SEED_INDEPENDENT,
         }
         for key in metric_keys:
             values = [float(v) for v in group[key]]
@@ -183,7 +200,9 @@ def summary_markdown(
     return "\n".join(parts)
 
 
-def _summary_group(summary: pd.DataFrame, title: str, keys: list[str], marked=frozenset(), disagreeing=frozenset()) -> str:
+def _summary_group(
+    summary: pd.DataFrame, title: str, keys: list[str], marked=frozenset(), disagreeing=frozenset()
+) -> str:
     rows = []
     for _, row in summary.iterrows():
         cells = [str(row["method"]), seeds_cell(row)]
@@ -262,13 +281,21 @@ def significance_markdown(significance: pd.DataFrame) -> str:
     rows = []
     for _, row in significance.iterrows():
         decimals = decimals_of(row["metric"])
-        rows.append([
-            str(row["method"]), str(row["metric"]), str(row["n_users"]), str(row["paired_seeds"]),
-            f"{row['mean_difference']:+.{decimals}f} [{row['ci_low']:+.{decimals}f}, {row['ci_high']:+.{decimals}f}]",
-            format_p(row["p_wilcoxon"]), format_p(row["p_ttest"]), format_p(row["p_holm"]),
-            f"{row['seed_difference_min']:+.{decimals}f} to {row['seed_difference_max']:+.{decimals}f}",
-            format_p(row["p_seeds"]), "yes" if row["significant"] else "no",
-        ])  # fmt: skip
+        rows.append(
+            [
+                str(row["method"]),
+                str(row["metric"]),
+                str(row["n_users"]),
+                str(row["paired_seeds"]),
+                f"{row['mean_difference']:+.{decimals}f} [{row['ci_low']:+.{decimals}f}, {row['ci_high']:+.{decimals}f}]",
+                format_p(row["p_wilcoxon"]),
+                format_p(row["p_ttest"]),
+                format_p(row["p_holm"]),
+                f"{row['seed_difference_min']:+.{decimals}f} to {row['seed_difference_max']:+.{decimals}f}",
+                format_p(row["p_seeds"]),
+                "yes" if row["significant"] else "no",
+            ]
+        )
     significant = significance[significance["significant"].astype(bool)]
     if significant.empty:
         verdict = f"No difference from {reference} is significant."
@@ -277,7 +304,9 @@ def significance_markdown(significance: pd.DataFrame) -> str:
             f"{method}: {', '.join(group['metric'])}" for method, group in significant.groupby("method", sort=False)
         )
         verdict = f"Significant differences from {reference}: {listed}."
-    reversed_ = significance[(significance["p_holm"] < significance["alpha"]) & ~significance["seeds_agree"].astype(bool)]
+    reversed_ = significance[
+        (significance["p_holm"] < significance["alpha"]) & ~significance["seeds_agree"].astype(bool)
+    ]
     if not reversed_.empty:
         listed = "; ".join(
             f"{method}: {', '.join(group['metric'])}" for method, group in reversed_.groupby("method", sort=False)
@@ -297,10 +326,21 @@ def significance_markdown(significance: pd.DataFrame) -> str:
         "the p-values are 1. Tests and literature: docs/metrics.md.\n\n"
         f"{verdict}\n\n{LIST_LEVEL_NOTE}\n\n"
         + markdown_table(
-            ["method", "metric", "n users", "seed pairs", f"difference [{CONFIDENCE_PERCENT} CI]", "p Wilcoxon",
-             "p t-test", "p Holm", "per-seed differences", "p seeds", "significant"],
+            [
+                "method",
+                "metric",
+                "n users",
+                "seed pairs",
+                f"difference [{CONFIDENCE_PERCENT} CI]",
+                "p Wilcoxon",
+                "p t-test",
+                "p Holm",
+                "per-seed differences",
+                "p seeds",
+                "significant",
+            ],
             rows,
-        )  # fmt: skip
+        )
     )
 
 
@@ -312,8 +352,18 @@ def format_p(p: float) -> str:
 
 # ---- LaTeX, for a paper (pandas' to_latex: booktabs rules; needs jinja2) ----
 
-LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                 "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}  # fmt: skip
+LATEX_SPECIAL = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+}
 
 
 def latex_escape(text: str) -> str:
@@ -329,7 +379,10 @@ def latex_mean_std(mean: float, std: float, decimals: int) -> str:
 
 
 def summary_latex(
-    summary: pd.DataFrame, dataset: str, significance: pd.DataFrame | None = None, disagreements: pd.DataFrame | None = None
+    summary: pd.DataFrame,
+    dataset: str,
+    significance: pd.DataFrame | None = None,
+    disagreements: pd.DataFrame | None = None,
 ) -> str:
     """summary.tex: one booktabs table per metric group of summary.md, mean ± SD over seeds, a
     significant difference from the reference marked $^{*}$, seeds that disagree by more than the
@@ -347,23 +400,33 @@ def summary_latex(
         )
     parts = [f"% {dataset}: written by the aggregate rule (semtail/tables.py); needs \\usepackage{{booktabs}}.\n"]
     for title, group_keys in metric_groups(keys):
-        table = pd.DataFrame({
-            "method": [latex_escape(m) for m in summary["method"]],
-            "seeds": [seeds_cell(row, "--") for _, row in summary.iterrows()],
-            **{
-                latex_escape(key): [
-                    latex_mean_std(row[f"{key}_mean"], row[f"{key}_std"], decimals_of(key))
-                    + ("$^{*}$" if (row["method"], key) in marked else "")
-                    + ("$^{\\dagger}$" if (row["method"], key) in disagreeing else "")
-                    for _, row in summary.iterrows()
-                ]
-                for key in group_keys
-            },
-        })  # fmt: skip
+        table = pd.DataFrame(
+            {
+                "method": [latex_escape(m) for m in summary["method"]],
+                "seeds": [seeds_cell(row, "--") for _, row in summary.iterrows()],
+                **{
+                    latex_escape(key): [
+                        latex_mean_std(row[f"{key}_mean"], row[f"{key}_std"], decimals_of(key))
+                        + ("$^{*}$" if (row["method"], key) in marked else "")
+                        + ("$^{\\dagger}$" if (row["method"], key) in disagreeing else "")
+                        for _, row in summary.iterrows()
+                    ]
+                    for key in group_keys
+                },
+            }
+        )
         caption = f"{latex_escape(dataset)}, {latex_escape(title.lower())}: mean $\\pm$ sample SD over seeds.{note}"
         label = f"tab:{dataset}-{metric_family(group_keys[0])}"
-        parts.append(table.to_latex(index=False, escape=False, column_format="l" + "r" * (len(table.columns) - 1),
-                                    caption=caption, label=label, position="t"))  # fmt: skip
+        parts.append(
+            table.to_latex(
+                index=False,
+                escape=False,
+                column_format="l" + "r" * (len(table.columns) - 1),
+                caption=caption,
+                label=label,
+                position="t",
+            )
+        )
     return "\n".join(parts)
 
 
@@ -376,18 +439,28 @@ def comparison_latex(comparison: pd.DataFrame, dataset: str) -> str:
     for _, row in comparison.iterrows():
         decimals = decimals_of(row["our_metric"])
         reported = latex_mean_std(row["reported"], row["reported_std"], decimals)
-        rows.append({
-            "method": latex_escape(row["method"]),
-            "metric": latex_escape(row["metric"]),
-            "ours": latex_mean_std(row["ours_mean"], row["ours_std"], decimals) + f" ({row['n_seeds']})",
-            "reported": reported,
-            "difference": f"${row['difference']:+.{decimals}f}$",
-        })  # fmt: skip
-    caption = (f"{latex_escape(dataset)}: ours (mean $\\pm$ sample SD over seeds, their number in parentheses) "
-               "beside the reported results; difference: ours $-$ reported.")  # fmt: skip
+        rows.append(
+            {
+                "method": latex_escape(row["method"]),
+                "metric": latex_escape(row["metric"]),
+                "ours": latex_mean_std(row["ours_mean"], row["ours_std"], decimals) + f" ({row['n_seeds']})",
+                "reported": reported,
+                "difference": f"${row['difference']:+.{decimals}f}$",
+            }
+        )
+    caption = (
+        f"{latex_escape(dataset)}: ours (mean $\\pm$ sample SD over seeds, their number in parentheses) "
+        "beside the reported results; difference: ours $-$ reported."
+    )
     table = pd.DataFrame(rows)
-    return header + table.to_latex(index=False, escape=False, column_format="llrrr", caption=caption,
-                                   label=f"tab:{dataset}-paper-comparison", position="t")  # fmt: skip
+    return header + table.to_latex(
+        index=False,
+        escape=False,
+        column_format="llrrr",
+        caption=caption,
+        label=f"tab:{dataset}-paper-comparison",
+        position="t",
+    )
 
 
 def load_reported(path: str | Path | None = None) -> dict:
@@ -446,22 +519,24 @@ def paper_comparison(summary: pd.DataFrame, dataset: str, reported: dict) -> tup
                 value = float(values[position])
                 reported_std = float(stds[position]) if stds else math.nan
                 difference = float(mean) - value
-                rows.append({
-                    "dataset": dataset,
-                    "method": method,
-                    "reported_as": reported_method,
-                    "metric": reported_metric,
-                    "our_metric": our_metric,
-                    "ours_mean": float(mean),
-                    "ours_std": float(std),
-                    "n_seeds": int(ours.loc[method, "n_seeds"]),
-                    "reported": value,
-                    "reported_std": reported_std,
-                    "difference": difference,
-                    "difference_in_reported_std": difference / reported_std if stds else math.nan,
-                    "flag": flags.get((reported_method, reported_metric), ""),
-                    "source": source["source"]["url"],
-                })  # fmt: skip
+                rows.append(
+                    {
+                        "dataset": dataset,
+                        "method": method,
+                        "reported_as": reported_method,
+                        "metric": reported_metric,
+                        "our_metric": our_metric,
+                        "ours_mean": float(mean),
+                        "ours_std": float(std),
+                        "n_seeds": int(ours.loc[method, "n_seeds"]),
+                        "reported": value,
+                        "reported_std": reported_std,
+                        "difference": difference,
+                        "difference_in_reported_std": difference / reported_std if stds else math.nan,
+                        "flag": flags.get((reported_method, reported_metric), ""),
+                        "source": source["source"]["url"],
+                    }
+                )
     return pd.DataFrame(rows, columns=COMPARISON_COLUMNS), list(dict.fromkeys(notes))
 
 
@@ -490,16 +565,20 @@ def comparison_markdown(comparison: pd.DataFrame, dataset: str, reported: dict, 
         if isinstance(row["flag"], str) and row["flag"]:
             number = flags.setdefault(row["flag"], len(flags) + 1)
             reported_text += f" [{number}]"
-        rows.append([
-            row["method"],
-            row["metric"],
-            f"{mean_std(row['ours_mean'], row['ours_std'], decimals)} ({row['n_seeds']})",
-            reported_text,
-            f"{row['difference']:+.{decimals}f}",
-            "–" if math.isnan(row["difference_in_reported_std"]) else f"{row['difference_in_reported_std']:+.1f}",
-        ])  # fmt: skip
+        rows.append(
+            [
+                row["method"],
+                row["metric"],
+                f"{mean_std(row['ours_mean'], row['ours_std'], decimals)} ({row['n_seeds']})",
+                reported_text,
+                f"{row['difference']:+.{decimals}f}",
+                "–" if math.isnan(row["difference_in_reported_std"]) else f"{row['difference_in_reported_std']:+.1f}",
+            ]
+        )
     if rows:
-        parts.append(markdown_table(["method", "metric", "ours (n)", "reported", "difference", "in reported SDs"], rows))
+        parts.append(
+            markdown_table(["method", "metric", "ours (n)", "reported", "difference", "in reported SDs"], rows)
+        )
     if flags:
         parts.append(
             "Doubtful reported values, marked [n] above (transcribed as published):\n\n"
@@ -531,17 +610,25 @@ def adversary_history(records: list[dict]) -> pd.DataFrame:
     for record in records:
         model = record["model"]
         if "history" not in model:
-            raise ValueError(f"{record['variant']} seed {record['seed']}: its metric JSON has no model history (format 4)")
+            raise ValueError(
+                f"{record['variant']} seed {record['seed']}: its metric JSON has no model history (format 4)"
+            )
         for entry in model["history"]:
             for key in ("weight_share_least_popular_half", "weight_change"):
                 if key not in entry:
-                    raise ValueError(f"{record['variant']} seed {record['seed']}: epoch {entry.get('epoch')} has no {key!r}")
-            rows.append({
-                "method": record["variant"], "seed": int(record["seed"]), "epoch": int(entry["epoch"]),
-                "best": int(entry["epoch"]) == model["best_epoch"],
-                "tail_share": float(entry["weight_share_least_popular_half"]),
-                "weight_change": float(entry["weight_change"]),
-            })  # fmt: skip
+                    raise ValueError(
+                        f"{record['variant']} seed {record['seed']}: epoch {entry.get('epoch')} has no {key!r}"
+                    )
+            rows.append(
+                {
+                    "method": record["variant"],
+                    "seed": int(record["seed"]),
+                    "epoch": int(entry["epoch"]),
+                    "best": int(entry["epoch"]) == model["best_epoch"],
+                    "tail_share": float(entry["weight_share_least_popular_half"]),
+                    "weight_change": float(entry["weight_change"]),
+                }
+            )
     if not rows:
         raise ValueError("no POSIT model files, or no trained epochs in them")
     return pd.DataFrame(rows)
@@ -574,13 +661,14 @@ def adversary_markdown(table: pd.DataFrame, dataset: str) -> str:
     header = ["method", "seeds", "NDCG@100", "Coverage@100", "weight share, tail half", "weight change after epoch 1"]
     rows = [
         [
-            str(row["method"]), str(row["n_seeds"]),
+            str(row["method"]),
+            str(row["n_seeds"]),
             *(mean_std(row[f"{key}_mean"], row[f"{key}_std"], decimals_of(key)) for key in ADVERSARY_METRICS),
             mean_std(row["tail_share_mean"], row["tail_share_std"], 3),
             format_scientific(row["weight_change_after_epoch_1_mean"], row["weight_change_after_epoch_1_std"]),
         ]
         for _, row in table.iterrows()
-    ]  # fmt: skip
+    ]
     return (
         f"# {dataset}: POSIT's adversary beside accuracy and coverage\n\n"
         "Mean ± sample SD over seeds. Coverage@100: distinct items in the top-100 lists of each block "
@@ -588,8 +676,7 @@ def adversary_markdown(table: pd.DataFrame, dataset: str) -> str:
         "w̄ (mean 1) on the least popular half of the items, at the restored best epoch (0.5 is "
         "uniform). Weight change after epoch 1: mean over items of |w̄ at an epoch's end − w̄ at the "
         "previous epoch's end|, averaged over the epochs after the first; near 0 means the weights "
-        "were fixed by the first epoch. – where a method has no adversary.\n\n"
-        + markdown_table(header, rows)
+        "were fixed by the first epoch. – where a method has no adversary.\n\n" + markdown_table(header, rows)
     )
 
 

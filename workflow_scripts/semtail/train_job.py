@@ -10,9 +10,9 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
 
 import torch
 
@@ -66,7 +66,7 @@ def job_arguments(run: ScriptRun, script: str = TRAIN_SCRIPT) -> dict:
         "seed": None if params.seed is None else int(params.seed),
         "hyperparameters": plain(params.hyperparameters),
         # stats.json is read by the planner for resources; the matrices carry the sizes
-        "inputs": {name: str(run.input[name]) for name in run.input.keys() if name != "stats"},
+        "inputs": {name: str(run.input[name]) for name in run.input.keys() if name != "stats"},  # noqa: SIM118 (a list of files: `in` tests values)
         "device": device,
         "environment": {**environment(), "device": describe(device)},
         "code_version": str(params.get("code_version") or code_version(method, script)),

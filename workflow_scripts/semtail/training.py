@@ -27,10 +27,10 @@ import math
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import scipy.sparse as sp
@@ -58,14 +58,36 @@ CHECKPOINT_VERSION = 2
 # as a method declares its own (semtail.registry reads this without importing the module).
 DECLARATION = {
     "hyperparameters": {
-        "lr": {"type": "number", "exclusiveMinimum": 0, "description": "learning rate of U (SGD, momentum 0.9, cosine annealing over the epochs)"},
-        "wd": {"type": "number", "minimum": 0, "description": "weight decay of U; with the 1000·mean loss it equals an L2 penalty λ = wd·users·items/2000"},
+        "lr": {
+            "type": "number",
+            "exclusiveMinimum": 0,
+            "description": "learning rate of U (SGD, momentum 0.9, cosine annealing over the epochs)",
+        },
+        "wd": {
+            "type": "number",
+            "minimum": 0,
+            "description": "weight decay of U; with the 1000·mean loss it equals an L2 penalty λ = wd·users·items/2000",
+        },
         "batch_size": {"type": "integer", "minimum": 1, "description": "training users per minibatch"},
-        "epochs": {"type": "integer", "minimum": 1, "default": 50, "description": "at most this many epochs (also the period of the cosine annealing)"},
-        "patience": {"type": "integer", "minimum": 1, "default": 10, "description": "stop after this many epochs without a better validation NDCG@100"},
-        "drop_last": {"type": "boolean", "default": True, "description": "true: leave out the last partial batch of each epoch, as the authors' loader does (⌊users / batch_size⌋ batches); false: every training user every epoch"},
+        "epochs": {
+            "type": "integer",
+            "minimum": 1,
+            "default": 50,
+            "description": "at most this many epochs (also the period of the cosine annealing)",
+        },
+        "patience": {
+            "type": "integer",
+            "minimum": 1,
+            "default": 10,
+            "description": "stop after this many epochs without a better validation NDCG@100",
+        },
+        "drop_last": {
+            "type": "boolean",
+            "default": True,
+            "description": "true: leave out the last partial batch of each epoch, as the authors' loader does (⌊users / batch_size⌋ batches); false: every training user every epoch",
+        },
     }
-}  # fmt: skip
+}
 checkpoint_clock = time.monotonic  # the seconds of the checkpoint cadence (tests replace it)
 
 
@@ -182,7 +204,9 @@ class DeviceRows:
     def mask(self, start: int, stop: int) -> torch.Tensor:
         """The rows as a dense bool tensor: a quarter of a float one, and no conversion to rank by."""
         first, last = int(self.crow_host[start]), int(self.crow_host[stop])
-        row = torch.arange(stop - start, device=self.col.device).repeat_interleave(self.lengths(start, stop), output_size=last - first)
+        row = torch.arange(stop - start, device=self.col.device).repeat_interleave(
+            self.lengths(start, stop), output_size=last - first
+        )
         dense = torch.zeros(stop - start, self.n_cols, dtype=torch.bool, device=self.col.device)
         dense[row, self.col[first:last]] = True
         return dense
@@ -195,7 +219,9 @@ class DeviceRows:
         row_of_entry = torch.repeat_interleave(
             torch.arange(len(order), device=self.crow.device), lengths, output_size=self.nnz
         )
-        source = self.crow[:-1][order][row_of_entry] + torch.arange(self.nnz, device=self.crow.device) - crow[row_of_entry]
+        source = (
+            self.crow[:-1][order][row_of_entry] + torch.arange(self.nnz, device=self.crow.device) - crow[row_of_entry]
+        )
         return DeviceRows(crow, self.col[source], self.n_cols, crow.cpu().numpy())
 
 
@@ -207,13 +233,14 @@ def validation_ndcg(matrix: torch.Tensor, fold_in: DeviceRows, heldout: DeviceRo
     counted = torch.zeros((), dtype=torch.long, device=matrix.device)
     for start in range(0, fold_in.n_rows, rows_per_batch):
         stop = min(start + rows_per_batch, fold_in.n_rows)
-        top = rank_top_k(predict(fold_in.rows(start, stop), matrix), k, exclude=fold_in.mask(start, stop), overwrite=True)
+        top = rank_top_k(
+            predict(fold_in.rows(start, stop), matrix), k, exclude=fold_in.mask(start, stop), overwrite=True
+        )
         per_user = ndcg_at_k(top, heldout.mask(start, stop), k, n_heldout=heldout.lengths(start, stop))
         valid = ~per_user.isnan()
         total += per_user[valid].double().sum()
         counted += valid.sum()
     return (total / counted).item()
-
 
 
 @contextmanager
@@ -236,6 +263,7 @@ def sigterm_held() -> Iterator[None]:
                 previous(signal.SIGTERM, None)
             elif previous == signal.SIG_DFL:
                 signal.raise_signal(signal.SIGTERM)
+
 
 class Trainer:
     """One SGD training run of U under an objective; `fit()` returns the best epoch's model."""
@@ -360,7 +388,9 @@ class Trainer:
         nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
         bar = tqdm(starts, desc=f"epoch {self.epoch + 1}/{s.epochs}", leave=False, disable=not self.run.progress)
         for start in bar:
-            nonfinite = self.step(shuffled.rows(start, min(start + s.batch_size, shuffled.n_rows)), loss_sums, nonfinite)
+            nonfinite = self.step(
+                shuffled.rows(start, min(start + s.batch_size, shuffled.n_rows)), loss_sums, nonfinite
+            )
         self.check_finite(bool(nonfinite), "the loss")
         return {name: (total / len(starts)).item() for name, total in loss_sums.items()}
 
@@ -450,7 +480,9 @@ class Trainer:
             try:
                 return torch.load(path, map_location="cpu", weights_only=True)["U"]
             except Exception as error:
-                raise RuntimeError(f"{self.run.describe()}: the best epoch's U cannot be read back from {path} ({error})") from error
+                raise RuntimeError(
+                    f"{self.run.describe()}: the best epoch's U cannot be read back from {path} ({error})"
+                ) from error
         self.keep_best_copy()
         return self.best_U
 
@@ -479,7 +511,10 @@ class Trainer:
         with atomic_path(self.run.best_weights_file(self.best_epoch)) as tmp:
             torch.save({"fingerprint": self.run.fingerprint, "epoch": self.best_epoch, "U": weights}, tmp)
         earlier, self.best_U_saved_epoch = self.best_U_saved_epoch, self.best_epoch
-        if earlier not in (None, self.best_epoch) and self.run.best_weights_file(earlier) != self.checkpointed_best_file:
+        if (
+            earlier not in (None, self.best_epoch)
+            and self.run.best_weights_file(earlier) != self.checkpointed_best_file
+        ):
             self.run.best_weights_file(earlier).unlink(missing_ok=True)
 
     def checkpoint_payload(self) -> dict:
@@ -538,7 +573,10 @@ class Trainer:
             self.checkpointed_best_file = needed
             self.last_checkpoint = (self.epoch, checkpoint_clock())
             self.run.log.info(
-                "checkpoint after epoch %d written to %s (%.1f s)", self.epoch, self.run.checkpoint, time.perf_counter() - started
+                "checkpoint after epoch %d written to %s (%.1f s)",
+                self.epoch,
+                self.run.checkpoint,
+                time.perf_counter() - started,
             )
 
     def resume(self) -> None:
@@ -566,7 +604,12 @@ class Trainer:
             try:  # mapped: with `best_in_file` its U stays in the file, read at the end
                 best = torch.load(best_file, map_location="cpu", weights_only=True, mmap=True)
             except Exception as error:
-                log.warning("not resuming from %s: its best epoch's %s cannot be read (%s); starting over", path, best_file, error)
+                log.warning(
+                    "not resuming from %s: its best epoch's %s cannot be read (%s); starting over",
+                    path,
+                    best_file,
+                    error,
+                )
                 return
             if best.get("fingerprint") != self.run.fingerprint or best.get("epoch") != saved["best_epoch"]:
                 log.warning("not resuming from %s: %s belongs to another run or epoch; starting over", path, best_file)
@@ -589,10 +632,14 @@ class Trainer:
         self.best_U = best_U
         self.best_U_saved_epoch = None if best_file is None else self.best_epoch
         self.checkpointed_best_file = best_file
-        self.best_item_weights = None if saved["best_item_weights"] is None else saved["best_item_weights"].cpu().clone()
+        self.best_item_weights = (
+            None if saved["best_item_weights"] is None else saved["best_item_weights"].cpu().clone()
+        )
         self.epochs_without_improvement = saved["epochs_without_improvement"]
         self.stopped = saved["stopped"]
-        log.info("resuming from %s after epoch %d (best %.5f at epoch %s)", path, self.epoch, self.best_ndcg, self.best_epoch)
+        log.info(
+            "resuming from %s after epoch %d (best %.5f at epoch %s)", path, self.epoch, self.best_ndcg, self.best_epoch
+        )
 
 
 def train(data: TrainingData, hyperparameters: dict, run: TrainingRun, objective: Objective) -> Fitted:

@@ -34,9 +34,9 @@ import re
 import tarfile
 import zipfile
 import zlib
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -208,9 +208,10 @@ def _refuse_line_breaks_in_ids(path: Path, spec: Delimited, skip: int, columns: 
     """Text ids holding a line break: the id lists that the split writes, one id a line, could not
     hold them. Names the line where the first such id starts."""
     broken = [
-        role for role, ids in columns.items()
+        role
+        for role, ids in columns.items()
         if any(LINE_BREAK.search(value) for value in pd.Categorical(ids).categories)
-    ]  # fmt: skip
+    ]
     if not broken:
         return
     positions = {role: spec.columns.index(role) for role in broken}
@@ -435,7 +436,9 @@ def _line_number(data: bytes, position: int) -> int:
 
 def _line_error(data: bytes, position: int, origin: str, problem: str) -> RawFormatError:
     end = data.find(b"\n", position)
-    return RawFormatError(f"{origin}, line {_line_number(data, position)}: {problem}, found {data[position:end][:200]!r}")
+    return RawFormatError(
+        f"{origin}, line {_line_number(data, position)}: {problem}, found {data[position:end][:200]!r}"
+    )
 
 
 def _locate_movie_blocks(data: bytes, origin: str, message: str) -> RawFormatError:
@@ -605,7 +608,7 @@ class DelimitedOptions:
         sep = entry.get("sep")
         if not isinstance(sep, str) or len(sep) != 1 or sep in FORBIDDEN_SEPARATORS:
             raise RawFormatError(
-                f"{where}.sep: the delimited format needs one separator character (write \"\\t\" in double "
+                f'{where}.sep: the delimited format needs one separator character (write "\\t" in double '
                 f"quotes for a tab; not a quote or a line break), got {sep!r}"
             )
         header = entry.get("header", True)
@@ -622,7 +625,9 @@ class DelimitedOptions:
         if unknown or missing:
             raise RawFormatError(
                 f"{where}.columns: needs user and item, may have rating and timestamp; "
-                + ", ".join(filter(None, [f"missing {missing}" if missing else "", f"unknown {unknown}" if unknown else ""]))
+                + ", ".join(
+                    filter(None, [f"missing {missing}" if missing else "", f"unknown {unknown}" if unknown else ""])
+                )
             )
         for role, value in columns.items():
             if isinstance(value, bool) or not isinstance(value, (str, int)) or value in ("", None):
@@ -654,9 +659,7 @@ class DelimitedOptions:
         if self.header:
             line, number = _first_line(path), 1
         else:
-            line, number = next(
-                ((text, n) for n, text in enumerate(_lines(path), start=1) if text.strip()), ("", 1)
-            )
+            line, number = next(((text, n) for n, text in enumerate(_lines(path), start=1) if text.strip()), ("", 1))
         fields = _split_line(line, probe)
         names = fields if self.header else None
         roles = [f"_column{index}" for index in range(len(fields))]
@@ -697,9 +700,13 @@ def read_delimited_source(files: Sequence[Path], source: Mapping, anomalies: Ano
 Reader = Callable[[Sequence[Path], "Mapping | None", "Anomalies | None"], pd.DataFrame]
 READERS: dict[str, Reader] = {
     "ml-100k": lambda files, source, anomalies: read_delimited(_single(files, "ml-100k"), ML_100K, anomalies),
-    "recbole-inter": lambda files, source, anomalies: read_delimited(_single(files, "recbole-inter"), RECBOLE_INTER, anomalies),
+    "recbole-inter": lambda files, source, anomalies: read_delimited(
+        _single(files, "recbole-inter"), RECBOLE_INTER, anomalies
+    ),
     "ml-20m": lambda files, source, anomalies: read_delimited(_single(files, "ml-20m"), ML_20M, anomalies),
-    "msd-triplets": lambda files, source, anomalies: read_delimited(_single(files, "msd-triplets"), MSD_TRIPLETS, anomalies),
+    "msd-triplets": lambda files, source, anomalies: read_delimited(
+        _single(files, "msd-triplets"), MSD_TRIPLETS, anomalies
+    ),
     "netflix-tar": lambda files, source, anomalies: read_netflix_tar(files, anomalies),
     "netflix-combined": lambda files, source, anomalies: read_netflix_combined(files, anomalies),
     "delimited": read_delimited_source,

@@ -8,9 +8,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Mapping
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 import scipy.sparse as sp
@@ -66,9 +66,13 @@ def log_split(dataset: str, split: Split, stats: dict) -> None:
         log.info("%s: after %s: %s", dataset, step["step"], {k: v for k, v in step.items() if k != "step"})
     log.info(
         "%s: %d users (%s), %d items, %d interactions after filtering, %d in the split",
-        dataset, stats["users"], stats["users_per_part"], stats["items"], stats["interactions_after_filtering"],
+        dataset,
+        stats["users"],
+        stats["users_per_part"],
+        stats["items"],
+        stats["interactions_after_filtering"],
         stats["interactions"],
-    )  # fmt: skip
+    )
     for name, detail in stats["matrices"].items():
         log.info("%s: %s: %s", dataset, name, detail)
     log_dropped_heldout(dataset, split.dropped_unknown_items)
@@ -80,8 +84,11 @@ def warn_mismatches(dataset: str, mismatches: list[str]) -> None:
         "\n%s\n%s: THE SPLIT DOES NOT MATCH THE PUBLISHED SIZES\n  %s\n"
         "Results on it are not comparable with the literature. Check the raw data and the preprocess "
         "settings.\n%s",
-        banner, dataset, "\n  ".join(mismatches), banner,
-    )  # fmt: skip
+        banner,
+        dataset,
+        "\n  ".join(mismatches),
+        banner,
+    )
 
 
 def rerun_download(provenance_file: Path) -> str:
@@ -103,9 +110,14 @@ def count_outside_scale(frame, raw_format: str, anomalies: Anomalies) -> None:
     if count:
         odd = rating[outside]
         anomalies.add(
-            "ratings_outside_scale", count, None, "kept (the threshold still applies)",
-            scale=[low, high], lowest=float(odd.min()), highest=float(odd.max()),
-        )  # fmt: skip
+            "ratings_outside_scale",
+            count,
+            None,
+            "kept (the threshold still applies)",
+            scale=[low, high],
+            lowest=float(odd.min()),
+            highest=float(odd.max()),
+        )
 
 
 ANOMALY_LABELS = {
@@ -131,8 +143,9 @@ def log_dropped_heldout(dataset: str, dropped: Mapping[str, int]) -> None:
         log.warning(
             "%s: %s interactions dropped: their items are in no training user's interactions, so the split "
             "has no column for them (Liang et al.); see stats.json, dropped_validation_test_interactions_on_items_not_in_train",
-            dataset, " and ".join(f"{count:,} {part}" for part, count in dropped.items()),
-        )  # fmt: skip
+            dataset,
+            " and ".join(f"{count:,} {part}" for part, count in dropped.items()),
+        )
 
 
 def log_anomalies(dataset: str, raw_format: str, anomalies: dict) -> None:
@@ -144,7 +157,9 @@ def log_anomalies(dataset: str, raw_format: str, anomalies: dict) -> None:
             what = f"ratings outside the {raw_format} scale ({scale}; seen {entry['lowest']:g} to {entry['highest']:g})"
         else:
             what = ANOMALY_LABELS.get(kind, kind.replace("_", " "))
-        log.warning("%s: %d %s, %s%s; see stats.json, data_warnings", dataset, entry["count"], what, entry["action"], where)
+        log.warning(
+            "%s: %d %s, %s%s; see stats.json, data_warnings", dataset, entry["count"], what, entry["action"], where
+        )
 
 
 def split_statistics(split: Split) -> dict:
@@ -224,7 +239,9 @@ def preprocess(
     split_parameters = SplitParameters.from_config(dict(parameters), f"datasets.{dataset}.preprocess")
     raw_format, files, provenance = read_provenance(provenance_file)
     if raw_format == "delimited" and not isinstance(provenance.get("source"), dict):
-        raise DataError(f"{provenance_file}: the delimited format needs the source entry recorded; rerun the download stage")
+        raise DataError(
+            f"{provenance_file}: the delimited format needs the source entry recorded; rerun the download stage"
+        )
     log.info("%s: reading %s (%s)", dataset, [str(f) for f in files], raw_format)
     anomalies = Anomalies()
     # Held in a list so that liang_split gets the only reference and can free the frame early.

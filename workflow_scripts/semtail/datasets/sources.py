@@ -29,7 +29,7 @@ import urllib.request
 import zipfile
 import zlib
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
 import yaml
@@ -209,7 +209,9 @@ def _digests(checksums: Checksums) -> Digests:
 def file_digests(path: Path) -> Digests:
     checksums = Checksums("md5", "sha256")
     with open(path, "rb") as handle:
-        _read_through(handle, f"checksum {path.name}", path.stat().st_size, checksums.update, progress_from=256 * CHUNK_BYTES)
+        _read_through(
+            handle, f"checksum {path.name}", path.stat().st_size, checksums.update, progress_from=256 * CHUNK_BYTES
+        )
     return _digests(checksums)
 
 
@@ -228,8 +230,7 @@ def verify(digests: Digests, expected: dict[str, str], what: Path | str, source:
         actual = getattr(digests, name)
         if actual != value.lower():
             raise ChecksumMismatch(
-                f"{source}: {prefix}{name} mismatch for {what}: expected {value}, got {actual} "
-                f"({digests.bytes} bytes)"
+                f"{source}: {prefix}{name} mismatch for {what}: expected {value}, got {actual} ({digests.bytes} bytes)"
             )
     return [prefix + name for name in expected]
 
@@ -280,7 +281,9 @@ def extract_member(archive: Path, member: str, target_dir: Path) -> Path:
         else:
             raise DataError(f"{archive}: not a zip or tar archive, so it has no member {member!r}")
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, OSError) as error:
-        raise DataError(f"{archive}: cannot extract {member!r}, the archive is damaged or truncated ({error})") from None
+        raise DataError(
+            f"{archive}: cannot extract {member!r}, the archive is damaged or truncated ({error})"
+        ) from None
     return destination
 
 
@@ -305,7 +308,9 @@ def starts_as(path: Path) -> str | None:
 def unreadable_archive(path: Path, kind: str) -> str:
     """Why a file that starts as an archive or compressed file of `kind` (starts_as) could not be opened."""
     if kind == "zip":
-        return f"{path}: starts as a zip archive but cannot be opened as one: it is damaged or truncated (fetch it again)"
+        return (
+            f"{path}: starts as a zip archive but cannot be opened as one: it is damaged or truncated (fetch it again)"
+        )
     return (
         f"{path}: is {kind}-compressed but holds no tar archive: damaged or truncated (fetch it again), or a single "
         "compressed file (decompress it and give the result as the source's path)"
@@ -359,8 +364,13 @@ def download(url: str, destination: Path, source: Source, timeout: float = 60.0)
                 raise
             log.warning(
                 "%s: %s: %s; trying again in %g s (%d of %d retries)",
-                url, type(error).__name__, error, delay, attempt, len(RETRY_DELAYS),
-            )  # fmt: skip
+                url,
+                type(error).__name__,
+                error,
+                delay,
+                attempt,
+                len(RETRY_DELAYS),
+            )
             time.sleep(delay)
     return _download_once(url, destination, source, timeout)
 
@@ -415,9 +425,18 @@ def pip_options_from_environment() -> list[str]:
 def fetch_wheel(requirement: str, directory: Path, pip_options: list[str]) -> Path:
     """Downloads the wheel of `name==version`, without dependencies, into directory."""
     command = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check",
-        "--dest", str(directory), *pip_options, requirement,
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        "--dest",
+        str(directory),
+        *pip_options,
+        requirement,
+    ]
     log.info("fetching %s: %s", requirement, shlex.join(command))
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
@@ -425,7 +444,9 @@ def fetch_wheel(requirement: str, directory: Path, pip_options: list[str]) -> Pa
         raise DataError(f"pip download {requirement} failed (exit {result.returncode}): {tail}")
     wheels = sorted(directory.glob("*.whl"))
     if len(wheels) != 1:
-        raise DataError(f"pip download {requirement} gave {len(wheels)} wheels ({[w.name for w in wheels]}), expected 1")
+        raise DataError(
+            f"pip download {requirement} gave {len(wheels)} wheels ({[w.name for w in wheels]}), expected 1"
+        )
     return wheels[0]
 
 
@@ -502,8 +523,9 @@ def _local_path(source: Source) -> tuple[Path, Digests | None, list[str]]:
             "%s: no md5 or sha256 to check it against, so it cannot be verified. The sha256 of what is read is "
             "recorded in provenance.json (file_checksums), and preprocessing refuses the data if it changes "
             "later; to pin it, %s",
-            source, pin,
-        )  # fmt: skip
+            source,
+            pin,
+        )
     return fetched_path, digests, verified
 
 
@@ -665,4 +687,4 @@ def _suggested_name(source: Source) -> str:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")

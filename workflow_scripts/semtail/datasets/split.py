@@ -149,12 +149,14 @@ def filter_interactions(
         nonlocal user, item, user_counts, item_counts
         user, item = user[kept], item[kept]
         user_counts, item_counts = np.bincount(user, minlength=n_users), np.bincount(item, minlength=n_items)
-        steps.append({
-            "step": description,
-            "interactions": len(user),
-            "users": int(np.count_nonzero(user_counts)),
-            "items": int(np.count_nonzero(item_counts)),
-        })  # fmt: skip
+        steps.append(
+            {
+                "step": description,
+                "interactions": len(user),
+                "users": int(np.count_nonzero(user_counts)),
+                "items": int(np.count_nonzero(item_counts)),
+            }
+        )
         if len(user) == 0:
             raise EmptySplitError(
                 f"{dataset}: no interactions left after the filter {description} "
@@ -277,7 +279,7 @@ def liang_split(frame: pd.DataFrame, parameters: SplitParameters, dataset: str) 
         rows=rows,
         dropped_unknown_items=dropped,
         repeated_pairs=0 if repeated is None else repeated[0],
-        first_repeated_pair=None if repeated is None else (
-            user_ids[[repeated[1][0]]].tolist()[0], item_ids[[repeated[1][1]]].tolist()[0]
-        ),
+        first_repeated_pair=None
+        if repeated is None
+        else (user_ids[[repeated[1][0]]].tolist()[0], item_ids[[repeated[1][1]]].tolist()[0]),
     )

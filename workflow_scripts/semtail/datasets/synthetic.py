@@ -33,9 +33,15 @@ MAX_SWAP_ROUNDS = 200
 FILE_NAME = "synthetic.tsv"
 HEADER = ("user", "item", "rating")
 KEYS = {
-    "users": int, "items": int, "interactions": int, "seed": int, "item_head_share": float,
-    "user_head_share": float, "min_item_positives": int, "min_user_positives": int,
-}  # fmt: skip
+    "users": int,
+    "items": int,
+    "interactions": int,
+    "seed": int,
+    "item_head_share": float,
+    "user_head_share": float,
+    "min_item_positives": int,
+    "min_user_positives": int,
+}
 DEFAULTS = {"item_head_share": 0.8, "user_head_share": 0.5, "min_item_positives": 10, "min_user_positives": 5}
 
 
@@ -82,7 +88,10 @@ class Shape:
                 f"every item's minimum positives, at most {MAX_DEGREE_SHARE:.0%} of the users for an item and of "
                 "the items for a user"
             )
-        if self.min_item_positives > MAX_DEGREE_SHARE * self.users or self.min_user_positives > MAX_DEGREE_SHARE * self.items:
+        if (
+            self.min_item_positives > MAX_DEGREE_SHARE * self.users
+            or self.min_user_positives > MAX_DEGREE_SHARE * self.items
+        ):
             raise DataError(f"{where}: a minimum of positives above {MAX_DEGREE_SHARE:.0%} of the users or items")
 
 
@@ -130,13 +139,19 @@ def generate_pairs(shape: Shape) -> tuple[np.ndarray, np.ndarray]:
     random order of activity and popularity."""
     rng = np.random.default_rng(shape.seed)
     item_degrees = long_tailed_degrees(
-        shape.items, shape.interactions, shape.min_item_positives, int(MAX_DEGREE_SHARE * shape.users),
+        shape.items,
+        shape.interactions,
+        shape.min_item_positives,
+        int(MAX_DEGREE_SHARE * shape.users),
         shape.item_head_share,
-    )  # fmt: skip
+    )
     user_degrees = long_tailed_degrees(
-        shape.users, shape.interactions, shape.min_user_positives, int(MAX_DEGREE_SHARE * shape.items),
+        shape.users,
+        shape.interactions,
+        shape.min_user_positives,
+        int(MAX_DEGREE_SHARE * shape.items),
         shape.user_head_share,
-    )  # fmt: skip
+    )
     users = np.repeat(np.arange(shape.users, dtype=np.int64), user_degrees)
     items = rng.permutation(np.repeat(np.arange(shape.items, dtype=np.int64), item_degrees))
     for round_ in range(MAX_SWAP_ROUNDS):
@@ -184,8 +199,9 @@ def write_synthetic(shape: Shape, raw_dir: Path) -> Path:
     with atomic_path(path) as partial, open(partial, "wb") as handle:
         handle.write(("\t".join(HEADER) + "\n").encode())
         pacsv.write_csv(
-            table, handle,
+            table,
+            handle,
             write_options=pacsv.WriteOptions(include_header=False, delimiter="\t", quoting_style="none"),
-        )  # fmt: skip
+        )
     log.info("wrote %d synthetic positives of %d users and %d items to %s", len(users), shape.users, shape.items, path)
     return path

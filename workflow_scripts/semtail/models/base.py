@@ -7,9 +7,9 @@ from __future__ import annotations
 import glob
 import logging
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import scipy.sparse as sp
@@ -100,7 +100,9 @@ class TrainingTerminated(BaseException):
     of its own; the files being written are removed on its way out (semtail.files.atomic_path).
     The training loop adds where it stopped: the epoch, and that of the last checkpoint."""
 
-    def __init__(self, signal_number: int, run: str = "", epoch: int | None = None, checkpoint_epoch: int | None = None):
+    def __init__(
+        self, signal_number: int, run: str = "", epoch: int | None = None, checkpoint_epoch: int | None = None
+    ):
         super().__init__(signal_number, run, epoch, checkpoint_epoch)
         self.signal_number, self.run, self.epoch, self.checkpoint_epoch = signal_number, run, epoch, checkpoint_epoch
 
@@ -139,7 +141,9 @@ def read_interactions(path: str | Path, n_items: int | None = None) -> sp.csr_ma
     matrix.sum_duplicates()
     matrix.sort_indices()
     if matrix.nnz and not np.all(matrix.data == 1.0):
-        raise ValueError(f"{path}: expected a binary (0/1) interaction matrix, found values {np.unique(matrix.data)[:5]}")
+        raise ValueError(
+            f"{path}: expected a binary (0/1) interaction matrix, found values {np.unique(matrix.data)[:5]}"
+        )
     if n_items is not None and matrix.shape[1] != n_items:
         raise ValueError(f"{path}: has {matrix.shape[1]} item columns, the training matrix has {n_items}")
     return matrix

@@ -29,13 +29,17 @@ from semtail.training import Objective, train
 DECLARATION = {
     "training": "sgd",
     "hyperparameters": {
-        "gamma": {"type": "number", "minimum": 0, "description": "γ, the exponent of the popularity factor m_i^γ in training (PD's conformity to popularity)"},
+        "gamma": {
+            "type": "number",
+            "minimum": 0,
+            "description": "γ, the exponent of the popularity factor m_i^γ in training (PD's conformity to popularity)",
+        },
     },
     "state": {"U": ["items", "items"]},
     "item_item": "U",
     "resources": {"gpu": True},
     "figures": {"label": "Causal", "colour": "#ca9161", "marker": "v"},
-}  # fmt: skip
+}
 
 
 def elu_prime(z: torch.Tensor) -> torch.Tensor:
@@ -84,7 +88,9 @@ class DeconfoundedObjective(Objective):
 def fit(data: TrainingData, hyperparameters: dict, run: TrainingRun) -> Fitted:
     gamma = float(hyperparameters["gamma"])
     factor = popularity_factor(data.popularity(), gamma)
-    run.log.info("popularity factor m^%g: min %.4g, max %.4g over %d items", gamma, factor.min(), factor.max(), len(factor))
+    run.log.info(
+        "popularity factor m^%g: min %.4g, max %.4g over %d items", gamma, factor.min(), factor.max(), len(factor)
+    )
     return train(data, hyperparameters, run, DeconfoundedObjective(factor))
 
 

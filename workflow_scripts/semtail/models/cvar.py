@@ -19,14 +19,23 @@ DECLARATION = {
     "training": "sgd",
     "hyperparameters": {
         "lam": {"type": "number", "exclusiveMinimum": 0, "description": "λ, the factor of the learner loss"},
-        "beta": {"type": "number", "exclusiveMinimum": 0, "maximum": 1, "description": "β, the tail fraction of the entry losses"},
-        "alr": {"type": "number", "exclusiveMinimum": 0, "description": "learning rate of the threshold a (no momentum)"},
+        "beta": {
+            "type": "number",
+            "exclusiveMinimum": 0,
+            "maximum": 1,
+            "description": "β, the tail fraction of the entry losses",
+        },
+        "alr": {
+            "type": "number",
+            "exclusiveMinimum": 0,
+            "description": "learning rate of the threshold a (no momentum)",
+        },
     },
     "state": {"U": ["items", "items"]},
     "item_item": "U",
     "resources": {"gpu": True},
     "figures": {"label": "CVaR", "colour": "#cc78bc", "marker": "D"},
-}  # fmt: skip
+}
 
 
 class TailObjective(Objective):

@@ -21,15 +21,23 @@ from semtail.models.itemitem import matrix_scorer, to_torch_csr, zero_diagonal_
 DECLARATION = {
     "training": "closed_form",
     "hyperparameters": {
-        "l2": {"type": "number", "exclusiveMinimum": 0, "description": "λ of Steck's closed form, B = I − P·diag(1/diag(P)), P = (XᵀX + λI)⁻¹"},
+        "l2": {
+            "type": "number",
+            "exclusiveMinimum": 0,
+            "description": "λ of Steck's closed form, B = I − P·diag(1/diag(P)), P = (XᵀX + λI)⁻¹",
+        },
     },
     "state": {"B": ["items", "items"]},
     "item_item": "B",
     "seed_dependent": False,
     # The Gram matrix and its inverse in float64, and the solver's workspace; a Cholesky solve.
-    "resources": {"gpu": True, "memory": {"dense": 6, "sparse": 2}, "runtime": {"cubic_flops": 2, "dense_file_passes": 2}},
+    "resources": {
+        "gpu": True,
+        "memory": {"dense": 6, "sparse": 2},
+        "runtime": {"cubic_flops": 2, "dense_file_passes": 2},
+    },
     "figures": {"label": "EASE (closed form)", "colour": "#56b4e9", "marker": "P"},
-}  # fmt: skip
+}
 
 # Dense column blocks of X used to build XᵀX hold at most this many entries (float32).
 GRAM_BLOCK_ENTRIES = 2**26
@@ -60,14 +68,21 @@ def gram_matrix(interactions: sp.csr_matrix, device: torch.device, log: logging.
     return gram
 
 
-def closed_form(interactions: sp.csr_matrix, l2: float, device: torch.device, log: logging.Logger = _log) -> torch.Tensor:
+def closed_form(
+    interactions: sp.csr_matrix, l2: float, device: torch.device, log: logging.Logger = _log
+) -> torch.Tensor:
     """Steck's B for the training matrix, float32 on `device`, zero diagonal. Each step is logged
     as it starts, with the time taken so far: the factorisation and the inverse take one call each."""
     started = time.monotonic()
     gram = gram_matrix(interactions, device, log)
     gram.diagonal().add_(l2)
     n_items = gram.shape[0]
-    log.info("Cholesky factorisation of the %d × %d Gram matrix (%.0f s so far)", n_items, n_items, time.monotonic() - started)
+    log.info(
+        "Cholesky factorisation of the %d × %d Gram matrix (%.0f s so far)",
+        n_items,
+        n_items,
+        time.monotonic() - started,
+    )
     factor = torch.linalg.cholesky(gram)
     del gram
     log.info("inverse from the Cholesky factor (%.0f s so far)", time.monotonic() - started)

@@ -17,14 +17,23 @@ from semtail.training import Objective, train
 DECLARATION = {
     "training": "sgd",
     "hyperparameters": {
-        "lam": {"type": "number", "exclusiveMinimum": 0, "default": 1.0, "description": "λ, the factor of the weighted learner loss"},
-        "alpha": {"type": "number", "minimum": 0, "description": "w_i = exp(−α·n_i) / mean_j exp(−α·n_j), n_i the item's training count"},
+        "lam": {
+            "type": "number",
+            "exclusiveMinimum": 0,
+            "default": 1.0,
+            "description": "λ, the factor of the weighted learner loss",
+        },
+        "alpha": {
+            "type": "number",
+            "minimum": 0,
+            "description": "w_i = exp(−α·n_i) / mean_j exp(−α·n_j), n_i the item's training count",
+        },
     },
     "state": {"U": ["items", "items"]},
     "item_item": "U",
     "resources": {"gpu": True},
     "figures": {"label": "IPW", "colour": "#029e73", "marker": "s"},
-}  # fmt: skip
+}
 
 
 def inverse_popularity_weights(popularity: np.ndarray, alpha: float) -> torch.Tensor:

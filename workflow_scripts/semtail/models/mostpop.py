@@ -11,7 +11,12 @@ DECLARATION = {
     "hyperparameters": {},
     "state": {"popularity": ["items"]},
     "seed_dependent": False,
-    "resources": {"gpu": False, "memory": {"sparse": 2}, "runtime": {"sparse_passes": 2}, "evaluation": {"dense": 0, "batch_entry_bytes": 4}},
+    "resources": {
+        "gpu": False,
+        "memory": {"sparse": 2},
+        "runtime": {"sparse_passes": 2},
+        "evaluation": {"dense": 0, "batch_entry_bytes": 4},
+    },
     "figures": {"label": "MostPop", "colour": "#949494", "marker": "X", "outlier": True},
 }
 

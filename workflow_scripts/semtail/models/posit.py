@@ -66,17 +66,59 @@ from semtail.training import Objective, train
 DECLARATION = {
     "training": "sgd",
     "hyperparameters": {
-        "lam": {"type": "number", "exclusiveMinimum": 0, "default": 1.0, "description": "λ, the factor of the weighted learner loss"},
+        "lam": {
+            "type": "number",
+            "exclusiveMinimum": 0,
+            "default": 1.0,
+            "description": "λ, the factor of the weighted learner loss",
+        },
         "alr": {"type": "number", "exclusiveMinimum": 0, "description": "adversary learning rate (no momentum)"},
-        "nstd": {"type": "number", "exclusiveMinimum": 0, "description": "scale of the adversary output before the sigmoid (and, for 2bmlpN, of the hidden layer)"},
+        "nstd": {
+            "type": "number",
+            "exclusiveMinimum": 0,
+            "description": "scale of the adversary output before the sigmoid (and, for 2bmlpN, of the hidden layer)",
+        },
         "awd": {"type": "number", "minimum": 0, "default": 0.0, "description": "adversary weight decay"},
-        "adversary": {"type": "string", "pattern": "^(linear|2b?mlp[1-9][0-9]*)$", "description": "linear, 2mlpN or 2bmlpN (N hidden units)"},
-        "signal": {"type": "string", "enum": ["recall", "recall_dist"], "description": "the per-item advantage signal: recall@k, or recall@k divided by min(k, |x_u|)"},
-        "ones_aware": {"type": "boolean", "default": False, "description": "count an item's positives in a batch (true) or the batch's users (false) in C"},
-        "k": {"type": "integer", "minimum": 1, "default": 100, "description": "cut-off of the recall signal (100 in the paper)"},
-        "signal_momentum": {"type": "number", "minimum": 0, "exclusiveMaximum": 1, "default": 0.9, "description": "momentum m of the accumulators S and C (0.9 in the paper)"},
-        "ties": {"type": "string", "enum": ["topk", "share"], "default": "topk", "description": "which items fill the signal's top-k when scores tie at the cut (every score ties on the first minibatch, where U = 0). topk: the authors' rule, the indices torch.topk returns (its tie order depends on the device and torch version), with their 1e-8 in recall_dist. share: tied items share the slots left equally"},
-        "adversary_init": {"type": "string", "enum": ["authors", "random"], "default": "authors", "description": "authors: the first layer at 0, as the authors' code (the MLP adversaries' weights are then fixed by the first minibatch); random: torch's Linear default for every layer, with which the MLP adversaries keep learning"},
+        "adversary": {
+            "type": "string",
+            "pattern": "^(linear|2b?mlp[1-9][0-9]*)$",
+            "description": "linear, 2mlpN or 2bmlpN (N hidden units)",
+        },
+        "signal": {
+            "type": "string",
+            "enum": ["recall", "recall_dist"],
+            "description": "the per-item advantage signal: recall@k, or recall@k divided by min(k, |x_u|)",
+        },
+        "ones_aware": {
+            "type": "boolean",
+            "default": False,
+            "description": "count an item's positives in a batch (true) or the batch's users (false) in C",
+        },
+        "k": {
+            "type": "integer",
+            "minimum": 1,
+            "default": 100,
+            "description": "cut-off of the recall signal (100 in the paper)",
+        },
+        "signal_momentum": {
+            "type": "number",
+            "minimum": 0,
+            "exclusiveMaximum": 1,
+            "default": 0.9,
+            "description": "momentum m of the accumulators S and C (0.9 in the paper)",
+        },
+        "ties": {
+            "type": "string",
+            "enum": ["topk", "share"],
+            "default": "topk",
+            "description": "which items fill the signal's top-k when scores tie at the cut (every score ties on the first minibatch, where U = 0). topk: the authors' rule, the indices torch.topk returns (its tie order depends on the device and torch version), with their 1e-8 in recall_dist. share: tied items share the slots left equally",
+        },
+        "adversary_init": {
+            "type": "string",
+            "enum": ["authors", "random"],
+            "default": "authors",
+            "description": "authors: the first layer at 0, as the authors' code (the MLP adversaries' weights are then fixed by the first minibatch); random: torch's Linear default for every layer, with which the MLP adversaries keep learning",
+        },
     },
     "state": {"U": ["items", "items"]},
     "item_item": "U",
@@ -84,7 +126,7 @@ DECLARATION = {
     # The adversary: up to 50 hidden units per training user, with their gradient and a copy.
     "resources": {"gpu": True, "memory": {"bytes_per_training_user": 600}},
     "figures": {"label": "POSIT", "colour": "#d55e00", "marker": "*", "marker_size": 11},
-}  # fmt: skip
+}
 SIGNALS = tuple(DECLARATION["hyperparameters"]["signal"]["enum"])
 AUTHORS_EPSILON = 1e-8  # in the authors' recall_dist, added to the hit and to min(k, |x_u|)
 C_START = 1e-15  # the authors' starting C (S/C of an item never counted is then 0, not NaN)
@@ -149,7 +191,9 @@ def check_signal(signal: str) -> None:
         raise ValueError(f"unknown POSIT signal {signal!r} (known: {', '.join(SIGNALS)})")
 
 
-def accumulate_(S: torch.Tensor, C: torch.Tensor, signal_sum: torch.Tensor, counts: torch.Tensor, momentum: float) -> None:
+def accumulate_(
+    S: torch.Tensor, C: torch.Tensor, signal_sum: torch.Tensor, counts: torch.Tensor, momentum: float
+) -> None:
     """S ← m·S − Σ_u r_u·,  C ← m·C + c, in place."""
     S.mul_(momentum).sub_(signal_sum)
     C.mul_(momentum).add_(counts)

@@ -20,14 +20,23 @@ from semtail.models.on_base import base_with_popularity
 DECLARATION = {
     "training": "on_base",
     "hyperparameters": {
-        "gamma": {"type": "number", "minimum": 0, "description": "γ, the weight of the penalty γ·log(1 + n_i) subtracted from the base's scores"},
+        "gamma": {
+            "type": "number",
+            "minimum": 0,
+            "description": "γ, the weight of the penalty γ·log(1 + n_i) subtracted from the base's scores",
+        },
     },
     "state": {"base": ["items", "items"], "popularity": ["items"]},
     "seed_dependent": False,  # adds nothing random: seed-independent exactly when its base is
     # The base model's matrix, read (and its checksum taken) when training and when scoring.
-    "resources": {"gpu": False, "memory": {"dense": 1, "sparse": 2}, "runtime": {"dense_file_passes": 2}, "evaluation": {"batch_entry_bytes": 8}},
+    "resources": {
+        "gpu": False,
+        "memory": {"dense": 1, "sparse": 2},
+        "runtime": {"dense_file_passes": 2},
+        "evaluation": {"batch_entry_bytes": 8},
+    },
     "figures": {"label": "Post", "colour": "#fbafe4", "marker": "h"},
-}  # fmt: skip
+}
 
 
 def fit(data: TrainingData, hyperparameters: dict, run: TrainingRun) -> Fitted:

@@ -32,16 +32,29 @@ DECLARATION = {
     "training": "on_base",
     "hyperparameters": {
         "high": {"type": "number", "description": "items scoring above this stay on top, by score"},
-        "low": {"type": "number", "description": "items scoring in (low, high] follow, least popular first; the rest after them, by score"},
-        "thresholds": {"type": "string", "enum": ["score", "quantile"], "default": "score", "description": "what high and low are. score: scores of the base (the authors' rule; their scale depends on the dataset). quantile: levels in [0, 1] of each user's scores over the catalog, which carry over between datasets"},
+        "low": {
+            "type": "number",
+            "description": "items scoring in (low, high] follow, least popular first; the rest after them, by score",
+        },
+        "thresholds": {
+            "type": "string",
+            "enum": ["score", "quantile"],
+            "default": "score",
+            "description": "what high and low are. score: scores of the base (the authors' rule; their scale depends on the dataset). quantile: levels in [0, 1] of each user's scores over the catalog, which carry over between datasets",
+        },
     },
     "constraints": [["high", ">", "low"]],
     "state": {"base": ["items", "items"], "popularity": ["items"]},
     "seed_dependent": False,  # adds nothing random: seed-independent exactly when its base is
     # The base model's matrix, read (and its checksum taken) when training and when scoring.
-    "resources": {"gpu": False, "memory": {"dense": 1, "sparse": 2}, "runtime": {"dense_file_passes": 2}, "evaluation": {"batch_entry_bytes": 36, "batch_sorts": 2}},
+    "resources": {
+        "gpu": False,
+        "memory": {"dense": 1, "sparse": 2},
+        "runtime": {"dense_file_passes": 2},
+        "evaluation": {"batch_entry_bytes": 36, "batch_sorts": 2},
+    },
     "figures": {"label": "Rerank", "colour": "#de8f05", "marker": "^"},
-}  # fmt: skip
+}
 
 TOP, MIDDLE, REST = 2, 1, 0
 
@@ -76,7 +89,9 @@ def check_thresholds(hyperparameters: dict, where: str) -> None:
     if hyperparameters["thresholds"] == "quantile":
         for key in ("high", "low"):
             if not 0 <= hyperparameters[key] <= 1:
-                raise ValueError(f"{where}: rerank.{key} ({hyperparameters[key]}) must be in [0, 1] with thresholds: quantile")
+                raise ValueError(
+                    f"{where}: rerank.{key} ({hyperparameters[key]}) must be in [0, 1] with thresholds: quantile"
+                )
 
 
 def fit(data: TrainingData, hyperparameters: dict, run: TrainingRun) -> Fitted:

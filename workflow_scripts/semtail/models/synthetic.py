@@ -48,16 +48,16 @@ def power_law_interactions(
     return matrix
 
 
-def fold_in_split(matrix: sp.csr_matrix, heldout_share: float = 0.2, seed: int = 0) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+def fold_in_split(
+    matrix: sp.csr_matrix, heldout_share: float = 0.2, seed: int = 0
+) -> tuple[sp.csr_matrix, sp.csr_matrix]:
     """Each row's interactions split at random into fold-in and held-out parts."""
     rng = np.random.default_rng(seed)
     coo = matrix.tocoo()
     heldout = rng.random(coo.nnz) < heldout_share
     parts = []
     for keep in (~heldout, heldout):
-        part = sp.csr_matrix(
-            (coo.data[keep], (coo.row[keep], coo.col[keep])), shape=matrix.shape, dtype=np.float32
-        )
+        part = sp.csr_matrix((coo.data[keep], (coo.row[keep], coo.col[keep])), shape=matrix.shape, dtype=np.float32)
         part.sort_indices()
         parts.append(part)
     return parts[0], parts[1]
