@@ -34,7 +34,9 @@ case "$command" in
         exec snakemake --cores all "$@"
         ;;
     test)
-        exec python -m pytest "$@"
+        # Two test processes on two cores (pytest-xdist): one runs the shared demo while the other
+        # runs the tests that need none; the SLURM tests stay on one (--dist loadgroup).
+        exec python -m pytest --numprocesses auto --maxprocesses 4 --dist loadgroup "$@"
         ;;
     *)
         echo "usage: $0 run [snakemake args...] | test [pytest args...]" >&2

@@ -35,6 +35,9 @@ from workflow_runs import (
     write_config,
 )
 
+# One machine-wide cluster: under pytest-xdist all of this file runs on one worker (--dist loadgroup).
+pytestmark = pytest.mark.xdist_group("slurm")
+
 SLURM_PROFILE = REPO / "profiles" / "slurm" / "config.yaml"
 DEFAULT_PROFILE = REPO / "profiles" / "default" / "config.yaml"
 

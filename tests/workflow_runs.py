@@ -9,6 +9,7 @@ RecBole wheel where GroupLens is out of reach), with fewer seeds and epochs than
 from __future__ import annotations
 
 import copy
+import fcntl
 import os
 import re
 import shutil
@@ -274,20 +275,30 @@ def kill_group(process: subprocess.Popen, grace_s: float = 2.0, first_signal=sig
 
 
 @pytest.fixture(scope="session")
-def completed_demo(tmp_path_factory) -> Path:
+def completed_demo(tmp_path_factory, worker_id) -> Path:
     """One complete run of the reduced demo, shared read-only by the tests that need one.
 
+    Under pytest-xdist (`./workflow.sh test` runs two workers) the first worker to need it makes
+    it in the session's shared temporary folder, under a file lock, and the others wait for it.
     While working on these tests, SEMTAIL_TEST_COMPLETED_DEMO=PATH reuses a run made earlier
     (a copy of the repository with the reduced config, run to the end); CI never sets it."""
     reuse = os.environ.get("SEMTAIL_TEST_COMPLETED_DEMO")
     if reuse:
         assert planned_jobs(Path(reuse)) == {}, f"{reuse} is not a completed run"
         return Path(reuse)
-    workdir = copy_repo(tmp_path_factory.mktemp("completed-demo") / "repo")
-    write_config(workdir, reduced_config())
-    started = time.monotonic()
-    snakemake(workdir)
-    print(f"\ncompleted demo run: {time.monotonic() - started:.0f} s in {workdir}")
+    shared = tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
+    workdir = shared / "completed-demo" / "repo"
+    with open(shared / "completed-demo.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        done = shared / "completed-demo" / "done"
+        if not done.exists():
+            shutil.rmtree(workdir.parent, ignore_errors=True)
+            copy_repo(workdir)
+            write_config(workdir, reduced_config())
+            started = time.monotonic()
+            snakemake(workdir)
+            print(f"\ncompleted demo run: {time.monotonic() - started:.0f} s in {workdir}")
+            done.touch()
     return workdir
 
 
