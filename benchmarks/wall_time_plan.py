@@ -95,7 +95,8 @@ def plan_tables(
                     paper_config, paper_dataset if paper_config is paper else dataset, name
                 )
                 paper_train = train["s"] - epochs[1] + epochs[0] * int(target["epochs"])
-            model_mb = next((mb for file, mb in evaluation["input_mb"].items() if file.endswith("model.pt")), None)
+            own_model = f"{plan.run_dir(config, dataset, name, config['seeds'][0])}/model.pt"  # not its base's
+            model_mb = next((mb for file, mb in evaluation["input_mb"].items() if file.endswith(own_model)), None)
             lines.append(
                 f"| {dataset} | {name} | {'–' if epochs is None else f'{epochs[0]:,.1f}'} | {train['s']:,.0f} | "
                 f"{evaluation['s']:,.0f} | {mib(train['max_rss'])} | {mib(evaluation['max_rss'])} | {mib(model_mb)} |"

@@ -54,7 +54,10 @@ def test_plan_scales_epochs_and_seeds_and_takes_the_longest_chain(tmp_path, monk
         path = tmp_path / plan.benchmark_pattern(rehearsal, rule).format(**wildcards)
         path.parent.mkdir(parents=True, exist_ok=True)
         record = {"s": s, "max_rss": 100.0 * s, "rule_name": rule, "wildcards": wildcards, "resources": {"mem_mb": 1}}
-        record["input_size_mb"] = {"results/x/model.pt": 15.0} if rule == "evaluate" else {}
+        # An evaluation reads its run's model file, and a run on a base (rerank, post) its base's too.
+        own = f"{plan.run_dir(rehearsal, 'toy-shape', method, 0)}/model.pt" if method else None
+        base = {f"{plan.run_dir(rehearsal, 'toy-shape', 'ease', 0)}/model.pt": 99.0} if method in ("rerank", "post") else {}
+        record["input_size_mb"] = {**base, own: 15.0} if rule == "evaluate" else {}
         path.write_text(json.dumps(record) + "\n")
     monkeypatch.setattr(
         wall_time_plan, "epoch_seconds", lambda root, config, dataset, name: (10.0, 20.0) if name == "ease" else None
