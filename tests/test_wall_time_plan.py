@@ -56,7 +56,11 @@ def test_plan_scales_epochs_and_seeds_and_takes_the_longest_chain(tmp_path, monk
         record = {"s": s, "max_rss": 100.0 * s, "rule_name": rule, "wildcards": wildcards, "resources": {"mem_mb": 1}}
         # An evaluation reads its run's model file, and a run on a base (rerank, post) its base's too.
         own = f"{plan.run_dir(rehearsal, 'toy-shape', method, 0)}/model.pt" if method else None
-        base = {f"{plan.run_dir(rehearsal, 'toy-shape', 'ease', 0)}/model.pt": 99.0} if method in ("rerank", "post") else {}
+        base = (
+            {f"{plan.run_dir(rehearsal, 'toy-shape', 'ease', 0)}/model.pt": 99.0}
+            if method in ("rerank", "post")
+            else {}
+        )
         record["input_size_mb"] = {**base, own: 15.0} if rule == "evaluate" else {}
         path.write_text(json.dumps(record) + "\n")
     monkeypatch.setattr(

@@ -214,7 +214,7 @@ def method_named(config: dict, name: str) -> str:
 def report_jobs(config: dict, datasets=None, weight_landscape: bool = True) -> set[Job]:
     """The tables and figures of the given datasets, and resources.csv: with a POSIT run (`posit`, or a variant of
     it), also the adversary's table and figure, which read every run's metrics, and with
-    `weight_landscape` the weight landscape, which reads only the POSIT runs' models."""
+    `weight_landscape` the weight landscape, which reads only the POSIT runs' items.npz."""
     weighted = any(method_named(config, name) == "posit" for name in config["methods"])
     rules = ["aggregate", "plot"] + (["plot_adversary"] if weighted else [])
     rules += ["plot_weight_landscape"] if weight_landscape and weighted else []

@@ -410,10 +410,12 @@ class Trainer:
     def fit(self) -> Fitted:
         self.run.remove_partial_files()
         self.resume()
+        self.remove_unneeded_best_files()
         self.last_checkpoint = (self.epoch, checkpoint_clock())
         try:
             self.train_epochs()
         except TrainingTerminated as stop:
+            self.remove_unneeded_best_files()
             checkpoint_epoch = self.last_checkpoint[0] if self.run.checkpoint is not None else None
             epoch = min(self.epoch + 1, self.settings.epochs)  # the epoch under way (or its checkpoint)
             raise TrainingTerminated(stop.signal_number, self.run.describe(), epoch, checkpoint_epoch) from None
@@ -504,6 +506,16 @@ class Trainer:
                 self.best_U = torch.empty(self.U.shape, dtype=self.U.dtype, pin_memory=self.U.is_cuda)
             self.best_U.copy_(self.U.detach())
         self.best_is_current = False
+
+    def remove_unneeded_best_files(self) -> None:
+        """The best-weights files that the checkpoint on disk does not name (a job's written since its
+        last checkpoint, when it is stopped; a killed one's, when it starts again): a resumption
+        starts from the checkpoint and has no use for them."""
+        if self.run.checkpoint is None:
+            return
+        for path in self.run.best_weights_files():
+            if path != self.checkpointed_best_file:
+                path.unlink(missing_ok=True)
 
     def save_best_weights(self, weights: torch.Tensor) -> None:
         """Write the best epoch's U to its best-weights file, atomically; the file of an earlier
