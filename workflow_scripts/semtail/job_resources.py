@@ -36,12 +36,14 @@ from semtail.plan import (
 # What the resource model assumes of the hardware. Conservative on purpose: a job that asks for too
 # little is killed, one that asks for a little too much only waits a little longer in the queue.
 GPU_BYTES_PER_S = 300e9  # effective memory bandwidth of an older datacenter GPU on sparse x dense products
-CPU_BYTES_PER_S = 5e9  # the same on a multi-core CPU
+# The same on a CPU: half of the 21–26 GB/s that SGD epochs at ML-20M's shape reached on 2 idle
+# cores (94–116 s an epoch; 2026-12-07 rehearsal, docs/running.md), for slower or busier machines.
+CPU_BYTES_PER_S = 12e9
 DISK_BYTES_PER_S = 200e6  # writing checkpoints and model files to a shared file system
 CPU_FLOPS_FLOAT64 = 20e9  # dense float64 solves (closed-form EASE) on the CPU
 EVALUATION_ENTRY_BYTES = 16  # per (user, item) entry of an evaluation batch: fold-in, held-out, scores, masked scores
 SORT_RATE = 1e8  # comparisons per second of a sort of score rows on the CPU (about 50 times more on a GPU)
-SYNTHETIC_SECONDS_PER_POSITIVE = 1.2e-4  # 1,177 s for ML-20M's on the 2-core machine shared with other work
+SYNTHETIC_SECONDS_PER_POSITIVE = 1.2e-5  # ML-20M's 10M: 35 s on the idle 2-core machine, 1,177 s under a load of 20-30
 SYNTHETIC_BYTES_PER_POSITIVE = 100  # generating a synthetic source: a 694 MiB peak for ML-20M's 10M positives
 RUNTIME_SAFETY = 2.0  # estimates are multiplied by this before the job's own start-up minutes
 MIB = 2**20
