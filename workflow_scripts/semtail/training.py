@@ -578,11 +578,8 @@ class Trainer:
             with atomic_path(self.run.checkpoint) as tmp:
                 torch.save(self.checkpoint_payload(), tmp)
                 held.enter_context(sigterm_held())
-            needed = None if self.best_is_current else self.run.best_weights_file(self.best_epoch)
-            for path in self.run.best_weights_files():
-                if path != needed:
-                    path.unlink(missing_ok=True)
-            self.checkpointed_best_file = needed
+            self.checkpointed_best_file = None if self.best_is_current else self.run.best_weights_file(self.best_epoch)
+            self.remove_unneeded_best_files()
             self.last_checkpoint = (self.epoch, checkpoint_clock())
             self.run.log.info(
                 "checkpoint after epoch %d written to %s (%.1f s)",
