@@ -19,12 +19,10 @@ import time
 import torch
 
 from semtail import evaluate as ev
-from semtail import registry
+from semtail import plan, registry
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from evaluate_metrics import synthetic_split  # noqa: E402
-
-HYPERPARAMETERS = {"rerank": {"base": "ease", "high": 0.2, "low": 0.15}, "post": {"base": "ease", "gamma": 0.005}}
+from evaluate_metrics import PAPER, PAPER_EVALUATION, synthetic_split  # noqa: E402
 
 
 def state_of(method: str, n_items: int) -> dict:
@@ -43,17 +41,10 @@ def measure(method: str, users: int, items: int, density: float, batch_size: int
     split = synthetic_split(users, items, density, seed=0)
     state = state_of(method, items)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
-    score = registry.method_module(method).scorer(state, HYPERPARAMETERS.get(method, {}), torch.device("cpu"))
+    hyperparameters = plan.resolve_hyperparameters(PAPER, "ml-20m", method)  # the paper's, defaults included
+    score = registry.method_module(method).scorer(state, hyperparameters, torch.device("cpu"))
     started = time.perf_counter()
-    ev.evaluate(
-        score,
-        split,
-        ks=[20, 50, 100],
-        coverage_block_size=100,
-        tail_interaction_share=0.2,
-        batch_size=batch_size,
-        device=torch.device("cpu"),
-    )
+    ev.evaluate_as_configured(score, split, {**PAPER_EVALUATION, "batch_size": batch_size}, torch.device("cpu"))
     return {
         "method": method,
         "users": users,

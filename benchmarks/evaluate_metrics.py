@@ -13,12 +13,17 @@ import argparse
 import json
 import resource
 import time
+from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
 import torch
+import yaml
 
 from semtail import evaluate as ev
+
+PAPER = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "paper.yaml").read_text())
+PAPER_EVALUATION = PAPER["evaluation"]  # each benchmark sets its own batch size
 
 
 def synthetic_split(n_users: int, n_items: int, density: float, seed: int) -> ev.Split:
@@ -54,15 +59,7 @@ def main() -> None:
         return torch.rand(fold_in.shape, generator=generator, device=device)
 
     started = time.perf_counter()
-    ev.evaluate(
-        score,
-        split,
-        ks=[20, 50, 100],
-        coverage_block_size=100,
-        tail_interaction_share=0.2,
-        batch_size=args.batch_size,
-        device=device,
-    )
+    ev.evaluate_as_configured(score, split, {**PAPER_EVALUATION, "batch_size": args.batch_size}, device)
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - started
