@@ -54,8 +54,9 @@ def epoch_seconds(root: Path, config: dict, dataset: str, name: str) -> tuple[fl
     """The mean epoch (s) and the epochs' total of a run, from its metrics.json (the model's history,
     metric format 4) or else its model file; None without epochs."""
     run = root / plan.run_dir(config, dataset, name, config["seeds"][0])
-    if (run / "metrics.json").is_file() and "history" in read_json(run / "metrics.json").get("model", {}):
-        history = read_json(run / "metrics.json")["model"]["history"]
+    recorded = read_json(run / "metrics.json").get("model", {}) if (run / "metrics.json").is_file() else {}
+    if "history" in recorded:
+        history = recorded["history"]
     elif (run / "model.pt").is_file():
         history = load_model(run / "model.pt", mmap=True).get("history") or []
     else:
