@@ -2,8 +2,6 @@
 
 import copy
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +10,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from semtail import job_resources, plan, registry, search
+from workflow_runs import dry_run_in
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = str(ROOT / "schemas/config.schema.yaml")
@@ -224,15 +223,7 @@ def test_cpu_device_requests_no_gpu(demo):
 def test_snakemake_fails_at_once_on_a_typo(tmp_path, demo):
     config = copy.deepcopy(demo)
     config["hyperparameters"]["ease"]["epochs_"] = 3
-    bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump(config))
-    snakemake = Path(sys.executable).parent / "snakemake"
-    done = subprocess.run(
-        [str(snakemake), "-n", "--configfile", str(bad), "--directory", str(tmp_path), "-s", str(ROOT / "Snakefile")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = dry_run_in(tmp_path, config)
     assert done.returncode != 0
     assert "epochs_" in done.stdout + done.stderr
 
@@ -627,25 +618,7 @@ def test_a_dataset_that_is_not_configured_is_a_pattern_of_its_own():
 
 
 def dry_run(tmp_path, *args, config=None):
-    configfile = tmp_path / "config.yaml"
-    configfile.write_text(yaml.safe_dump(config or load("config.yaml")))
-    snakemake = Path(sys.executable).parent / "snakemake"
-    return subprocess.run(
-        [
-            str(snakemake),
-            "-n",
-            "--configfile",
-            str(configfile),
-            "--directory",
-            str(tmp_path),
-            "-s",
-            str(ROOT / "Snakefile"),
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return dry_run_in(tmp_path, config or load("config.yaml"), *args)
 
 
 def test_snakemake_says_what_is_wrong_in_a_few_lines(tmp_path, demo):

@@ -20,7 +20,7 @@ from semtail.resource_check import (
     resource_rows,
     row_of,
 )
-from workflow_runs import FULL_JOB_BLOCKS, copy_repo, dry_run_blocks, snakemake, write_config
+from workflow_runs import FULL_JOB_BLOCKS, copy_repo, dry_run_blocks, snakemake, synthetic_config, write_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -169,27 +169,8 @@ def test_resources_csv_of_a_small_synthetic_run(tmp_path):
     """A synthetic dataset end to end: resources.csv has a row per job, its values those of the
     benchmark files, all within; an evaluation that declares 5 MiB fails the check by name."""
     workdir = copy_repo(tmp_path / "repo", raw_cache=False)
-    config = yaml.safe_load((REPO / "config.yaml").read_text())
-    config["experiment"] = "resources-check"
-    config["seeds"] = [0]
-    config["compute"]["device"] = "cpu"
-    config["methods"] = ["mostpop", "ease", "rerank"]
-    config["hyperparameters"]["ease"].update(epochs=2, patience=2)
-    config["datasets"] = {
-        "toy": {
-            "sources": [
-                {"synthetic": {"users": 1200, "items": 300, "interactions": 24_000, "seed": 3}, "format": "synthetic"}
-            ],
-            "preprocess": {
-                "threshold": 3.5,
-                "min_uc": 5,
-                "min_sc": 0,
-                "n_heldout": 100,
-                "seed": 98765,
-                "test_prop": 0.2,
-            },
-        }
-    }
+    shape = {"users": 1200, "items": 300, "interactions": 24_000, "seed": 3}
+    config = synthetic_config("resources-check", ["mostpop", "ease", "rerank"], shape)
     write_config(workdir, config)
     snakemake(workdir, cores=2)
     table = workdir / "results" / "resources-check" / "resources.csv"

@@ -10,8 +10,6 @@ import json
 import math
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -23,6 +21,7 @@ from semtail.evaluate import Split, evaluate_model_file
 from semtail.modelfile import ModelFileError, load_model
 from semtail.models.synthetic import training_data
 from semtail.train_job import train_and_save, train_model
+from workflow_runs import dry_run_in
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER_ITEMS = {"ml-20m": 20108, "netflix": 17769, "msd": 41140}  # configs/paper.yaml's expected sizes
@@ -332,25 +331,7 @@ def test_a_dry_run_plans_seed_independent_runs_once_with_their_base_as_an_input(
     config = load("config.yaml")
     config["methods"] += ["rerank_closed"]
     config["variants"] = {"rerank_closed": {"method": "rerank", "base": "ease_closed"}}
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    snakemake = Path(sys.executable).parent / "snakemake"
-    done = subprocess.run(
-        [
-            str(snakemake),
-            "-n",
-            "--quiet=host",
-            "--configfile",
-            str(path),
-            "--directory",
-            str(tmp_path),
-            "-s",
-            str(ROOT / "Snakefile"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = dry_run_in(tmp_path, config, "--quiet=host")
     assert done.returncode == 0, done.stderr
     jobs = re.findall(r"rule (train|evaluate):\n    input: ([^\n]*)\n    output: ([^\n]*)", done.stdout)
     outputs = sorted(output.split(",")[0] for rule, _, output in jobs if rule == "train")

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from semtail import run_metrics
+from workflow_runs import AGGREGATE_OUTPUTS, output_args
 
 ROOT = Path(__file__).resolve().parents[1]
 IPW = {"lr": 0.001, "wd": 0.1, "alpha": 0.05}
@@ -125,19 +126,7 @@ def test_the_aggregate_script_refuses_a_stale_run_and_writes_nothing(tmp_path):
         "--input",
         "per_user=" + ",".join(str(path.with_name("per_user.csv")) for path in paths),
         *[arg for name, path in split.items() for arg in ("--input", f"{name}={path}")],
-        *[
-            arg
-            for name in (
-                "summary_csv",
-                "summary_md",
-                "summary_tex",
-                "comparison_csv",
-                "comparison_md",
-                "comparison_tex",
-                "significance_csv",
-            )
-            for arg in ("--output", f"{name}={out / name}")
-        ],
+        *output_args(AGGREGATE_OUTPUTS, out),
         "--log",
         str(tmp_path / "aggregate.log"),
     ]

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from semtail import tables
+from workflow_runs import AGGREGATE_OUTPUTS, output_args
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER_KEYS = (
@@ -207,19 +208,7 @@ def test_aggregate_script_end_to_end(tmp_path, ml20m_runs):
         "dataset=ml-20m",
         "--param",
         "compare={reference: posit, alpha: 0.05, bootstrap_samples: 100, bootstrap_seed: 0}",
-        *[
-            arg
-            for name in (
-                "summary_csv",
-                "summary_md",
-                "summary_tex",
-                "comparison_csv",
-                "comparison_md",
-                "comparison_tex",
-                "significance_csv",
-            )
-            for arg in ("--output", f"{name}={out / name}")
-        ],
+        *output_args(AGGREGATE_OUTPUTS, out),
     ]
     completed = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert completed.returncode == 0, completed.stderr

@@ -8,39 +8,15 @@ import json
 
 import numpy as np
 import pytest
-import yaml
 
-from semtail import plan
-from workflow_runs import REPO, copy_repo, job, planned_jobs, snakemake, write_config
+from workflow_runs import copy_repo, job, planned_jobs, snakemake, synthetic_config, write_config
 
 pytestmark = pytest.mark.slow
 
 
 def toy_config() -> dict:
-    config = yaml.safe_load((REPO / "config.yaml").read_text())
-    config["experiment"] = "temporary-models"
-    config["model_files"] = "temporary"
-    config["seeds"] = [0]
-    config["compute"]["device"] = "cpu"
-    config["methods"] = ["ease", "rerank", "posit"]
-    for method in ("ease", "posit"):
-        config["hyperparameters"][method].update(epochs=2, patience=2)
-    config["datasets"] = {
-        "toy": {
-            "sources": [
-                {"synthetic": {"users": 600, "items": 150, "interactions": 12_000, "seed": 4}, "format": "synthetic"}
-            ],
-            "preprocess": {
-                "threshold": 3.5,
-                "min_uc": 5,
-                "min_sc": 0,
-                "n_heldout": 100,
-                "seed": 98765,
-                "test_prop": 0.2,
-            },
-        }
-    }
-    return config
+    shape = {"users": 600, "items": 150, "interactions": 12_000, "seed": 4}
+    return synthetic_config("temporary-models", ["ease", "rerank", "posit"], shape) | {"model_files": "temporary"}
 
 
 def test_temporary_model_files_are_deleted_once_evaluated_and_retrained_only_where_needed(tmp_path):
@@ -65,6 +41,7 @@ def test_temporary_model_files_are_deleted_once_evaluated_and_retrained_only_whe
     assert planned_jobs(workdir) == {}  # the deleted model files are not missing for Snakemake
 
     # Other evaluation settings need every model again: each run is trained and evaluated again.
+    original_ks = config["evaluation"]["ks"]
     config["evaluation"]["ks"] = [10, 20, 50, 100]
     write_config(workdir, config)
     planned = planned_jobs(workdir)
@@ -74,10 +51,9 @@ def test_temporary_model_files_are_deleted_once_evaluated_and_retrained_only_whe
     assert runs <= set(planned)
 
     # A hyperparameter of ease: ease and rerank on it train again, POSIT does not.
-    config["evaluation"]["ks"] = yaml.safe_load((REPO / "config.yaml").read_text())["evaluation"]["ks"]
+    config["evaluation"]["ks"] = original_ks
     config["hyperparameters"]["ease"]["lr"] *= 2
     write_config(workdir, config)
     planned = planned_jobs(workdir)
     trained = {j for j in planned if j.rule == "train"}
     assert trained == {job("train", dataset="toy", method=m, run="seed0") for m in ("ease", "rerank")}
-    assert plan.model_files_are_temporary(config) and not plan.model_files_are_temporary({})

@@ -90,6 +90,48 @@ def second_dataset_config(config: dict) -> dict:
     return second
 
 
+def synthetic_config(experiment: str, methods: list[str], shape: dict, epochs: int = 2) -> dict:
+    """config.yaml reduced to a dataset `toy` of the synthetic source of `shape` (users, items,
+    interactions, seed), the given methods with `epochs` epochs, one seed, on the CPU."""
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    config.update(experiment=experiment, seeds=[0], methods=list(methods))
+    config["compute"]["device"] = "cpu"
+    for method in SGD_METHODS:
+        if method in methods:
+            config["hyperparameters"][method].update(epochs=epochs, patience=epochs)
+    preprocess = {"threshold": 3.5, "min_uc": 5, "min_sc": 0, "n_heldout": 100, "seed": 98765, "test_prop": 0.2}
+    config["datasets"] = {
+        "toy": {"sources": [{"synthetic": dict(shape), "format": "synthetic"}], "preprocess": preprocess}
+    }
+    return config
+
+
+def dry_run_in(folder: Path, config: dict, *args: str, timeout_s: float = 300) -> subprocess.CompletedProcess:
+    """`snakemake -n` of the repository's Snakefile with `config`, in `folder` (no copy of the repository)."""
+    configfile = folder / "config.yaml"
+    configfile.write_text(yaml.safe_dump(config))
+    command = [sys.executable, "-m", "snakemake", "-n", "--configfile", str(configfile), "--directory", str(folder)]
+    command += ["-s", str(REPO / "Snakefile"), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
+
+
+# The aggregate rule's outputs, by name (workflow_scripts/aggregate.py run by hand).
+AGGREGATE_OUTPUTS = (
+    "summary_csv",
+    "summary_md",
+    "summary_tex",
+    "comparison_csv",
+    "comparison_md",
+    "comparison_tex",
+    "significance_csv",
+)
+
+
+def output_args(names, folder: Path) -> list[str]:
+    """A script's --output arguments: each name to a file of that name in `folder`."""
+    return [arg for name in names for arg in ("--output", f"{name}={folder / name}")]
+
+
 def write_config(workdir: Path, config: dict) -> None:
     (workdir / TEST_CONFIG).write_text(yaml.safe_dump(config, sort_keys=False))
 
