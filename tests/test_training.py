@@ -6,6 +6,7 @@ import math
 import os
 import re
 import signal
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import torch
 from method_settings import completed, sgd_methods
 from semtail import registry, training
 from semtail.checkpoint_cadence import check_checkpoint_cadence
-from semtail.models.base import TrainingRun
+from semtail.models.base import TrainingRun, TrainingTerminated
 from semtail.models.synthetic import training_data
 from semtail.registry import method_module
 from semtail.train_job import ending_on_signal, fingerprint, train_and_save
@@ -548,3 +549,42 @@ def test_sigterm_as_a_checkpoint_is_put_in_place_names_that_checkpoint(tmp_path,
         "from the checkpoint after epoch 2"
     )
     assert torch.load(checkpoint, weights_only=True)["epoch"] == 2
+
+
+class SignalledWhenCollected:
+    """An object whose finalizer sends this process SIGTERM and goes on running Python code, where
+    the signal's handler then runs and raises: Python drops what a finalizer raises."""
+
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            pass
+
+
+def test_sigterm_whose_exception_a_finalizer_swallows_still_ends_the_job(tmp_path, monkeypatch, caplog):
+    """SIGTERM handled while Python runs a finalizer (tqdm's progress bar has one, run once an
+    epoch): Python drops the handler's TrainingTerminated. The job ends all the same, at the next
+    step, and says where. Without that it trained on, to its last epoch (CI found it so, once)."""
+    checkpoint, output = tmp_path / "checkpoint.pt", tmp_path / "model.pt"
+    swallowed = []
+    monkeypatch.setattr("sys.unraisablehook", lambda unraisable: swallowed.append(unraisable.exc_type))
+    measuring = training.validation_ndcg
+    validations = []
+
+    def validation_collecting_a_finalizer(*args):
+        validations.append(1)
+        if len(validations) == 2:
+            SignalledWhenCollected()  # collected at once, inside this call
+        return measuring(*args)
+
+    monkeypatch.setattr(training, "validation_ndcg", validation_collecting_a_finalizer)
+    with caplog.at_level(logging.INFO), pytest.raises(SystemExit) as ended:
+        train_until_terminated(tmp_path, checkpoint, output)
+    assert swallowed == [TrainingTerminated]
+    assert ended.value.code == 128 + signal.SIGTERM
+    assert caplog.records[-1].getMessage() == (
+        "toy/ease seed 3: terminated by signal at epoch 3; rerun with --rerun-incomplete to resume "
+        "from the checkpoint after epoch 2"
+    )
+    assert len(validations) == 2 and not output.exists()

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import scipy.sparse as sp
 import torch
 import yaml
@@ -166,7 +167,10 @@ def test_train_script_ended_by_sigterm_says_where_it_stopped_and_resumes(tmp_pat
             assert time.monotonic() < deadline, "no checkpoint after epoch 3 within 120 s"
             time.sleep(0.01)
         process.send_signal(signal.SIGTERM)
-        process.wait(timeout=60)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            pytest.fail("still running 60 s after SIGTERM; its log ends:\n" + log_file.read_text()[-2000:])
     finally:
         process.kill()
     assert process.returncode == 128 + signal.SIGTERM

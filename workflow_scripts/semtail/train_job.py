@@ -21,7 +21,14 @@ from semtail.checkpoint_cadence import check_checkpoint_cadence
 from semtail.device import describe, select_device
 from semtail.files import partial_files
 from semtail.modelfile import FORMAT_VERSION, base_reference, load_model, model_file, save_model
-from semtail.models.base import TrainingData, TrainingRun, TrainingTerminated, read_interactions
+from semtail.models.base import (
+    TrainingData,
+    TrainingRun,
+    TrainingTerminated,
+    forget_termination,
+    read_interactions,
+    terminate,
+)
 from semtail.provenance import TRAIN_SCRIPT, code_version, environment
 from semtail.script_io import ScriptRun, plain
 
@@ -122,9 +129,6 @@ def ending_on_signal(log: logging.Logger, exit_at_once: bool = True) -> Iterator
     before SIGKILL is short, and Snakemake, stopped by the same signal, waits for its jobs before
     it releases its lock. `exit_at_once` False raises SystemExit instead (tests)."""
 
-    def terminate(signal_number, frame):
-        raise TrainingTerminated(signal_number)
-
     previous = signal.signal(signal.SIGTERM, terminate)
     try:
         yield
@@ -138,6 +142,7 @@ def ending_on_signal(log: logging.Logger, exit_at_once: bool = True) -> Iterator
         raise SystemExit(128 + stop.signal_number) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
+        forget_termination()
 
 
 def train_model(

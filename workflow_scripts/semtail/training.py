@@ -39,7 +39,7 @@ from tqdm import tqdm
 
 from semtail.files import atomic_path
 from semtail.metrics import ndcg_at_k, rank_top_k
-from semtail.models.base import Fitted, TrainingData, TrainingRun, TrainingTerminated
+from semtail.models.base import Fitted, TrainingData, TrainingRun, TrainingTerminated, raise_if_terminated
 from semtail.models.itemitem import predict, to_torch_csr
 
 MOMENTUM = 0.9
@@ -391,6 +391,7 @@ class Trainer:
             nonfinite = self.step(
                 shuffled.rows(start, min(start + s.batch_size, shuffled.n_rows)), loss_sums, nonfinite
             )
+            raise_if_terminated()
         self.check_finite(bool(nonfinite), "the loss")
         return {name: (total / len(starts)).item() for name, total in loss_sums.items()}
 

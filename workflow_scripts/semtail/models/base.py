@@ -118,6 +118,28 @@ class TrainingTerminated(BaseException):
         return f"{who}terminated by signal at epoch {self.epoch}; rerun with --rerun-incomplete to resume{resume}"
 
 
+# The signal that asked this process to end, once one has (semtail.train_job.ending_on_signal).
+_termination_requested: list[int] = []
+
+
+def terminate(signal_number: int, frame=None) -> None:
+    """SIGTERM's handler in a training job: raises TrainingTerminated where the job is, and
+    remembers the request. Python drops an exception raised inside a finalizer (an object's
+    `__del__`, a weakref callback; tqdm has both) after printing it, so a signal handled there
+    would be lost: the training loop asks `raise_if_terminated` after every step as well."""
+    _termination_requested.append(signal_number)
+    raise TrainingTerminated(signal_number)
+
+
+def raise_if_terminated() -> None:
+    if _termination_requested:
+        raise TrainingTerminated(_termination_requested[0])
+
+
+def forget_termination() -> None:
+    _termination_requested.clear()
+
+
 @dataclass
 class Fitted:
     """What `fit` returns: the model file's method-specific part."""
