@@ -19,7 +19,8 @@ import yaml
 from semtail import plan
 from workflow_runs import REPO, copy_repo, copy_run, job, planned_jobs, snakemake
 
-pytestmark = pytest.mark.slow
+# One worker runs the module, so that its shared run (shop_run) is made once.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("own-dataset")]
 
 CONFIG_NAME = "my-data.yaml"
 README_PATH = "/data/shop.csv"

@@ -74,7 +74,7 @@ def _imported_modules(path: Path, package_parts: list[str]) -> set[str]:
 def _semtail_names_imported(source: str, package_parts: tuple[str, ...]) -> frozenset[str]:
     """Every semtail name an import statement of `source` mentions (modules, or names in them)."""
     found: set[str] = set()
-    for node in ast.walk(ast.parse(source)):
+    for node in ast.walk(syntax_tree(source)):
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -147,9 +147,14 @@ def canonical_code(source: str) -> str:
     """The syntax tree of `source` as text, without positions, docstrings, empty fields (which
     newer Pythons add to some nodes, such as type_params=[]) and a top-level DECLARATION, so that
     only code changes show."""
-    tree = ast.parse(source)
-    tree.body = [statement for statement in tree.body if not is_declaration(statement)]
-    return _canonical(tree)
+    tree = syntax_tree(source)
+    body = [statement for statement in tree.body if not is_declaration(statement)]
+    return _canonical(ast.Module(body=body, type_ignores=tree.type_ignores))
+
+
+@cache  # parsed once for both of the above; read only
+def syntax_tree(source: str) -> ast.Module:
+    return ast.parse(source)
 
 
 _DOCUMENTED = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)

@@ -41,6 +41,7 @@ from semtail.files import atomic_path
 from semtail.metrics import ndcg_at_k, rank_top_k
 from semtail.models.base import Fitted, TrainingData, TrainingRun, TrainingTerminated, raise_if_terminated
 from semtail.models.itemitem import predict, to_torch_csr
+from semtail.sgd import CosineAnnealedSGD
 
 MOMENTUM = 0.9
 VALIDATION_K = 100
@@ -53,7 +54,7 @@ VALIDATION_BATCH_ENTRIES = 2**25
 # floats), and the blocks' results are those of the whole matrix bit for bit.
 GRADIENT_BLOCK_BYTES = 2**27
 GRADIENT_BLOCK_ALIGNMENT = 64
-CHECKPOINT_VERSION = 2
+CHECKPOINT_VERSION = 3
 # The hyperparameters this loop adds to every method whose declaration says training: sgd, declared
 # as a method declares its own (semtail.registry reads this without importing the module).
 DECLARATION = {
@@ -296,13 +297,11 @@ class Trainer:
         # objective's parameters, and U (with the momentum in the optimizer's state) in `update_U`.
         self.gradient = torch.empty(gradient_block_rows(n_items, self.device), n_items, device=self.device)
         s = self.settings
-        self.optimizer = torch.optim.SGD(
+        self.optimizer = CosineAnnealedSGD(
             [{"params": [self.U], "lr": s.lr, "momentum": MOMENTUM, "weight_decay": s.wd}]
-            + [{"momentum": 0.0, "weight_decay": 0.0, **group} for group in self.objective.parameter_groups()],
-            lr=s.lr,
-            fused=True,
+            + [{"lr": s.lr, **group} for group in self.objective.parameter_groups()],
+            epochs=s.epochs,
         )
-        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=s.epochs)
 
         self.epoch = 0
         self.history: list[dict] = []
@@ -341,7 +340,7 @@ class Trainer:
         """U's SGD step (momentum, weight decay, the optimizer's current learning rate), with its
         gradient dL/dU = X_bᵀ · dL/dx̂ computed a block of rows at a time into `self.gradient`, the
         block's diagonal entries zeroed (they stay out of U), and the block stepped by the fused
-        kernel that `torch.optim.SGD(fused=True)` runs on the whole matrix."""
+        kernel that `CosineAnnealedSGD.step` runs on the whole matrix."""
         group, state = self.optimizer.param_groups[0], self.optimizer.state[self.U]
         first_step = "momentum_buffer" not in state
         if first_step:  # the first step sets the momentum to the gradient, as torch.optim.SGD does
@@ -448,7 +447,7 @@ class Trainer:
             else:
                 self.epochs_without_improvement += 1
             self.stopped = self.epochs_without_improvement >= s.patience
-            self.scheduler.step()
+            self.optimizer.anneal()
             seconds = time.perf_counter() - started
             entry = {"epoch": self.epoch, **losses, VALIDATION_METRIC: ndcg, "lr": lr, **statistics, "seconds": seconds}
             self.history.append(entry)
@@ -492,7 +491,7 @@ class Trainer:
     def release_weights(self) -> None:
         """Let go of U, its momentum and the gradient block, once training is over."""
         self.optimizer.state.clear()
-        del self.U, self.gradient, self.optimizer, self.scheduler
+        del self.U, self.gradient, self.optimizer
 
     def keep_best_copy(self) -> None:
         """Before U moves past its best epoch, copy it out: into the best-weights file (see
@@ -537,7 +536,6 @@ class Trainer:
             "epoch": self.epoch,
             "U": self.U,
             "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
             "generator": self.generator.get_state(),
             "objective": self.objective.state_dict(),
             "history": self.history,
@@ -631,7 +629,6 @@ class Trainer:
         momentum = self.optimizer.state[self.U].get("momentum_buffer")
         if momentum is not None and momentum.device.type == "cpu":  # on the CPU still the mapped file's
             self.optimizer.state[self.U]["momentum_buffer"] = momentum.clone()
-        self.scheduler.load_state_dict(saved["scheduler"])
         self.generator.set_state(saved["generator"].cpu())
         self.objective.load_state_dict(saved["objective"])
         self.epoch = saved["epoch"]
