@@ -84,7 +84,7 @@ def expected_split(rows, settings: dict) -> tuple[dict[str, list[str]], list[str
     return parts, items, interactions
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # on the one worker of the module's group: made once
 def shop_run(tmp_path_factory):
     """The workflow run to the end on the shop CSV, in a copy of the repository."""
     root = tmp_path_factory.mktemp("own-dataset")

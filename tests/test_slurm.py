@@ -138,7 +138,7 @@ def test_local_gpu_limit_reaches_the_scheduler(tmp_path):
 # -- a real SLURM -----------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # on the one worker of the "slurm" group: started once
 def slurm_cluster():
     cluster = SlurmCluster(gpus=2)
     try:
