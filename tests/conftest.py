@@ -78,5 +78,5 @@ def http_root(tmp_path):
 # ------------------------------------------------------------------ end-to-end runs of the workflow
 
 # A completed demo run in a copy of the repository, shared by test_rerun, test_slurm and
-# test_workflow_hygiene (workflow_runs.py).
-from workflow_runs import completed_demo, demo_copy  # noqa: E402,F401
+# test_workflow_hygiene, and a synthetic run shared by two tests (workflow_runs.py).
+from workflow_runs import completed_demo, demo_copy, synthetic_run  # noqa: E402,F401

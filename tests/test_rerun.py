@@ -36,6 +36,7 @@ from workflow_runs import (
     method_named,
     output_times,
     planned_jobs,
+    ran_jobs,
     read_config,
     report_jobs,
     run_jobs,
@@ -78,25 +79,28 @@ FIGURE_RULES = ("plot", "plot_weight_landscape", "plot_adversary")
 
 
 def assert_reruns_exactly(workdir: Path, expected: set, reason: str | None = None, figures: bool = False) -> dict:
-    """Plan, check the plan, run, check what was rewritten, and that nothing is left to do.
+    """Run; check that the jobs run and those still planned after it are exactly `expected`,
+    that the run rewrote exactly the files of the jobs it ran, and the reason for each training.
 
     Drawing the figures takes most of a small run's time, so unless `figures`, the run leaves
-    them out (--omit-from) and they must be exactly what is still planned afterwards."""
-    planned = planned_jobs(workdir)
+    them out (--omit-from) and they must be exactly what is still planned afterwards. (The jobs a
+    run plans are those it runs: the run's own job blocks stand for a dry run before it.)"""
+    before = output_times(workdir)
+    ran = ran_jobs(workdir, *([] if figures else ["--omit-from", *FIGURE_RULES]))
+    still_planned = planned_jobs(workdir)
+    planned = still_planned | ran
     assert set(planned) == expected, (
         f"planned but not expected: {sorted(map(str, set(planned) - expected))}\n"
         f"expected but not planned: {sorted(map(str, expected - set(planned)))}"
     )
     if reason is not None:
-        for planned_job, why in planned.items():
+        for planned_job, why in ran.items():
             if planned_job.rule in ("train", "preprocess"):
                 assert reason in why or "updated by another job" in why, f"{planned_job}: {why}"
     # resources.csv reads the figures' benchmark records: --omit-from leaves it out with them
     left_out = set() if figures else {j for j in expected if j.rule in (*FIGURE_RULES, "resources_table")}
-    before = output_times(workdir)
-    snakemake(workdir, *([] if figures else ["--omit-from", *FIGURE_RULES]))
-    assert rewritten_by(workdir, before) == {j for j in expected - left_out if j.rule not in ("download", "preprocess")}
-    assert set(planned_jobs(workdir)) == left_out
+    assert set(still_planned) == left_out
+    assert rewritten_by(workdir, before) == {j for j in set(ran) if j.rule not in ("download", "preprocess")}
     return planned
 
 

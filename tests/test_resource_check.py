@@ -20,7 +20,16 @@ from semtail.resource_check import (
     resource_rows,
     row_of,
 )
-from workflow_runs import FULL_JOB_BLOCKS, copy_repo, dry_run_blocks, snakemake, synthetic_config, write_config
+from workflow_runs import (
+    FULL_JOB_BLOCKS,
+    SYNTHETIC_RUN,
+    SYNTHETIC_RUN_GROUP,
+    copy_repo,
+    copy_run,
+    dry_run_blocks,
+    snakemake,
+    write_config,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -165,43 +174,40 @@ def test_set_resources_gpu_0_declares_cpu_runtimes(tmp_path):
 
 
 @pytest.mark.slow
-def test_resources_csv_of_a_small_synthetic_run(tmp_path):
+@SYNTHETIC_RUN_GROUP
+def test_resources_csv_of_a_small_synthetic_run(synthetic_run, tmp_path):
     """A synthetic dataset end to end: resources.csv has a row per job, its values those of the
-    benchmark files, all within; an evaluation that declares 5 MiB fails the check by name."""
-    workdir = copy_repo(tmp_path / "repo", raw_cache=False)
-    shape = {"users": 1200, "items": 300, "interactions": 24_000, "seed": 3}
-    config = synthetic_config("resources-check", ["mostpop", "ease", "rerank"], shape)
-    write_config(workdir, config)
-    snakemake(workdir, cores=2)
-    table = workdir / "results" / "resources-check" / "resources.csv"
+    benchmark files, all within; a job that declares 5 MiB fails the check by name."""
+    completed, config = synthetic_run
+    table = completed / "results" / SYNTHETIC_RUN / "resources.csv"
     with open(table, newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert tuple(rows[0]) == COLUMNS
     jobs = {row["job"] for row in rows}
-    run_of = {"mostpop": "seed-independent", "ease": "seed0", "rerank": "seed0"}  # mostpop runs once
+    run_of = {"mostpop": "seed-independent", "ease": "seed0", "rerank": "seed0", "posit": "seed0"}  # mostpop runs once
     runs = {
         f"{rule} dataset=toy method={m} run={run_of[m]}" for rule in ("train", "evaluate") for m in config["methods"]
     }
     split = f"split={plan.split_key(config, 'toy')}"
-    assert (
-        jobs
-        == {"download dataset=toy", f"preprocess dataset=toy {split}", "aggregate dataset=toy", "plot dataset=toy"}
-        | runs
-    )
+    reports = {f"{rule} dataset=toy" for rule in ("aggregate", "plot", "plot_adversary", "plot_weight_landscape")}
+    assert jobs == {"download dataset=toy", f"preprocess dataset=toy {split}"} | reports | runs
     assert all(row["within"] == "true" for row in rows), rows
-    benchmark = workdir / "logs" / "resources-check" / "benchmarks" / "evaluate" / "toy" / "rerank" / "seed0.jsonl"
+    benchmark = completed / "logs" / SYNTHETIC_RUN / "benchmarks" / "evaluate" / "toy" / "rerank" / "seed0.jsonl"
     measured = json.loads(benchmark.read_text().splitlines()[-1])
     row = next(r for r in rows if r["job"] == "evaluate dataset=toy method=rerank run=seed0")
     assert math.isclose(float(row["wall_min"]), measured["s"] / 60, abs_tol=0.005)
     assert row["declared_mem_mb"] == str(measured["resources"]["mem_mb"])
     assert row["declared_runtime_min"] == str(measured["resources"]["runtime"])
 
-    failed = snakemake(workdir, "--set-resources", "evaluate:mem_mb=5", "--forcerun", "evaluate", cores=2, check=False)
+    workdir = copy_run(completed, tmp_path / "run")
+    failed = snakemake(
+        workdir, "--set-resources", "aggregate:mem_mb=5", "--forcerun", "aggregate", cores=2, check=False
+    )
     assert failed.returncode != 0
-    log = (workdir / "logs" / "resources-check" / "resources_table.log").read_text()
-    assert "evaluate dataset=toy method=ease run=seed0: peak memory" in log
+    log = (workdir / "logs" / SYNTHETIC_RUN / "resources_table.log").read_text()
+    assert "aggregate dataset=toy: peak memory" in log
     assert "exceeds the declared 5 MiB" in log
-    assert not table.exists()
+    assert not (workdir / "results" / SYNTHETIC_RUN / "resources.csv").exists()
 
 
 def test_download_of_a_synthetic_source_is_sized_by_its_positives():

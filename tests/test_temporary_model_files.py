@@ -4,30 +4,27 @@ deleted files, and a change that needs a model again trains exactly the runs it 
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
 import pytest
 
-from workflow_runs import copy_repo, job, planned_jobs, snakemake, synthetic_config, write_config
+from semtail import plan
+from workflow_runs import SYNTHETIC_RUN, SYNTHETIC_RUN_GROUP, copy_run, job, planned_jobs, write_config
 
 pytestmark = pytest.mark.slow
 
 
-def toy_config() -> dict:
-    shape = {"users": 600, "items": 150, "interactions": 12_000, "seed": 4}
-    return synthetic_config("temporary-models", ["ease", "rerank", "posit"], shape) | {"model_files": "temporary"}
-
-
-def test_temporary_model_files_are_deleted_once_evaluated_and_retrained_only_where_needed(tmp_path):
-    workdir = copy_repo(tmp_path / "repo", raw_cache=False)
-    config = toy_config()
-    write_config(workdir, config)
-    snakemake(workdir, cores=2)
-    results = workdir / "results" / "temporary-models" / "toy"
+@SYNTHETIC_RUN_GROUP
+def test_temporary_model_files_are_deleted_once_evaluated_and_retrained_only_where_needed(synthetic_run, tmp_path):
+    completed, config = synthetic_run
+    assert config["model_files"] == "temporary"
+    results = completed / "results" / SYNTHETIC_RUN / "toy"
     assert sorted(results.glob("*/*/model.pt")) == []
-    for method in config["methods"]:
-        assert (results / method / "seed0" / "metrics.json").is_file()
+    runs = {method: plan.run_folder(plan.run_seeds(config, "toy", method)[0]) for method in config["methods"]}
+    for method, run in runs.items():
+        assert (results / method / run / "metrics.json").is_file()
     # The adversary's outputs come from POSIT's evaluation files, which carry what its model held.
     record = json.loads((results / "posit" / "seed0" / "metrics.json").read_text())
     assert [entry["epoch"] for entry in record["model"]["history"]] == [1, 2]
@@ -38,22 +35,24 @@ def test_temporary_model_files_are_deleted_once_evaluated_and_retrained_only_whe
         assert sum(1 for _ in handle) == 1 + len(config["methods"])
     assert (results / "figures" / "weight_landscape.png").stat().st_size > 0
 
+    workdir = copy_run(completed, tmp_path / "run")
     assert planned_jobs(workdir) == {}  # the deleted model files are not missing for Snakemake
 
     # Other evaluation settings need every model again: each run is trained and evaluated again.
     original_ks = config["evaluation"]["ks"]
-    config["evaluation"]["ks"] = [10, 20, 50, 100]
-    write_config(workdir, config)
+    changed = copy.deepcopy(config)
+    changed["evaluation"]["ks"] = [10, 20, 50, 100]
+    write_config(workdir, changed)
     planned = planned_jobs(workdir)
-    runs = {
-        job(rule, dataset="toy", method=m, run="seed0") for rule in ("train", "evaluate") for m in config["methods"]
+    every_run = {
+        job(rule, dataset="toy", method=m, run=run) for rule in ("train", "evaluate") for m, run in runs.items()
     }
-    assert runs <= set(planned)
+    assert every_run <= set(planned)
 
-    # A hyperparameter of ease: ease and rerank on it train again, POSIT does not.
-    config["evaluation"]["ks"] = original_ks
-    config["hyperparameters"]["ease"]["lr"] *= 2
-    write_config(workdir, config)
+    # A hyperparameter of ease: ease and rerank on it train again, POSIT and mostpop do not.
+    changed["evaluation"]["ks"] = original_ks
+    changed["hyperparameters"]["ease"]["lr"] *= 2
+    write_config(workdir, changed)
     planned = planned_jobs(workdir)
     trained = {j for j in planned if j.rule == "train"}
     assert trained == {job("train", dataset="toy", method=m, run="seed0") for m in ("ease", "rerank")}

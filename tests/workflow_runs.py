@@ -217,9 +217,19 @@ def dry_run_blocks(output: str) -> list[tuple[str, dict[str, str]]]:
 
 def planned_jobs(workdir: Path, *args: str, configfile: str | None = TEST_CONFIG) -> dict[Job, str]:
     """The jobs `snakemake --dry-run` would run, each with Snakemake's reason for it."""
+    return jobs_in(snakemake(workdir, "--dry-run", FULL_JOB_BLOCKS, *args, configfile=configfile).stdout)
+
+
+def ran_jobs(workdir: Path, *args: str) -> dict[Job, str]:
+    """Run snakemake; the jobs it ran, each with Snakemake's reason for it (its block per job, as a
+    dry run prints it, comes before the job runs)."""
+    done = snakemake(workdir, FULL_JOB_BLOCKS, *args)
+    return jobs_in(done.stdout + "\n" + done.stderr)  # a run logs to stderr
+
+
+def jobs_in(output: str) -> dict[Job, str]:
     jobs: dict[Job, str] = {}
-    done = snakemake(workdir, "--dry-run", FULL_JOB_BLOCKS, *args, configfile=configfile)
-    for rule, fields in dry_run_blocks(done.stdout):
+    for rule, fields in dry_run_blocks(output):
         if rule == "all":
             continue
         wildcards = {}
@@ -342,6 +352,28 @@ def completed_demo(tmp_path_factory, worker_id) -> Path:
             print(f"\ncompleted demo run: {time.monotonic() - started:.0f} s in {workdir}")
             done.touch()
     return workdir
+
+
+SYNTHETIC_RUN = "synthetic-run"  # its experiment name
+# On the one worker of this group, the session's synthetic run is made once (tests that use it
+# carry the mark).
+SYNTHETIC_RUN_GROUP = pytest.mark.xdist_group("synthetic-run")
+
+
+@pytest.fixture(scope="session")
+def synthetic_run(tmp_path_factory) -> tuple[Path, dict]:
+    """A copy of the repository run to the end on a synthetic dataset `toy` (600 users, 150 items)
+    with `model_files: temporary`, as configs/paper.yaml runs: mostpop, ease, rerank on ease, and
+    POSIT, one seed. Shared read-only (test_resource_check, test_temporary_model_files): a test
+    that changes it works in a copy (copy_run). Returns the folder and the config."""
+    workdir = copy_repo(tmp_path_factory.mktemp("synthetic-run") / "repo", raw_cache=False)
+    shape = {"users": 600, "items": 150, "interactions": 12_000, "seed": 4}
+    config = synthetic_config(SYNTHETIC_RUN, ["mostpop", "ease", "rerank", "posit"], shape) | {
+        "model_files": "temporary"
+    }
+    write_config(workdir, config)
+    snakemake(workdir, cores=2)
+    return workdir, config
 
 
 @pytest.fixture
