@@ -15,6 +15,25 @@ from collections import defaultdict
 import torch
 
 
+def fused_step(
+    group: dict, params: list[torch.Tensor], grads: list[torch.Tensor], buffers: list[torch.Tensor], first_step: bool
+) -> None:
+    """One step of `params` (same device and dtype) by torch's fused SGD kernel, at `group`'s
+    settings; `buffers` their momentum (none without momentum), set to the gradient on `first_step`."""
+    torch._fused_sgd_(
+        params,
+        grads,
+        buffers,
+        weight_decay=group["weight_decay"],
+        momentum=group["momentum"],
+        lr=group["lr"],
+        dampening=group["dampening"],
+        nesterov=group["nesterov"],
+        maximize=group["maximize"],
+        is_first_step=first_step,
+    )
+
+
 class CosineAnnealedSGD:
     """Parameter groups as torch.optim takes them (`params`, `lr`, and optionally `momentum`,
     `weight_decay`); the momentum buffers in `state[param]["momentum_buffer"]`, as torch.optim
@@ -56,18 +75,8 @@ class CosineAnnealedSGD:
             for p in params:
                 by_kind[(p.device, p.dtype)].append(p)
             for same_kind in by_kind.values():
-                torch._fused_sgd_(
-                    same_kind,
-                    [p.grad for p in same_kind],
-                    [self.state[p]["momentum_buffer"] for p in same_kind] if with_momentum else [],
-                    weight_decay=group["weight_decay"],
-                    momentum=group["momentum"],
-                    lr=group["lr"],
-                    dampening=group["dampening"],
-                    nesterov=group["nesterov"],
-                    maximize=group["maximize"],
-                    is_first_step=first_step,
-                )
+                buffers = [self.state[p]["momentum_buffer"] for p in same_kind] if with_momentum else []
+                fused_step(group, same_kind, [p.grad for p in same_kind], buffers, first_step)
 
     def anneal(self) -> None:
         """CosineAnnealingLR's step (eta_min 0), in its recursive form: each learning rate is

@@ -41,7 +41,7 @@ from semtail.files import atomic_path
 from semtail.metrics import ndcg_at_k, rank_top_k
 from semtail.models.base import Fitted, TrainingData, TrainingRun, TrainingTerminated, raise_if_terminated
 from semtail.models.itemitem import predict, to_torch_csr
-from semtail.sgd import CosineAnnealedSGD
+from semtail.sgd import CosineAnnealedSGD, fused_step
 
 MOMENTUM = 0.9
 VALIDATION_K = 100
@@ -364,18 +364,7 @@ class Trainer:
             gradient = self.gradient[: stop - start]
             torch.addmm(gradient, block, prediction_gradient, beta=0, out=gradient)
             gradient.diagonal(start).zero_()
-            torch._fused_sgd_(
-                [self.U[start:stop]],
-                [gradient],
-                [momentum[start:stop]],
-                weight_decay=group["weight_decay"],
-                momentum=group["momentum"],
-                lr=group["lr"],
-                dampening=group["dampening"],
-                nesterov=group["nesterov"],
-                maximize=group["maximize"],
-                is_first_step=first_step,
-            )
+            fused_step(group, [self.U[start:stop]], [gradient], [momentum[start:stop]], first_step)
 
     def train_epoch(self) -> dict[str, float]:
         s = self.settings
