@@ -27,6 +27,7 @@ from semtail import plan, registry
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_CONFIG = "test-config.yaml"
+DEMO_DATASET = "ml-100k"
 SECOND_DATASET = "ml-100k-min50"
 SGD_METHODS = tuple(name for name, method in registry.methods().items() if method.training == "sgd")
 ON_BASE_METHODS = ("rerank", "post")  # their training reads the model file of the run their `base` names
@@ -49,15 +50,17 @@ def repo_files() -> list[str]:
 
 
 def copy_repo(destination: Path, raw_cache: bool = True) -> Path:
-    """A copy of the repository's files at `destination`, with data/raw when `raw_cache`."""
+    """A copy of the repository's files at `destination`, with the demo's raw data (data/raw/ml-100k,
+    where a run has fetched it) when `raw_cache`: not the rest of data/raw, which in a working copy
+    may hold gigabytes of other datasets."""
     destination.mkdir(parents=True, exist_ok=True)
     for name in repo_files():
         target = destination / name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / name, target)
-    raw = REPO / "data" / "raw"
+    raw = REPO / "data" / "raw" / DEMO_DATASET
     if raw_cache and raw.is_dir():
-        shutil.copytree(raw, destination / "data" / "raw", symlinks=True, dirs_exist_ok=True)
+        shutil.copytree(raw, destination / "data" / "raw" / DEMO_DATASET, symlinks=True, dirs_exist_ok=True)
     return destination
 
 
