@@ -6,6 +6,7 @@ import math
 import os
 import re
 import signal
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -549,6 +550,34 @@ def test_sigterm_as_a_checkpoint_is_put_in_place_names_that_checkpoint(tmp_path,
         "from the checkpoint after epoch 2"
     )
     assert torch.load(checkpoint, weights_only=True)["epoch"] == 2
+
+
+def test_sigterm_inside_mkstemp_leaves_no_half_written_file(tmp_path, monkeypatch, caplog):
+    """SIGTERM handled inside mkstemp, after it made the second checkpoint's temporary file and
+    before it returned its name (CI met it once): the job removes the file on its way out."""
+    checkpoint, output = tmp_path / "checkpoint.pt", tmp_path / "model.pt"
+    making = tempfile.mkstemp
+    made = []
+
+    def mkstemp_then_terminate(*args, **kwargs):
+        fd, name = making(*args, **kwargs)
+        made.append(name)
+        if ".checkpoint." in name and len([m for m in made if ".checkpoint." in m]) == 2:
+            os.close(fd)
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler raises here
+        return fd, name
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp_then_terminate)
+    with caplog.at_level(logging.INFO), pytest.raises(SystemExit):
+        train_until_terminated(tmp_path, checkpoint, output)
+    assert Path(made[-1]).name.startswith(".checkpoint.") and not Path(made[-1]).exists()
+    assert f"removing {made[-1]}, left half-written by this job" in caplog.text
+    assert not [p.name for p in tmp_path.iterdir() if "partial" in p.name]
+    assert caplog.records[-1].getMessage() == (
+        "toy/ease seed 3: terminated by signal at epoch 2; rerun with --rerun-incomplete to resume "
+        "from the checkpoint after epoch 1"
+    )
 
 
 class SignalledWhenCollected:

@@ -24,16 +24,20 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=f".partial{target.suffix}")
-    os.close(fd)
-    tmp_path = Path(tmp)
-    tmp_path.chmod(0o666 & ~_umask())  # mkstemp makes owner-only files; results are meant to be shared
+    tmp_path = None
+    # A signal handled from here on removes the temporary file; one handled inside mkstemp, after
+    # the file is made and before its name is returned, leaves it (TrainingRun.remove_partial_files).
     try:
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=f".partial{target.suffix}")
+        tmp_path = Path(tmp)
+        os.close(fd)
+        tmp_path.chmod(0o666 & ~_umask())  # mkstemp makes owner-only files; results are meant to be shared
         yield tmp_path
         os.replace(tmp_path, target)
     except BaseException as error:
         out_of_space = _out_of_space(error, target.parent)
-        tmp_path.unlink(missing_ok=True)
+        if tmp_path is not None:
+            tmp_path.unlink(missing_ok=True)
         if out_of_space:
             raise OutOfSpace(f"{out_of_space} writing {target}") from error
         raise

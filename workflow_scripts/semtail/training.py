@@ -405,6 +405,7 @@ class Trainer:
             self.train_epochs()
         except TrainingTerminated as stop:
             self.remove_unneeded_best_files()
+            self.run.remove_partial_files(left_by="this job")
             checkpoint_epoch = self.last_checkpoint[0] if self.run.checkpoint is not None else None
             epoch = min(self.epoch + 1, self.settings.epochs)  # the epoch under way (or its checkpoint)
             raise TrainingTerminated(stop.signal_number, self.run.describe(), epoch, checkpoint_epoch) from None

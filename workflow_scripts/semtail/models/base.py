@@ -77,13 +77,15 @@ class TrainingRun:
     def best_weights_files(self) -> list[Path]:
         return sorted(self.checkpoint.parent.glob(f"{glob.escape(self.checkpoint.name)}.best-epoch*"))
 
-    def remove_partial_files(self) -> None:
-        """The checkpoint files that a job killed outright while writing them left half-written."""
+    def remove_partial_files(self, left_by: str = "a killed job") -> None:
+        """The checkpoint files left half-written: by a job killed outright while writing them, or
+        (`left_by` "this job") by a signal handled as the temporary file was being made, before it
+        had a name to remove it by (semtail.files.atomic_path)."""
         if self.checkpoint is None:
             return
         for stem in (self.checkpoint.stem, self.checkpoint.name):  # the checkpoint; the best epoch's U
             for path in partial_files(self.checkpoint.parent, stem):
-                self.log.info("removing %s, left half-written by a killed job", path)
+                self.log.info("removing %s, left half-written by %s", path, left_by)
                 path.unlink(missing_ok=True)
 
     def remove_checkpoint(self) -> None:
