@@ -19,7 +19,8 @@ def fused_step(
     group: dict, params: list[torch.Tensor], grads: list[torch.Tensor], buffers: list[torch.Tensor], first_step: bool
 ) -> None:
     """One step of `params` (same device and dtype) by torch's fused SGD kernel, at `group`'s
-    settings; `buffers` their momentum (none without momentum), set to the gradient on `first_step`."""
+    learning rate, momentum and weight decay (torch.optim's defaults for the rest); `buffers`
+    their momentum (none without momentum), set to the gradient on `first_step`."""
     torch._fused_sgd_(
         params,
         grads,
@@ -27,9 +28,9 @@ def fused_step(
         weight_decay=group["weight_decay"],
         momentum=group["momentum"],
         lr=group["lr"],
-        dampening=group["dampening"],
-        nesterov=group["nesterov"],
-        maximize=group["maximize"],
+        dampening=0.0,
+        nesterov=False,
+        maximize=False,
         is_first_step=first_step,
     )
 
@@ -53,9 +54,6 @@ class CosineAnnealedSGD:
                     "initial_lr": lr,
                     "momentum": float(group.get("momentum", 0.0)),
                     "weight_decay": float(group.get("weight_decay", 0.0)),
-                    "dampening": 0.0,
-                    "nesterov": False,
-                    "maximize": False,
                 }
             )
         self.state: defaultdict[torch.Tensor, dict] = defaultdict(dict)
