@@ -34,9 +34,9 @@ case "$command" in
         exec snakemake --cores all "$@"
         ;;
     test)
-        # Two test processes on two cores (pytest-xdist): one runs the shared demo while the other
-        # runs the tests that need none; the SLURM tests stay on one (--dist loadgroup).
-        exec python -m pytest --numprocesses auto --maxprocesses 4 --dist loadgroup "$@"
+        # Two test processes on two cores (pytest-xdist), each taking the next test in the order
+        # tests/conftest.py gives them; the tests of one xdist_group stay on one (--dist loadgroup).
+        exec python -m pytest --numprocesses auto --maxprocesses 4 --dist loadgroup --no-loadscope-reorder "$@"
         ;;
     *)
         echo "usage: $0 run [snakemake args...] | test [pytest args...]" >&2

@@ -27,6 +27,8 @@ from semtail.device import visible_gpu_ids
 
 plan.put_first_on_pythonpath(str(WORKFLOW_SCRIPTS))
 plan.quote_interpreter_for_shell()
+# The code versions of the jobs' params, kept for the next call beside Snakemake's own records.
+provenance.keep_code_versions_in(Path(".snakemake") / "semtail")
 
 # Text that --config gave where numbers belong is converted, then the config is validated against
 # the schema (which has no defaults to fill in), a problem named in a few lines.

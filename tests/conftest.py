@@ -3,6 +3,13 @@ synthetic_data.py) and a local HTTP server. No real dataset content is used anyw
 
 from __future__ import annotations
 
+import os
+
+# OpenMP threads that wait by sleeping, not spinning (as train.py sets for its jobs): the two
+# pytest-xdist workers share two cores, and torch's spinning threads took as much CPU again as the
+# quick tests themselves. Set before anything imports torch, which reads it then.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import functools
 import http.server
 import threading
@@ -12,6 +19,23 @@ import pandas as pd
 import pytest
 
 from synthetic_data import RAW_WRITERS, save_training_split
+
+
+def pytest_collection_modifyitems(items):
+    """The end-to-end runs (marked slow) first, the quick tests after them; under pytest-xdist
+    (`./workflow.sh test`, with --no-loadscope-reorder to keep this order) each worker takes the
+    next test when it is done with one. The SLURM run comes first, as it mostly waits on its
+    scheduler, and the other worker meanwhile makes the session's completed demo, which saturates
+    the cores. The quick tests at the end fill the time until the last run ends."""
+
+    def order(item) -> int:
+        if item.get_closest_marker("slow") is None:
+            return 3
+        if item.get_closest_marker("slurm"):
+            return 0
+        return 1 if "completed_demo" in item.fixturenames else 2
+
+    items.sort(key=order)
 
 
 @pytest.fixture

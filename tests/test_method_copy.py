@@ -40,7 +40,7 @@ def test_a_copied_method_module_runs_and_matches_its_original(tmp_path, raw_file
     config["hyperparameters"] = {"ease": ease, "ease_copy": dict(ease)}
     write_config(workdir, config)
 
-    snakemake(workdir, cores=2)
+    snakemake(workdir)
 
     run = {name: workdir / f"results/toy/{name}/seed0" for name in config["methods"]}
     metrics = {name: json.loads((path / "metrics.json").read_text()) for name, path in run.items()}

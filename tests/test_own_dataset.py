@@ -99,7 +99,7 @@ def shop_run(tmp_path_factory):
     config["hyperparameters"]["ease"].update(epochs=2, patience=2)
     config["compute"]["device"] = "cpu"
     (workdir / CONFIG_NAME).write_text(yaml.safe_dump(config, sort_keys=False))
-    done = snakemake(workdir, cores=2, configfile=CONFIG_NAME)
+    done = snakemake(workdir, configfile=CONFIG_NAME)
     return workdir, rows, config, done
 
 
@@ -185,7 +185,7 @@ def test_experiments_splitting_one_dataset_otherwise_keep_their_own_splits(tmp_p
         return f"results/{experiment}/shop/summary.md"
 
     for experiment in configs:
-        snakemake(workdir, summary(experiment), cores=2, configfile=f"{experiment}.yaml")
+        snakemake(workdir, summary(experiment), configfile=f"{experiment}.yaml")
     folders = {experiment: workdir / plan.processed_dir(config, "shop") for experiment, config in configs.items()}
     assert folders["first"] != folders["second"] and folders["first"].parent == folders["second"].parent
     for experiment, n_heldout in (("first", 10), ("second", 12)):

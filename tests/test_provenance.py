@@ -1,5 +1,6 @@
 """code_version: what Snakemake's params trigger sees of the imported library code."""
 
+import json
 import textwrap
 
 import pytest
@@ -130,6 +131,73 @@ def test_a_string_that_is_not_a_docstring_counts(package_copy):
     before = provenance.code_version("mostpop")
     edit(package_copy / "models/mostpop.py", "import numpy\n\ndef fit():\n    x = 'a'\n    return 0\n")
     assert provenance.code_version("mostpop") != before
+
+
+@pytest.fixture
+def kept_versions(package_copy, tmp_path, monkeypatch):
+    """Code versions kept in a file, as in a Snakemake call; returns a function that starts the
+    next call (a new process: only the file is left of the last one) and the file."""
+    monkeypatch.setattr(provenance, "_kept_versions", None)
+    folder = tmp_path / "workdir" / ".snakemake" / "semtail"
+
+    def next_call():
+        provenance.module_closure.cache_clear()
+        provenance.keep_code_versions_in(folder)
+
+    next_call()
+    return next_call, folder / "code_versions.json"
+
+
+def test_kept_code_versions_are_the_computed_ones_and_are_read_back(kept_versions, monkeypatch):
+    next_call, file = kept_versions
+    computed = {m: provenance.hash_of_code(m) for m in ("posit", "mostpop", "evaluate")}
+    assert {m: provenance.code_version(m) for m in computed} == computed
+    stored = json.loads(file.read_text())
+    assert stored["versions"] == {
+        "posit train.py": computed["posit"],
+        "mostpop train.py": computed["mostpop"],
+        "evaluate train.py": computed["evaluate"],
+    }
+
+    next_call()
+    monkeypatch.setattr(provenance, "hash_of_code", lambda *args: pytest.fail(f"computed again: {args}"))
+    assert {m: provenance.code_version(m) for m in computed} == computed
+
+
+def test_an_edit_of_any_source_makes_every_kept_version_be_computed_again(kept_versions, package_copy):
+    next_call, file = kept_versions
+    before = {m: provenance.code_version(m) for m in ("posit", "ipw", "mostpop")}
+    edit(package_copy / "models/posit.py", "from semtail.training import loop\n\ndef fit():\n    return 2 * loop()\n")
+    next_call()
+    assert json.loads(file.read_text())["sources"] != provenance._kept_versions.sources
+    after = {m: provenance.code_version(m) for m in before}
+    assert after["posit"] != before["posit"] and after["posit"] == provenance.hash_of_code("posit")
+    assert after["ipw"] == before["ipw"] and after["mostpop"] == before["mostpop"]
+    assert set(json.loads(file.read_text())["versions"]) == {"posit train.py", "ipw train.py", "mostpop train.py"}
+    # a comment changes the bytes, not the version: computed again, to the same value
+    edit(package_copy / "models/ipw.py", "# a comment\n" + (package_copy / "models/ipw.py").read_text())
+    next_call()
+    assert provenance._kept_versions.versions == {}
+    assert provenance.code_version("ipw") == before["ipw"]
+
+
+@pytest.mark.parametrize("text", ["not json", "[1, 2]", '{"sources": 3}', '{"versions": {"posit train.py": "x"}}'])
+def test_a_file_that_is_not_of_these_sources_is_not_read(kept_versions, text):
+    next_call, file = kept_versions
+    file.parent.mkdir(parents=True, exist_ok=True)
+    file.write_text(text)
+    next_call()
+    assert provenance.code_version("posit") == provenance.hash_of_code("posit")
+    assert json.loads(file.read_text())["versions"] == {"posit train.py": provenance.hash_of_code("posit")}
+
+
+def test_a_folder_that_cannot_be_written_loses_only_the_keeping(package_copy, tmp_path, monkeypatch):
+    monkeypatch.setattr(provenance, "_kept_versions", None)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    provenance.keep_code_versions_in(blocker / "semtail")
+    assert provenance.code_version("posit") == provenance.hash_of_code("posit")
+    assert blocker.read_text() == ""
 
 
 def test_the_canonical_tree_ignores_positions_and_empty_fields():

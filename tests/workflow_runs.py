@@ -71,13 +71,19 @@ def copy_run(source: Path, destination: Path) -> Path:
     return destination
 
 
+# The tables' bootstrap intervals in the tests' runs: a tenth of the default resamplings, which
+# otherwise take half of each aggregate job (tests/test_significance.py checks the interval itself).
+BOOTSTRAP_SAMPLES = 1000
+
+
 def reduced_config(seeds=(0, 1), epochs: int = 2, second_dataset: bool = False) -> dict:
-    """config.yaml for the tests: fewer seeds and epochs, and the CPU. With `second_dataset`, also
-    a smaller second dataset: ML-100K again, with only its 370 users of 50 or more positive
-    ratings (test_rerun.py adds it where it tells changes to one dataset from the other)."""
+    """config.yaml for the tests: fewer seeds, epochs and bootstrap resamplings, and the CPU. With
+    `second_dataset`, also a smaller second dataset: ML-100K again, with only its 370 users of 50
+    or more positive ratings (test_rerun.py adds it where it tells changes to one dataset from the other)."""
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     config["seeds"] = list(seeds)
     config["compute"]["device"] = "cpu"
+    config["compare"] = {"bootstrap": {"samples": BOOTSTRAP_SAMPLES}}
     for method in SGD_METHODS:
         if method in config["hyperparameters"]:
             config["hyperparameters"][method]["epochs"] = epochs
@@ -95,10 +101,12 @@ def second_dataset_config(config: dict) -> dict:
 
 def synthetic_config(experiment: str, methods: list[str], shape: dict, epochs: int = 2) -> dict:
     """config.yaml reduced to a dataset `toy` of the synthetic source of `shape` (users, items,
-    interactions, seed), the given methods with `epochs` epochs, one seed, on the CPU."""
+    interactions, seed), the given methods with `epochs` epochs, one seed, fewer bootstrap
+    resamplings, on the CPU."""
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     config.update(experiment=experiment, seeds=[0], methods=list(methods))
     config["compute"]["device"] = "cpu"
+    config["compare"] = {"bootstrap": {"samples": BOOTSTRAP_SAMPLES}}
     for method in SGD_METHODS:
         if method in methods:
             config["hyperparameters"][method].update(epochs=epochs, patience=epochs)
@@ -330,7 +338,7 @@ def kill_group(process: subprocess.Popen, grace_s: float = 2.0, first_signal=sig
 
 
 @pytest.fixture(scope="session")
-def completed_demo(tmp_path_factory, worker_id) -> Path:
+def completed_demo(tmp_path_factory) -> Path:
     """One complete run of the reduced demo, shared read-only by the tests that need one.
 
     Under pytest-xdist (`./workflow.sh test` runs two workers) the first worker to need it makes
@@ -341,7 +349,8 @@ def completed_demo(tmp_path_factory, worker_id) -> Path:
     if reuse:
         assert planned_jobs(Path(reuse)) == {}, f"{reuse} is not a completed run"
         return Path(reuse)
-    shared = tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
+    worker = os.environ.get("PYTEST_XDIST_WORKER")  # gw0, gw1, ...; unset in a run without workers
+    shared = tmp_path_factory.getbasetemp().parent if worker else tmp_path_factory.getbasetemp()
     workdir = shared / "completed-demo" / "repo"
     with open(shared / "completed-demo.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -375,7 +384,7 @@ def synthetic_run(tmp_path_factory) -> tuple[Path, dict]:
         "model_files": "temporary"
     }
     write_config(workdir, config)
-    snakemake(workdir, cores=2)
+    snakemake(workdir)
     return workdir, config
 
 

@@ -4,7 +4,7 @@ reference marked, flags of semtail/flags.py), paper_comparison.{csv,md,tex} and 
 
 from semtail import flags, run_metrics, selection, significance, tables
 from semtail.files import atomic_path, write_text
-from semtail.script_io import plain, script_run, setup_logging
+from semtail.script_io import exit_without_teardown, plain, script_run, setup_logging
 
 run = script_run(
     globals(), "Aggregate a dataset's metric JSONs into summary, paper-comparison and significance tables."
@@ -56,3 +56,4 @@ log.info(
     len(disagreements),
     ", ".join(unchanged["method"]) or "none",
 )
+exit_without_teardown()

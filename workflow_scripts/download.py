@@ -12,7 +12,7 @@ from pathlib import Path
 
 from semtail.datasets import DataError
 from semtail.datasets.sources import fetch_dataset
-from semtail.script_io import plain, script_run, setup_logging
+from semtail.script_io import exit_without_teardown, plain, script_run, setup_logging
 
 run = script_run(globals(), "Fetch a dataset's raw files from the first configured source that passes verification.")
 log = setup_logging(run, "download")
@@ -23,3 +23,4 @@ try:
 except DataError as error:
     log.error("%s", error)
     sys.exit(1)
+exit_without_teardown()

@@ -5,7 +5,7 @@ import torch
 from semtail.device import select_device
 from semtail.evaluate import evaluate_model_file, load_split, read_user_ids, write_outputs, write_per_user
 from semtail.run_metrics import CHECKSUMMED_SPLIT_FILES
-from semtail.script_io import plain, script_run, setup_logging
+from semtail.script_io import exit_without_teardown, plain, script_run, setup_logging
 
 run = script_run(globals(), "Evaluate a model file on the test split (see docs/metrics.md).")
 log = setup_logging(run, "evaluate")
@@ -39,3 +39,4 @@ write_per_user(run.output.per_user, result, read_user_ids(run.input.test_users, 
 write_outputs(record, result, run.output.metrics, run.output.topk, run.output.item_stats)
 at_100 = {key: round(value, 4) for key, value in record["metrics"].items() if key.endswith("@100")}
 log.info("%s %s seed %s: %s", record["dataset"], record["variant"], record["seed"], at_100)
+exit_without_teardown()

@@ -1,7 +1,7 @@
 """A dataset's figures: coverage@k, item recall by popularity, accuracy against coverage, Lorenz curves."""
 
 from semtail import figures, run_metrics
-from semtail.script_io import plain, script_run, setup_logging
+from semtail.script_io import exit_without_teardown, plain, script_run, setup_logging
 
 run = script_run(globals(), "Plot a dataset's evaluation results as PNG and PDF figures.")
 log = setup_logging(run, "plot")
@@ -21,3 +21,4 @@ figures.save(
 )
 figures.save(figures.lorenz_figure(runs, dataset), output.lorenz, output.lorenz_pdf)
 log.info("%s: plotted %d runs", dataset, len(runs))
+exit_without_teardown()

@@ -2,7 +2,7 @@
 
 from semtail import figures, run_metrics, tables
 from semtail.files import atomic_path, write_text
-from semtail.script_io import plain, script_run, setup_logging
+from semtail.script_io import exit_without_teardown, plain, script_run, setup_logging
 
 run = script_run(globals(), "Tabulate and plot what POSIT's adversary did, beside every method's NDCG and coverage.")
 log = setup_logging(run, "plot_adversary")
@@ -18,3 +18,4 @@ with atomic_path(run.output.table_csv) as tmp:
 write_text(run.output.table_md, tables.adversary_markdown(table, dataset))
 figures.save(figures.adversary_figure(table, history, dataset), run.output.figure, run.output.figure_pdf)
 log.info("%s: adversary table and figure of %d POSIT runs among %d methods", dataset, len(posit_runs), len(table))
+exit_without_teardown()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from semtail.datasets import DataError
 from semtail.datasets.preprocess import OUTPUT_NAMES, preprocess
-from semtail.script_io import plain, script_run, setup_logging
+from semtail.script_io import exit_without_teardown, plain, script_run, setup_logging
 
 run = script_run(globals(), "Split a downloaded dataset as Liang et al. (2018) do, into data/processed/{dataset}/{p}/.")
 log = setup_logging(run, "preprocess")
@@ -31,3 +31,4 @@ try:
 except DataError as error:
     log.error("%s", error)
     sys.exit(1)
+exit_without_teardown()

@@ -5,7 +5,7 @@ import sys
 
 from semtail.files import atomic_path
 from semtail.resource_check import ResourceRecordError, ResourcesExceeded, check_within, resource_rows, write_table
-from semtail.script_io import script_run, setup_logging
+from semtail.script_io import exit_without_teardown, script_run, setup_logging
 
 run = script_run(globals(), "Tabulate every job's measured peak memory and wall time against its declaration.")
 log = setup_logging(run, "resources_table")
@@ -23,3 +23,4 @@ except (ResourceRecordError, ResourcesExceeded) as error:
 with atomic_path(run.output.table) as tmp:
     write_table(rows, tmp)
 log.info("%d jobs, every one within what it declared", len(rows))
+exit_without_teardown()

@@ -10,7 +10,7 @@ Snakemake runs it from rules/tuning.smk (a checkpoint: the train jobs read the c
 """
 
 from semtail.files import read_json
-from semtail.script_io import plain, script_run, setup_logging
+from semtail.script_io import exit_without_teardown, plain, script_run, setup_logging
 from semtail.selection import selected_document, write_selected
 
 run = script_run(globals(), "Choose a method's hyperparameters from its candidates' validation metrics.")
@@ -43,3 +43,4 @@ log.info(
     document["settings"],
     chosen["metrics"],
 )
+exit_without_teardown()

@@ -22,10 +22,11 @@ import sys
 # Set before the imports below load torch, which reads it then.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from semtail.script_io import script_run, setup_logging  # noqa: E402
+from semtail.script_io import exit_without_teardown, script_run, setup_logging  # noqa: E402
 from semtail.train_job import ending_on_signal, job_arguments, train_and_save  # noqa: E402
 
 run = script_run(globals(), "Train one method on one dataset's split with one seed, and write its model file.")
 log = setup_logging(run, "train")
 with ending_on_signal(log):
     train_and_save(output=run.output.model, log=log, progress=sys.stderr.isatty(), **job_arguments(run))
+exit_without_teardown()

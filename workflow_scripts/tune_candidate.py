@@ -21,7 +21,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from semtail.candidate import train_and_validate  # noqa: E402
 from semtail.files import write_json  # noqa: E402
 from semtail.provenance import CANDIDATE_SCRIPT  # noqa: E402
-from semtail.script_io import plain, script_run, setup_logging  # noqa: E402
+from semtail.script_io import exit_without_teardown, plain, script_run, setup_logging  # noqa: E402
 from semtail.train_job import ending_on_signal, job_arguments  # noqa: E402
 
 run = script_run(globals(), "Train one candidate of a hyperparameter search and score it on the validation users.")
@@ -54,3 +54,4 @@ log.info(
     record["settings"],
     record["metrics"]["ndcg@100"],
 )
+exit_without_teardown()

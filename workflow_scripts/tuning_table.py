@@ -2,7 +2,7 @@
 selected.yaml of each searched method."""
 
 from semtail.files import atomic_path, write_text
-from semtail.script_io import script_run, setup_logging
+from semtail.script_io import exit_without_teardown, script_run, setup_logging
 from semtail.selection import read_selected, tuning_markdown, tuning_table
 
 run = script_run(globals(), "Tabulate a dataset's hyperparameter searches (every candidate and the choice).")
@@ -14,3 +14,4 @@ with atomic_path(run.output.table_csv) as tmp:
     table.to_csv(tmp, index=False)
 write_text(run.output.table_md, tuning_markdown(documents, run.params.dataset))
 log.info("%s: %d searched methods, %d candidates", run.params.dataset, len(documents), len(table))
+exit_without_teardown()

@@ -5,12 +5,14 @@ from __future__ import annotations
 import ast
 import hashlib
 import importlib.metadata
+import json
+import os
 import platform
 import sys
 from functools import cache
 from pathlib import Path
 
-from semtail.files import sha256
+from semtail.files import sha256, write_text
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
 PACKAGE_NAME = PACKAGE_ROOT.name
@@ -126,13 +128,86 @@ def code_version(stage_or_method: str, script: str = TRAIN_SCRIPT) -> str:
     syntax tree of the script and of every semtail module it imports makes a change to, say,
     models/posit.py rerun POSIT's jobs and nothing else, while edits to comments, docstrings or
     formatting rerun nothing. The hash is the same under every Python version this project supports.
+    Within a Snakemake call, also read from and added to a file (keep_code_versions_in).
     """
+    if _kept_versions is None:
+        return hash_of_code(stage_or_method, script)
+    return _kept_versions.get(stage_or_method, script)
+
+
+def hash_of_code(stage_or_method: str, script: str = TRAIN_SCRIPT) -> str:
+    """code_version, computed from the syntax trees."""
     script, modules = code_files(stage_or_method, script)
     digest = hashlib.sha256()
     for name, path in [(script.name, script), *((module, module_path(module)) for module in modules)]:
         digest.update(name.encode() + b"\0")
         digest.update(canonical_code(path.read_text()).encode() + b"\0")
     return digest.hexdigest()[:16]
+
+
+def source_files() -> list[Path]:
+    """Every Python file that a code version may read: the scripts and the package's modules."""
+    return sorted([*PACKAGE_ROOT.parent.glob("*.py"), *PACKAGE_ROOT.rglob("*.py")])
+
+
+class CodeVersionFile:
+    """The code versions computed from the sources as they were when it was made, kept in a JSON
+    file with a hash of the bytes of every source file and the Python version. Versions are read
+    from the file only while that hash is the same."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.sources = self.hash_of_sources(source_files())
+        self.versions = self.read()
+
+    @staticmethod
+    def hash_of_sources(files: list[Path]) -> str:
+        digest = hashlib.sha256(f"python {sys.version_info.major}.{sys.version_info.minor}\0".encode())
+        for path in files:
+            digest.update(path.relative_to(PACKAGE_ROOT.parent).as_posix().encode() + b"\0")
+            digest.update(path.read_bytes() + b"\0")
+        return digest.hexdigest()
+
+    def get(self, stage_or_method: str, script: str) -> str:
+        key = f"{stage_or_method} {script}"
+        if key not in self.versions:
+            self.versions[key] = hash_of_code(stage_or_method, script)
+            self.save()
+        return self.versions[key]
+
+    def read(self) -> dict[str, str]:
+        """The versions in the file if it was written for these sources; none where there is no
+        file, it is of other sources, or it cannot be read."""
+        try:
+            stored = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+        if not isinstance(stored, dict) or stored.get("sources") != self.sources:
+            return {}
+        versions = stored.get("versions")
+        if not isinstance(versions, dict):
+            return {}
+        return {key: value for key, value in versions.items() if isinstance(value, str)}
+
+    def save(self) -> None:
+        """A folder that cannot be written loses only the keeping."""
+        try:
+            write_text(self.path, json.dumps({"sources": self.sources, "versions": self.versions}, sort_keys=True))
+        except OSError:
+            pass
+
+
+_kept_versions: CodeVersionFile | None = None
+
+
+def keep_code_versions_in(folder: str | os.PathLike) -> None:
+    """For the rest of this process, read code versions from a file in `folder` and add the ones
+    computed to it. For a Snakemake call, which reads the sources once: it computes the code
+    version of every job's params, and parsing every module for them took a quarter of a dry
+    run's time, in every call. Versions are taken from the file only for the sources as they are
+    now (CodeVersionFile); an edit of any of them makes every version be computed again."""
+    global _kept_versions
+    _kept_versions = CodeVersionFile(Path(folder) / "code_versions.json")
 
 
 def resource_version(name: str) -> str:

@@ -6,8 +6,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import yaml
 
@@ -134,3 +136,14 @@ def setup_logging(run: ScriptRun, name: str) -> logging.Logger:
 def plain(value):
     """Snakemake params (Namedlists, ruamel/YAML types) as plain JSON-able Python values."""
     return json.loads(json.dumps(value, default=lambda o: dict(o) if hasattr(o, "keys") else list(o)))
+
+
+def exit_without_teardown() -> NoReturn:
+    """End a script that has written all its outputs: flush the log and the standard streams, then
+    exit with status 0 at once. Python's teardown of the modules a job imports (torch above all)
+    writes nothing and takes about 0.4 s of CPU, a quarter of a small job's. A script that fails
+    never gets here: it ends the usual way, with its error in the log and a non-zero status."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
