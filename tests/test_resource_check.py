@@ -23,6 +23,7 @@ from semtail.resource_check import (
 from workflow_runs import (
     FULL_JOB_BLOCKS,
     SYNTHETIC_RUN,
+    SYNTHETIC_RUN_FOLDERS,
     SYNTHETIC_RUN_GROUP,
     copy_repo,
     copy_run,
@@ -184,9 +185,10 @@ def test_resources_csv_of_a_small_synthetic_run(synthetic_run, tmp_path):
         rows = list(csv.DictReader(handle))
     assert tuple(rows[0]) == COLUMNS
     jobs = {row["job"] for row in rows}
-    run_of = {"mostpop": "seed-independent", "ease": "seed0", "rerank": "seed0", "posit": "seed0"}  # mostpop runs once
     runs = {
-        f"{rule} dataset=toy method={m} run={run_of[m]}" for rule in ("train", "evaluate") for m in config["methods"]
+        f"{rule} dataset=toy method={m} run={run}"
+        for rule in ("train", "evaluate")
+        for m, run in SYNTHETIC_RUN_FOLDERS.items()
     }
     split = f"split={plan.split_key(config, 'toy')}"
     reports = {f"{rule} dataset=toy" for rule in ("aggregate", "plot", "plot_adversary", "plot_weight_landscape")}
@@ -200,9 +202,7 @@ def test_resources_csv_of_a_small_synthetic_run(synthetic_run, tmp_path):
     assert row["declared_runtime_min"] == str(measured["resources"]["runtime"])
 
     workdir = copy_run(completed, tmp_path / "run")
-    failed = snakemake(
-        workdir, "--set-resources", "aggregate:mem_mb=5", "--forcerun", "aggregate", cores=2, check=False
-    )
+    failed = snakemake(workdir, "--set-resources", "aggregate:mem_mb=5", "--forcerun", "aggregate", check=False)
     assert failed.returncode != 0
     log = (workdir / "logs" / SYNTHETIC_RUN / "resources_table.log").read_text()
     assert "aggregate dataset=toy: peak memory" in log

@@ -10,8 +10,15 @@ import json
 import numpy as np
 import pytest
 
-from semtail import plan
-from workflow_runs import SYNTHETIC_RUN, SYNTHETIC_RUN_GROUP, copy_run, job, planned_jobs, write_config
+from workflow_runs import (
+    SYNTHETIC_RUN,
+    SYNTHETIC_RUN_FOLDERS,
+    SYNTHETIC_RUN_GROUP,
+    copy_run,
+    job,
+    planned_jobs,
+    write_config,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -22,8 +29,7 @@ def test_temporary_model_files_are_deleted_once_evaluated_and_retrained_only_whe
     assert config["model_files"] == "temporary"
     results = completed / "results" / SYNTHETIC_RUN / "toy"
     assert sorted(results.glob("*/*/model.pt")) == []
-    runs = {method: plan.run_folder(plan.run_seeds(config, "toy", method)[0]) for method in config["methods"]}
-    for method, run in runs.items():
+    for method, run in SYNTHETIC_RUN_FOLDERS.items():
         assert (results / method / run / "metrics.json").is_file()
     # The adversary's outputs come from POSIT's evaluation files, which carry what its model held.
     record = json.loads((results / "posit" / "seed0" / "metrics.json").read_text())
@@ -45,7 +51,9 @@ def test_temporary_model_files_are_deleted_once_evaluated_and_retrained_only_whe
     write_config(workdir, changed)
     planned = planned_jobs(workdir)
     every_run = {
-        job(rule, dataset="toy", method=m, run=run) for rule in ("train", "evaluate") for m, run in runs.items()
+        job(rule, dataset="toy", method=m, run=run)
+        for rule in ("train", "evaluate")
+        for m, run in SYNTHETIC_RUN_FOLDERS.items()
     }
     assert every_run <= set(planned)
 

@@ -76,18 +76,24 @@ def copy_run(source: Path, destination: Path) -> Path:
 BOOTSTRAP_SAMPLES = 1000
 
 
-def reduced_config(seeds=(0, 1), epochs: int = 2, second_dataset: bool = False) -> dict:
-    """config.yaml for the tests: fewer seeds, epochs and bootstrap resamplings, and the CPU. With
-    `second_dataset`, also a smaller second dataset: ML-100K again, with only its 370 users of 50
-    or more positive ratings (test_rerun.py adds it where it tells changes to one dataset from the other)."""
+def config_for_tests(seeds, epochs: int) -> dict:
+    """config.yaml with `seeds`, `epochs` epochs (and as much patience) for every SGD method, fewer
+    bootstrap resamplings, on the CPU."""
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     config["seeds"] = list(seeds)
     config["compute"]["device"] = "cpu"
     config["compare"] = {"bootstrap": {"samples": BOOTSTRAP_SAMPLES}}
     for method in SGD_METHODS:
         if method in config["hyperparameters"]:
-            config["hyperparameters"][method]["epochs"] = epochs
-            config["hyperparameters"][method]["patience"] = epochs
+            config["hyperparameters"][method].update(epochs=epochs, patience=epochs)
+    return config
+
+
+def reduced_config(seeds=(0, 1), epochs: int = 2, second_dataset: bool = False) -> dict:
+    """config.yaml for the tests (config_for_tests). With `second_dataset`, also a smaller second
+    dataset: ML-100K again, with only its 370 users of 50 or more positive ratings (test_rerun.py
+    adds it where it tells changes to one dataset from the other)."""
+    config = config_for_tests(seeds, epochs)
     if second_dataset:
         config["datasets"][SECOND_DATASET] = second_dataset_config(config)
     return config
@@ -100,16 +106,10 @@ def second_dataset_config(config: dict) -> dict:
 
 
 def synthetic_config(experiment: str, methods: list[str], shape: dict, epochs: int = 2) -> dict:
-    """config.yaml reduced to a dataset `toy` of the synthetic source of `shape` (users, items,
-    interactions, seed), the given methods with `epochs` epochs, one seed, fewer bootstrap
-    resamplings, on the CPU."""
-    config = yaml.safe_load((REPO / "config.yaml").read_text())
-    config.update(experiment=experiment, seeds=[0], methods=list(methods))
-    config["compute"]["device"] = "cpu"
-    config["compare"] = {"bootstrap": {"samples": BOOTSTRAP_SAMPLES}}
-    for method in SGD_METHODS:
-        if method in methods:
-            config["hyperparameters"][method].update(epochs=epochs, patience=epochs)
+    """config_for_tests with one seed, reduced to a dataset `toy` of the synthetic source of
+    `shape` (users, items, interactions, seed) and the given methods."""
+    config = config_for_tests([0], epochs)
+    config.update(experiment=experiment, methods=list(methods))
     preprocess = {"threshold": 3.5, "min_uc": 5, "min_sc": 0, "n_heldout": 100, "seed": 98765, "test_prop": 0.2}
     config["datasets"] = {
         "toy": {"sources": [{"synthetic": dict(shape), "format": "synthetic"}], "preprocess": preprocess}
@@ -367,6 +367,9 @@ def completed_demo(tmp_path_factory) -> Path:
 
 
 SYNTHETIC_RUN = "synthetic-run"  # its experiment name
+# Its methods, each with the run folder it writes: mostpop gives the same result for every seed
+# and runs once.
+SYNTHETIC_RUN_FOLDERS = {"mostpop": "seed-independent", "ease": "seed0", "rerank": "seed0", "posit": "seed0"}
 # On the one worker of this group, the session's synthetic run is made once (tests that use it
 # carry the mark).
 SYNTHETIC_RUN_GROUP = pytest.mark.xdist_group("synthetic-run")
@@ -380,9 +383,7 @@ def synthetic_run(tmp_path_factory) -> tuple[Path, dict]:
     that changes it works in a copy (copy_run). Returns the folder and the config."""
     workdir = copy_repo(tmp_path_factory.mktemp("synthetic-run") / "repo", raw_cache=False)
     shape = {"users": 600, "items": 150, "interactions": 12_000, "seed": 4}
-    config = synthetic_config(SYNTHETIC_RUN, ["mostpop", "ease", "rerank", "posit"], shape) | {
-        "model_files": "temporary"
-    }
+    config = synthetic_config(SYNTHETIC_RUN, list(SYNTHETIC_RUN_FOLDERS), shape) | {"model_files": "temporary"}
     write_config(workdir, config)
     snakemake(workdir)
     return workdir, config

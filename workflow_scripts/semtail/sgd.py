@@ -64,17 +64,27 @@ class CosineAnnealedSGD:
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
                 continue
-            with_momentum = group["momentum"] != 0
-            first_step = with_momentum and all("momentum_buffer" not in self.state[p] for p in params)
-            if first_step:  # the kernel sets each buffer to the gradient
-                for p in params:
-                    self.state[p]["momentum_buffer"] = torch.empty_like(p.grad)
-            by_kind: dict[tuple, list[torch.Tensor]] = defaultdict(list)
-            for p in params:
-                by_kind[(p.device, p.dtype)].append(p)
+            buffers, first_step = self.momentum_buffers(params) if group["momentum"] != 0 else (None, False)
+            by_kind: dict[tuple, list[int]] = defaultdict(list)
+            for i, p in enumerate(params):
+                by_kind[(p.device, p.dtype)].append(i)
             for same_kind in by_kind.values():
-                buffers = [self.state[p]["momentum_buffer"] for p in same_kind] if with_momentum else []
-                fused_step(group, same_kind, [p.grad for p in same_kind], buffers, first_step)
+                fused_step(
+                    group,
+                    [params[i] for i in same_kind],
+                    [params[i].grad for i in same_kind],
+                    [buffers[i] for i in same_kind] if buffers else [],
+                    first_step,
+                )
+
+    def momentum_buffers(self, params: list[torch.Tensor]) -> tuple[list[torch.Tensor], bool]:
+        """The momentum buffers of `params`, and whether this is their first step, for which they
+        are made here (uninitialised: the kernel sets each to the gradient)."""
+        first_step = all("momentum_buffer" not in self.state[p] for p in params)
+        if first_step:
+            for p in params:
+                self.state[p]["momentum_buffer"] = torch.empty_like(p)
+        return [self.state[p]["momentum_buffer"] for p in params], first_step
 
     def anneal(self) -> None:
         """CosineAnnealingLR's step (eta_min 0), in its recursive form: each learning rate is
@@ -99,10 +109,12 @@ class CosineAnnealedSGD:
         }
 
     def load_state_dict(self, saved: dict) -> None:
+        """From state_dict; the momentum buffers are copied, so that none stays a view of a
+        checkpoint file that torch.load mapped into memory."""
         for group, lr in zip(self.param_groups, saved["lr"], strict=True):
             group["lr"] = lr
         self.annealed = saved["annealed"]
         params = [p for group in self.param_groups for p in group["params"]]
         self.state.clear()
         for i, buffer in saved["momentum_buffer"].items():
-            self.state[params[i]]["momentum_buffer"] = buffer.to(params[i].device)
+            self.state[params[i]]["momentum_buffer"] = buffer.to(params[i].device, copy=True)

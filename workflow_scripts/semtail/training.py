@@ -341,11 +341,8 @@ class Trainer:
         gradient dL/dU = X_bᵀ · dL/dx̂ computed a block of rows at a time into `self.gradient`, the
         block's diagonal entries zeroed (they stay out of U), and the block stepped by the fused
         kernel that `CosineAnnealedSGD.step` runs on the whole matrix."""
-        group, state = self.optimizer.param_groups[0], self.optimizer.state[self.U]
-        first_step = "momentum_buffer" not in state
-        if first_step:  # the first step sets the momentum to the gradient, as torch.optim.SGD does
-            state["momentum_buffer"] = torch.empty_like(self.U)
-        momentum = state["momentum_buffer"]
+        group = self.optimizer.param_groups[0]
+        [momentum], first_step = self.optimizer.momentum_buffers([self.U])
         n_items, block_rows = self.U.shape[0], self.gradient.shape[0]
         bounds = list(range(0, n_items, block_rows)) + [n_items]
         crow, col, values = transposed_rows.crow_indices(), transposed_rows.col_indices(), transposed_rows.values()
@@ -616,9 +613,6 @@ class Trainer:
         with torch.no_grad():
             self.U.copy_(saved["U"])
         self.optimizer.load_state_dict(saved["optimizer"])
-        momentum = self.optimizer.state[self.U].get("momentum_buffer")
-        if momentum is not None and momentum.device.type == "cpu":  # on the CPU still the mapped file's
-            self.optimizer.state[self.U]["momentum_buffer"] = momentum.clone()
         self.generator.set_state(saved["generator"].cpu())
         self.objective.load_state_dict(saved["objective"])
         self.epoch = saved["epoch"]
